@@ -1,0 +1,110 @@
+//! The runner's HTTP client: one request, one answer, a deadline, and an honest account of what
+//! is known when there is no answer.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// What became of a request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// The server answered: status and JSON body (`Null` if not JSON).
+    Http(u16, Value),
+    /// The connection could not be made: the request was certainly not sent.
+    NotSent(String),
+    /// Sent, or maybe sent, and no answer before the deadline or the connection broke: the
+    /// request may or may not take effect.
+    Unknown(String),
+}
+
+/// Which token a request carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Client,
+    Admin,
+}
+
+#[derive(Clone)]
+pub struct Api {
+    client: Client<HttpConnector, Full<Bytes>>,
+    client_auth: String,
+    admin_auth: String,
+}
+
+impl Api {
+    pub fn new(client_token: &str, admin_token: &str) -> Api {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        Api {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build(http),
+            client_auth: format!("Bearer {client_token}"),
+            admin_auth: format!("Bearer {admin_token}"),
+        }
+    }
+
+    /// `method http://{addr}{path}` with an optional JSON body.
+    pub async fn call(
+        &self,
+        role: Role,
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Answer {
+        let url = format!("http://{addr}{path}");
+        let request = match hyper::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(
+                "authorization",
+                match role {
+                    Role::Client => &self.client_auth,
+                    Role::Admin => &self.admin_auth,
+                },
+            )
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            ))) {
+            Ok(request) => request,
+            Err(e) => return Answer::NotSent(e.to_string()),
+        };
+        let exchange = async {
+            let response = match self.client.request(request).await {
+                Ok(response) => response,
+                Err(e) if e.is_connect() => return Answer::NotSent(format!("connect {addr}: {e}")),
+                Err(e) => return Answer::Unknown(format!("{url}: {e}")),
+            };
+            let status = response.status().as_u16();
+            match response.into_body().collect().await {
+                Ok(body) => Answer::Http(
+                    status,
+                    serde_json::from_slice(&body.to_bytes()).unwrap_or(Value::Null),
+                ),
+                Err(e) => Answer::Unknown(format!("{url}: reading the answer: {e}")),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Answer::Unknown(format!("{url}: no answer within {timeout:?}")),
+        }
+    }
+
+    /// An admin GET expected to answer 200 with JSON.
+    pub async fn admin_get(&self, addr: &str, path: &str, timeout: Duration) -> Result<Value, String> {
+        match self.call(Role::Admin, addr, "GET", path, None, timeout).await {
+            Answer::Http(200, v) => Ok(v),
+            Answer::Http(s, v) => Err(format!("GET {path} on {addr}: HTTP {s}: {v}")),
+            Answer::NotSent(e) | Answer::Unknown(e) => Err(e),
+        }
+    }
+}

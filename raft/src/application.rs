@@ -1,0 +1,55 @@
+//! [`Application`]: what a replicated application provides for one Raft group. The raft crate
+//! wraps it into openraft's `RaftStateMachine`; the application never sees openraft types.
+//!
+//! Contract:
+//! - Entries arrive in log order, each exactly once per process lifetime; after a restart the
+//!   application reports what it has (`applied_state`) and receives the entries after that.
+//!   Re-delivery of an already applied position must be a no-op.
+//! - `consensus_meta` is an opaque blob (the raft crate's encoding of the last applied log id and
+//!   membership). The application must store it atomically with the state it accompanies, give
+//!   back the latest one from `applied_state`, and carry it inside snapshots, so that a state
+//!   restored from disk or from a snapshot knows its consensus position without the log.
+//! - Errors are fatal for the group: openraft stops it. Expected, deterministic refusals of a
+//!   request belong in the response bytes.
+//! - Snapshots are files in the application's own stream format; the raft crate only moves them.
+
+use std::io;
+
+use crate::{LogPosition, SnapshotFile};
+
+/// A snapshot the application has built or installed.
+#[derive(Debug)]
+pub struct SnapshotInfo {
+    pub file: SnapshotFile,
+    /// The last position the snapshot covers.
+    pub position: LogPosition,
+    /// The `consensus_meta` stored with that position.
+    pub consensus_meta: Vec<u8>,
+}
+
+/// One group's replicated application state.
+pub trait Application: Send + 'static {
+    /// The last applied position and the consensus metadata stored with it; `None` if nothing
+    /// has been applied.
+    fn applied_state(&self) -> Option<(LogPosition, Vec<u8>)>;
+
+    /// Applies a committed request at `position`, storing `consensus_meta` with it, and returns
+    /// the response to hand to the proposer.
+    fn apply(&mut self, position: LogPosition, consensus_meta: &[u8], request: &[u8]) -> io::Result<Vec<u8>>;
+
+    /// Advances over a committed entry that carries no request (blank or membership).
+    fn apply_blank(&mut self, position: LogPosition, consensus_meta: &[u8]) -> io::Result<()>;
+
+    /// Makes everything applied so far durable. Called periodically and at shutdown.
+    fn flush(&mut self) -> io::Result<()>;
+
+    /// Writes a snapshot of the current state and makes it the current snapshot.
+    fn build_snapshot(&mut self) -> io::Result<SnapshotInfo>;
+
+    /// The current snapshot (the last one built or installed), if any.
+    fn current_snapshot(&self) -> io::Result<Option<SnapshotInfo>>;
+
+    /// Replaces the whole state with `snapshot` (which the application checks), and makes it
+    /// the current snapshot. Returns the position it covers.
+    fn install_snapshot(&mut self, snapshot: &SnapshotFile) -> io::Result<LogPosition>;
+}

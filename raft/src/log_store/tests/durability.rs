@@ -1,0 +1,173 @@
+//! Durability: what the store acknowledged is on disk.
+//!
+//! Two ways of losing the process are provoked: an orderly close and reopen in-process, and an
+//! abort (no destructors, no flush on drop, like `kill -9`) of a child process right after its
+//! last acknowledged write. In both, the reopened store must hold exactly the acknowledged
+//! entries, vote, committed id and purge/truncate state, per group, with nothing leaking
+//! between groups.
+
+use std::process::Command;
+
+use openraft::storage::{LogState, RaftLogReader, RaftLogStorage};
+
+use super::{append_durable, blank, log_id, normal};
+use crate::log_store::{codec, GroupLogStore, LogDb, LogStoreError};
+use crate::type_config::{Entry, TypeConfig, Vote};
+
+const CRASH_DIR_ENV: &str = "DOVETAIL_RAFT_CRASH_CHILD_DIR";
+
+fn group_a_entries() -> Vec<Entry> {
+    (1..=10)
+        .map(|index| normal(1, index, format!("a{index}").as_bytes()))
+        .collect()
+}
+
+fn group_b_entries() -> Vec<Entry> {
+    vec![blank(2, 1), normal(2, 2, b"b2")]
+}
+
+/// The writes whose effects both tests check. Every call here returns only once its write is
+/// durable, except `save_committed`, which the following `save_vote`'s fsync covers.
+async fn write_acknowledged_state(db: &LogDb) {
+    let mut a = db.group(3).unwrap();
+    let mut b = db.group(7).unwrap();
+    let entries = group_a_entries();
+    append_durable(&mut a, entries[..4].to_vec()).await;
+    append_durable(&mut a, entries[4..].to_vec()).await;
+    append_durable(&mut b, group_b_entries()).await;
+    a.save_committed(Some(log_id(1, 1, 8))).await.unwrap();
+    a.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+    b.save_vote(&Vote::new(6, 2)).await.unwrap();
+    a.purge(log_id(1, 1, 3)).await.unwrap();
+    a.truncate_after(Some(log_id(1, 1, 9))).await.unwrap();
+}
+
+async fn assert_acknowledged_state(db: &LogDb) {
+    let mut a: GroupLogStore = db.group(3).unwrap();
+    assert_eq!(
+        a.get_log_state().await.unwrap(),
+        LogState::<TypeConfig> {
+            last_purged_log_id: Some(log_id(1, 1, 3)),
+            last_log_id: Some(log_id(1, 1, 9))
+        }
+    );
+    assert_eq!(
+        a.try_get_log_entries(..).await.unwrap(),
+        group_a_entries()[3..9].to_vec()
+    );
+    assert_eq!(a.read_vote().await.unwrap(), Some(Vote::new_committed(4, 1)));
+    assert_eq!(a.read_committed().await.unwrap(), Some(log_id(1, 1, 8)));
+
+    let mut b = db.group(7).unwrap();
+    assert_eq!(
+        b.get_log_state().await.unwrap(),
+        LogState::<TypeConfig> {
+            last_purged_log_id: None,
+            last_log_id: Some(log_id(2, 1, 2))
+        }
+    );
+    assert_eq!(b.try_get_log_entries(0..100).await.unwrap(), group_b_entries());
+    assert_eq!(b.read_vote().await.unwrap(), Some(Vote::new(6, 2)));
+    assert_eq!(b.read_committed().await.unwrap(), None);
+
+    let mut untouched = db.group(11).unwrap();
+    assert_eq!(
+        untouched.get_log_state().await.unwrap(),
+        LogState::<TypeConfig>::default()
+    );
+    assert_eq!(untouched.read_vote().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_state_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = LogDb::open(dir.path()).unwrap();
+    write_acknowledged_state(&db).await;
+    db.close().await;
+
+    let db = LogDb::open(dir.path()).expect("reopen after close");
+    assert_acknowledged_state(&db).await;
+}
+
+/// Parent side: runs [`crash_child`] in a child process, which aborts right after its last
+/// acknowledged write; then reopens the directory and checks the acknowledged state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_state_survives_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "log_store::tests::durability::crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CRASH_DIR_ENV, dir.path())
+        .output()
+        .expect("run child test process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success(),
+        "child must die by abort, it exited: {stdout}"
+    );
+    assert!(
+        stdout.contains("acknowledged, aborting"),
+        "child did not reach its abort: {stdout}"
+    );
+
+    let db = LogDb::open(dir.path()).expect("reopen after abort");
+    assert_acknowledged_state(&db).await;
+}
+
+/// Child side of [`acknowledged_state_survives_abort`]; does nothing unless the parent set the
+/// directory in the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by acknowledged_state_survives_abort in a child process"]
+async fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+        return;
+    };
+    let db = LogDb::open(&dir).unwrap();
+    write_acknowledged_state(&db).await;
+    println!("acknowledged, aborting");
+    std::process::abort();
+}
+
+#[tokio::test]
+async fn foreign_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(codec::FORMAT_KEY, b"someone-else-v9".as_slice())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    match LogDb::open(dir.path()) {
+        Err(LogStoreError::Format { found, .. }) => assert_eq!(found, b"someone-else-v9"),
+        other => panic!("expected a format error, got {other:?}"),
+    }
+}
+
+/// sled lets go of its file lock only when its background threads do, which can be after the
+/// `Db` handle is dropped: `LogDb::open` waits for a lock released soon, but not forever.
+#[tokio::test]
+async fn open_waits_for_a_lock_released_soon_but_not_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = sled::open(dir.path()).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(holder);
+    });
+    LogDb::open(dir.path()).expect("the lock is released within the wait");
+    release.join().unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let _held = sled::open(other.path()).unwrap();
+    let started = std::time::Instant::now();
+    match LogDb::open(other.path()) {
+        Err(LogStoreError::Open { source, .. }) => {
+            assert!(source.to_string().contains("could not acquire lock"), "{source}");
+        }
+        res => panic!("a held lock must fail the open, got {res:?}"),
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+}

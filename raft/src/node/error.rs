@@ -1,0 +1,44 @@
+//! The errors of [`RaftNode`](super::RaftNode): [`ProposeError`] for the request paths
+//! (propose, read index, waits) and [`RaftNodeError`] for starting, bootstrapping and
+//! management.
+
+use std::io;
+
+use crate::type_config::GroupId;
+use crate::LogStoreError;
+
+/// Why a proposal, read index or wait did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// No leader, no quorum, or no commit before the deadline. A proposal that timed out may
+    /// still commit later.
+    #[error("group {group_id}: deadline passed: {last_error}")]
+    Timeout { group_id: GroupId, last_error: String },
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    Shutdown,
+    /// The group stopped (storage or application failure); it will not recover by retrying.
+    #[error("group {group_id}: fatal: {reason}")]
+    Fatal { group_id: GroupId, reason: String },
+    #[error("unknown group {group_id}")]
+    UnknownGroup { group_id: GroupId },
+}
+
+/// Why starting, bootstrapping or a management operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftNodeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    LogStore(#[from] LogStoreError),
+    #[error("group {group_id}: {reason}")]
+    Group { group_id: GroupId, reason: String },
+    #[error(transparent)]
+    Request(#[from] ProposeError),
+}

@@ -1,0 +1,342 @@
+//! The request paths of [`RaftNode`]: proposals, read indexes, applied waits and management
+//! operations, each run on the group's leader — here if this node leads, else forwarded.
+//!
+//! openraft does not forward (DESIGN §5), so `RaftNode::on_leader` does: it asks the leader
+//! named by local metrics (or by the last `NotLeader` hint), follows hints at once, and backs
+//! off (20 ms doubling to 200 ms) when there is no leader or the leader cannot finish, until the
+//! deadline. A retried proposal may commit twice if an earlier attempt's answer was lost; the
+//! application's exactly-once session table makes that harmless.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::metrics::WaitError;
+
+use super::dispatch::{local_admin, local_read_index, local_write, Group};
+use super::{ProposeError, RaftNode, RaftNodeError};
+use crate::state_machine::position_of;
+use crate::transport::wire::{AdminRequest, ForwardReply, ReadIndexReply};
+use crate::transport::CallError;
+use crate::type_config::{GroupId, Node, NodeId, Request};
+use crate::{Application, LogPosition};
+
+/// A committed and applied proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposed {
+    /// Where the request sits in the group's log. Usable as a read-your-writes token.
+    pub position: LogPosition,
+    /// The application's response bytes.
+    pub response: Vec<u8>,
+}
+
+/// What one attempt on a presumed leader came to.
+pub(crate) enum Outcome<T> {
+    Done(T),
+    /// Not the leader; maybe names the one to try next.
+    Redirect(Option<NodeId>),
+    /// The leader could not finish; try again after a pause.
+    Retry(String),
+}
+
+impl From<ForwardReply> for Outcome<Proposed> {
+    fn from(reply: ForwardReply) -> Self {
+        match reply {
+            ForwardReply::Applied { position, response } => Outcome::Done(Proposed {
+                position,
+                response: response.0,
+            }),
+            ForwardReply::NotLeader { leader } => Outcome::Redirect(leader),
+            ForwardReply::Failed { reason } => Outcome::Retry(reason),
+        }
+    }
+}
+
+impl From<ReadIndexReply> for Outcome<LogPosition> {
+    fn from(reply: ReadIndexReply) -> Self {
+        match reply {
+            ReadIndexReply::Ready { position } => Outcome::Done(position),
+            ReadIndexReply::NotLeader { leader } => Outcome::Redirect(leader),
+            ReadIndexReply::NoQuorum { reason } => Outcome::Retry(reason),
+        }
+    }
+}
+
+const RETRY_DELAY_MIN: Duration = Duration::from_millis(20);
+const RETRY_DELAY_MAX: Duration = Duration::from_millis(200);
+
+/// Where an attempt runs: this node (`None`) or a peer.
+type Target = Option<NodeId>;
+
+impl<A: Application> RaftNode<A> {
+    pub(crate) fn group(&self, group_id: GroupId) -> Result<&Group<A>, ProposeError> {
+        self.inner
+            .table
+            .get(group_id)
+            .ok_or(ProposeError::UnknownGroup { group_id })
+    }
+
+    /// Runs `attempt` on the group's leader until it is done or `deadline` passes.
+    pub(crate) async fn on_leader<T, F, Fut>(
+        &self,
+        group_id: GroupId,
+        deadline: Instant,
+        attempt: F,
+    ) -> Result<T, ProposeError>
+    where
+        F: Fn(Target, Duration) -> Fut,
+        Fut: Future<Output = Result<Outcome<T>, CallError>>,
+    {
+        let group = self.group(group_id)?;
+        let mut hint: Option<NodeId> = None;
+        let mut last_error = "no leader known".to_string();
+        let mut delay = RETRY_DELAY_MIN;
+        loop {
+            if self.is_shutting_down() {
+                return Err(ProposeError::Shutdown);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ProposeError::Timeout { group_id, last_error });
+            }
+            let remaining = deadline - now;
+            let (leader, leader_node) = {
+                let metrics = group.raft.metrics().borrow_watched().clone();
+                if let Err(fatal) = &metrics.running_state {
+                    return Err(ProposeError::Fatal {
+                        group_id,
+                        reason: fatal.to_string(),
+                    });
+                }
+                let leader = hint.take().or(metrics.current_leader);
+                let node = leader.and_then(|id| metrics.membership_config.get_node(&id).cloned());
+                (leader, node)
+            };
+            let outcome = match leader {
+                None => Ok(Outcome::Retry("no leader known".to_string())),
+                Some(id) if id == self.inner.node_id => attempt(None, remaining).await,
+                Some(id) => {
+                    if let Some(node) = leader_node {
+                        self.inner.router.set_peer_addr(id, &node.peer_addr);
+                    }
+                    attempt(Some(id), remaining).await
+                }
+            };
+            match outcome {
+                Ok(Outcome::Done(value)) => return Ok(value),
+                Ok(Outcome::Redirect(Some(next))) if Some(next) != leader => {
+                    hint = Some(next);
+                    continue;
+                }
+                Ok(Outcome::Redirect(_)) => last_error = format!("node {leader:?} is not the leader"),
+                Ok(Outcome::Retry(reason)) => last_error = reason,
+                Err(e) => last_error = format!("node {leader:?}: {e}"),
+            }
+            let pause = delay.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            delay = (delay * 2).min(RETRY_DELAY_MAX);
+        }
+    }
+
+    /// Proposes `request` to `group_id` and returns once it is committed and applied (on the
+    /// leader), with its log position and the application's response. Forwards to the leader
+    /// when this node is not it; retries across leader changes until `deadline`.
+    pub async fn propose(
+        &self,
+        group_id: GroupId,
+        request: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Proposed, ProposeError> {
+        let group = self.group(group_id)?;
+        let result = self
+            .on_leader(group_id, deadline, |target, remaining| {
+                let request = Request(request.clone());
+                async move {
+                    match target {
+                        None => bounded(remaining, local_write(&group.raft, request))
+                            .await
+                            .map(Outcome::from),
+                        Some(id) => {
+                            let reply = self
+                                .inner
+                                .router
+                                .forward(id, group_id, request.0, remaining)
+                                .await?;
+                            Ok(Outcome::from(reply))
+                        }
+                    }
+                }
+            })
+            .await;
+        record_error(group, "propose", &result);
+        result
+    }
+
+    /// Obtains a linearizable read index from the group's leader: once this node has applied
+    /// the returned position ([`RaftNode::wait_applied`]), a local read reflects every write
+    /// committed before this call began (DESIGN §7).
+    pub async fn read_index(
+        &self,
+        group_id: GroupId,
+        deadline: Instant,
+    ) -> Result<LogPosition, ProposeError> {
+        let group = self.group(group_id)?;
+        let result = self
+            .on_leader(group_id, deadline, |target, remaining| async move {
+                match target {
+                    None => bounded(remaining, local_read_index(&group.raft))
+                        .await
+                        .map(Outcome::from),
+                    Some(id) => Ok(Outcome::from(
+                        self.inner.router.read_index(id, group_id, remaining).await?,
+                    )),
+                }
+            })
+            .await;
+        record_error(group, "read index", &result);
+        result
+    }
+
+    /// Waits until this node has applied `index` in `group_id`; returns the applied position.
+    pub async fn wait_applied(
+        &self,
+        group_id: GroupId,
+        index: u64,
+        deadline: Instant,
+    ) -> Result<LogPosition, ProposeError> {
+        let group = self.group(group_id)?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let waited = group
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.running_state.is_err() || m.last_applied.is_some_and(|applied| applied.index >= index),
+                format!("group {group_id} applied >= {index}"),
+            )
+            .await;
+        match waited {
+            Ok(metrics) => match (&metrics.running_state, metrics.last_applied) {
+                (Err(fatal), _) => Err(ProposeError::Fatal {
+                    group_id,
+                    reason: fatal.to_string(),
+                }),
+                (Ok(()), Some(applied)) => Ok(position_of(&applied)),
+                (Ok(()), None) => unreachable!("the wait condition requires an applied entry"),
+            },
+            Err(WaitError::Timeout(..)) => Err(ProposeError::Timeout {
+                group_id,
+                last_error: format!("not applied through {index}"),
+            }),
+            Err(WaitError::ShuttingDown) => Err(ProposeError::Shutdown),
+        }
+    }
+
+    async fn admin_on_leader(
+        &self,
+        group_id: GroupId,
+        request: AdminRequest,
+        deadline: Instant,
+    ) -> Result<LogPosition, ProposeError> {
+        let group = self.group(group_id)?;
+        let proposed = self
+            .on_leader(group_id, deadline, |target, remaining| {
+                let request = request.clone();
+                async move {
+                    match target {
+                        None => bounded(remaining, local_admin(&group.raft, request))
+                            .await
+                            .map(Outcome::from),
+                        Some(id) => Ok(Outcome::from(
+                            self.inner.router.admin(id, group_id, request, remaining).await?,
+                        )),
+                    }
+                }
+            })
+            .await?;
+        Ok(proposed.position)
+    }
+
+    /// Asks `group_id`'s leader to hand leadership to `to`. Returns once the request is made;
+    /// watch [`RaftNode::metrics`] for the outcome.
+    pub async fn transfer_leader(
+        &self,
+        group_id: GroupId,
+        to: NodeId,
+        deadline: Instant,
+    ) -> Result<(), ProposeError> {
+        self.admin_on_leader(group_id, AdminRequest::TransferLeader { to }, deadline)
+            .await
+            .map(|_| ())
+    }
+
+    /// Adds `node_id` as a learner of every group (without waiting for it to catch up).
+    pub async fn add_learner(
+        &self,
+        node_id: NodeId,
+        node: Node,
+        deadline: Instant,
+    ) -> Result<(), RaftNodeError> {
+        self.inner.router.set_peer_addr(node_id, &node.peer_addr);
+        for group_id in 0..self.inner.config.group_count {
+            let request = AdminRequest::AddLearner {
+                node_id,
+                node: node.clone(),
+            };
+            self.admin_on_leader(group_id, request, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `node_id`, already a learner ([`RaftNode::add_learner`]), a voter of every group;
+    /// each group's leader keeps its other voters.
+    pub async fn add_voter(&self, node_id: NodeId, deadline: Instant) -> Result<(), RaftNodeError> {
+        for group_id in 0..self.inner.config.group_count {
+            self.admin_on_leader(group_id, AdminRequest::AddVoter { node_id }, deadline)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes `node_id` from every group, as voter or learner. Idempotent: a group the node
+    /// already left is skipped by its leader.
+    pub async fn remove_node(&self, node_id: NodeId, deadline: Instant) -> Result<(), RaftNodeError> {
+        for group_id in 0..self.inner.config.group_count {
+            self.admin_on_leader(group_id, AdminRequest::RemoveNode { node_id }, deadline)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `voters` the voter set of every group; voters dropped from it leave the groups.
+    /// New voters must already be learners ([`RaftNode::add_learner`]).
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        deadline: Instant,
+    ) -> Result<(), RaftNodeError> {
+        for group_id in 0..self.inner.config.group_count {
+            let request = AdminRequest::ChangeMembership {
+                voters: voters.clone(),
+            };
+            self.admin_on_leader(group_id, request, deadline).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a local leader operation for at most `timeout`.
+async fn bounded<T>(timeout: Duration, work: impl Future<Output = T>) -> Result<T, CallError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| CallError::Timeout(timeout))
+}
+
+/// Remembers a failed request as the group's last error.
+fn record_error<A: Application, T>(group: &Group<A>, what: &str, result: &Result<T, ProposeError>) {
+    if let Err(e) = result {
+        if let Ok(mut last) = group.last_error.lock() {
+            *last = Some((std::time::SystemTime::now(), format!("{what}: {e}")));
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! [`AppStateMachine`]: openraft's `RaftStateMachine` over an [`Application`].
+//!
+//! The application never sees openraft types. What openraft needs to know about the state
+//! machine's position (the last applied log id and the membership in force) travels through the
+//! application as an opaque `consensus_meta` blob, encoded here ([`ConsensusMeta`]); the
+//! application stores it atomically with its state and carries it inside snapshots.
+//!
+//! Blocking work: `apply` runs inline (it is the application's hot path and usually an in-memory
+//! update); building, installing and fetching snapshots run on tokio's blocking pool, so a
+//! slow disk never stalls the runtime threads that carry heartbeats.
+//!
+//! Any application error is returned to openraft as an `io::Error`, which openraft turns into a
+//! `StorageError`: the group stops rather than diverging (DESIGN §4, STYLE "Errors").
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+
+use crate::type_config::{GroupId, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::{Application, LogPosition, SnapshotFile, SnapshotInfo};
+
+/// The version byte that opens every encoded [`ConsensusMeta`]. Bumped on any layout change.
+const CONSENSUS_META_VERSION: u8 = 1;
+
+/// What openraft needs to resume a state machine without its log: the last applied log id and
+/// the membership in force at that point. Stored by the application as opaque bytes.
+///
+/// Encoding: one version byte (`1`), then the bincode-2 (standard config, serde path) encoding
+/// of this struct.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusMeta {
+    pub last_applied: LogId,
+    pub membership: StoredMembership,
+}
+
+impl ConsensusMeta {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![CONSENSUS_META_VERSION];
+        bincode::serde::encode_into_std_write(self, &mut bytes, bincode::config::standard())
+            .expect("encoding into a Vec cannot fail");
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> io::Result<ConsensusMeta> {
+        match bytes.split_first() {
+            Some((&CONSENSUS_META_VERSION, rest)) => {
+                let (meta, read) =
+                    bincode::serde::decode_from_slice::<ConsensusMeta, _>(rest, bincode::config::standard())
+                        .map_err(|e| corrupt(format!("consensus meta: {e}")))?;
+                if read != rest.len() {
+                    return Err(corrupt(format!(
+                        "consensus meta: {} trailing bytes",
+                        rest.len() - read
+                    )));
+                }
+                Ok(meta)
+            }
+            Some((version, _)) => Err(corrupt(format!("consensus meta: unknown version {version}"))),
+            None => Err(corrupt("consensus meta: empty".to_string())),
+        }
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(self.last_applied),
+            last_membership: self.membership.clone(),
+        }
+    }
+}
+
+/// The [`LogPosition`] of a log id: the term of its leader and its index.
+pub fn position_of(log_id: &LogId) -> LogPosition {
+    LogPosition::new(log_id.leader_id.term, log_id.index)
+}
+
+fn corrupt(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Locks the application. A poisoned lock means an application call panicked halfway: its
+/// state can no longer be trusted, so the group stops.
+pub(crate) fn lock_app<A>(app: &Mutex<A>) -> io::Result<MutexGuard<'_, A>> {
+    app.lock()
+        .map_err(|_| io::Error::other("application lock poisoned: an earlier call panicked"))
+}
+
+/// Runs `f` on the blocking pool with the application locked.
+async fn with_app_blocking<A, T>(
+    app: &Arc<Mutex<A>>,
+    f: impl FnOnce(&mut A) -> io::Result<T> + Send + 'static,
+) -> io::Result<T>
+where
+    A: Application,
+    T: Send + 'static,
+{
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&mut *lock_app(&app)?))
+        .await
+        .map_err(|e| io::Error::other(format!("application task failed: {e}")))?
+}
+
+/// openraft's state machine for one group, backed by an [`Application`].
+pub struct AppStateMachine<A: Application> {
+    group_id: GroupId,
+    app: Arc<Mutex<A>>,
+    /// The membership as of the last applied entry; written into each entry's consensus meta.
+    /// Invariant: equal to the membership in the application's stored meta.
+    membership: StoredMembership,
+}
+
+impl<A: Application> AppStateMachine<A> {
+    /// Wraps `app`, reading its stored position.
+    pub fn new(group_id: GroupId, app: Arc<Mutex<A>>) -> io::Result<AppStateMachine<A>> {
+        let stored = lock_app(&app)?.applied_state();
+        let membership = match stored {
+            Some((_, meta)) => ConsensusMeta::decode(&meta)?.membership,
+            None => StoredMembership::default(),
+        };
+        Ok(AppStateMachine {
+            group_id,
+            app,
+            membership,
+        })
+    }
+
+    fn snapshot_of(&self, info: SnapshotInfo) -> io::Result<Snapshot> {
+        let meta = ConsensusMeta::decode(&info.consensus_meta)?;
+        if position_of(&meta.last_applied) != info.position {
+            return Err(corrupt(format!(
+                "group {}: snapshot at {} carries consensus meta for {}",
+                self.group_id,
+                info.position,
+                position_of(&meta.last_applied)
+            )));
+        }
+        Ok(Snapshot {
+            meta: meta.snapshot_meta(),
+            snapshot: info.file,
+        })
+    }
+}
+
+/// Builds a snapshot through the application. The application's `build_snapshot` is expected
+/// to freeze its view quickly (copies or hard links, DESIGN §5); it runs on the blocking pool.
+pub struct AppSnapshotBuilder<A: Application> {
+    group_id: GroupId,
+    app: Arc<Mutex<A>>,
+}
+
+impl<A: Application> RaftSnapshotBuilder<TypeConfig> for AppSnapshotBuilder<A> {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let info = with_app_blocking(&self.app, |app| app.build_snapshot()).await?;
+        let meta = ConsensusMeta::decode(&info.consensus_meta)?;
+        tracing::info!(group_id = self.group_id, position = %info.position, bytes = info.file.len(), "built snapshot");
+        Ok(Snapshot {
+            meta: meta.snapshot_meta(),
+            snapshot: info.file,
+        })
+    }
+}
+
+impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = AppSnapshotBuilder<A>;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let stored = lock_app(&self.app)?.applied_state();
+        match stored {
+            None => Ok((None, StoredMembership::default())),
+            Some((position, bytes)) => {
+                let meta = ConsensusMeta::decode(&bytes)?;
+                if position_of(&meta.last_applied) != position {
+                    return Err(corrupt(format!(
+                        "group {}: applied position {position} but consensus meta for {}",
+                        self.group_id,
+                        position_of(&meta.last_applied)
+                    )));
+                }
+                self.membership = meta.membership.clone();
+                Ok((Some(meta.last_applied), meta.membership))
+            }
+        }
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id;
+            let position = position_of(&log_id);
+            let response = {
+                let mut app = lock_app(&self.app)?;
+                match entry.payload {
+                    EntryPayload::Normal(request) => {
+                        let meta = ConsensusMeta {
+                            last_applied: log_id,
+                            membership: self.membership.clone(),
+                        };
+                        Response(app.apply(position, &meta.encode(), &request.0)?)
+                    }
+                    EntryPayload::Blank => {
+                        let meta = ConsensusMeta {
+                            last_applied: log_id,
+                            membership: self.membership.clone(),
+                        };
+                        app.apply_blank(position, &meta.encode())?;
+                        Response::default()
+                    }
+                    EntryPayload::Membership(membership) => {
+                        let stored = StoredMembership::new(Some(log_id), membership);
+                        let meta = ConsensusMeta {
+                            last_applied: log_id,
+                            membership: stored.clone(),
+                        };
+                        app.apply_blank(position, &meta.encode())?;
+                        self.membership = stored;
+                        Response::default()
+                    }
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> AppSnapshotBuilder<A> {
+        AppSnapshotBuilder {
+            group_id: self.group_id,
+            app: self.app.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let expected = meta.last_log_id.as_ref().map(position_of);
+        let installed = with_app_blocking(&self.app, move |app| app.install_snapshot(&snapshot)).await?;
+        if Some(installed) != expected {
+            return Err(corrupt(format!(
+                "group {}: installed snapshot covers {installed}, openraft expected {expected:?}",
+                self.group_id
+            )));
+        }
+        self.membership = meta.last_membership.clone();
+        tracing::info!(group_id = self.group_id, position = %installed, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let current = with_app_blocking(&self.app, |app| app.current_snapshot()).await?;
+        current.map(|info| self.snapshot_of(info)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::vote::RaftLeaderIdExt;
+
+    use super::*;
+    use crate::type_config::{LeaderId, Membership, Node};
+
+    #[test]
+    fn consensus_meta_round_trips_and_rejects_garbage() {
+        let membership = Membership::new(
+            vec![[1, 2].into_iter().collect()],
+            [(1, Node::default()), (2, Node::default())]
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .unwrap();
+        let log_id = LogId::new(LeaderId::new_committed(4, 2), 17);
+        let meta = ConsensusMeta {
+            last_applied: log_id,
+            membership: StoredMembership::new(Some(log_id), membership),
+        };
+        let bytes = meta.encode();
+        assert_eq!(bytes[0], CONSENSUS_META_VERSION);
+        assert_eq!(ConsensusMeta::decode(&bytes).unwrap(), meta);
+        assert_eq!(position_of(&log_id), LogPosition::new(4, 17));
+
+        assert!(ConsensusMeta::decode(&[]).is_err());
+        let mut wrong_version = bytes.clone();
+        wrong_version[0] = 9;
+        assert!(ConsensusMeta::decode(&wrong_version).is_err());
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert!(ConsensusMeta::decode(&trailing).is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! The peer transport: one authenticated TCP connection per peer pair and direction carries
+//! the Raft RPCs of every group, plus Dovetail's own forwarding RPCs.
+//!
+//! # Layout
+//! - [`auth`]: the handshake proving knowledge of the cluster secret (HMAC-SHA256, both ways).
+//! - [`wire`]: frames (`u32` LE length + bincode 2) and the request/response messages.
+//! - [`connection`]: one pipelined client connection (writer task, reader task, request ids)
+//!   and [`connection::Peer`], which reconnects with backoff.
+//! - [`router`]: [`Router`], the outgoing side shared by all groups (openraft-multi's
+//!   `GroupRouter`), and [`GroupNetwork`], a group's `RaftNetworkFactory`.
+//! - [`snapshot`]: snapshot streaming on a connection of its own, CRC per chunk.
+//! - [`server`]: the accept loop and dispatch to a [`Handler`].
+//!
+//! Reading order: `wire`, `auth`, `connection`, `router`, `server`, `snapshot`.
+
+pub mod auth;
+pub mod connection;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod tls;
+pub mod wire;
+
+use std::time::Duration;
+
+pub use auth::ClusterSecret;
+pub use router::{GroupNetwork, Router};
+pub use server::{serve, Handler};
+pub use tls::{PeerStream, PeerTls, PeerTlsFiles};
+pub use wire::{AdminRequest, ForwardReply, ReadIndexReply};
+
+/// Why a call to a peer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// No connection could be made (or we are backing off); the request was not sent.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Sent, but no answer within the timeout; it may or may not have taken effect.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke or carried garbage; the request may or may not have taken effect.
+    #[error("network: {0}")]
+    Network(String),
+    /// The receiver could not serve the request (unknown group, group stopped).
+    #[error("remote: {0}")]
+    Remote(String),
+}
+
+/// How long data sent on a peer connection may stay unacknowledged before the kernel gives the
+/// connection up (`TCP_USER_TIMEOUT`). Without it, a connection that lived through a partition
+/// stays in exponential retransmission backoff after the network heals, and requests on it
+/// stall for seconds; with it, the connection fails, and the next request reconnects at once.
+pub const PEER_TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Sets the socket options of every peer connection: no Nagle delay, and
+/// [`PEER_TCP_USER_TIMEOUT`].
+pub(crate) fn tune_peer_socket(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    tcp.set_nodelay(true)?;
+    socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(PEER_TCP_USER_TIMEOUT))
+}

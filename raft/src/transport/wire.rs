@@ -1,0 +1,239 @@
+//! The peer protocol's messages and their framing.
+//!
+//! After the handshake ([`super::auth`]) a connection carries frames: a `u32` little-endian
+//! length, then that many bytes of bincode 2 (standard config, serde path). On an RPC connection
+//! the client sends [`RequestFrame`]s and the server answers with [`ResponseFrame`]s carrying
+//! the same `id`, in any order (pipelining). A snapshot connection carries one
+//! [`SnapshotHeader`] frame, raw chunks ([`super::snapshot`]), and one [`ResponseFrame`].
+
+use std::collections::BTreeSet;
+use std::io;
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::type_config::{GroupId, Node, NodeId, Request, Response, SnapshotMeta, TypeConfig, Vote};
+use crate::LogPosition;
+
+/// Frames larger than this are refused: a peer sending one is broken or hostile.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// One request on an RPC connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Chosen by the client, unique among its outstanding requests on this connection.
+    pub id: u64,
+    pub group_id: GroupId,
+    pub body: RequestBody,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RequestBody {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// An application request to propose on the receiver, which should be the group's leader.
+    Forward(Request),
+    /// Asks the receiver, which should be the group's leader, for a linearizable read index.
+    ReadIndex,
+    /// A membership or leadership operation to run on the receiver, which should be the
+    /// group's leader. Answered with a [`ForwardReply`].
+    Admin(AdminRequest),
+}
+
+/// Cluster management operations, run by a group's leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    AddLearner {
+        node_id: NodeId,
+        node: Node,
+    },
+    /// Replaces the voter set; nodes dropped from it leave the group.
+    ChangeMembership {
+        voters: BTreeSet<NodeId>,
+    },
+    TransferLeader {
+        to: NodeId,
+    },
+    /// Makes a learner a voter, keeping the other voters (the leader's own membership decides).
+    AddVoter {
+        node_id: NodeId,
+    },
+    /// Removes a node from the group, whether voter or learner; a node already gone is a no-op.
+    RemoveNode {
+        node_id: NodeId,
+    },
+}
+
+impl RequestBody {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RequestBody::AppendEntries(_) => "append_entries",
+            RequestBody::Vote(_) => "vote",
+            RequestBody::PreVote(_) => "pre_vote",
+            RequestBody::TransferLeader(_) => "transfer_leader",
+            RequestBody::Forward(_) => "forward",
+            RequestBody::ReadIndex => "read_index",
+            RequestBody::Admin(_) => "admin",
+        }
+    }
+}
+
+/// One response on an RPC or snapshot connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub id: u64,
+    /// `Err` when the receiver could not handle the request at all (unknown group, group
+    /// stopped); expected outcomes such as "not leader" are inside the body.
+    pub body: Result<ResponseBody, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ResponseBody {
+    AppendEntries(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+    Forward(ForwardReply),
+    ReadIndex(ReadIndexReply),
+    Snapshot(SnapshotResponse<TypeConfig>),
+}
+
+/// The outcome of a forwarded proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardReply {
+    /// Committed and applied on the receiver at `position`.
+    Applied {
+        position: LogPosition,
+        response: Response,
+    },
+    /// The receiver is not the leader; `leader` is its best guess.
+    NotLeader { leader: Option<NodeId> },
+    /// The receiver accepted the request but could not finish it (e.g. it stepped down before
+    /// commit, or the group stopped). The request may or may not commit later.
+    Failed { reason: String },
+}
+
+/// The outcome of a read-index request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadIndexReply {
+    /// Leadership was confirmed by a quorum; a replica that has applied `position` may serve a
+    /// linearizable read.
+    Ready {
+        position: LogPosition,
+    },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// The receiver could not confirm its leadership (no quorum answered).
+    NoQuorum {
+        reason: String,
+    },
+}
+
+/// Opens a snapshot connection: which group, the sender's vote, and what follows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    pub group_id: GroupId,
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    /// Total bytes of snapshot data that follow, in chunks.
+    pub len: u64,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    // Leaves room for the length prefix so a frame is written with one call.
+    let mut bytes = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(value, &mut bytes, bincode::config::standard())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("encode frame: {e}")))?;
+    let len = bytes.len() - 4;
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {len} bytes is too large"),
+        ));
+    }
+    bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(bytes)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    let (value, read) = bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("decode frame: {e}")))?;
+    if read != bytes.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "trailing bytes in frame",
+        ));
+    }
+    Ok(value)
+}
+
+/// Writes an already [`encode`]d frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> io::Result<()> {
+    writer.write_all(frame).await
+}
+
+/// Reads one frame's payload; `Ok(None)` on a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is too large"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await?;
+    Ok(Some(payload))
+}
+
+/// Reads and decodes one frame; end of stream is an error here.
+pub async fn read_value<R: AsyncRead + Unpin, T: DeserializeOwned>(reader: &mut R) -> io::Result<T> {
+    match read_frame(reader).await? {
+        Some(payload) => decode(&payload),
+        None => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let frame = ResponseFrame {
+            id: 7,
+            body: Ok(ResponseBody::Forward(ForwardReply::Applied {
+                position: LogPosition::new(2, 9),
+                response: Response(vec![1, 2, 3]),
+            })),
+        };
+        let bytes = encode(&frame).unwrap();
+        let mut reader = &bytes[..];
+        let decoded: ResponseFrame = read_value(&mut reader).await.unwrap();
+        assert_eq!(decoded.id, 7);
+        match decoded.body {
+            Ok(ResponseBody::Forward(reply)) => assert_eq!(
+                reply,
+                ForwardReply::Applied {
+                    position: LogPosition::new(2, 9),
+                    response: Response(vec![1, 2, 3])
+                }
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut empty: &[u8] = &[];
+        assert!(read_frame(&mut empty).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,507 @@
+#!/usr/bin/env bash
+# Dovetail appends vs etcd puts, both driven by the same external client (wrk) on this machine.
+#
+#   scripts/bench-vs-etcd.sh [--duration 15] [--connections "1 16 64 256"] [--json FILE]
+#                            [--target all|one] [--threads 2] [--warmup 3] [--bin PATH]
+#                            [--groups 16] [--users 64] [--etcd-port 23790] [--dovetail-port 7300]
+#                            [--skip-etcd] [--skip-dovetail] [--keep]
+#
+# What it does, one system at a time (never both running at once):
+#  1. Installs Debian's etcd-server, etcd-client and wrk with apt-get when missing (needs root).
+#  2. etcd 3.4: a 3-member cluster on 127.0.0.1 (client ports P+1..P+3, peer ports P+11..P+13),
+#     data under a temporary directory on disk, durable (no --unsafe-no-fsync: the WAL is
+#     fsync'd before a put is acknowledged). Driven through its JSON gateway: POST /v3/kv/put of
+#     a distinct key and a 100-byte value per request (scripts/bench/etcd-put.lua).
+#  3. Dovetail: 3 `dovetail serve` processes as `dovetail dev` starts them (API ports D+1..D+3,
+#     peer ports D+101..D+103, node 1 bootstraps, --groups G), fresh secret and tokens in the
+#     environment; `--users` users get an INBOX first; then appends of one message each with a
+#     GUID no other request uses, users in turn, so the load spreads over the groups
+#     (scripts/bench/dovetail-append.lua). Release build: target/release/dovetail (built with
+#     `cargo build --release` when missing) or --bin.
+#  4. For each connection count N: `wrk -c N -d <duration> --latency --timeout 10s`. With
+#     --target all (default) the N connections are split over one wrk process per node (3
+#     processes once N >= 3; each with max(1, threads/3) threads) and the results are summed:
+#     requests/s added, percentiles merged from each process's percentile grid (written by the
+#     Lua done(), 1% steps up to p99, 0.1% to p99.9). With --target one a single wrk (threads =
+#     min(--threads, N)) sends everything to node 1 / member 1; a follower then forwards every
+#     etcd put to the leader, and Dovetail forwards each append to its group's leader (about
+#     two thirds of them with 3 nodes), the same as with --target all, but one node also does
+#     all the HTTP work.
+#  5. Per system and N it also measures the CPU used by the 3 server processes and by wrk
+#     (cores busy on average: CPU seconds / wall seconds, from /proc and `times`) and the log
+#     fsyncs of all nodes (count per second and mean duration, from each system's /metrics).
+#
+# Output: the side-by-side table (ratios are Dovetail / etcd: > 1 means Dovetail has more
+# throughput or higher latency), a resources table, and with --json FILE the same as JSON.
+# Any non-2xx answer or socket error (connect, read, write, timeout) is flagged in the table
+# with "!" and listed below it, and `"clean": false` in the JSON; the exit code stays 0 then.
+# Exit 1 on a failure to set up, 2 on a usage error. Every process it started is stopped on
+# exit (trap); the temporary directory is removed unless --keep (or a set-up failed: then it
+# is kept, with the logs, and named).
+set -euo pipefail
+
+usage() {
+  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+die() {
+  echo "bench-vs-etcd: $*" >&2
+  exit 1
+}
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+LUA_DIR="$ROOT/scripts/bench"
+DURATION=15
+CONNECTIONS="1 16 64 256"
+JSON_OUT=""
+TARGET=all
+THREADS=2
+WARMUP=3
+BIN=""
+GROUPS_N=16
+USERS=64
+ETCD_PORT=23790
+DVT_PORT=7300
+RUN_ETCD=1
+RUN_DOVETAIL=1
+KEEP=0
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DURATION="${2:?}"; shift 2 ;;
+    --connections) CONNECTIONS="${2:?}"; shift 2 ;;
+    --json) JSON_OUT="${2:?}"; shift 2 ;;
+    --target) TARGET="${2:?}"; shift 2 ;;
+    --threads) THREADS="${2:?}"; shift 2 ;;
+    --warmup) WARMUP="${2:?}"; shift 2 ;;
+    --bin) BIN="${2:?}"; shift 2 ;;
+    --groups) GROUPS_N="${2:?}"; shift 2 ;;
+    --users) USERS="${2:?}"; shift 2 ;;
+    --etcd-port) ETCD_PORT="${2:?}"; shift 2 ;;
+    --dovetail-port) DVT_PORT="${2:?}"; shift 2 ;;
+    --skip-etcd) RUN_ETCD=0; shift ;;
+    --skip-dovetail) RUN_DOVETAIL=0; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "unknown argument: $1" >&2; usage ;;
+  esac
+done
+case "$TARGET" in all|one) ;; *) usage ;; esac
+for n in $DURATION $THREADS $WARMUP $GROUPS_N $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS; do
+  [[ "$n" =~ ^[0-9]+$ ]] || usage
+done
+if [ "$THREADS" -lt 1 ] || [ "$DURATION" -lt 1 ] || [ "$USERS" -lt 1 ]; then usage; fi
+
+# --- processes and clean-up ---------------------------------------------------------------------
+
+PIDS=()          # server processes (etcd members, dovetail nodes) of the running system
+WRK_SHELLS=()    # subshells running wrk
+WORK=""
+FAILED=1         # cleared at the normal end; a failure keeps the temporary directory
+
+stop_pids() {
+  local pid
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+cleanup() {
+  local status=$?
+  local shell
+  for shell in "${WRK_SHELLS[@]}"; do
+    pkill -TERM -P "$shell" 2>/dev/null || true
+  done
+  [ ${#WRK_SHELLS[@]} -eq 0 ] || stop_pids "${WRK_SHELLS[@]}"
+  [ ${#PIDS[@]} -eq 0 ] || stop_pids "${PIDS[@]}"
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    if [ "$KEEP" = 1 ] || [ "$FAILED" = 1 ]; then
+      echo "bench-vs-etcd: data and logs kept in $WORK" >&2
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- tools --------------------------------------------------------------------------------------
+
+install_missing() {
+  local missing=()
+  command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+  command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "missing ${missing[*]} and not root: install them with apt-get"
+  local log
+  log="$(mktemp)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+         || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; } \
+       >"$log" 2>&1; then
+    tail -n 5 "$log" >&2
+    rm -f "$log"
+    die "could not install ${missing[*]}"
+  fi
+  rm -f "$log"
+}
+[ "$RUN_ETCD" = 0 ] || install_missing
+command -v wrk >/dev/null 2>&1 || install_missing
+
+if [ "$RUN_DOVETAIL" = 1 ]; then
+  if [ -z "$BIN" ]; then
+    BIN="$ROOT/target/release/dovetail"
+    if [ ! -x "$BIN" ]; then
+      echo "building target/release/dovetail ..." >&2
+      (cd "$ROOT" && cargo build --release --quiet --bin dovetail) || die "cargo build --release failed"
+    fi
+  fi
+  [ -x "$BIN" ] || die "no dovetail binary at $BIN"
+fi
+
+port_free() {
+  [ -z "$(ss -ltnH "sport = :$1" 2>/dev/null)" ]
+}
+for i in 1 2 3; do
+  if [ "$RUN_ETCD" = 1 ]; then
+    if ! port_free $((ETCD_PORT + i)) || ! port_free $((ETCD_PORT + 10 + i)); then
+      die "port $((ETCD_PORT + i)) or $((ETCD_PORT + 10 + i)) is in use: pick --etcd-port"
+    fi
+  fi
+  if [ "$RUN_DOVETAIL" = 1 ]; then
+    if ! port_free $((DVT_PORT + i)) || ! port_free $((DVT_PORT + 100 + i)); then
+      die "port $((DVT_PORT + i)) or $((DVT_PORT + 100 + i)) is in use: pick --dovetail-port"
+    fi
+  fi
+done
+
+WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/dvt-bench.XXXXXX")"
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+CLK_TCK="$(getconf CLK_TCK)"
+# 4 hex digits per run of the script; with the connection count (4 more) it starts every GUID
+# and etcd key, so no two runs or levels write the same one.
+NONCE_BASE="$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+
+# --- measurement helpers ------------------------------------------------------------------------
+
+# Sum of user + system CPU ticks of the given processes.
+cpu_ticks() {
+  local pid total=0 ticks
+  for pid in "$@"; do
+    ticks="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')" || ticks=0
+    total=$((total + ${ticks:-0}))
+  done
+  echo "$total"
+}
+
+# Sum over the given /metrics URLs of the series named $2 ("count sum" of a histogram $2).
+# Usage: metric_pair AUTH_HEADER NAME URL...
+metric_pair() {
+  local auth="$1" name="$2" url
+  shift 2
+  for url in "$@"; do
+    if [ -n "$auth" ]; then curl -sf -H "$auth" "$url" || true; else curl -sf "$url" || true; fi
+  done | awk -v n="$name" '
+    $1 == n "_count" || index($1, n "_count{") == 1 { c += $2 }
+    $1 == n "_sum" || index($1, n "_sum{") == 1 { s += $2 }
+    END { printf "%d %.6f\n", c, s }'
+}
+
+# "XmY.YYYs" (bash `times`) -> seconds.
+to_seconds() {
+  echo "$1" | awk -F'[ms]' '{ printf "%.3f", $1 * 60 + $2 }'
+}
+
+# Merged latency percentile $1 (0-100) from summary files $2...: the smallest value v of any
+# grid such that the requests estimated at or below v (each process: its requests times the
+# highest grid percentile whose value is <= v) reach $1% of all requests. With one process this
+# is exactly wrk's own percentile.
+merged_percentile() {
+  local q="$1"
+  shift
+  local candidates
+  candidates="$(awk '$1 == "p" { print $3 }' "$@" | sort -nu | tr '\n' ' ')"
+  awk -v q="$q" -v candidates="$candidates" '
+    FNR == 1 { f++ }
+    $1 == "requests" { n[f] = $2; total += $2 }
+    $1 == "p" { k[f]++; p[f, k[f]] = $2 + 0; v[f, k[f]] = $3 + 0 }
+    END {
+      m = split(candidates, vals, " ")
+      if (total == 0 || m == 0) { print 0; exit }
+      for (i = 1; i <= m; i++) {
+        x = vals[i] + 0; below = 0
+        for (j = 1; j <= f; j++) {
+          best = 0
+          for (g = 1; g <= k[j]; g++) if (v[j, g] <= x && p[j, g] > best) best = p[j, g]
+          below += n[j] * best / 100
+        }
+        if (below >= q / 100 * total - 1e-9) { print x; exit }
+      }
+      print vals[m] + 0
+    }' "$@"
+}
+
+# Runs wrk at N connections against the system's URLs; appends one line to $RESULTS:
+#   system conns procs req_per_s requests p50_us p99_us non2xx socket_errors nodes_cpu wrk_cpu
+#   fsyncs_per_s fsync_mean_ms
+run_level() {
+  local system="$1" conns="$2" script="$3"
+  shift 3
+  local urls=("$@")
+  local procs=1 i
+  if [ "$TARGET" = all ]; then procs=$((conns < 3 ? conns : 3)); fi
+  local dir="$WORK/$system-c$conns"
+  mkdir -p "$dir"
+  local metrics_urls=() auth=""
+  if [ "$system" = etcd ]; then
+    for i in 1 2 3; do metrics_urls+=("http://127.0.0.1:$((ETCD_PORT + i))/metrics"); done
+  else
+    auth="Authorization: Bearer $DOVETAIL_ADMIN_TOKEN"
+    for i in 1 2 3; do metrics_urls+=("http://127.0.0.1:$((DVT_PORT + i))/metrics"); done
+  fi
+  local fsync_name=etcd_disk_wal_fsync_duration_seconds
+  [ "$system" = dovetail ] && fsync_name=dovetail_log_fsync_seconds
+  local fsync_before cpu_before start_ns
+  fsync_before="$(metric_pair "$auth" "$fsync_name" "${metrics_urls[@]}")"
+  cpu_before="$(cpu_ticks "${PIDS[@]}")"
+  start_ns="$(date +%s%N)"
+  WRK_SHELLS=()
+  for ((i = 0; i < procs; i++)); do
+    local c=$((conns / procs + (i < conns % procs ? 1 : 0)))
+    local t=$((THREADS / procs))
+    [ "$TARGET" = one ] && t=$THREADS
+    [ "$t" -ge 1 ] || t=1
+    [ "$t" -le "$c" ] || t=$c
+    local args=("$NONCE_BASE$(printf '%04x' "$conns")" "$i")
+    [ "$system" = dovetail ] && args+=("$USER_PREFIX" "$USERS")
+    (
+      WRK_SUMMARY_FILE="$dir/summary-$i" wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
+        -s "$LUA_DIR/$script" "${urls[$i]}" -- "${args[@]}" >"$dir/wrk-$i.out" 2>&1
+      # Line 2 of `times`: CPU of this subshell's children, i.e. of wrk.
+      times >"$dir/times-$i"
+    ) &
+    WRK_SHELLS+=($!)
+  done
+  for i in "${WRK_SHELLS[@]}"; do wait "$i" || true; done
+  WRK_SHELLS=()
+  local wall cpu_after fsync_after
+  wall="$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
+  cpu_after="$(cpu_ticks "${PIDS[@]}")"
+  fsync_after="$(metric_pair "$auth" "$fsync_name" "${metrics_urls[@]}")"
+
+  local rps=0 requests=0 non2xx=0 sockerr=0 wrk_cpu=0 summaries=()
+  for ((i = 0; i < procs; i++)); do
+    local out="$dir/wrk-$i.out"
+    [ -s "$dir/summary-$i" ] || die "wrk produced no summary ($out): $(tail -n 3 "$out")"
+    summaries+=("$dir/summary-$i")
+    rps="$(awk -v a="$rps" '/^Requests\/sec:/ { a += $2 } END { print a }' "$out")"
+    requests=$((requests + $(awk '$1 == "requests" { print $2 }' "$dir/summary-$i")))
+    non2xx=$((non2xx + $(awk '/Non-2xx or 3xx responses:/ { n = $NF } END { print n + 0 }' "$out")))
+    sockerr=$((sockerr + $(awk '/Socket errors:/ { gsub(",", ""); n = $4 + $6 + $8 + $10 } END { print n + 0 }' "$out")))
+    local user_t sys_t
+    read -r user_t sys_t < <(sed -n 2p "$dir/times-$i")
+    wrk_cpu="$(awk -v a="$wrk_cpu" -v u="$(to_seconds "$user_t")" -v s="$(to_seconds "$sys_t")" 'BEGIN { print a + u + s }')"
+  done
+  local p50 p99
+  p50="$(merged_percentile 50 "${summaries[@]}")"
+  p99="$(merged_percentile 99 "${summaries[@]}")"
+  awk -v sys="$system" -v c="$conns" -v procs="$procs" -v rps="$rps" -v req="$requests" \
+      -v p50="$p50" -v p99="$p99" -v e1="$non2xx" -v e2="$sockerr" -v wall="$wall" \
+      -v cpu0="$cpu_before" -v cpu1="$cpu_after" -v tck="$CLK_TCK" -v wcpu="$wrk_cpu" \
+      -v f0="$fsync_before" -v f1="$fsync_after" 'BEGIN {
+        split(f0, a, " "); split(f1, b, " ")
+        fs = b[1] - a[1]; fsum = b[2] - a[2]
+        printf "%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.3f\n", sys, c, procs, rps,
+          req, p50, p99, e1, e2, (cpu1 - cpu0) / tck / wall, wcpu / wall, fs / wall,
+          (fs > 0 ? fsum / fs * 1000 : 0)
+      }' >>"$RESULTS"
+  echo "  $system, $conns connections: $(tail -n 1 "$RESULTS" | cut -f4) req/s" >&2
+}
+
+warm_up() {
+  local script="$1" url="$2"
+  shift 2
+  WRK_SUMMARY_FILE="" wrk -t1 -c4 -d"${WARMUP}s" -s "$LUA_DIR/$script" "$url" -- "$@" >/dev/null 2>&1 || true
+}
+
+# --- etcd ---------------------------------------------------------------------------------------
+
+run_etcd() {
+  local cluster="" i
+  for i in 1 2 3; do
+    cluster+="${cluster:+,}e$i=http://127.0.0.1:$((ETCD_PORT + 10 + i))"
+  done
+  for i in 1 2 3; do
+    local client="http://127.0.0.1:$((ETCD_PORT + i))" peer="http://127.0.0.1:$((ETCD_PORT + 10 + i))"
+    etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+      --listen-client-urls "$client" --advertise-client-urls "$client" \
+      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+      --initial-cluster "$cluster" --initial-cluster-state new \
+      --initial-cluster-token "dvt-bench-$NONCE_BASE" >"$WORK/etcd$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  local up=0
+  for _ in $(seq 1 150); do
+    up=0
+    for i in 1 2 3; do
+      curl -sf "http://127.0.0.1:$((ETCD_PORT + i))/health" 2>/dev/null | grep -q '"true"' && up=$((up + 1))
+    done
+    [ "$up" = 3 ] && break
+    sleep 0.2
+  done
+  [ "$up" = 3 ] || die "etcd did not become healthy (logs: $WORK/etcd*.log)"
+  local probe
+  probe="$(curl -s -o /dev/null -w '%{http_code}' -XPOST "http://127.0.0.1:$((ETCD_PORT + 1))/v3/kv/put" \
+    -d '{"key":"cHJvYmU=","value":"cHJvYmU="}')"
+  [ "$probe" = 200 ] || die "etcd's JSON gateway answered $probe to a put"
+  ETCD_VERSION="$(etcd --version | awk '/etcd Version/ { print $3 }')"
+  echo "etcd $ETCD_VERSION: 3 members up on 127.0.0.1:$((ETCD_PORT + 1))-$((ETCD_PORT + 3))" >&2
+  local urls=() conns
+  for i in 1 2 3; do urls+=("http://127.0.0.1:$((ETCD_PORT + i))"); done
+  warm_up etcd-put.lua "${urls[0]}" "${NONCE_BASE}ffff" 9
+  for conns in $CONNECTIONS; do run_level etcd "$conns" etcd-put.lua "${urls[@]}"; sleep 1; done
+  stop_pids "${PIDS[@]}"
+  PIDS=()
+}
+
+# --- dovetail -----------------------------------------------------------------------------------
+
+random_hex() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
+
+run_dovetail() {
+  export DOVETAIL_CLIENT_TOKEN DOVETAIL_ADMIN_TOKEN DOVETAIL_CLUSTER_SECRET
+  DOVETAIL_CLIENT_TOKEN="$(random_hex)"
+  DOVETAIL_ADMIN_TOKEN="$(random_hex)"
+  DOVETAIL_CLUSTER_SECRET="$(random_hex)"
+  local i j
+  for i in 1 2 3; do
+    local dir="$WORK/dovetail/node$i" peers=()
+    mkdir -p "$dir"
+    for j in 1 2 3; do
+      [ "$j" = "$i" ] || peers+=(--peer "$j=127.0.0.1:$((DVT_PORT + 100 + j))/127.0.0.1:$((DVT_PORT + j))")
+    done
+    local bootstrap=()
+    [ "$i" = 1 ] && bootstrap=(--bootstrap)
+    "$BIN" serve --node-id "$i" --data-dir "$dir" --groups "$GROUPS_N" \
+      --api-listen "127.0.0.1:$((DVT_PORT + i))" --peer-listen "127.0.0.1:$((DVT_PORT + 100 + i))" \
+      "${peers[@]}" "${bootstrap[@]}" >/dev/null 2>"$dir/node.log" &
+    PIDS+=($!)
+  done
+  local ready=0
+  for _ in $(seq 1 300); do
+    if "$BIN" ctl status --node "http://127.0.0.1:$((DVT_PORT + 1))" 2>/dev/null | grep -q ', 0 without a leader'; then
+      ready=1
+      break
+    fi
+    sleep 0.2
+  done
+  [ "$ready" = 1 ] || die "dovetail did not elect every group's leader (logs: $WORK/dovetail/node*/node.log)"
+  USER_PREFIX="wrk-$NONCE_BASE-"
+  for ((i = 0; i < USERS; i++)); do
+    local code
+    code="$(curl -s -o /dev/null -w '%{http_code}' -XPOST \
+      "http://127.0.0.1:$((DVT_PORT + 1 + i % 3))/v1/users/$USER_PREFIX$i/mailboxes" \
+      -H "Authorization: Bearer $DOVETAIL_CLIENT_TOKEN" -H 'content-type: application/json' \
+      -d '{"name":"INBOX"}')"
+    [ "$code" = 201 ] || [ "$code" = 409 ] || die "creating the INBOX of $USER_PREFIX$i: HTTP $code"
+  done
+  echo "dovetail $("$BIN" --version | awk '{ print $2 }'): 3 nodes, $GROUPS_N groups, $USERS users on 127.0.0.1:$((DVT_PORT + 1))-$((DVT_PORT + 3))" >&2
+  local urls=() conns
+  for i in 1 2 3; do urls+=("http://127.0.0.1:$((DVT_PORT + i))"); done
+  warm_up dovetail-append.lua "${urls[0]}" "${NONCE_BASE}ffff" 9 "$USER_PREFIX" "$USERS"
+  for conns in $CONNECTIONS; do run_level dovetail "$conns" dovetail-append.lua "${urls[@]}"; sleep 1; done
+  stop_pids "${PIDS[@]}"
+  PIDS=()
+}
+
+ETCD_VERSION=""
+USER_PREFIX=""
+LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -d ${DURATION}s --latency, connections: $CONNECTIONS, target: $TARGET; load average $LOADAVG; work dir $WORK" >&2
+[ "$RUN_ETCD" = 0 ] || run_etcd
+[ "$RUN_DOVETAIL" = 0 ] || run_dovetail
+
+# --- report -------------------------------------------------------------------------------------
+
+# The table, the resources table, the list of runs with errors, and the JSON, from $RESULTS.
+awk -F'\t' -v json="$JSON_OUT" -v duration="$DURATION" -v target="$TARGET" \
+    -v etcd_version="$ETCD_VERSION" -v conns_list="$CONNECTIONS" -v cores="$(nproc)" \
+    -v loadavg="$LOADAVG" '
+  function ms(us) { return sprintf("%.2fms", us / 1000) }
+  function both(c) { return (("etcd", c) in have) && (("dovetail", c) in have) }
+  function ratio(c, a, b) { return (both(c) && b > 0) ? sprintf("%.2f", a / b) : "-" }
+  function jratio(c, a, b) { return (both(c) && b > 0) ? sprintf("%.3f", a / b) : "null" }
+  function cell(s, c,   e) {
+    if (!((s, c) in have)) return sprintf("%10s %9s %9s", "-", "-", "-")
+    e = (err1[s, c] + err2[s, c] > 0) ? "!" : " "
+    return sprintf("%9.0f%s %9s %9s", rps[s, c], e, ms(p50[s, c]), ms(p99[s, c]))
+  }
+  function jsys(s, c) {
+    if (!((s, c) in have)) return "null"
+    return sprintf("{\"requests_per_second\": %.1f, \"requests\": %d, \"p50_us\": %d, \"p99_us\": %d, \"non_2xx\": %d, \"socket_errors\": %d, \"wrk_processes\": %d, \"nodes_cpu_cores\": %.2f, \"wrk_cpu_cores\": %.2f, \"fsyncs_per_second\": %.1f, \"fsync_mean_ms\": %.3f}",
+      rps[s, c], req[s, c], p50[s, c], p99[s, c], err1[s, c], err2[s, c], procs[s, c], ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c])
+  }
+  {
+    have[$1, $2] = 1; rps[$1, $2] = $4; req[$1, $2] = $5; p50[$1, $2] = $6; p99[$1, $2] = $7; err1[$1, $2] = $8
+    err2[$1, $2] = $9; procs[$1, $2] = $3; ncpu[$1, $2] = $10; wcpu[$1, $2] = $11; fsr[$1, $2] = $12
+    fsm[$1, $2] = $13
+  }
+  END {
+    n = split(conns_list, conns, " ")
+    printf "%11s | %-31s | %-31s | %s\n", "", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"
+    printf "%11s | %10s %9s %9s | %10s %9s %9s | %10s %6s %6s\n", "connections", "req/s", "p50", "p99", "req/s", "p50", "p99", "throughput", "p50", "p99"
+    for (i = 1; i <= n; i++) {
+      c = conns[i]
+      printf "%11d | %s | %s | %10s %6s %6s\n", c, cell("etcd", c), cell("dovetail", c),
+        ratio(c, rps["dovetail", c], rps["etcd", c]), ratio(c, p50["dovetail", c], p50["etcd", c]),
+        ratio(c, p99["dovetail", c], p99["etcd", c])
+    }
+    printf "\nresources (CPU in cores busy on average, of %d; log fsyncs summed over the 3 nodes)\n", cores
+    printf "%11s | %9s %8s %9s %9s | %9s %8s %9s %9s\n", "connections", "etcd CPU", "wrk CPU", "fsync/s", "fsync ms", "dvt CPU", "wrk CPU", "fsync/s", "fsync ms"
+    for (i = 1; i <= n; i++) {
+      c = conns[i]; line = sprintf("%11d", c)
+      split("etcd dovetail", systems, " ")
+      for (k = 1; k <= 2; k++) {
+        s = systems[k]
+        if ((s, c) in have) line = line sprintf(" | %9.2f %8.2f %9.0f %9.2f", ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c])
+        else line = line sprintf(" | %9s %8s %9s %9s", "-", "-", "-", "-")
+      }
+      print line
+    }
+    clean = 1
+    for (i = 1; i <= n; i++) {
+      c = conns[i]
+      split("etcd dovetail", systems, " ")
+      for (k = 1; k <= 2; k++) {
+        s = systems[k]
+        if (((s, c) in have) && err1[s, c] + err2[s, c] > 0) {
+          if (clean) print "\nERRORS (the rows marked !):"
+          clean = 0
+          printf "  %s at %d connections: %d non-2xx answers, %d socket errors of %d requests\n", s, c, err1[s, c], err2[s, c], req[s, c]
+        }
+      }
+    }
+    if (clean) print "\nno errors: every answer was 2xx, no socket errors"
+    if (json != "") {
+      printf "{\"duration_s\": %d, \"target\": \"%s\", \"cores\": %d, \"loadavg_before\": \"%s\", \"etcd_version\": \"%s\", \"clean\": %s,\n \"rows\": [\n", duration, target, cores, loadavg, etcd_version, clean ? "true" : "false" > json
+      for (i = 1; i <= n; i++) {
+        c = conns[i]
+        printf "  {\"connections\": %d,\n   \"etcd\": %s,\n   \"dovetail\": %s,\n   \"ratio\": {\"throughput\": %s, \"p50\": %s, \"p99\": %s}}%s\n", c, jsys("etcd", c), jsys("dovetail", c),
+          jratio(c, rps["dovetail", c], rps["etcd", c]), jratio(c, p50["dovetail", c], p50["etcd", c]),
+          jratio(c, p99["dovetail", c], p99["etcd", c]), (i < n ? "," : "") > json
+      }
+      print " ]}" > json
+    }
+  }' "$RESULTS"
+FAILED=0

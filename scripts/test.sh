@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The one gate: exactly what CI runs. Read-only: it never rewrites files (it may install the
+# `chromium` system package, which the dashboard test renders its page in, and `iptables`, which
+# the fault-injection scripts' test partitions its network namespaces with).
+#   fmt check, clippy with warnings denied, every test (nextest when present), benches in --test mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Installs Debian package $1 (providing command $1) as root when it is missing; on failure says
+# which tests ($2) will fail, and goes on.
+install_if_missing() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 0
+  local apt_log
+  apt_log="$(mktemp)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" \
+         || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1"; }; } \
+       >"$apt_log" 2>&1; then
+    echo "could not install $1 ($2 will fail):"
+    tail -n 5 "$apt_log"
+  fi
+  rm -f "$apt_log"
+}
+
+echo "== chromium (tests/t60_dashboard.rs renders the dashboard in it)"
+install_if_missing chromium "the dashboard test"
+command -v chromium >/dev/null 2>&1 && chromium --version 2>/dev/null || echo "chromium: not available"
+# Without Chromium the dashboard test fails here instead of skipping.
+export DOVETAIL_REQUIRE_CHROMIUM=1
+
+echo "== iptables (tests/t70_netns_scripts.rs runs scripts/netns-cluster.sh and partition.sh)"
+install_if_missing iptables "the netns scripts test and the Jepsen suite"
+# As root, network namespaces are available, so the netns test fails instead of skipping.
+if [ "$(id -u)" = 0 ]; then
+  export DOVETAIL_REQUIRE_NETNS=1
+fi
+
+echo "== tests"
+# The proxy test of tests/t70_netns_scripts.rs runs the Jepsen package's TCP proxy.
+cargo build --locked -p dovetail-jepsen --bin dovetail-jepsen
+export DOVETAIL_JEPSEN_BIN="$PWD/target/debug/dovetail-jepsen"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast --config-file scripts/nextest.toml
+  # nextest does not run doctests
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+echo "== jepsen (short suite: uid/partition, set/kill, flags/pause, list/membership; 3 nodes in network namespaces)"
+if [ "$(id -u)" = 0 ]; then
+  cargo build --locked -p dovetail --bin dovetail -p dovetail-jepsen --bin dovetail-jepsen
+  target/debug/dovetail-jepsen suite --bin target/debug/dovetail --time-limit 30 --store target/jepsen-store
+elif [ "${DOVETAIL_SKIP_JEPSEN:-0}" = 1 ]; then
+  echo "skipped: DOVETAIL_SKIP_JEPSEN=1 (the suite needs root for namespaces and iptables)"
+else
+  echo "the Jepsen suite needs root (network namespaces, iptables); set DOVETAIL_SKIP_JEPSEN=1 to skip it" >&2
+  exit 1
+fi
+
+echo "== benches (--test mode: each benchmark runs once, nothing is measured)"
+cargo bench --workspace --locked --bench '*' -- --test

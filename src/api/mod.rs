@@ -1,0 +1,16 @@
+//! The HTTP API (axum): the client router over a `MailService`, JSON errors, extractors.
+//!
+//! - [`auth`]: bearer tokens, checked in constant time before any handler runs.
+//! - [`client`]: routes for mailboxes, messages, flags, expunges and reads.
+//! - [`error`]: the `ApiError` type and the status of every failure.
+//! - [`extract`]: body, path and query extractors with JSON errors.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod extract;
+
+pub use error::ApiError;
+
+#[cfg(test)]
+mod tests;

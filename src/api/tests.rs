@@ -1,0 +1,408 @@
+//! API tests over a local, unreplicated service: every route, every error status, JSON error
+//! bodies, body limits, retries with the same `(client_id, request_seq)`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::client::router;
+use crate::index::LogPosition;
+use crate::placement::group_of;
+use crate::service::{MailService, ReadAck, ReadOptions, ServiceError, WriteAck};
+use crate::state_machine::GroupStateMachine;
+use crate::txn::Txn;
+
+const GROUPS: u32 = 4;
+
+/// Applies writes directly to group directories, one after the other: a single-node stand-in.
+struct LocalService {
+    groups: BTreeMap<u32, Mutex<(GroupStateMachine, u64)>>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalService {
+    fn new() -> LocalService {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = (0..GROUPS)
+            .map(|g| {
+                (
+                    g,
+                    Mutex::new((
+                        GroupStateMachine::open(&dir.path().join(format!("g{g}"))).unwrap(),
+                        0,
+                    )),
+                )
+            })
+            .collect();
+        LocalService { groups, _dir: dir }
+    }
+}
+
+impl MailService for LocalService {
+    fn node_id(&self) -> u64 {
+        1
+    }
+
+    async fn write(&self, txn: Txn) -> Result<WriteAck, ServiceError> {
+        let group = group_of(txn.op.user(), GROUPS);
+        let mut guard = self.groups[&group].lock().unwrap();
+        guard.1 += 1;
+        let position = LogPosition::new(1, guard.1);
+        let outcome = guard.0.apply(position, &txn).unwrap().unwrap();
+        Ok(WriteAck {
+            group,
+            position,
+            outcome,
+        })
+    }
+
+    async fn read<R, F>(&self, user: &str, options: ReadOptions, read: F) -> Result<ReadAck<R>, ServiceError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&GroupStateMachine) -> R + Send + 'static,
+    {
+        let group = group_of(user, GROUPS);
+        let guard = self.groups[&group].lock().unwrap();
+        if options
+            .min_applied
+            .is_some_and(|m| guard.0.applied().is_none_or(|a| a.index < m))
+        {
+            return Err(ServiceError::Unavailable {
+                reason: "min_applied not reached".into(),
+            });
+        }
+        Ok(ReadAck {
+            group,
+            applied: guard.0.applied(),
+            value: read(&guard.0),
+        })
+    }
+}
+
+struct Client {
+    app: axum::Router,
+}
+
+impl Client {
+    fn new() -> Client {
+        Client {
+            app: router(Arc::new(LocalService::new())),
+        }
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        let body = match body {
+            Some(v) => {
+                request = request.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+        (status, value)
+    }
+}
+
+fn error_code(v: &Value) -> &str {
+    v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no JSON error body: {v}"))
+}
+
+#[tokio::test]
+async fn mailbox_lifecycle_and_messages() {
+    let c = Client::new();
+    let (s, v) = c
+        .call(
+            "POST",
+            "/v1/users/alice/mailboxes",
+            Some(json!({"name": "INBOX"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v["uid_validity"].as_u64().unwrap() > 0);
+    let (s, v) = c
+        .call(
+            "POST",
+            "/v1/users/alice/mailboxes",
+            Some(json!({"name": "Archive/2024"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = c.call("GET", "/v1/users/alice/mailboxes", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = v["mailboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Archive/2024", "INBOX"]);
+
+    let messages = json!({"messages": [
+        {"guid": "0123456789abcdef0123456789abcdef", "size": 1200, "flags": ["\\Seen"]},
+        {"guid": "00000000000000000000000000000002", "size": 99, "internal_date": 1700000000}
+    ]});
+    let (s, v) = c
+        .call("POST", "/v1/users/alice/mailboxes/INBOX/messages", Some(messages))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["first_uid"].as_u64(), v["last_uid"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let token = v["token"].as_u64().unwrap();
+
+    let uri = format!("/v1/users/alice/mailboxes/INBOX?consistency=local&min_applied={token}");
+    let (s, v) = c.call("GET", &uri, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["exists"].as_u64(), v["unseen"].as_u64(), v["uid_next"].as_u64()),
+        (Some(2), Some(1), Some(3))
+    );
+
+    let store = json!({"uids": "1:2", "mode": "add", "flags": ["\\Flagged", "$Work"]});
+    let (s, v) = c
+        .call("POST", "/v1/users/alice/mailboxes/INBOX/store", Some(store))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["changed"], "1:2");
+    let modseq = v["modseq"].as_u64().unwrap();
+
+    // UNCHANGEDSINCE below the messages' MODSEQ fails for all of them: 409 condition_failed.
+    let store = json!({"uids": "1", "mode": "remove", "flags": ["\\Flagged"], "unchanged_since": modseq - 1});
+    let (s, v) = c
+        .call("POST", "/v1/users/alice/mailboxes/INBOX/store", Some(store))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::CONFLICT, "condition_failed"),
+        "{v}"
+    );
+
+    let (s, v) = c
+        .call(
+            "GET",
+            "/v1/users/alice/mailboxes/INBOX/messages?first=2&last=2",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["messages"][0]["flags"], json!(["\\Flagged", "$Work"]));
+
+    let expunge = json!({"uids": "1", "expected_guids": {"1": "0123456789abcdef0123456789abcdef"}});
+    let (s, v) = c
+        .call("POST", "/v1/users/alice/mailboxes/INBOX/expunge", Some(expunge))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["expunged"], "1");
+    let (s, v) = c
+        .call(
+            "GET",
+            &format!("/v1/users/alice/mailboxes/INBOX/changes?since={modseq}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["vanished"], "1");
+
+    let (s, v) = c
+        .call(
+            "POST",
+            "/v1/users/alice/mailboxes/Archive%2F2024/rename",
+            Some(json!({"to": "Old"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = c.call("DELETE", "/v1/users/alice/mailboxes/Old", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = c.call("GET", "/v1/users/alice/mailboxes/Old", None).await;
+    assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, "no_such_mailbox"));
+}
+
+#[tokio::test]
+async fn a_retry_is_applied_once() {
+    let c = Client::new();
+    c.call("POST", "/v1/users/bob/mailboxes", Some(json!({"name": "INBOX"})))
+        .await;
+    let append = json!({"messages": [{"guid": "000000000000000000000000000000aa", "size": 1}],
+                        "client_id": "mua-1", "request_seq": 7});
+    let (_, first) = c
+        .call(
+            "POST",
+            "/v1/users/bob/mailboxes/INBOX/messages",
+            Some(append.clone()),
+        )
+        .await;
+    let (_, again) = c
+        .call("POST", "/v1/users/bob/mailboxes/INBOX/messages", Some(append))
+        .await;
+    assert_eq!(first["first_uid"], again["first_uid"]);
+    let (_, status) = c.call("GET", "/v1/users/bob/mailboxes/INBOX", None).await;
+    assert_eq!(status["exists"], 1);
+    let stale = json!({"messages": [{"guid": "000000000000000000000000000000ab", "size": 1}],
+                       "client_id": "mua-1", "request_seq": 6});
+    let (s, v) = c
+        .call("POST", "/v1/users/bob/mailboxes/INBOX/messages", Some(stale))
+        .await;
+    assert_eq!((s, error_code(&v)), (StatusCode::CONFLICT, "stale_request"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let c = Client::new();
+    c.call(
+        "POST",
+        "/v1/users/carol/mailboxes",
+        Some(json!({"name": "INBOX"})),
+    )
+    .await;
+    let cases: Vec<(&str, &str, Option<Value>, StatusCode, &str)> = vec![
+        (
+            "POST",
+            "/v1/users/carol/mailboxes",
+            Some(json!({"name": ""})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes",
+            Some(json!({"name": "a//b"})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes",
+            Some(json!({"name": "INBOX"})),
+            StatusCode::CONFLICT,
+            "mailbox_exists",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes",
+            Some(json!({"nam": "x"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/store",
+            Some(json!({"uids": "", "mode": "add", "flags": []})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/store",
+            Some(json!({"uids": "1", "mode": "add", "flags": ["\\Recent"]})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/messages",
+            Some(json!({"messages": [{"guid": "zz", "size": 1}]})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/messages",
+            Some(
+                json!({"messages": [{"guid": "000000000000000000000000000000aa", "size": 1099511627776u64}]}),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/Nope/messages",
+            Some(json!({"messages": [{"guid": "000000000000000000000000000000aa", "size": 1}]})),
+            StatusCode::NOT_FOUND,
+            "no_such_mailbox",
+        ),
+        (
+            "DELETE",
+            "/v1/users/carol/mailboxes/INBOX",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "GET",
+            "/v1/users/carol/mailboxes/INBOX/messages?limit=0",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "GET",
+            "/v1/users/carol/mailboxes/INBOX/changes",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "GET",
+            "/v1/users/carol/mailboxes/INBOX?consistency=eventual",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        ("GET", "/v1/nothing", None, StatusCode::NOT_FOUND, "not_found"),
+        (
+            "PUT",
+            "/v1/users/carol/mailboxes",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let (s, v) = c.call(method, uri, body.clone()).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (status, code),
+            "{method} {uri} {body:?}: {v}"
+        );
+    }
+    // Not JSON, and too large.
+    let request = Request::post("/v1/users/carol/mailboxes")
+        .header("content-type", "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let (s, v) = c.send(request).await;
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "invalid"));
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(2 << 20));
+    let request = Request::post("/v1/users/carol/mailboxes")
+        .header("content-type", "application/json")
+        .body(Body::from(huge))
+        .unwrap();
+    let (s, v) = c.send(request).await;
+    assert_eq!((s, error_code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    // Nothing changed.
+    let (_, v) = c.call("GET", "/v1/users/carol/mailboxes", None).await;
+    assert_eq!(v["mailboxes"].as_array().unwrap().len(), 1);
+    let (_, v) = c.call("GET", "/v1/users/carol/mailboxes/INBOX", None).await;
+    assert_eq!(
+        (v["exists"].as_u64(), v["highest_modseq"].as_u64()),
+        (Some(0), Some(1))
+    );
+}

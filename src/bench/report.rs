@@ -1,0 +1,403 @@
+//! What a bench run measured: per-operation recorders (HdrHistogram, microseconds), the report
+//! they merge into (serialized for `--json`), the aligned table, and the progress line.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::workload::{Operation, Workload};
+
+/// Slowest latency a histogram holds (60 s); slower ones are clamped to it.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// One worker's (or, merged, the run's) measurements of one operation.
+#[derive(Debug, Clone)]
+pub struct OperationStats {
+    /// Latencies of successful requests, µs.
+    pub histogram: Histogram<u64>,
+    /// Successful requests.
+    pub ops: u64,
+    /// Messages in successful requests (appends: the batch; others 0).
+    pub messages: u64,
+    /// Failed requests by kind: `http_<status>`, `transport`, `timeout`.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Default for OperationStats {
+    fn default() -> Self {
+        OperationStats {
+            histogram: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds"),
+            ops: 0,
+            messages: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
+impl OperationStats {
+    pub fn record_ok(&mut self, latency: Duration, messages: u64) {
+        let us = (latency.as_micros() as u64).clamp(1, LATENCY_US_MAX);
+        self.histogram
+            .record(us)
+            .expect("clamped into the histogram's range");
+        self.ops += 1;
+        self.messages += messages;
+    }
+
+    pub fn record_error(&mut self, kind: &str) {
+        *self.errors.entry(kind.to_string()).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &OperationStats) {
+        self.histogram.add(&other.histogram).expect("same bounds");
+        self.ops += other.ops;
+        self.messages += other.messages;
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_default() += n;
+        }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// Latency percentiles of one operation, µs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyReport {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OperationReport {
+    pub ops: u64,
+    pub ops_per_second: f64,
+    pub messages_per_second: f64,
+    pub errors: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    pub latency_us: LatencyReport,
+}
+
+impl OperationReport {
+    pub fn from_stats(stats: &OperationStats, seconds: f64) -> OperationReport {
+        let h = &stats.histogram;
+        let empty = h.is_empty();
+        let at = |q: f64| if empty { 0 } else { h.value_at_quantile(q) };
+        OperationReport {
+            ops: stats.ops,
+            ops_per_second: stats.ops as f64 / seconds,
+            messages_per_second: stats.messages as f64 / seconds,
+            errors: stats.error_count(),
+            errors_by_kind: stats.errors.clone(),
+            latency_us: LatencyReport {
+                p50: at(0.50),
+                p90: at(0.90),
+                p99: at(0.99),
+                p999: at(0.999),
+                max: if empty { 0 } else { h.max() },
+                mean: if empty { 0.0 } else { h.mean() },
+            },
+        }
+    }
+}
+
+/// What a run measured (`--json` prints this).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchReport {
+    pub workload: Workload,
+    /// Worker `w` was the user `<user_prefix><w>`.
+    pub user_prefix: String,
+    /// Operation name -> weight (percent).
+    pub mix: BTreeMap<String, u32>,
+    pub nodes: usize,
+    pub concurrency: usize,
+    pub batch: u64,
+    /// `--rate` (requests per second, all workers), or `null`: closed loop.
+    pub rate: Option<f64>,
+    pub warmup_seconds: u64,
+    /// The measured window.
+    pub seconds: f64,
+    /// Successful requests of every operation.
+    pub ops: u64,
+    pub ops_per_second: f64,
+    pub errors: u64,
+    /// Paced runs: intended sends still unsent when the run ended (the cluster fell behind).
+    pub unsent: u64,
+    pub operations: BTreeMap<String, OperationReport>,
+    /// Every operation's errors, by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+/// A latency for people: `850 µs`, `1.51 ms`, `29.1 ms`, `196 ms`, `1.23 s`.
+pub fn format_latency_us(us: u64) -> String {
+    let ms = us as f64 / 1000.0;
+    match us {
+        0..=999 => format!("{us} µs"),
+        1_000..=9_999 => format!("{ms:.2} ms"),
+        10_000..=99_999 => format!("{ms:.1} ms"),
+        100_000..=999_999 => format!("{ms:.0} ms"),
+        _ => format!("{:.2} s", ms / 1000.0),
+    }
+}
+
+/// The report as an aligned table, header lines first.
+pub fn render_table(report: &BenchReport) -> String {
+    let mix: Vec<String> = report.mix.iter().map(|(op, w)| format!("{w}% {op}")).collect();
+    let pacing = match report.rate {
+        None => "closed loop".to_string(),
+        Some(rate) => format!(
+            "paced at {rate:.0} req/s (latency from intended send), {} unsent",
+            report.unsent
+        ),
+    };
+    let mut out = format!(
+        "workload {} ({}), {} clients, batch {}, {}, {} nodes, {:.0} s measured after {} s warm-up\n",
+        kebab(report.workload),
+        mix.join(", "),
+        report.concurrency,
+        report.batch,
+        pacing,
+        report.nodes,
+        report.seconds,
+        report.warmup_seconds
+    );
+    out += &format!(
+        "{:<18} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+        "OPERATION", "OPS", "OPS/S", "MSGS/S", "P50", "P90", "P99", "P99.9", "MAX", "ERRORS"
+    );
+    for (name, op) in &report.operations {
+        let l = &op.latency_us;
+        // Only appends carry messages.
+        let messages_per_second = if name == Operation::Append.name() {
+            format!("{:.1}", op.messages_per_second)
+        } else {
+            "-".to_string()
+        };
+        out += &format!(
+            "{:<18} {:>9} {:>10.1} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+            name,
+            op.ops,
+            op.ops_per_second,
+            messages_per_second,
+            format_latency_us(l.p50),
+            format_latency_us(l.p90),
+            format_latency_us(l.p99),
+            format_latency_us(l.p999),
+            format_latency_us(l.max),
+            op.errors
+        );
+    }
+    if report.operations.len() > 1 {
+        out += &format!(
+            "{:<18} {:>9} {:>10.1} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+            "total", report.ops, report.ops_per_second, "", "", "", "", "", "", report.errors
+        );
+    }
+    let errors: Vec<String> = report
+        .operations
+        .iter()
+        .flat_map(|(name, op)| {
+            op.errors_by_kind
+                .iter()
+                .map(move |(kind, n)| format!("{name} {kind} x{n}"))
+        })
+        .collect();
+    if errors.is_empty() {
+        out += "errors: none\n";
+    } else {
+        out += &format!("errors: {}\n", errors.join(", "));
+    }
+    out
+}
+
+fn kebab(workload: Workload) -> String {
+    serde_json::to_value(workload)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// One state of the progress line: `[####------]  3.5/11 s  measuring  ops 12345  2103/s
+/// errors 0`. `ops` and `errors` count since the start (warm-up included); `rate` is over the
+/// last update interval.
+pub fn progress_line(
+    elapsed: Duration,
+    total: Duration,
+    warmup: Duration,
+    ops: u64,
+    rate: f64,
+    errors: u64,
+) -> String {
+    const WIDTH: usize = 20;
+    let fraction = (elapsed.as_secs_f64() / total.as_secs_f64().max(1e-9)).clamp(0.0, 1.0);
+    let filled = (fraction * WIDTH as f64).round() as usize;
+    let phase = if elapsed < warmup {
+        "warm-up  "
+    } else {
+        "measuring"
+    };
+    format!(
+        "[{}{}] {:>5.1}/{:.0} s  {phase}  ops {ops}  {rate:.0}/s  errors {errors}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        elapsed.as_secs_f64().min(total.as_secs_f64()),
+        total.as_secs_f64()
+    )
+}
+
+/// The per-operation stats of a run, merged into the report.
+pub fn build_report(
+    base: BenchReport,
+    mix: &[(Operation, u32)],
+    stats: &[OperationStats; 4],
+    unsent: u64,
+) -> BenchReport {
+    let mut report = base;
+    report.unsent = unsent;
+    for &(operation, weight) in mix {
+        let s = &stats[operation.index()];
+        report.mix.insert(operation.name().to_string(), weight);
+        report.ops += s.ops;
+        report.errors += s.error_count();
+        for (kind, n) in &s.errors {
+            *report.errors_by_kind.entry(kind.clone()).or_default() += n;
+        }
+        report.operations.insert(
+            operation.name().to_string(),
+            OperationReport::from_stats(s, report.seconds),
+        );
+    }
+    report.ops_per_second = report.ops as f64 / report.seconds;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_report(workload: Workload) -> BenchReport {
+        BenchReport {
+            workload,
+            user_prefix: "bench-00000001-".into(),
+            mix: BTreeMap::new(),
+            nodes: 3,
+            concurrency: 64,
+            batch: 1,
+            rate: None,
+            warmup_seconds: 1,
+            seconds: 10.0,
+            ops: 0,
+            ops_per_second: 0.0,
+            errors: 0,
+            unsent: 0,
+            operations: BTreeMap::new(),
+            errors_by_kind: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn latencies_are_formatted_with_three_significant_digits() {
+        assert_eq!(format_latency_us(850), "850 µs");
+        assert_eq!(format_latency_us(1_512), "1.51 ms");
+        assert_eq!(format_latency_us(29_140), "29.1 ms");
+        assert_eq!(format_latency_us(196_400), "196 ms");
+        assert_eq!(format_latency_us(1_234_000), "1.23 s");
+    }
+
+    #[test]
+    fn stats_merge_into_a_report_with_totals_and_error_kinds() {
+        let mix = crate::bench::workload::Mix::of(Workload::Mixed);
+        let mut stats: [OperationStats; 4] = Default::default();
+        let mut other: [OperationStats; 4] = Default::default();
+        for ms in 1..=100u64 {
+            stats[Operation::Append.index()].record_ok(Duration::from_millis(ms), 1);
+        }
+        other[Operation::Append.index()].record_ok(Duration::from_millis(500), 1);
+        other[Operation::Append.index()].record_error("http_503");
+        stats[Operation::Store.index()].record_ok(Duration::from_micros(700), 0);
+        stats[Operation::Store.index()].record_error("http_503");
+        stats[Operation::Store.index()].record_error("transport");
+        for (s, o) in stats.iter_mut().zip(&other) {
+            s.merge(o);
+        }
+        let report = build_report(empty_report(Workload::Mixed), mix.weights(), &stats, 0);
+        assert_eq!(report.ops, 102);
+        assert_eq!(report.errors, 3);
+        assert_eq!(report.errors_by_kind["http_503"], 2);
+        assert_eq!(report.errors_by_kind["transport"], 1);
+        let append = &report.operations["append"];
+        assert_eq!((append.ops, append.errors), (101, 1));
+        assert!((append.ops_per_second - 10.1).abs() < 1e-9);
+        // The 51st of 101 values; HdrHistogram with 3 significant digits: within 0.1%.
+        assert!(
+            append.latency_us.p50.abs_diff(51_000) <= 51,
+            "{:?}",
+            append.latency_us
+        );
+        assert!(append.latency_us.max.abs_diff(500_000) <= 500);
+        assert_eq!(report.operations["read-linearizable"].ops, 0);
+        assert_eq!(report.operations["read-linearizable"].latency_us.max, 0);
+        assert!(!report.operations.contains_key("read-local"));
+        assert_eq!(report.mix["append"], 50);
+
+        let table = render_table(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("workload mixed (50% append, 25% read-linearizable, 25% store), 64 clients")
+        );
+        assert!(lines[1].starts_with("OPERATION"));
+        assert!(lines[2].starts_with("append") && lines[2].contains("51.0 ms") && lines[2].ends_with(" 1"));
+        assert!(lines[5].starts_with("total") && lines[5].ends_with(" 3"));
+        assert_eq!(
+            lines[6],
+            "errors: append http_503 x1, store http_503 x1, store transport x1"
+        );
+        // Every row is as wide as the header.
+        assert!(lines[1..5]
+            .iter()
+            .all(|l| l.chars().count() == lines[1].chars().count()));
+
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["workload"], "mixed");
+        assert_eq!(json["operations"]["store"]["errors_by_kind"]["transport"], 1);
+        assert_eq!(json["rate"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_clean_single_operation_run_has_no_total_row() {
+        let mix = crate::bench::workload::Mix::of(Workload::Append);
+        let mut stats: [OperationStats; 4] = Default::default();
+        stats[0].record_ok(Duration::from_millis(2), 10);
+        let mut base = empty_report(Workload::Append);
+        base.rate = Some(500.0);
+        let table = render_table(&build_report(base, mix.weights(), &stats, 7));
+        assert!(table.contains("paced at 500 req/s (latency from intended send), 7 unsent"));
+        assert!(!table.contains("\ntotal"));
+        assert!(table.ends_with("errors: none\n"));
+    }
+
+    #[test]
+    fn progress_line_shows_phase_bar_and_counts() {
+        let s = Duration::from_secs_f64;
+        let line = progress_line(s(0.5), s(11.0), s(1.0), 40, 80.0, 0);
+        assert_eq!(
+            line,
+            "[#-------------------]   0.5/11 s  warm-up    ops 40  80/s  errors 0"
+        );
+        let line = progress_line(s(5.5), s(11.0), s(1.0), 12_345, 2_103.4, 2);
+        assert_eq!(
+            line,
+            "[##########----------]   5.5/11 s  measuring  ops 12345  2103/s  errors 2"
+        );
+        // Past the end the bar stays full.
+        assert!(progress_line(s(12.0), s(11.0), s(1.0), 1, 0.0, 0)
+            .starts_with("[####################]  11.0/11 s"));
+    }
+}

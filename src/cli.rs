@@ -1,0 +1,123 @@
+//! The `dovetail` command line (clap). Each subcommand is a thin adapter over the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dovetail",
+    version,
+    about = "Multi-master mailbox index replication on Raft"
+)]
+pub struct Cli {
+    /// Log format on stderr: `text` or `json`; levels come from `RUST_LOG` (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses the process's command line, with `serve --config FILE` expanded
+/// (`node::config::expand_config_file`); exits with a message on an error.
+pub fn parse() -> Cli {
+    let args: Vec<String> = std::env::args().collect();
+    match crate::node::config::expand_config_file(args) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Installs the tracing subscriber: stderr, `format`, levels from `RUST_LOG` (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a cluster member.
+    Serve(Box<crate::node::config::ServeConfig>),
+    /// Run a local cluster of real `dovetail serve` processes (Ctrl-C stops it).
+    Dev(crate::node::dev::DevConfig),
+    /// Drive a running cluster with a workload (appends, stores, reads, a mix) and report
+    /// throughput and latency percentiles per operation.
+    Bench(crate::bench::BenchConfig),
+    /// Inspect and steer a running cluster through its admin API.
+    Ctl(crate::ctl::CtlArgs),
+    /// Decode an index file, manifest, snapshot or group directory into text or JSON.
+    Dump {
+        /// An `.idx` file, `manifest`, `checkpoint.snap`, or a group directory.
+        path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// List at most this many records (and tombstones) per mailbox.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(config) => {
+            let config = *config;
+            config.validate().map_err(anyhow::Error::msg)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let peer = tokio::net::TcpListener::bind(config.peer_listen).await?;
+                let api = tokio::net::TcpListener::bind(config.api_listen).await?;
+                crate::node::server::run(config, peer, api, crate::node::dev::shutdown_signal()).await
+            })?;
+            Ok(0)
+        }
+        Command::Dev(config) => {
+            tokio::runtime::Runtime::new()?.block_on(crate::node::dev::run(config))?;
+            Ok(0)
+        }
+        Command::Bench(config) => {
+            let json = config.json;
+            let report = tokio::runtime::Runtime::new()?.block_on(crate::bench::run(config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::bench::render_table(&report));
+            }
+            Ok(0)
+        }
+        Command::Ctl(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(crate::ctl::run(args)))
+        }
+        Command::Dump { path, json, limit } => {
+            let dump = crate::dump::dump_path(&path, limit)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &dump)?;
+                std::io::Write::write_all(&mut out, b"\n")?;
+            } else {
+                crate::dump::write_text(&dump, &mut out)?;
+            }
+            Ok(if dump.healthy() { 0 } else { 1 })
+        }
+    }
+}

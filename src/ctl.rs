@@ -1,0 +1,518 @@
+//! `dovetail ctl`: the operator's command line over the admin API.
+//!
+//! Every command talks to one node (`--node URL`, any member) with the admin token
+//! (`--token` or `DOVETAIL_ADMIN_TOKEN`). Output is an aligned table, or the API's JSON with
+//! `--json`. Exit codes: 0 success; 1 the request failed (the node refused or did not answer;
+//! the error is printed on stderr); 3 `verify` found a divergence or could not check everything.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use serde_json::{json, Value};
+
+use crate::node::maintenance::VerifyReport;
+use crate::node::overview::ClusterOverview;
+
+/// Exit code: `verify` found a divergence or an unchecked replica.
+pub const EXIT_DIVERGENCE: i32 = 3;
+/// Exit code: the request failed.
+pub const EXIT_FAILED: i32 = 1;
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Any member's API URL.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:7001",
+        env = "DOVETAIL_NODE"
+    )]
+    pub node: String,
+    /// The admin token.
+    #[arg(
+        long,
+        global = true,
+        env = "DOVETAIL_ADMIN_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub token: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// PEM CA certificate(s) to trust for an `https://` --node.
+    #[arg(long, global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// How long to wait for the answer, in seconds.
+    #[arg(long, global = true, default_value_t = 60)]
+    pub timeout_s: u64,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Nodes: reachability, version, uptime, disk use, groups led.
+    Status,
+    /// Groups: leader, term, commit and snapshot index, each replica's applied index and lag.
+    Groups,
+    /// Voters and learners of every group.
+    Members,
+    /// Add a node as a learner of every group.
+    AddNode {
+        #[arg(long)]
+        id: u64,
+        /// Its peer (Raft) address.
+        #[arg(long)]
+        peer_addr: String,
+        /// Its API address.
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Promote a learner to voter in every group.
+    Promote {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a node from every group.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Hand a group's leadership to a voter.
+    TransferLeader {
+        #[arg(long)]
+        group: u32,
+        #[arg(long)]
+        to: u64,
+    },
+    /// Build a snapshot now on the node addressed (one group, or all).
+    Snapshot {
+        #[arg(long)]
+        group: Option<u32>,
+    },
+    /// Spread group leaders evenly over the voters.
+    Rebalance,
+    /// Compare every replica's per-mailbox digests; exit 3 on any divergence.
+    Verify {
+        /// Only these groups (repeatable); default all.
+        #[arg(long)]
+        group: Vec<u32>,
+    },
+    /// Replace one replica's copy of one mailbox by a healthy replica's copy.
+    Repair {
+        #[arg(long)]
+        group: u32,
+        /// The mailbox GUID (32 hex digits), as verify reports it.
+        #[arg(long)]
+        mailbox: String,
+        /// The node whose copy is replaced.
+        #[arg(long)]
+        replica: u64,
+        /// The node to copy from (default: the group's leader, or another voter).
+        #[arg(long)]
+        source: Option<u64>,
+    },
+}
+
+/// Runs a ctl command; returns the exit code.
+pub async fn run(args: CtlArgs) -> i32 {
+    let mut out = String::new();
+    let code = match execute(&args, &mut out).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    };
+    print!("{out}");
+    code
+}
+
+/// Runs a command, writing what it prints to `out`; returns the exit code.
+pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, String> {
+    if args.token.is_empty() {
+        return Err("the admin token is required: --token or DOVETAIL_ADMIN_TOKEN".into());
+    }
+    let api = Api::new(args)?;
+    let (method, path, body) = match &args.command {
+        CtlCommand::Status | CtlCommand::Groups | CtlCommand::Members => {
+            ("GET", "/admin/cluster".to_string(), None)
+        }
+        CtlCommand::AddNode {
+            id,
+            peer_addr,
+            api_addr,
+        } => (
+            "POST",
+            "/admin/members/learners".into(),
+            Some(json!({"node_id": id, "peer_addr": peer_addr, "api_addr": api_addr})),
+        ),
+        CtlCommand::Promote { id } => (
+            "POST",
+            "/admin/members/voters".into(),
+            Some(json!({"node_id": id})),
+        ),
+        CtlCommand::RemoveNode { id } => ("DELETE", format!("/admin/members/{id}"), None),
+        CtlCommand::TransferLeader { group, to } => (
+            "POST",
+            format!("/admin/groups/{group}/transfer-leader"),
+            Some(json!({"to": to})),
+        ),
+        CtlCommand::Snapshot { group: Some(g) } => ("POST", format!("/admin/groups/{g}/snapshot"), None),
+        CtlCommand::Snapshot { group: None } => ("POST", "/admin/snapshot".into(), None),
+        CtlCommand::Rebalance => ("POST", "/admin/rebalance".into(), None),
+        CtlCommand::Verify { group } => (
+            "POST",
+            "/admin/verify".into(),
+            Some(if group.is_empty() {
+                json!({})
+            } else {
+                json!({ "groups": group })
+            }),
+        ),
+        CtlCommand::Repair {
+            group,
+            mailbox,
+            replica,
+            source,
+        } => (
+            "POST",
+            format!("/admin/groups/{group}/mailboxes/{mailbox}/repair"),
+            Some(json!({"replica": replica, "source": source})),
+        ),
+    };
+    let answer = api.call(method, &path, body).await?;
+    if args.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    }
+    match &args.command {
+        CtlCommand::Status | CtlCommand::Groups | CtlCommand::Members => {
+            let overview: ClusterOverview =
+                serde_json::from_value(answer).map_err(|e| format!("not a cluster overview: {e}"))?;
+            if !args.json {
+                out.push_str(&match args.command {
+                    CtlCommand::Status => status_table(&overview),
+                    CtlCommand::Groups => groups_table(&overview),
+                    _ => members_table(&overview),
+                });
+            }
+            let unreachable = overview.nodes.iter().any(|n| !n.reachable);
+            Ok(if unreachable && matches!(args.command, CtlCommand::Status) {
+                EXIT_FAILED
+            } else {
+                0
+            })
+        }
+        CtlCommand::Verify { .. } => {
+            let report: VerifyReport =
+                serde_json::from_value(answer).map_err(|e| format!("not a verify report: {e}"))?;
+            if !args.json {
+                out.push_str(&verify_table(&report));
+            }
+            Ok(if report.clean { 0 } else { EXIT_DIVERGENCE })
+        }
+        _ => {
+            if !args.json {
+                out.push_str(&key_values(&answer));
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// A table with columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", text.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn status_table(o: &ClusterOverview) -> String {
+    let rows: Vec<Vec<String>> = o
+        .nodes
+        .iter()
+        .map(|n| {
+            let led = o.groups.iter().filter(|g| g.leader == Some(n.node_id)).count();
+            vec![
+                n.node_id.to_string(),
+                n.api_addr.clone(),
+                if n.reachable {
+                    "up".into()
+                } else {
+                    "UNREACHABLE".into()
+                },
+                opt(n.version.clone()),
+                opt(n.uptime_s.map(|s| format!("{s}s"))),
+                opt(n.disk.as_ref().map(|d| bytes(d.log_bytes))),
+                opt(n.disk.as_ref().map(|d| bytes(d.index_bytes))),
+                led.to_string(),
+                n.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let leaderless = o.groups.iter().filter(|g| g.leader.is_none()).count();
+    let mut out = table(
+        &[
+            "NODE", "API", "STATE", "VERSION", "UPTIME", "LOG", "INDEX", "LEADS", "ERROR",
+        ],
+        &rows,
+    );
+    let _ = writeln!(
+        out,
+        "{} nodes, {} groups, {} without a leader",
+        o.nodes.len(),
+        o.groups.len(),
+        leaderless
+    );
+    out
+}
+
+fn groups_table(o: &ClusterOverview) -> String {
+    let nodes: Vec<u64> = o.nodes.iter().map(|n| n.node_id).collect();
+    let mut headers = vec!["GROUP", "LEADER", "TERM", "COMMITTED", "SNAPSHOT"];
+    let labels: Vec<String> = nodes.iter().map(|n| format!("N{n} APPLIED/LAG")).collect();
+    headers.extend(labels.iter().map(String::as_str));
+    headers.push("ERROR");
+    let rows: Vec<Vec<String>> = o
+        .groups
+        .iter()
+        .map(|g| {
+            let mut row = vec![
+                g.group.to_string(),
+                opt(g.leader),
+                g.term.to_string(),
+                opt(g.committed),
+                opt(g.snapshot),
+            ];
+            for n in &nodes {
+                row.push(match g.replicas.get(n) {
+                    None => "-".into(),
+                    Some(r) => format!("{}/{}", opt(r.applied), opt(r.lag)),
+                });
+            }
+            row.push(g.last_error.clone().unwrap_or_default());
+            row
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+fn members_table(o: &ClusterOverview) -> String {
+    let rows: Vec<Vec<String>> = o
+        .nodes
+        .iter()
+        .map(|n| {
+            let voter = o.groups.iter().filter(|g| g.voters.contains(&n.node_id)).count();
+            let learner = o
+                .groups
+                .iter()
+                .filter(|g| g.learners.contains(&n.node_id))
+                .count();
+            vec![
+                n.node_id.to_string(),
+                n.api_addr.clone(),
+                voter.to_string(),
+                learner.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NODE", "API", "VOTER IN", "LEARNER IN"], &rows)
+}
+
+fn verify_table(r: &VerifyReport) -> String {
+    let mut out = String::new();
+    if !r.divergences.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .divergences
+            .iter()
+            .map(|d| {
+                vec![
+                    d.group.to_string(),
+                    d.mailbox_guid.clone().unwrap_or_else(|| "(manifest)".into()),
+                    format!("{}/{}", d.user, d.mailbox),
+                    d.suspects
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    d.reason.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["GROUP", "MAILBOX", "NAME", "SUSPECTS", "REASON"], &rows));
+    }
+    for u in &r.unverified {
+        let _ = writeln!(
+            out,
+            "unverified: group {} mailbox {} kept changing ({:?})",
+            u.group, u.mailbox_guid, u.positions
+        );
+    }
+    for u in &r.unreachable {
+        let _ = writeln!(out, "unreachable: {u}");
+    }
+    let _ = writeln!(
+        out,
+        "{}: {} groups, {} mailboxes checked, {} divergent, {} unverified, {} unreachable replicas",
+        if r.clean { "clean" } else { "NOT CLEAN" },
+        r.groups_checked,
+        r.mailboxes_checked,
+        r.divergences.len(),
+        r.unverified.len(),
+        r.unreachable.len()
+    );
+    out
+}
+
+/// A flat JSON object as `key: value` lines (nested values as JSON).
+fn key_values(v: &Value) -> String {
+    let mut out = String::new();
+    match v.as_object() {
+        Some(map) => {
+            let width = map.keys().map(String::len).max().unwrap_or(0);
+            for (k, v) in map {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                let _ = writeln!(out, "{k:<width$}  {v}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "{v}");
+        }
+    }
+    out
+}
+
+struct Api {
+    client:
+        Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
+    base: String,
+    authorization: String,
+    timeout: Duration,
+}
+
+impl Api {
+    fn new(args: &CtlArgs) -> Result<Api, String> {
+        let base = args.node.trim_end_matches('/');
+        let base = if base.starts_with("http://") || base.starts_with("https://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
+        if base.starts_with("https://") && args.ca_cert.is_none() {
+            return Err(
+                "--node https://...: --ca-cert is required (the CA that signed the node's certificate)"
+                    .into(),
+            );
+        }
+        Ok(Api {
+            client: crate::node::peer_api::http_client(args.ca_cert.as_deref())?,
+            base,
+            authorization: format!("Bearer {}", args.token),
+            timeout: Duration::from_secs(args.timeout_s),
+        })
+    }
+
+    /// Sends a request; a 2xx JSON answer is returned, anything else is an error naming the
+    /// API's error code and message.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", &self.authorization)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let answer = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| format!("{url}: {}", crate::node::peer_api::error_chain(&e)))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+                .to_bytes();
+            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if !status.is_success() {
+                let code = value["error"]["code"].as_str().unwrap_or("?");
+                let message = value["error"]["message"].as_str().unwrap_or("");
+                return Err(format!(
+                    "{method} {url}: HTTP {}: {code}: {message}",
+                    status.as_u16()
+                ));
+            }
+            Ok(value)
+        };
+        tokio::time::timeout(self.timeout, answer)
+            .await
+            .unwrap_or_else(|_| Err(format!("{url}: no answer within {:?}", self.timeout)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "LONGER"],
+            &[vec!["wide cell".into(), "x".into()], vec!["y".into(), "z".into()]],
+        );
+        assert_eq!(t, "A          LONGER\nwide cell  x\ny          z\n");
+    }
+
+    #[test]
+    fn byte_sizes_read_well() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+    }
+}

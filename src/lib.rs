@@ -1,0 +1,35 @@
+//! Dovetail: multi-master mailbox index replication on Raft.
+//!
+//! A mail server keeps, per mailbox, a small hot *index* (UIDs, flags, keywords, MODSEQs) beside
+//! the cold message bodies. Dovetail replicates that index: each group of mailboxes is a Raft log
+//! whose entries are index transactions; every replica applies committed entries to its own
+//! memory-mapped index files and assigns UIDs and MODSEQs deterministically, so replicas at the
+//! same applied index are byte-identical.
+//!
+//! # Layout
+//! - [`index`]: the on-disk mailbox index (format v1): layout, encoding, checksums, mmap access.
+//! - [`txn`]: index transactions: ops, validation, outcomes.
+//! - [`state_machine`]: applies transactions to a group's files; recovery; snapshots; reads.
+//! - [`node`]: the replicated node: group state machines under `dovetail-raft`.
+//! - [`service`]: `MailService`, the seam between the HTTP API and the replicated node.
+//! - [`api`]: the HTTP API (axum): routes, JSON errors, limits.
+//! - [`placement`]: which group a user's mailboxes belong to.
+//! - [`bench`]: `dovetail bench`, a load generator against a cluster's HTTP API.
+//! - [`ctl`]: `dovetail ctl`, the operator's command line over the admin API.
+//! - [`dump`]: human- and machine-readable dumps of index files and group directories.
+//! - [`cli`]: the `dovetail` command line.
+//!
+//! Reading order: `index::format`, `index::mailbox_index`, `txn`, `state_machine::group_state`,
+//! `state_machine::apply`, `state_machine::group_machine`.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod ctl;
+pub mod dump;
+pub mod index;
+pub mod node;
+pub mod placement;
+pub mod service;
+pub mod state_machine;
+pub mod txn;

@@ -1,0 +1,494 @@
+//! `ServeConfig`: everything `dovetail serve` needs, from flags. Invalid values stop startup with
+//! a message naming the flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Another member of the cluster: `ID=PEER_ADDR/API_ADDR`, e.g. `2=127.0.0.1:7102/127.0.0.1:7002`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub node_id: u64,
+    pub peer_addr: String,
+    pub api_addr: String,
+}
+
+impl FromStr for PeerSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PeerSpec, String> {
+        let syntax =
+            || format!("peer {s:?}: expected ID=PEER_ADDR/API_ADDR, e.g. 2=127.0.0.1:7102/127.0.0.1:7002");
+        let (id, addrs) = s.split_once('=').ok_or_else(syntax)?;
+        let (peer_addr, api_addr) = addrs.split_once('/').ok_or_else(syntax)?;
+        let node_id: u64 = id.parse().map_err(|_| syntax())?;
+        for addr in [peer_addr, api_addr] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| format!("peer {s:?}: address {addr:?} is not host:port ({e})"))?;
+        }
+        if node_id == 0 {
+            return Err(format!("peer {s:?}: node ids start at 1"));
+        }
+        Ok(PeerSpec {
+            node_id,
+            peer_addr: peer_addr.to_string(),
+            api_addr: api_addr.to_string(),
+        })
+    }
+}
+
+/// Flags of `dovetail serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// A TOML file of flags (keys are the long flag names, `-` or `_`; `peer` is a list).
+    /// Command-line flags override the file; a `--peer` on the command line replaces the file's
+    /// whole `peer` list.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's id: unique in the cluster and never reused (1, 2, ...).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+    /// Where this node keeps its Raft log (sled) and group directories.
+    #[arg(long, default_value = "./dovetail-data/node")]
+    pub data_dir: PathBuf,
+    /// Address of the peer (Raft RPC) listener.
+    #[arg(long, default_value = "127.0.0.1:7101")]
+    pub peer_listen: SocketAddr,
+    /// Address of the HTTP API listener.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    pub api_listen: SocketAddr,
+    /// Address other nodes use to reach this node's peer listener (defaults to --peer-listen).
+    #[arg(long)]
+    pub peer_advertise: Option<String>,
+    /// Address clients and other nodes use to reach this node's API (defaults to --api-listen).
+    #[arg(long)]
+    pub api_advertise: Option<String>,
+    /// Another member, `ID=PEER_ADDR/API_ADDR`; repeat for each. Used with --bootstrap.
+    #[arg(long = "peer")]
+    pub peers: Vec<PeerSpec>,
+    /// Number of groups; fixed when the cluster is created.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub groups: u32,
+    /// Initialize the cluster with this node and every --peer as voters (once, on one node).
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// The shared secret peers prove to each other. Prefer the environment variable.
+    #[arg(long, env = "DOVETAIL_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: String,
+    /// Bearer token the client API (`/v1/...`) requires. Prefer the environment variable.
+    #[arg(long, env = "DOVETAIL_CLIENT_TOKEN", hide_env_values = true)]
+    pub client_token: String,
+    /// Bearer token the admin API (`/admin/...`, `/metrics`) requires; must differ from the
+    /// client token. Every node of a cluster needs the same one (nodes call each other's admin
+    /// API). Prefer the environment variable.
+    #[arg(long, env = "DOVETAIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// Most HTTP connections open at once on the API listener; further ones wait in the
+    /// kernel's accept queue.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// PEM certificate chain: serve the API over TLS (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM certificate of this node for mutual TLS on the peer port (with --peer-tls-key and
+    /// --peer-tls-ca; every member must use TLS or none). It must name the host of this node's
+    /// peer address (an IP address SAN for `10.0.0.2:7101`).
+    #[arg(long)]
+    pub peer_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --peer-tls-cert.
+    #[arg(long)]
+    pub peer_tls_key: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s) that signed every member's peer certificate.
+    #[arg(long)]
+    pub peer_tls_ca: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s) this node trusts when it calls other members' API over HTTPS
+    /// (cluster overview, verify, repair); default: --tls-cert itself.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Entries applied between snapshots of a group.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_interval: u64,
+    /// Entries kept in the log behind a group's snapshot: a follower missing no more than this
+    /// catches up from the log, one further behind gets the snapshot.
+    #[arg(long, default_value_t = 5_000)]
+    pub log_retention: u64,
+    /// How long a write or linearizable read may wait for a leader and a quorum (then 503).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub request_timeout_ms: u64,
+    /// Raft heartbeat interval.
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(10..))]
+    pub heartbeat_ms: u64,
+    /// Raft election timeout, lower bound (the upper bound is twice this).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(50..))]
+    pub election_timeout_ms: u64,
+    /// How often this node checks whether it leads too many groups and hands one to the voter
+    /// leading the fewest (see `node::rebalance`); 0 turns automatic balancing off.
+    #[arg(long, default_value_t = 2_000)]
+    pub rebalance_interval_ms: u64,
+}
+
+impl ServeConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Checks relations between flags that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cluster_secret.len() < 16 {
+            return Err("--cluster-secret (DOVETAIL_CLUSTER_SECRET): at least 16 bytes are required".into());
+        }
+        for (flag, token) in [
+            ("--client-token (DOVETAIL_CLIENT_TOKEN)", &self.client_token),
+            ("--admin-token (DOVETAIL_ADMIN_TOKEN)", &self.admin_token),
+        ] {
+            if token.len() < 16 {
+                return Err(format!("{flag}: at least 16 bytes are required"));
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "{flag}: must not contain whitespace or control characters"
+                ));
+            }
+        }
+        if self.client_token == self.admin_token {
+            return Err("--client-token and --admin-token must differ".into());
+        }
+        if self.client_token == self.cluster_secret || self.admin_token == self.cluster_secret {
+            return Err("the API tokens must differ from --cluster-secret".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
+        }
+        if self.tls_ca.is_some() && self.tls_cert.is_none() {
+            return Err("--tls-ca needs --tls-cert".into());
+        }
+        let peer_tls = [&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca];
+        if peer_tls.iter().any(|p| p.is_some()) && !peer_tls.iter().all(|p| p.is_some()) {
+            return Err("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together".into());
+        }
+        if self.election_timeout_ms < 3 * self.heartbeat_ms {
+            return Err(format!(
+                "--election-timeout-ms ({}) must be at least 3 x --heartbeat-ms ({})",
+                self.election_timeout_ms, self.heartbeat_ms
+            ));
+        }
+        if self.peers.iter().any(|p| p.node_id == self.node_id) {
+            return Err(format!("--peer: node id {} is this node's own id", self.node_id));
+        }
+        let mut ids: Vec<u64> = self.peers.iter().map(|p| p.node_id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err("--peer: a node id is listed twice".into());
+        }
+        Ok(())
+    }
+
+    /// The peer TLS files, if configured (after `validate`).
+    pub fn peer_tls(&self) -> Option<dovetail_raft::transport::PeerTlsFiles> {
+        Some(dovetail_raft::transport::PeerTlsFiles {
+            cert: self.peer_tls_cert.clone()?,
+            key: self.peer_tls_key.clone()?,
+            ca: self.peer_tls_ca.clone()?,
+        })
+    }
+
+    pub fn peer_advertise(&self) -> String {
+        self.peer_advertise
+            .clone()
+            .unwrap_or_else(|| self.peer_listen.to_string())
+    }
+
+    pub fn api_advertise(&self) -> String {
+        self.api_advertise
+            .clone()
+            .unwrap_or_else(|| self.api_listen.to_string())
+    }
+}
+
+/// Expands `serve --config FILE` in a full command line (`argv[0]` first): the file's flags are
+/// inserted right after `serve`, before the command-line flags, except those the command line
+/// also gives: the command line wins, and a command-line `--peer` replaces the file's whole
+/// `peer` list (no merging). A file value beats `DOVETAIL_CLUSTER_SECRET`, as any flag does.
+/// Other command lines are returned as is.
+pub fn expand_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
+    let Some(serve) = args.iter().skip(1).position(|a| a == "serve").map(|i| i + 1) else {
+        return Ok(args);
+    };
+    let rest = &args[serve + 1..];
+    let mut path = None;
+    for (i, a) in rest.iter().enumerate() {
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            path = Some(
+                rest.get(i + 1)
+                    .ok_or("--config: a file path is required")?
+                    .clone(),
+            );
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(p.to_string());
+        }
+    }
+    let Some(path) = path else { return Ok(args) };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
+    let on_cli = |long: &str| {
+        rest.iter().any(|a| {
+            a.strip_prefix("--")
+                .is_some_and(|f| f == long || f.starts_with(&format!("{long}=")))
+        })
+    };
+    let file_args = config_file_args(&text, on_cli).map_err(|e| format!("--config {path}: {e}"))?;
+    let mut out = args[..=serve].to_vec();
+    out.extend(file_args);
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+/// Keys whose values never appear in an error message.
+const SECRET_KEYS: [&str; 3] = ["cluster-secret", "client-token", "admin-token"];
+
+/// The flags a config file stands for. Every key is checked on its own against the flag's
+/// parser, so an error names the key (and never echoes a value of `cluster-secret`).
+fn config_file_args(text: &str, on_cli: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("not valid TOML: {}", e.message()))?;
+    let command = ServeConfig::augment_args(clap::Command::new("serve"));
+    let mut out = Vec::new();
+    for (key, value) in &table {
+        let long = key.replace('_', "-");
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+            .ok_or_else(|| format!("unknown key `{key}`"))?;
+        let flag = format!("--{long}");
+        let takes_value = arg.get_action().takes_values();
+        let scalar = |v: &toml::Value| -> Result<String, String> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(i) => Ok(i.to_string()),
+                _ => Err(format!("key `{key}`: expected a string or an integer")),
+            }
+        };
+        let mut args = Vec::new();
+        match (value, takes_value) {
+            (toml::Value::Boolean(b), false) => {
+                if *b {
+                    args.push(flag.clone());
+                }
+            }
+            (_, false) => return Err(format!("key `{key}`: expected true or false")),
+            (toml::Value::Array(items), true) if long == "peer" => {
+                for item in items {
+                    args.extend([flag.clone(), scalar(item)?]);
+                }
+            }
+            (v, true) => args.extend([flag.clone(), scalar(v)?]),
+        }
+        // Check the values with the flag's own parser (the required flags get placeholders).
+        let placeholders = [
+            ("node-id", "1"),
+            ("cluster-secret", "0123456789abcdef"),
+            ("client-token", "client-0123456789abcdef"),
+            ("admin-token", "admin-0123456789abcdef"),
+        ]
+        .into_iter()
+        .filter(|(f, _)| *f != long)
+        .flat_map(|(f, v)| [format!("--{f}"), v.to_string()]);
+        let probe = std::iter::once("serve".to_string())
+            .chain(placeholders)
+            .chain(args.iter().cloned());
+        if let Err(e) = command.clone().try_get_matches_from(probe) {
+            let detail = if SECRET_KEYS.contains(&long.as_str()) {
+                "invalid value".to_string()
+            } else {
+                e.render()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid value")
+                    .to_string()
+            };
+            return Err(format!("key `{key}`: {detail}"));
+        }
+        if !on_cli(&long) {
+            out.extend(args);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_specs() {
+        let p: PeerSpec = "2=127.0.0.1:7102/127.0.0.1:7002".parse().unwrap();
+        assert_eq!(
+            (p.node_id, p.peer_addr.as_str(), p.api_addr.as_str()),
+            (2, "127.0.0.1:7102", "127.0.0.1:7002")
+        );
+        for bad in [
+            "2",
+            "x=1.2.3.4:1/1.2.3.4:2",
+            "2=nohost/1.2.3.4:2",
+            "0=1.2.3.4:1/1.2.3.4:2",
+        ] {
+            assert!(bad.parse::<PeerSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(subcommand)]
+        serve: Sub,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Serve(ServeConfig),
+    }
+
+    /// Writes `toml` to a file and parses `dovetail serve --config FILE <cli>`.
+    fn parse_with(toml: &str, cli: &[&str]) -> Result<ServeConfig, String> {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut args: Vec<String> = vec!["dovetail".into(), "serve".into(), "--config".into()];
+        args.push(path.to_str().unwrap().into());
+        args.extend(cli.iter().map(|s| s.to_string()));
+        let args = expand_config_file(args)?;
+        let Sub::Serve(config) = Cmd::try_parse_from(args).map_err(|e| e.to_string())?.serve;
+        Ok(config)
+    }
+
+    const FULL: &str = r#"
+node-id = 1
+data_dir = "/var/lib/dovetail"
+peer-listen = "127.0.0.1:7101"
+api-listen = "127.0.0.1:7001"
+api-advertise = "10.0.0.1:7001"
+peer = ["2=127.0.0.1:7102/127.0.0.1:7002", "3=127.0.0.1:7103/127.0.0.1:7003"]
+groups = 8
+bootstrap = true
+cluster-secret = "file-secret-0123456789"
+client-token = "file-client-token-0123"
+admin-token = "file-admin-token-01234"
+snapshot-interval = 100
+log_retention = 50
+request-timeout-ms = 2000
+heartbeat-ms = 100
+election-timeout-ms = 600
+rebalance-interval-ms = 0
+"#;
+
+    #[test]
+    fn config_file_full() {
+        let c = parse_with(FULL, &[]).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/dovetail"));
+        assert_eq!(c.api_advertise(), "10.0.0.1:7001");
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[1].node_id, 3);
+        assert_eq!((c.groups, c.bootstrap), (8, true));
+        assert_eq!(c.cluster_secret, "file-secret-0123456789");
+        assert_eq!((c.snapshot_interval, c.log_retention), (100, 50));
+        assert_eq!(
+            (c.request_timeout_ms, c.heartbeat_ms, c.election_timeout_ms),
+            (2000, 100, 600)
+        );
+        assert_eq!(c.rebalance_interval_ms, 0);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn config_file_command_line_overrides() {
+        let c = parse_with(
+            FULL,
+            &[
+                "--groups",
+                "4",
+                "--heartbeat-ms",
+                "50",
+                "--peer",
+                "5=127.0.0.1:7105/127.0.0.1:7005",
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.groups, c.heartbeat_ms, c.node_id), (4, 50, 1));
+        // A command-line --peer replaces the file's list.
+        assert_eq!(c.peers.iter().map(|p| p.node_id).collect::<Vec<_>>(), [5]);
+        let c = parse_with(
+            "node-id = 2\nbootstrap = false\n",
+            &[
+                "--cluster-secret",
+                "cli-secret-0123456789",
+                "--client-token",
+                "cli-client-token-0123",
+                "--admin-token",
+                "cli-admin-token-01234",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.node_id, c.bootstrap, c.cluster_secret.as_str()),
+            (2, false, "cli-secret-0123456789")
+        );
+    }
+
+    #[test]
+    fn config_file_unknown_key_is_named() {
+        let e = parse_with("node-id = 1\nheartbeat = 100\n", &[]).unwrap_err();
+        assert!(
+            e.contains("unknown key `heartbeat`") && e.contains("node.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_file_bad_values_are_named() {
+        for (toml, key) in [
+            ("node-id = \"one\"", "node-id"),
+            ("node-id = 0", "node-id"),
+            ("groups = 5000", "groups"),
+            ("api_listen = \"nohost\"", "api_listen"),
+            ("peer = [\"2\"]", "peer"),
+            ("bootstrap = 1", "bootstrap"),
+            ("heartbeat-ms = true", "heartbeat-ms"),
+            ("snapshot-interval = 1.5", "snapshot-interval"),
+        ] {
+            let e = parse_with(toml, &[]).unwrap_err();
+            assert!(
+                e.contains(&format!("key `{key}`")) && e.contains("node.toml"),
+                "{toml}: {e}"
+            );
+        }
+        let e = parse_with("node-id = [", &[]).unwrap_err();
+        assert!(e.contains("not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn tokens_are_checked_and_never_echoed() {
+        let e = parse_with("admin-token = [\"s3cret-in-a-list\"]", &[]).unwrap_err();
+        assert!(e.contains("key `admin-token`") && !e.contains("s3cret"), "{e}");
+        let mut c = parse_with(FULL, &[]).unwrap();
+        c.admin_token = c.client_token.clone();
+        assert!(c.validate().unwrap_err().contains("must differ"));
+        c.admin_token = "short".into();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("--admin-token") && !e.contains("short"), "{e}");
+        c.admin_token = "has a space 0123456789".into();
+        assert!(c.validate().unwrap_err().contains("whitespace"));
+        c.admin_token = "file-admin-token-01234".into();
+        c.tls_cert = Some("cert.pem".into());
+        assert!(c.validate().unwrap_err().contains("--tls-key"));
+    }
+}

@@ -1,0 +1,426 @@
+//! `GET /admin/status` and `GET /admin/cluster`: one node's status, and the cluster overview the
+//! dashboard draws.
+//!
+//! `/admin/cluster` asks every member (the voters and learners of any group, at the API
+//! addresses this node's membership records) for its `/admin/status`, all in parallel and each
+//! within [`MEMBER_STATUS_TIMEOUT`], then merges the answers ([`merge`], a pure function): per
+//! group, membership, commit index and what each member has matched come from the leader's view,
+//! role and applied index from each member's own. A member that does not answer in time is
+//! listed as unreachable; it never fails the whole call, so the overview answers within about
+//! one timeout however many nodes are down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use dovetail_raft::{NodeId, RaftNode};
+use serde::{Deserialize, Serialize};
+
+use super::mail_group::MailGroup;
+use super::peer_api::{PeerApi, PeerApiError};
+use super::status::{node_status, DiskUsage, GroupStatus, NodeInfo, NodeStatus};
+
+/// How long `/admin/cluster` waits for one member's status (connect included). A paused or
+/// partitioned node costs the caller this much once, not once per group.
+pub const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What `GET /admin/cluster` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterOverview {
+    /// Every member, by node id.
+    pub nodes: Vec<NodeReport>,
+    /// Every group, in group order.
+    pub groups: Vec<GroupOverview>,
+}
+
+/// One member as the overview found it. The summary fields are `None` when it did not answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node_id: NodeId,
+    pub api_addr: String,
+    pub reachable: bool,
+    /// Why the member's status could not be had (set exactly when `reachable` is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub version: Option<String>,
+    pub uptime_s: Option<u64>,
+    pub disk: Option<DiskUsage>,
+}
+
+/// One group across the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupOverview {
+    pub group: u32,
+    /// The member that reports leading the group in the highest term; if no reachable member
+    /// leads, the leader named by the newest view (possibly a member that did not answer).
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    /// The leader's commit index (this node's, if no reachable member leads).
+    pub committed: Option<u64>,
+    pub snapshot: Option<u64>,
+    /// Every voter and learner, keyed by node id.
+    pub replicas: BTreeMap<NodeId, Replica>,
+    /// The first error a member reports for the group, prefixed with `node <id>: `.
+    pub last_error: Option<String>,
+}
+
+/// One member's replica of a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The member's own view of its role; `None` when it did not answer.
+    pub role: Option<String>,
+    /// The member's own applied index; `None` when it did not answer.
+    pub applied: Option<u64>,
+    /// From the leader's view: the highest log index known to be on this member.
+    pub matched: Option<u64>,
+    /// `committed - matched` in the leader's view (0 if matched is ahead of committed); `None`
+    /// when either is unknown (no reachable leader, or not replicated to yet).
+    pub lag: Option<u64>,
+}
+
+/// A member's answer to `GET /admin/status`, or why there is none.
+#[derive(Debug, Clone)]
+pub struct MemberAnswer {
+    pub api_addr: String,
+    pub status: Result<NodeStatus, String>,
+}
+
+/// Why a member's status could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no API address in the membership")]
+    NoAddress,
+    #[error(transparent)]
+    Peer(#[from] PeerApiError),
+    #[error("{api_addr} answered as node {answered}")]
+    WrongNode { api_addr: String, answered: NodeId },
+}
+
+/// What the overview handlers share.
+#[derive(Clone)]
+struct Overview {
+    raft: RaftNode<MailGroup>,
+    info: Arc<NodeInfo>,
+    /// Carries the admin token the other members' admin API requires.
+    peers: PeerApi,
+}
+
+/// `GET /admin/status` and `GET /admin/cluster`. `peers` asks the other members (with the
+/// admin token every node of a cluster shares).
+pub fn router(raft: RaftNode<MailGroup>, info: Arc<NodeInfo>, peers: PeerApi) -> Router {
+    Router::new()
+        .route("/admin/status", get(status))
+        .route("/admin/cluster", get(cluster))
+        .with_state(Overview { raft, info, peers })
+}
+
+async fn status(State(overview): State<Overview>) -> Json<NodeStatus> {
+    Json(node_status(&overview.raft, &overview.info).await)
+}
+
+async fn cluster(State(overview): State<Overview>) -> Json<ClusterOverview> {
+    let local = node_status(&overview.raft, &overview.info).await;
+    let this_node = overview.info.node_id;
+    // Every member any group knows of; groups agree on addresses except mid-change, when
+    // either address is as good a guess.
+    let mut members: BTreeMap<NodeId, String> = BTreeMap::new();
+    for group in 0..overview.raft.group_count() {
+        if let Ok(nodes) = overview.raft.member_nodes(group) {
+            for (node_id, node) in nodes {
+                members.entry(node_id).or_insert(node.api_addr);
+            }
+        }
+    }
+    members.insert(this_node, overview.info.api_addr.clone());
+    let asks: Vec<_> = members
+        .into_iter()
+        .filter(|(node_id, _)| *node_id != this_node)
+        .map(|(node_id, api_addr)| {
+            let overview = overview.clone();
+            let addr = api_addr.clone();
+            let ask = tokio::spawn(async move { overview.fetch_status(node_id, &addr).await });
+            (node_id, api_addr, ask)
+        })
+        .collect();
+    let mut answers = BTreeMap::new();
+    answers.insert(
+        this_node,
+        MemberAnswer {
+            api_addr: overview.info.api_addr.clone(),
+            status: Ok(local),
+        },
+    );
+    for (node_id, api_addr, ask) in asks {
+        let status = match ask.await {
+            Ok(status) => status.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("status request task failed: {e}")),
+        };
+        answers.insert(node_id, MemberAnswer { api_addr, status });
+    }
+    Json(merge(this_node, &answers))
+}
+
+impl Overview {
+    /// Member `node_id`'s `GET /admin/status`, within `MEMBER_STATUS_TIMEOUT`.
+    async fn fetch_status(&self, node_id: NodeId, api_addr: &str) -> Result<NodeStatus, FetchError> {
+        if api_addr.is_empty() {
+            return Err(FetchError::NoAddress);
+        }
+        let answer: NodeStatus = self
+            .peers
+            .get_json(api_addr, "/admin/status", MEMBER_STATUS_TIMEOUT)
+            .await?;
+        if answer.node_id != node_id {
+            return Err(FetchError::WrongNode {
+                api_addr: api_addr.to_string(),
+                answered: answer.node_id,
+            });
+        }
+        Ok(answer)
+    }
+}
+
+/// Merges the members' answers into the overview. `this_node` is the node answering; its own
+/// view decides a group's membership when no reachable member leads the group.
+pub fn merge(this_node: NodeId, answers: &BTreeMap<NodeId, MemberAnswer>) -> ClusterOverview {
+    let statuses: BTreeMap<NodeId, &NodeStatus> = answers
+        .iter()
+        .filter_map(|(node_id, answer)| answer.status.as_ref().ok().map(|s| (*node_id, s)))
+        .collect();
+    let nodes = answers
+        .iter()
+        .map(|(&node_id, answer)| {
+            let summary = answer.status.as_ref().ok().map(|s| &s.node);
+            NodeReport {
+                node_id,
+                api_addr: answer.api_addr.clone(),
+                reachable: answer.status.is_ok(),
+                error: answer.status.as_ref().err().cloned(),
+                version: summary.map(|s| s.version.clone()),
+                uptime_s: summary.map(|s| s.uptime_s),
+                disk: summary.map(|s| s.disk),
+            }
+        })
+        .collect();
+    let group_count = statuses
+        .get(&this_node)
+        .map(|s| s.groups.len())
+        .or_else(|| statuses.values().map(|s| s.groups.len()).max())
+        .unwrap_or(0);
+    let groups = (0..group_count as u32)
+        .map(|group| {
+            let views: Vec<(NodeId, &GroupStatus)> = statuses
+                .iter()
+                .filter_map(|(&node_id, s)| s.groups.iter().find(|g| g.group == group).map(|g| (node_id, g)))
+                .collect();
+            merge_group(group, this_node, &views)
+        })
+        .collect();
+    ClusterOverview { nodes, groups }
+}
+
+/// One group from the views of the members that answered.
+fn merge_group(group: u32, this_node: NodeId, views: &[(NodeId, &GroupStatus)]) -> GroupOverview {
+    let leading = views
+        .iter()
+        .filter(|(_, v)| v.role == "leader")
+        .max_by_key(|(_, v)| v.term);
+    let newest_claim = views
+        .iter()
+        .filter(|(_, v)| v.leader.is_some())
+        .max_by_key(|(_, v)| v.term);
+    let base = leading
+        .or_else(|| views.iter().find(|(node_id, _)| *node_id == this_node))
+        .or(views.first())
+        .map(|(_, v)| *v);
+    let leader = leading
+        .map(|(node_id, _)| *node_id)
+        .or_else(|| newest_claim.and_then(|(_, v)| v.leader));
+    let term = leading
+        .map(|(_, v)| v.term)
+        .or_else(|| views.iter().map(|(_, v)| v.term).max())
+        .unwrap_or(0);
+    let (voters, learners) = base
+        .map(|v| (v.voters.clone(), v.learners.clone()))
+        .unwrap_or_default();
+    let committed = base.and_then(|v| v.committed);
+    let replicas = voters
+        .iter()
+        .chain(&learners)
+        .map(|&member| {
+            let own = views
+                .iter()
+                .find(|(node_id, _)| *node_id == member)
+                .map(|(_, v)| *v);
+            let matched = leading
+                .and_then(|(_, v)| v.matched.as_ref())
+                .and_then(|matched| matched.get(&member).copied().flatten());
+            let lag = match (leading.and_then(|(_, v)| v.committed), matched) {
+                (Some(committed), Some(matched)) => Some(committed.saturating_sub(matched)),
+                _ => None,
+            };
+            let replica = Replica {
+                role: own.map(|v| v.role.clone()),
+                applied: own.and_then(|v| v.applied),
+                matched,
+                lag,
+            };
+            (member, replica)
+        })
+        .collect();
+    let last_error = views.iter().find_map(|(node_id, v)| {
+        v.last_error
+            .as_ref()
+            .or(v.fatal.as_ref())
+            .map(|e| format!("node {node_id}: {e}"))
+    });
+    GroupOverview {
+        group,
+        leader,
+        term,
+        voters,
+        learners,
+        committed,
+        snapshot: base.and_then(|v| v.snapshot),
+        replicas,
+        last_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::status::NodeSummary;
+
+    fn group(group: u32, role: &str, leader: u64, term: u64, committed: u64, applied: u64) -> GroupStatus {
+        GroupStatus {
+            group,
+            role: role.into(),
+            leader: Some(leader),
+            term,
+            committed: Some(committed),
+            applied: Some(applied),
+            snapshot: None,
+            purged: None,
+            voters: [1, 2, 3].into(),
+            learners: BTreeSet::new(),
+            matched: None,
+            fatal: None,
+            snapshots_installed: Some(0),
+            last_error: None,
+        }
+    }
+
+    fn answer(node_id: NodeId, groups: Vec<GroupStatus>) -> MemberAnswer {
+        MemberAnswer {
+            api_addr: format!("127.0.0.{node_id}:7000"),
+            status: Ok(NodeStatus {
+                node_id,
+                node: NodeSummary {
+                    node_id,
+                    version: "0.1.0".into(),
+                    uptime_s: 10 * node_id,
+                    api_addr: format!("127.0.0.{node_id}:7000"),
+                    peer_addr: format!("127.0.0.{node_id}:7100"),
+                    disk: DiskUsage {
+                        log_bytes: 1,
+                        index_bytes: 2,
+                    },
+                },
+                groups,
+            }),
+        }
+    }
+
+    /// Three nodes, node 3 unreachable. Group 0 is led by node 1, which has matched node 2 up to
+    /// 8 of 10 committed and node 3 up to 4. Group 1's leader is node 3, so only the followers'
+    /// claims name it.
+    fn answers() -> BTreeMap<NodeId, MemberAnswer> {
+        let mut g0_leader = group(0, "leader", 1, 5, 10, 10);
+        g0_leader.matched = Some([(1, Some(10)), (2, Some(8)), (3, Some(4))].into());
+        let mut g1_follower = group(1, "follower", 3, 7, 20, 19);
+        g1_follower.fatal = Some("storage error".into());
+        g1_follower.last_error = g1_follower.fatal.clone();
+        let mut answers = BTreeMap::new();
+        answers.insert(1, answer(1, vec![g0_leader, group(1, "follower", 3, 6, 18, 18)]));
+        answers.insert(2, answer(2, vec![group(0, "follower", 1, 5, 9, 7), g1_follower]));
+        answers.insert(
+            3,
+            MemberAnswer {
+                api_addr: "127.0.0.3:7000".into(),
+                status: Err("http://127.0.0.3:7000/admin/status: no answer within 1s".into()),
+            },
+        );
+        answers
+    }
+
+    #[test]
+    fn nodes_list_every_member_and_who_answered() {
+        let overview = merge(1, &answers());
+        let reachable: Vec<_> = overview.nodes.iter().map(|n| (n.node_id, n.reachable)).collect();
+        assert_eq!(reachable, [(1, true), (2, true), (3, false)]);
+        let down = &overview.nodes[2];
+        assert_eq!(
+            down.error.as_deref(),
+            Some("http://127.0.0.3:7000/admin/status: no answer within 1s")
+        );
+        assert_eq!(
+            (down.version.as_ref(), down.uptime_s, down.disk),
+            (None, None, None)
+        );
+        assert_eq!(overview.nodes[1].uptime_s, Some(20));
+        assert_eq!(overview.nodes[0].error, None);
+    }
+
+    #[test]
+    fn a_group_takes_membership_and_lag_from_its_leader() {
+        let g0 = &merge(2, &answers()).groups[0];
+        assert_eq!((g0.leader, g0.term, g0.committed), (Some(1), 5, Some(10)));
+        let r = &g0.replicas;
+        assert_eq!(r.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            (r[&1].role.as_deref(), r[&1].applied, r[&1].lag),
+            (Some("leader"), Some(10), Some(0))
+        );
+        assert_eq!(
+            (r[&2].role.as_deref(), r[&2].applied, r[&2].matched, r[&2].lag),
+            (Some("follower"), Some(7), Some(8), Some(2))
+        );
+        // Unreachable, but the leader still knows how far it got.
+        assert_eq!(
+            (r[&3].role.as_deref(), r[&3].applied, r[&3].matched, r[&3].lag),
+            (None, None, Some(4), Some(6))
+        );
+        assert_eq!(g0.last_error, None);
+    }
+
+    #[test]
+    fn a_group_whose_leader_did_not_answer_names_it_from_the_newest_claim() {
+        let g1 = &merge(1, &answers()).groups[1];
+        assert_eq!((g1.leader, g1.term), (Some(3), 7));
+        // No reachable leader: this node's view of membership and commit, no lag.
+        assert_eq!(g1.committed, Some(18));
+        assert!(g1
+            .replicas
+            .values()
+            .all(|r| r.lag.is_none() && r.matched.is_none()));
+        assert_eq!(g1.replicas[&2].applied, Some(19));
+        assert_eq!(g1.last_error.as_deref(), Some("node 2: storage error"));
+    }
+
+    #[test]
+    fn the_overview_round_trips_through_json() {
+        let overview = merge(1, &answers());
+        let json = serde_json::to_value(&overview).unwrap();
+        assert_eq!(json["groups"][0]["replicas"]["2"]["lag"], 2);
+        assert!(json["nodes"][0].get("error").is_none());
+        assert_eq!(json["nodes"][2]["reachable"], false);
+        let back: ClusterOverview = serde_json::from_value(json).unwrap();
+        assert_eq!(back, overview);
+    }
+}

@@ -1,0 +1,182 @@
+//! `PeerApi`: this node's HTTP client for other members' admin API (verify and repair ask every
+//! replica for its digests, and a repair fetches a healthy copy). Requests carry the admin
+//! token, which every member shares, and have a deadline.
+
+use std::time::Duration;
+
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, Method};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+
+type HttpClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+
+/// An HTTP/1.1 client for `http://` URLs and, when `roots` (PEM CA certificates) is given, for
+/// `https://` URLs whose server certificate those roots vouch for.
+pub fn http_client(roots: Option<&std::path::Path>) -> Result<HttpClient, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    let mut store = rustls::RootCertStore::empty();
+    if let Some(path) = roots {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|c| c.collect())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in certs {
+            store.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if store.is_empty() {
+            return Err(format!("{}: no certificate", path.display()));
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(1)));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// Why a call to another member failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerApiError {
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url}: {reason}")]
+    Request { url: String, reason: String },
+    /// The member answered with an error status; `body` is its JSON error, if any.
+    #[error("{url}: HTTP {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    #[error("{url}: undecodable answer: {reason}")]
+    Decode { url: String, reason: String },
+}
+
+/// A client for other members' admin API.
+#[derive(Clone)]
+pub struct PeerApi {
+    client: HttpClient,
+    /// `http` or `https` (every member's API speaks the same).
+    scheme: &'static str,
+    authorization: String,
+}
+
+impl std::fmt::Debug for PeerApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerApi")
+    }
+}
+
+impl PeerApi {
+    /// A plain-HTTP client.
+    pub fn new(admin_token: &str) -> PeerApi {
+        PeerApi {
+            client: http_client(None).expect("a client without roots always builds"),
+            scheme: "http",
+            authorization: format!("Bearer {admin_token}"),
+        }
+    }
+
+    /// An HTTPS client trusting the PEM CA certificates in `roots`.
+    pub fn https(admin_token: &str, roots: &std::path::Path) -> Result<PeerApi, String> {
+        Ok(PeerApi {
+            client: http_client(Some(roots))?,
+            scheme: "https",
+            authorization: format!("Bearer {admin_token}"),
+        })
+    }
+
+    /// Sends a request to `http://{api_addr}{path}`; returns the headers and body of a 2xx answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        api_addr: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(HeaderMap, Bytes), PeerApiError> {
+        let url = format!("{}://{api_addr}{path}", self.scheme);
+        let failed = |reason: String| PeerApiError::Request {
+            url: url.clone(),
+            reason,
+        };
+        let call = async {
+            let request = hyper::Request::builder()
+                .method(method)
+                .uri(&url)
+                .header(AUTHORIZATION, &self.authorization)
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(
+                    body.map(|b| b.to_string()).unwrap_or_default(),
+                )))
+                .map_err(|e| failed(e.to_string()))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            let status = response.status();
+            let (parts, body) = response.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| failed(error_chain(&e)))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(PeerApiError::Status {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                });
+            }
+            Ok((parts.headers, bytes))
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(PeerApiError::Timeout {
+                url: url.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    /// `GET` a JSON document.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        api_addr: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, PeerApiError> {
+        let (_, body) = self.call(Method::GET, api_addr, path, None, timeout).await?;
+        serde_json::from_slice(&body).map_err(|e| PeerApiError::Decode {
+            url: format!("{}://{api_addr}{path}", self.scheme),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// An error and its sources, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,116 @@
+//! `ReplicatedNode`: the `MailService` of a cluster member. Writes become Raft entries of the
+//! user's group (forwarded to the leader by the raft layer when this node does not lead);
+//! reads are served from this node's own index files at the requested freshness.
+
+use std::time::{Duration, Instant};
+
+use dovetail_raft::{ProposeError, RaftNode};
+
+use super::mail_group::{decode_outcome, encode_txn, MailGroup};
+use crate::placement::group_of;
+use crate::service::{Consistency, MailService, ReadAck, ReadOptions, ServiceError, WriteAck};
+use crate::state_machine::GroupStateMachine;
+use crate::txn::Txn;
+
+/// Largest encoded transaction accepted as one log entry. Bounds the size of a Raft entry (and of
+/// an AppendEntries batch); larger appends must be split by the client.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+
+/// A cluster member serving the client API.
+pub struct ReplicatedNode {
+    raft: RaftNode<MailGroup>,
+    groups: u32,
+    timeout: Duration,
+}
+
+impl ReplicatedNode {
+    pub fn new(raft: RaftNode<MailGroup>, timeout: Duration) -> ReplicatedNode {
+        let groups = raft.group_count();
+        ReplicatedNode {
+            raft,
+            groups,
+            timeout,
+        }
+    }
+
+    pub fn raft(&self) -> &RaftNode<MailGroup> {
+        &self.raft
+    }
+}
+
+fn service_error(e: ProposeError) -> ServiceError {
+    match e {
+        ProposeError::Timeout { .. } => ServiceError::Unavailable {
+            reason: e.to_string(),
+        },
+        ProposeError::Shutdown => ServiceError::ShuttingDown,
+        ProposeError::Fatal { .. } | ProposeError::UnknownGroup { .. } => ServiceError::Internal {
+            message: e.to_string(),
+        },
+    }
+}
+
+impl MailService for ReplicatedNode {
+    fn node_id(&self) -> u64 {
+        self.raft.node_id()
+    }
+
+    async fn write(&self, txn: Txn) -> Result<WriteAck, ServiceError> {
+        let group = group_of(txn.op.user(), self.groups);
+        let entry = encode_txn(&txn);
+        if entry.len() > MAX_ENTRY_BYTES {
+            return Err(ServiceError::TooLarge {
+                size: entry.len(),
+                max: MAX_ENTRY_BYTES,
+            });
+        }
+        let deadline = Instant::now() + self.timeout;
+        let proposed = self
+            .raft
+            .propose(group, entry, deadline)
+            .await
+            .map_err(service_error)?;
+        let outcome =
+            decode_outcome(&proposed.response).map_err(|message| ServiceError::Internal { message })?;
+        Ok(WriteAck {
+            group,
+            position: proposed.position,
+            outcome,
+        })
+    }
+
+    async fn read<R, F>(&self, user: &str, options: ReadOptions, read: F) -> Result<ReadAck<R>, ServiceError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&GroupStateMachine) -> R + Send + 'static,
+    {
+        let group = group_of(user, self.groups);
+        let deadline = Instant::now() + self.timeout;
+        if options.consistency == Consistency::Linearizable {
+            let index = self
+                .raft
+                .read_index(group, deadline)
+                .await
+                .map_err(service_error)?;
+            self.raft
+                .wait_applied(group, index.index, deadline)
+                .await
+                .map_err(service_error)?;
+        }
+        if let Some(min_applied) = options.min_applied {
+            self.raft
+                .wait_applied(group, min_applied, deadline)
+                .await
+                .map_err(service_error)?;
+        }
+        let (applied, value) = self
+            .raft
+            .with_app(group, |app| (app.machine().applied(), read(app.machine())))
+            .map_err(service_error)?;
+        Ok(ReadAck {
+            group,
+            applied,
+            value,
+        })
+    }
+}

@@ -1,0 +1,143 @@
+//! `run`: a cluster member — the raft node with one `MailGroup` per group, the client API, the
+//! admin API (status, cluster overview, membership) and the dashboard page — on listeners the
+//! caller bound, until `shutdown` resolves.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dovetail_raft::{Node, RaftNode, RaftNodeConfig};
+use tokio::net::TcpListener;
+
+use super::config::ServeConfig;
+use super::listener::{tls_acceptor, ApiListener};
+use super::mail_group::MailGroup;
+use super::peer_api::PeerApi;
+use super::replicated::ReplicatedNode;
+use super::status::NodeInfo;
+use crate::api::auth::{require_bearer, BearerToken};
+use crate::state_machine::GroupStateMachine;
+
+/// The directory of group `group` under a node's data directory.
+pub fn group_dir(config: &ServeConfig, group: u32) -> std::path::PathBuf {
+    config.data_dir.join("groups").join(format!("g{group:04}"))
+}
+
+/// Runs a node until `shutdown` resolves, then drains: stops accepting requests, lets requests
+/// in flight finish, flushes every group and syncs the log.
+pub async fn run(
+    config: ServeConfig,
+    peer_listener: TcpListener,
+    api_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    config.validate().map_err(anyhow::Error::msg)?;
+    // Before the raft node starts: a series handle taken before the recorder exists records
+    // nowhere.
+    let metrics_handle = super::metrics::install();
+    let raft_config = RaftNodeConfig {
+        heartbeat_interval_ms: config.heartbeat_ms,
+        election_timeout_ms_min: config.election_timeout_ms,
+        election_timeout_ms_max: config.election_timeout_ms * 2,
+        snapshot_logs_since_last: Some(config.snapshot_interval),
+        max_in_snapshot_log_to_keep: config.log_retention,
+        peer_tls: config.peer_tls(),
+        ..RaftNodeConfig::new(
+            config.node_id,
+            config.data_dir.clone(),
+            config.groups,
+            config.cluster_secret.as_bytes().to_vec(),
+        )
+    };
+    let dirs: Vec<_> = (0..config.groups).map(|g| group_dir(&config, g)).collect();
+    let raft = RaftNode::start(raft_config, peer_listener, move |group| {
+        let machine = GroupStateMachine::open(&dirs[group as usize]).map_err(std::io::Error::other)?;
+        Ok(MailGroup::new(machine))
+    })
+    .await?;
+    if config.bootstrap {
+        let mut members = BTreeMap::new();
+        members.insert(
+            config.node_id,
+            Node {
+                peer_addr: config.peer_advertise(),
+                api_addr: config.api_advertise(),
+            },
+        );
+        for peer in &config.peers {
+            members.insert(
+                peer.node_id,
+                Node {
+                    peer_addr: peer.peer_addr.clone(),
+                    api_addr: peer.api_addr.clone(),
+                },
+            );
+        }
+        raft.initialize(members).await?;
+    }
+    let node = Arc::new(ReplicatedNode::new(raft.clone(), config.request_timeout()));
+    let client_token = BearerToken::new("client", &config.client_token);
+    let admin_token = BearerToken::new("admin", &config.admin_token);
+    let info = Arc::new(NodeInfo::new(
+        config.node_id,
+        config.api_advertise(),
+        config.peer_advertise(),
+        config.data_dir.clone(),
+        started,
+    ));
+    // Every admin route, /metrics included, sits behind the admin token.
+    // Nodes call each other's admin API in the scheme their own API speaks.
+    let peers = match (&config.tls_cert, &config.tls_ca) {
+        (None, _) => PeerApi::new(&config.admin_token),
+        (Some(cert), ca) => {
+            PeerApi::https(&config.admin_token, ca.as_ref().unwrap_or(cert)).map_err(anyhow::Error::msg)?
+        }
+    };
+    let admin = super::overview::router(raft.clone(), info, peers.clone())
+        .merge(super::admin::router(raft.clone(), config.request_timeout() * 3))
+        .merge(super::maintenance::router(
+            raft.clone(),
+            peers,
+            config.request_timeout() * 3,
+        ))
+        // /metrics belongs with the admin-token routes.
+        .merge(super::metrics::router(metrics_handle.clone()));
+    let app = require_bearer(crate::api::client::router(node), client_token)
+        .merge(require_bearer(admin, admin_token))
+        .merge(super::dashboard::router())
+        .layer(axum::middleware::from_fn(super::metrics::track_requests));
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    let api_addr = api_listener.local_addr()?;
+    let api_listener = ApiListener::new(api_listener, config.max_connections as usize, tls.clone())?;
+    let rebalancer = (config.rebalance_interval_ms > 0).then(|| {
+        tokio::spawn(super::rebalance::run_rebalancer(
+            raft.clone(),
+            Duration::from_millis(config.rebalance_interval_ms),
+            Duration::from_millis(config.election_timeout_ms),
+        ))
+    });
+    let gauges = super::metrics::spawn_gauge_task(raft.clone(), metrics_handle);
+    tracing::info!(
+        node_id = config.node_id,
+        api = %api_addr,
+        tls = tls.is_some(),
+        peer = %raft.peer_addr(),
+        groups = config.groups,
+        "serving"
+    );
+    axum::serve(api_listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    if let Some(rebalancer) = rebalancer {
+        rebalancer.abort();
+    }
+    gauges.abort();
+    tracing::info!(node_id = config.node_id, "draining: flushing groups and the log");
+    raft.shutdown().await?;
+    Ok(())
+}

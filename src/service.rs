@@ -1,0 +1,87 @@
+//! `MailService`: what the HTTP API needs from a node — propose a transaction in a user's group,
+//! read a user's group at a chosen consistency. The replicated node implements it over Raft; API
+//! tests implement it over local group directories. Keeping the API behind this seam means the
+//! HTTP layer knows nothing of openraft.
+
+use std::future::Future;
+
+use serde::Deserialize;
+
+use crate::index::LogPosition;
+use crate::state_machine::GroupStateMachine;
+use crate::txn::{Outcome, Txn};
+
+/// An applied write: where it landed and what it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteAck {
+    pub group: u32,
+    /// The entry's log position; its index is the read-your-writes token.
+    pub position: LogPosition,
+    pub outcome: Outcome,
+}
+
+/// The result of a read, with the applied position it was served at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAck<R> {
+    pub group: u32,
+    pub applied: Option<LogPosition>,
+    pub value: R,
+}
+
+/// How fresh a read must be (DESIGN.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Served from this node's index as it is; the response says how far it has applied.
+    Local,
+    /// The node learns the leader's commit index, waits until it has applied that far, and reads
+    /// locally: no stale reads, also on followers.
+    #[default]
+    Linearizable,
+}
+
+/// A read's freshness requirements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadOptions {
+    pub consistency: Consistency,
+    /// Read-your-writes: wait until the group has applied at least this log index (a token from
+    /// an earlier write of the same user).
+    pub min_applied: Option<u64>,
+}
+
+/// Why a node could not serve a request. Distinct from transaction rejections, which are
+/// outcomes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// No leader or no quorum answered before the deadline; the write may or may not apply later.
+    #[error("no quorum before the deadline: {reason}")]
+    Unavailable { reason: String },
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The encoded transaction is larger than one log entry may be.
+    #[error("the transaction is {size} bytes encoded; at most {max} fit in one log entry (split the batch)")]
+    TooLarge { size: usize, max: usize },
+    #[error("internal error: {message}")]
+    Internal { message: String },
+}
+
+/// What the HTTP API needs from a node.
+pub trait MailService: Send + Sync + 'static {
+    /// This node's id (for responses and logs).
+    fn node_id(&self) -> u64;
+
+    /// Proposes `txn` in its user's group and answers once it is committed and applied.
+    fn write(&self, txn: Txn) -> impl Future<Output = Result<WriteAck, ServiceError>> + Send;
+
+    /// Runs `read` against `user`'s group once it is as fresh as `options` asks.
+    fn read<R, F>(
+        &self,
+        user: &str,
+        options: ReadOptions,
+        read: F,
+    ) -> impl Future<Output = Result<ReadAck<R>, ServiceError>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&GroupStateMachine) -> R + Send + 'static;
+}

@@ -1,0 +1,359 @@
+//! The per-op apply logic: where UIDs, UIDVALIDITY and MODSEQ are assigned.
+//!
+//! Determinism rules (DESIGN.md §3): everything written is a function of the op and the state
+//! before it. UID = `uid_next` at apply time; one new MODSEQ (`highest_modseq + 1`) per op that
+//! changes a mailbox, none for an op that changes nothing; UIDVALIDITY = max(proposed, group
+//! high-water mark + 1); internal dates come from the op. Maps are `BTreeMap`s.
+
+use std::collections::BTreeMap;
+
+use super::error::SmError;
+use super::group_state::{GroupState, MailboxFiles};
+use super::manifest::MAX_MAILBOXES_PER_USER;
+use crate::index::format::MAX_KEYWORDS;
+use crate::index::{LogPosition, MailboxIndex, Record};
+use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name, parse_flags, HIERARCHY_SEPARATOR};
+use crate::txn::{Guid, NewMessage, Op, Outcome, Rejection, StoreMode, UidSet};
+
+impl<F: MailboxFiles> GroupState<F> {
+    /// Applies a validated op. Rejections are outcomes; errors are I/O failures only.
+    pub(super) fn apply_op(&mut self, position: LogPosition, op: &Op) -> Result<Outcome, SmError> {
+        match op {
+            Op::CreateMailbox {
+                user,
+                mailbox,
+                mailbox_guid,
+                uid_validity,
+            } => self.create_mailbox(
+                position,
+                user,
+                &canonical_mailbox_name(mailbox),
+                mailbox_guid,
+                *uid_validity,
+            ),
+            Op::RenameMailbox { user, from, to } => {
+                Ok(self.rename_mailbox(user, &canonical_mailbox_name(from), &canonical_mailbox_name(to)))
+            }
+            Op::DeleteMailbox { user, mailbox } => {
+                self.delete_mailbox(user, &canonical_mailbox_name(mailbox))
+            }
+            Op::Append {
+                user,
+                mailbox,
+                messages,
+            } => self.with_mailbox(user, mailbox, |index| append(index, position, messages)),
+            Op::Store {
+                user,
+                mailbox,
+                uids,
+                mode,
+                flags,
+                unchanged_since,
+            } => self.with_mailbox(user, mailbox, |index| {
+                Ok(store(index, position, uids, *mode, flags, *unchanged_since))
+            }),
+            Op::Expunge {
+                user,
+                mailbox,
+                uids,
+                expected_guids,
+            } => self.with_mailbox(user, mailbox, |index| {
+                expunge(index, position, uids, expected_guids)
+            }),
+        }
+    }
+
+    /// Runs `f` on the index of (user, mailbox), or rejects with `NoSuchMailbox`.
+    fn with_mailbox(
+        &mut self,
+        user: &str,
+        mailbox: &str,
+        f: impl FnOnce(&mut MailboxIndex<F::Storage>) -> Result<Outcome, SmError>,
+    ) -> Result<Outcome, SmError> {
+        let name = canonical_mailbox_name(mailbox);
+        let Some(guid) = self.manifest.mailbox(user, &name) else {
+            return Ok(Outcome::Rejected(Rejection::NoSuchMailbox { mailbox: name }));
+        };
+        let index = self.mailboxes.get_mut(&guid).unwrap_or_else(|| {
+            panic!(
+                "invariant: manifest names mailbox {} but it is not open",
+                hex(&guid)
+            )
+        });
+        let before = index.header().applied;
+        let outcome = f(index)?;
+        if index.header().applied != before {
+            self.touched.insert(guid);
+        }
+        Ok(outcome)
+    }
+
+    fn create_mailbox(
+        &mut self,
+        position: LogPosition,
+        user: &str,
+        name: &str,
+        mailbox_guid: &Guid,
+        proposed_uid_validity: u32,
+    ) -> Result<Outcome, SmError> {
+        let boxes = self.manifest.users.get(user);
+        if boxes.is_some_and(|b| b.contains_key(name)) {
+            return Ok(Outcome::Rejected(Rejection::MailboxExists {
+                mailbox: name.into(),
+            }));
+        }
+        if boxes.is_some_and(|b| b.len() >= MAX_MAILBOXES_PER_USER) {
+            return Ok(Outcome::Rejected(Rejection::TooManyMailboxes {
+                max: MAX_MAILBOXES_PER_USER,
+            }));
+        }
+        if self.mailboxes.contains_key(mailbox_guid) {
+            return Ok(Outcome::Rejected(Rejection::Invalid {
+                message: format!("mailbox GUID {} is already in use", hex(mailbox_guid)),
+            }));
+        }
+        let Some(floor) = self.manifest.uid_validity_max.checked_add(1) else {
+            return Ok(Outcome::Rejected(Rejection::UidValidityExhausted));
+        };
+        let uid_validity = proposed_uid_validity.max(floor);
+        let image = MailboxIndex::<F::Storage>::empty_image(*mailbox_guid, uid_validity);
+        let storage = self.files.create(mailbox_guid, &image)?;
+        let mut index = MailboxIndex::open(storage)?;
+        index.commit_header(position);
+        self.mailboxes.insert(*mailbox_guid, index);
+        self.touched.insert(*mailbox_guid);
+        self.manifest.uid_validity_max = uid_validity;
+        self.manifest
+            .users
+            .entry(user.to_string())
+            .or_default()
+            .insert(name.to_string(), *mailbox_guid);
+        Ok(Outcome::Created {
+            mailbox_guid: *mailbox_guid,
+            uid_validity,
+        })
+    }
+
+    fn rename_mailbox(&mut self, user: &str, from: &str, to: &str) -> Outcome {
+        let Some(boxes) = self.manifest.users.get_mut(user) else {
+            return Outcome::Rejected(Rejection::NoSuchMailbox { mailbox: from.into() });
+        };
+        if !boxes.contains_key(from) {
+            return Outcome::Rejected(Rejection::NoSuchMailbox { mailbox: from.into() });
+        }
+        let prefix = format!("{from}{HIERARCHY_SEPARATOR}");
+        if to.starts_with(&prefix) {
+            return Outcome::Rejected(Rejection::RenameIntoSelf {
+                from: from.into(),
+                to: to.into(),
+            });
+        }
+        // The mailbox and its children, with their new names.
+        let moves: Vec<(String, String)> = boxes
+            .keys()
+            .filter(|name| name.as_str() == from || name.starts_with(&prefix))
+            .map(|name| (name.clone(), format!("{to}{}", &name[from.len()..])))
+            .collect();
+        for (_, target) in &moves {
+            if boxes.contains_key(target) {
+                return Outcome::Rejected(Rejection::MailboxExists {
+                    mailbox: target.clone(),
+                });
+            }
+            if let Err(e) = check_mailbox_name(target) {
+                return Outcome::Rejected(Rejection::Invalid {
+                    message: e.to_string(),
+                });
+            }
+        }
+        let moved: BTreeMap<String, Guid> = moves
+            .iter()
+            .map(|(source, target)| (target.clone(), boxes.remove(source).expect("listed above")))
+            .collect();
+        boxes.extend(moved);
+        Outcome::Renamed {
+            mailboxes: moves.len() as u32,
+        }
+    }
+
+    fn delete_mailbox(&mut self, user: &str, name: &str) -> Result<Outcome, SmError> {
+        let Some(boxes) = self.manifest.users.get_mut(user) else {
+            return Ok(Outcome::Rejected(Rejection::NoSuchMailbox {
+                mailbox: name.into(),
+            }));
+        };
+        let Some(&guid) = boxes.get(name) else {
+            return Ok(Outcome::Rejected(Rejection::NoSuchMailbox {
+                mailbox: name.into(),
+            }));
+        };
+        let prefix = format!("{name}{HIERARCHY_SEPARATOR}");
+        if boxes
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(n, _)| n.starts_with(&prefix))
+        {
+            return Ok(Outcome::Rejected(Rejection::HasChildren { mailbox: name.into() }));
+        }
+        boxes.remove(name);
+        if boxes.is_empty() {
+            self.manifest.users.remove(user);
+        }
+        self.mailboxes.remove(&guid);
+        self.touched.remove(&guid);
+        self.files.remove(&guid)?;
+        Ok(Outcome::Deleted { mailbox_guid: guid })
+    }
+}
+
+/// Makes room for `keywords` in the mailbox's table, or says it is full.
+fn keywords_fit<S: crate::index::Storage>(index: &MailboxIndex<S>, keywords: &[String]) -> bool {
+    index.keywords().len() + index.unknown_keyword_count(keywords) <= MAX_KEYWORDS
+}
+
+fn append<S: crate::index::Storage>(
+    index: &mut MailboxIndex<S>,
+    position: LogPosition,
+    messages: &[NewMessage],
+) -> Result<Outcome, SmError> {
+    let parsed: Vec<_> = messages
+        .iter()
+        .map(|m| parse_flags(&m.flags).expect("validated before apply"))
+        .collect();
+    let all_keywords: Vec<String> = parsed.iter().flat_map(|p| p.keywords.iter().cloned()).collect();
+    if !keywords_fit(index, &all_keywords) {
+        return Ok(Outcome::Rejected(Rejection::KeywordLimit { max: MAX_KEYWORDS }));
+    }
+    let first_uid = index.header().uid_next;
+    if u64::from(first_uid) + messages.len() as u64 > u64::from(u32::MAX) {
+        return Ok(Outcome::Rejected(Rejection::UidSpaceExhausted));
+    }
+    if !all_keywords.is_empty() {
+        index.register_keywords(&all_keywords);
+    }
+    let modseq = index.next_modseq();
+    for (offset, (message, flags)) in messages.iter().zip(&parsed).enumerate() {
+        let keywords = if flags.keywords.is_empty() {
+            0
+        } else {
+            index.keyword_mask(&flags.keywords)
+        };
+        index.append(&Record {
+            uid: first_uid + offset as u32,
+            flags: flags.system,
+            modseq,
+            keywords,
+            guid: message.guid,
+            size: message.size,
+            internal_date: message.internal_date,
+        })?;
+    }
+    index.commit_header(position);
+    Ok(Outcome::Appended {
+        uid_validity: index.header().uid_validity,
+        first_uid,
+        last_uid: first_uid + messages.len() as u32 - 1,
+        modseq,
+    })
+}
+
+fn store<S: crate::index::Storage>(
+    index: &mut MailboxIndex<S>,
+    position: LogPosition,
+    uids: &UidSet,
+    mode: StoreMode,
+    flags: &[String],
+    unchanged_since: Option<u64>,
+) -> Outcome {
+    let parsed = parse_flags(flags).expect("validated before apply");
+    let registers = mode != StoreMode::Remove && !parsed.keywords.is_empty();
+    if registers && !keywords_fit(index, &parsed.keywords) {
+        return Outcome::Rejected(Rejection::KeywordLimit { max: MAX_KEYWORDS });
+    }
+    let keywords_before = index.keywords().len();
+    let mask = if registers {
+        index.register_keywords(&parsed.keywords)
+    } else {
+        index.keyword_mask(&parsed.keywords)
+    };
+    let mut modified = UidSet::new();
+    let mut changes: Vec<(usize, u8, u128)> = Vec::new();
+    for &(first, last) in uids.ranges() {
+        for p in index.positions_in(first, last) {
+            let record = index.record_at(p);
+            if unchanged_since.is_some_and(|since| record.modseq > since) {
+                modified.push_ascending(record.uid);
+                continue;
+            }
+            let (flags, keywords) = match mode {
+                StoreMode::Add => (record.flags | parsed.system, record.keywords | mask),
+                StoreMode::Remove => (record.flags & !parsed.system, record.keywords & !mask),
+                StoreMode::Replace => (parsed.system, mask),
+            };
+            if (flags, keywords) != (record.flags, record.keywords) {
+                changes.push((p, flags, keywords));
+            }
+        }
+    }
+    let mut changed = UidSet::new();
+    let modseq = if changes.is_empty() {
+        None
+    } else {
+        let modseq = index.next_modseq();
+        for &(p, flags, keywords) in &changes {
+            changed.push_ascending(index.record_at(p).uid);
+            index.update(p, flags, keywords, modseq);
+        }
+        Some(modseq)
+    };
+    if modseq.is_some() || index.keywords().len() != keywords_before {
+        index.commit_header(position);
+    }
+    Outcome::Stored {
+        modseq,
+        changed,
+        modified,
+    }
+}
+
+fn expunge<S: crate::index::Storage>(
+    index: &mut MailboxIndex<S>,
+    position: LogPosition,
+    uids: &UidSet,
+    expected_guids: &[(u32, Guid)],
+) -> Result<Outcome, SmError> {
+    let guards: BTreeMap<u32, Guid> = expected_guids.iter().copied().collect();
+    let mut positions = Vec::new();
+    let mut expunged = UidSet::new();
+    let mut guid_mismatch = UidSet::new();
+    for &(first, last) in uids.ranges() {
+        for p in index.positions_in(first, last) {
+            let record = index.record_at(p);
+            match guards.get(&record.uid) {
+                Some(expected) if *expected != record.guid => guid_mismatch.push_ascending(record.uid),
+                _ => {
+                    positions.push(p);
+                    expunged.push_ascending(record.uid);
+                }
+            }
+        }
+    }
+    let modseq = if positions.is_empty() {
+        None
+    } else {
+        let modseq = index.next_modseq();
+        index.expunge(&positions, modseq)?;
+        index.commit_header(position);
+        Some(modseq)
+    };
+    Ok(Outcome::Expunged {
+        modseq,
+        expunged,
+        guid_mismatch,
+    })
+}
+
+/// Lower-case hex of a GUID (file names, messages).
+pub fn hex(guid: &Guid) -> String {
+    guid.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,500 @@
+//! `GroupStateMachine`: a group's state in a directory of memory-mapped files, with crash recovery.
+//!
+//! ```text
+//! <group dir>/
+//!   LOCK             held (flock) by the process that has the group open
+//!   live/            the current state: `manifest` and one `<guid>.idx` per mailbox
+//!   live/DIRTY       exists while live/ may hold changes not yet flushed
+//!   checkpoint.snap  the last checkpoint: a snapshot stream (see `snapshot`)
+//!   incoming/        a snapshot being unpacked; `incoming/COMPLETE` once whole and synced
+//! ```
+//!
+//! **Recovery protocol.** The Raft log is the write-ahead log; index files are derived state,
+//! changed in place through their mappings. Before the first change after a flush, `live/DIRTY`
+//! is created and synced. `flush` syncs every changed file and the manifest, then removes `DIRTY`.
+//! So after a crash — kill -9 or power loss, torn pages included — `live/` is either clean at the
+//! manifest's applied position, or marked dirty. A dirty `live/` is never trusted: it is replaced
+//! by the checkpoint (or by an empty group if there is none), and the caller replays the log after
+//! `applied()`. A checkpoint newer than a clean `live/` (a snapshot install cut short) also wins.
+//! Callers must keep the log from the checkpoint's position on: that is all recovery needs.
+//!
+//! Replacing `live/` is two renames (`live` -> `retired`, `incoming` -> `live`) after `incoming/`
+//! is complete and synced; `open` finishes or discards a switch that a crash interrupted.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::error::SmError;
+use super::group_state::{GroupState, MailboxFiles};
+use super::manifest::Manifest;
+use super::snapshot::{
+    check_files_match, index_file_name, parse_index_file_name, SnapshotReader, MANIFEST_FILE,
+};
+use crate::index::{LogPosition, MailboxIndex, MmapStorage};
+use crate::txn::{Guid, Outcome, Txn};
+
+pub(super) const LIVE: &str = "live";
+const INCOMING: &str = "incoming";
+const RETIRED: &str = "retired";
+const DIRTY: &str = "DIRTY";
+const COMPLETE: &str = "COMPLETE";
+const CHECKPOINT: &str = "checkpoint.snap";
+const CHECKPOINT_TMP: &str = "checkpoint.snap.tmp";
+
+/// Mailbox files in a `live/` directory, memory-mapped.
+#[derive(Debug)]
+pub struct DirFiles {
+    live: PathBuf,
+}
+
+impl MailboxFiles for DirFiles {
+    type Storage = MmapStorage;
+    fn create(&mut self, mailbox_guid: &Guid, image: &[u8]) -> Result<MmapStorage, SmError> {
+        Ok(MmapStorage::create(
+            &self.live.join(index_file_name(mailbox_guid)),
+            image,
+        )?)
+    }
+    fn remove(&mut self, mailbox_guid: &Guid) -> Result<(), SmError> {
+        let path = self.live.join(index_file_name(mailbox_guid));
+        fs::remove_file(&path).map_err(|e| SmError::io(path, "removing", e))
+    }
+}
+
+/// What `open` found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recovery {
+    /// A new, empty group.
+    Fresh,
+    /// `live/` was clean; nothing to do.
+    Clean,
+    /// `live/` was replaced by the checkpoint (or emptied, if there was none).
+    Restored {
+        checkpoint: Option<LogPosition>,
+        reason: String,
+    },
+}
+
+/// What `open` decided to do with `live/`.
+enum Plan {
+    Clean,
+    Fresh,
+    Restore(&'static str),
+}
+
+/// Where a checkpoint was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointInfo {
+    pub applied: Option<LogPosition>,
+    pub bytes: u64,
+    pub path: PathBuf,
+}
+
+/// One group's state machine on disk.
+#[derive(Debug)]
+pub struct GroupStateMachine {
+    pub(super) dir: PathBuf,
+    pub(super) state: GroupState<DirFiles>,
+    /// Invariant: true iff `live/DIRTY` exists.
+    dirty: bool,
+    recovery: Recovery,
+    _lock: File,
+}
+
+impl GroupStateMachine {
+    /// Opens (creating if needed) the group in `dir`, recovering from any crash. The caller then
+    /// replays the log after `applied()`.
+    pub fn open(dir: &Path) -> Result<GroupStateMachine, SmError> {
+        fs::create_dir_all(dir).map_err(|e| SmError::io(dir, "creating", e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| SmError::io(&lock_path, "opening", e))?;
+        lock.try_lock().map_err(|_| SmError::Locked {
+            dir: dir.to_path_buf(),
+        })?;
+        let live = dir.join(LIVE);
+        let incoming = dir.join(INCOMING);
+        remove_dir_if_exists(&dir.join(RETIRED))?;
+        if incoming.exists() {
+            if !live.exists() && incoming.join(COMPLETE).exists() {
+                rename(&incoming, &live)?;
+                sync_dir(dir)?;
+            } else {
+                remove_dir_if_exists(&incoming)?;
+            }
+        }
+        // A switch cut short after its renames (or finished just above) leaves its marker in
+        // `live/`, which then holds the complete, synced directory: drop the marker to finish it.
+        let complete = live.join(COMPLETE);
+        if complete.exists() {
+            fs::remove_file(&complete).map_err(|e| SmError::io(&complete, "removing", e))?;
+            sync_dir(&live)?;
+        }
+        let _ = fs::remove_file(dir.join(CHECKPOINT_TMP));
+        let checkpoint = read_checkpoint_header(&dir.join(CHECKPOINT))?;
+        let plan = if !live.exists() && checkpoint.is_none() {
+            Plan::Fresh
+        } else if !live.exists() {
+            Plan::Restore("no live directory")
+        } else if live.join(DIRTY).exists() {
+            Plan::Restore("unclean shutdown: live/DIRTY present")
+        } else {
+            let manifest = read_manifest(&live)?;
+            match checkpoint {
+                Some(ck) if ck.applied > manifest.applied => Plan::Restore("checkpoint is newer than live/"),
+                _ => Plan::Clean,
+            }
+        };
+        let recovery = match plan {
+            Plan::Clean => Recovery::Clean,
+            Plan::Fresh => {
+                replace_live(dir, |incoming| {
+                    write_file_synced(&incoming.join(MANIFEST_FILE), &Manifest::default().encode())
+                })?;
+                Recovery::Fresh
+            }
+            Plan::Restore(reason) => {
+                let checkpoint = restore_checkpoint(dir)?;
+                tracing::warn!(dir = %dir.display(), reason, ?checkpoint, "restored group from its checkpoint");
+                Recovery::Restored {
+                    checkpoint,
+                    reason: reason.to_string(),
+                }
+            }
+        };
+        let state = load_live(&live)?;
+        Ok(GroupStateMachine {
+            dir: dir.to_path_buf(),
+            state,
+            dirty: false,
+            recovery,
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What `open` had to do.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The state, for reads.
+    pub fn state(&self) -> &GroupState<DirFiles> {
+        &self.state
+    }
+
+    pub fn applied(&self) -> Option<LogPosition> {
+        self.state.applied()
+    }
+
+    /// True while changes since the last flush are not yet durable in the files.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Applies a committed transaction (see `GroupState::apply`).
+    pub fn apply(&mut self, position: LogPosition, txn: &Txn) -> Result<Option<Outcome>, SmError> {
+        if self.state.applied().is_some_and(|a| position.index <= a.index) {
+            return Ok(None);
+        }
+        self.mark_dirty()?;
+        self.state.apply(position, txn)
+    }
+
+    /// Applies a log entry without a transaction.
+    pub fn apply_blank(&mut self, position: LogPosition) -> Result<bool, SmError> {
+        if self.state.applied().is_some_and(|a| position.index <= a.index) {
+            return Ok(false);
+        }
+        self.mark_dirty()?;
+        self.state.apply_blank(position)
+    }
+
+    /// Stores the consensus layer's metadata for the position just applied; it becomes durable
+    /// with the state it describes.
+    pub fn set_consensus_meta(&mut self, consensus_meta: &[u8]) -> Result<(), SmError> {
+        if self.state.manifest.consensus_meta != consensus_meta {
+            self.mark_dirty()?;
+            self.state.manifest.consensus_meta = consensus_meta.to_vec();
+        }
+        Ok(())
+    }
+
+    pub(super) fn mark_dirty(&mut self) -> Result<(), SmError> {
+        if !self.dirty {
+            let live = self.dir.join(LIVE);
+            write_file_synced(&live.join(DIRTY), b"")?;
+            sync_dir(&live)?;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable in `live/`, and clears the dirty mark.
+    pub fn flush(&mut self) -> Result<(), SmError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let live = self.dir.join(LIVE);
+        for guid in &self.state.touched {
+            if let Some(index) = self.state.mailboxes.get_mut(guid) {
+                index.flush()?;
+            }
+        }
+        write_file_synced(&live.join("manifest.tmp"), &self.state.manifest.encode())?;
+        rename(&live.join("manifest.tmp"), &live.join(MANIFEST_FILE))?;
+        sync_dir(&live)?;
+        self.state.touched.clear();
+        let dirty = live.join(DIRTY);
+        fs::remove_file(&dirty).map_err(|e| SmError::io(dirty, "removing", e))?;
+        sync_dir(&live)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Writes the current state as the group's checkpoint (atomically replacing the last one).
+    /// The log before the checkpoint's position is no longer needed for recovery.
+    pub fn checkpoint(&mut self) -> Result<CheckpointInfo, SmError> {
+        let tmp = self.dir.join(CHECKPOINT_TMP);
+        let file = File::create(&tmp).map_err(|e| SmError::io(&tmp, "creating", e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let bytes = self
+            .state
+            .export_snapshot(&mut out)
+            .map_err(|e| SmError::io(&tmp, "writing", e))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| SmError::io(&tmp, "writing", e.into_error()))?;
+        file.sync_all().map_err(|e| SmError::io(&tmp, "syncing", e))?;
+        let path = self.dir.join(CHECKPOINT);
+        rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        Ok(CheckpointInfo {
+            applied: self.state.applied(),
+            bytes,
+            path,
+        })
+    }
+
+    /// The last checkpoint's path, if there is one.
+    pub fn checkpoint_path(&self) -> Option<PathBuf> {
+        let path = self.dir.join(CHECKPOINT);
+        path.exists().then_some(path)
+    }
+
+    /// Replaces the whole group with the snapshot read from `input`: the stream becomes the new
+    /// checkpoint and `live/`. Every file is checked before anything is switched; on error the
+    /// group is unchanged.
+    pub fn install_snapshot<R: Read>(&mut self, input: R) -> Result<Option<LogPosition>, SmError> {
+        let tmp = self.dir.join(CHECKPOINT_TMP);
+        let file = File::create(&tmp).map_err(|e| SmError::io(&tmp, "creating", e))?;
+        let mut tee = TeeReader {
+            input,
+            copy: BufWriter::with_capacity(1 << 20, file),
+        };
+        let unpacked = unpack_into(&self.dir.join(INCOMING), &mut tee);
+        let unpacked = match unpacked {
+            Ok(header) => header,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                remove_dir_if_exists(&self.dir.join(INCOMING))?;
+                return Err(e);
+            }
+        };
+        let file = tee
+            .copy
+            .into_inner()
+            .map_err(|e| SmError::io(&tmp, "writing", e.into_error()))?;
+        file.sync_all().map_err(|e| SmError::io(&tmp, "syncing", e))?;
+        rename(&tmp, &self.dir.join(CHECKPOINT))?;
+        sync_dir(&self.dir)?;
+        switch_incoming(&self.dir)?;
+        self.state = load_live(&self.dir.join(LIVE))?;
+        self.dirty = false;
+        Ok(unpacked)
+    }
+}
+
+/// Copies everything read from `input` into `copy`.
+struct TeeReader<R: Read, W: Write> {
+    input: R,
+    copy: W,
+}
+
+impl<R: Read, W: Write> Read for TeeReader<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+fn read_checkpoint_header(path: &Path) -> Result<Option<super::snapshot::SnapshotHeader>, SmError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(SnapshotReader::new(BufReader::new(file))?.header())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SmError::io(path, "opening", e)),
+    }
+}
+
+/// Replaces `live/` with the checkpoint, or with an empty group if there is none.
+fn restore_checkpoint(dir: &Path) -> Result<Option<LogPosition>, SmError> {
+    let path = dir.join(CHECKPOINT);
+    match File::open(&path) {
+        Ok(file) => {
+            let header = unpack_into(&dir.join(INCOMING), &mut BufReader::new(file))?;
+            switch_incoming(dir)?;
+            Ok(header)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            replace_live(dir, |incoming| {
+                write_file_synced(&incoming.join(MANIFEST_FILE), &Manifest::default().encode())
+            })?;
+            Ok(None)
+        }
+        Err(e) => Err(SmError::io(path, "opening", e)),
+    }
+}
+
+/// Unpacks a snapshot stream into a fresh `incoming` directory, checking every file, syncing
+/// them, and marking the directory complete. Returns the snapshot's applied position.
+fn unpack_into<R: Read>(incoming: &Path, input: &mut R) -> Result<Option<LogPosition>, SmError> {
+    remove_dir_if_exists(incoming)?;
+    fs::create_dir_all(incoming).map_err(|e| SmError::io(incoming, "creating", e))?;
+    let mut reader = SnapshotReader::new(input)?;
+    let header = reader.header();
+    let mut manifest = None;
+    let mut guids = std::collections::BTreeSet::new();
+    while let Some((name, bytes)) = reader.next_file()? {
+        if name == MANIFEST_FILE {
+            manifest = Some(Manifest::decode(Path::new(&name), &bytes)?);
+        } else {
+            let guid = parse_index_file_name(&name).expect("reader checked names");
+            let index = MailboxIndex::open(crate::index::VecStorage::from_bytes(bytes.clone()))?;
+            if index.header().mailbox_guid != guid {
+                return Err(SmError::CorruptSnapshot {
+                    reason: format!("{name} holds the index of another mailbox"),
+                });
+            }
+            guids.insert(guid);
+        }
+        write_file_synced(&incoming.join(&name), &bytes)?;
+    }
+    let manifest = manifest.ok_or_else(|| SmError::CorruptSnapshot {
+        reason: "no manifest".into(),
+    })?;
+    if manifest.applied != header.applied {
+        return Err(SmError::CorruptSnapshot {
+            reason: "manifest and stream header disagree on the applied position".into(),
+        });
+    }
+    check_files_match(&manifest, guids)?;
+    write_file_synced(&incoming.join(COMPLETE), b"")?;
+    sync_dir(incoming)?;
+    Ok(header.applied)
+}
+
+/// Builds `incoming/` with `fill`, then switches it in as `live/`.
+fn replace_live(dir: &Path, fill: impl FnOnce(&Path) -> Result<(), SmError>) -> Result<(), SmError> {
+    let incoming = dir.join(INCOMING);
+    remove_dir_if_exists(&incoming)?;
+    fs::create_dir_all(&incoming).map_err(|e| SmError::io(&incoming, "creating", e))?;
+    fill(&incoming)?;
+    write_file_synced(&incoming.join(COMPLETE), b"")?;
+    sync_dir(&incoming)?;
+    switch_incoming(dir)
+}
+
+/// `live` -> `retired`, `incoming` -> `live`, then drops `retired`.
+fn switch_incoming(dir: &Path) -> Result<(), SmError> {
+    let live = dir.join(LIVE);
+    let retired = dir.join(RETIRED);
+    if live.exists() {
+        rename(&live, &retired)?;
+    }
+    rename(&dir.join(INCOMING), &live)?;
+    sync_dir(dir)?;
+    remove_dir_if_exists(&retired)?;
+    let complete = live.join(COMPLETE);
+    fs::remove_file(&complete).map_err(|e| SmError::io(complete, "removing", e))?;
+    sync_dir(&live)
+}
+
+fn read_manifest(live: &Path) -> Result<Manifest, SmError> {
+    let path = live.join(MANIFEST_FILE);
+    let bytes = fs::read(&path).map_err(|e| SmError::io(&path, "reading", e))?;
+    Manifest::decode(&path, &bytes)
+}
+
+/// Opens every file of a clean `live/` directory.
+fn load_live(live: &Path) -> Result<GroupState<DirFiles>, SmError> {
+    let manifest = read_manifest(live)?;
+    let mut mailboxes = BTreeMap::new();
+    let entries = fs::read_dir(live).map_err(|e| SmError::io(live, "listing", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| SmError::io(live, "listing", e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == MANIFEST_FILE || name == DIRTY || name == "manifest.tmp" {
+            continue;
+        }
+        let guid = parse_index_file_name(&name).ok_or_else(|| SmError::Inconsistent {
+            dir: live.to_path_buf(),
+            reason: format!("unexpected file {name:?}"),
+        })?;
+        let index = MailboxIndex::open(MmapStorage::open(&entry.path())?)?;
+        if index.header().mailbox_guid != guid {
+            return Err(SmError::Inconsistent {
+                dir: live.to_path_buf(),
+                reason: format!("{name} holds the index of another mailbox"),
+            });
+        }
+        mailboxes.insert(guid, index);
+    }
+    check_files_match(&manifest, mailboxes.keys().copied().collect()).map_err(|e| SmError::Inconsistent {
+        dir: live.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(GroupState::new(
+        DirFiles {
+            live: live.to_path_buf(),
+        },
+        manifest,
+        mailboxes,
+    ))
+}
+
+pub(super) fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<(), SmError> {
+    let mut file = File::create(path).map_err(|e| SmError::io(path, "creating", e))?;
+    file.write_all(bytes)
+        .map_err(|e| SmError::io(path, "writing", e))?;
+    file.sync_all().map_err(|e| SmError::io(path, "syncing", e))
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<(), SmError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SmError::io(dir, "syncing directory", e))
+}
+
+pub(super) fn rename(from: &Path, to: &Path) -> Result<(), SmError> {
+    fs::rename(from, to).map_err(|e| SmError::io(from, "renaming", e))
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<(), SmError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SmError::io(dir, "removing", e)),
+        _ => Ok(()),
+    }
+}

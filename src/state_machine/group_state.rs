@@ -1,0 +1,153 @@
+//! `GroupState`: a group's mailboxes and manifest, and the deterministic `apply` of transactions.
+//!
+//! Generic over where mailbox files live (`MailboxFiles`): the node uses memory-mapped files in a
+//! group directory (`GroupStateMachine`), tests and benchmarks use memory. Given the same log,
+//! every `GroupState` ends with the same manifest and byte-identical mailbox images.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::error::SmError;
+use super::manifest::{Manifest, SessionCheck};
+use crate::index::{LogPosition, MailboxIndex, Storage, VecStorage};
+use crate::txn::{validate::validate, Guid, Outcome, Rejection, Txn};
+
+/// Creates and removes the storage of mailbox files.
+pub trait MailboxFiles {
+    type Storage: Storage;
+    /// Creates the file of a new mailbox with `image` as its content.
+    fn create(&mut self, mailbox_guid: &Guid, image: &[u8]) -> Result<Self::Storage, SmError>;
+    /// Removes a deleted mailbox's file.
+    fn remove(&mut self, mailbox_guid: &Guid) -> Result<(), SmError>;
+}
+
+/// Mailbox files held in memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryFiles;
+
+impl MailboxFiles for MemoryFiles {
+    type Storage = VecStorage;
+    fn create(&mut self, _: &Guid, image: &[u8]) -> Result<VecStorage, SmError> {
+        Ok(VecStorage::from_bytes(image.to_vec()))
+    }
+    fn remove(&mut self, _: &Guid) -> Result<(), SmError> {
+        Ok(())
+    }
+}
+
+/// The state of one group.
+#[derive(Debug)]
+pub struct GroupState<F: MailboxFiles> {
+    pub(super) files: F,
+    pub(super) manifest: Manifest,
+    pub(super) mailboxes: BTreeMap<Guid, MailboxIndex<F::Storage>>,
+    /// Mailboxes written since the last `take_touched` (the disk layer flushes these).
+    pub(super) touched: BTreeSet<Guid>,
+}
+
+impl GroupState<MemoryFiles> {
+    /// An empty group held in memory.
+    pub fn in_memory() -> GroupState<MemoryFiles> {
+        GroupState::new(MemoryFiles, Manifest::default(), BTreeMap::new())
+    }
+}
+
+impl<F: MailboxFiles> GroupState<F> {
+    pub fn new(files: F, manifest: Manifest, mailboxes: BTreeMap<Guid, MailboxIndex<F::Storage>>) -> Self {
+        GroupState {
+            files,
+            manifest,
+            mailboxes,
+            touched: BTreeSet::new(),
+        }
+    }
+
+    /// The last log entry applied.
+    pub fn applied(&self) -> Option<LogPosition> {
+        self.manifest.applied
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Open mailbox indexes by GUID.
+    pub fn mailboxes(&self) -> &BTreeMap<Guid, MailboxIndex<F::Storage>> {
+        &self.mailboxes
+    }
+
+    /// Applies the transaction at log position `position`.
+    ///
+    /// Returns `None` if the group has already applied `position` (replay after a restart), else
+    /// the outcome: a retried `(client_id, request_seq)` returns its first outcome without being
+    /// applied again. An entry that skips a log index is an error: a replica never has gaps.
+    pub fn apply(&mut self, position: LogPosition, txn: &Txn) -> Result<Option<Outcome>, SmError> {
+        if !self.advance_to(position)? {
+            return Ok(None);
+        }
+        let outcome = match self.manifest.sessions.check(&txn.client_id, txn.request_seq) {
+            SessionCheck::Duplicate(first) => first.clone(),
+            SessionCheck::Stale { last_seq } => Outcome::Rejected(Rejection::StaleRequest {
+                request_seq: txn.request_seq,
+                last_seq,
+            }),
+            SessionCheck::New => {
+                let outcome = match validate(txn) {
+                    Err(e) => Outcome::Rejected(Rejection::Invalid {
+                        message: e.to_string(),
+                    }),
+                    Ok(()) => self.apply_op(position, &txn.op)?,
+                };
+                self.manifest.sessions.record(
+                    &txn.client_id,
+                    txn.request_seq,
+                    position.index,
+                    outcome.clone(),
+                );
+                outcome
+            }
+        };
+        self.manifest.applied = Some(position);
+        Ok(Some(outcome))
+    }
+
+    /// Records a log entry that carries no transaction (a Raft blank or membership entry).
+    /// Returns false if it was already applied.
+    pub fn apply_blank(&mut self, position: LogPosition) -> Result<bool, SmError> {
+        if !self.advance_to(position)? {
+            return Ok(false);
+        }
+        self.manifest.applied = Some(position);
+        Ok(true)
+    }
+
+    /// Checks that `position` is the next entry: false if already applied, an error on a gap.
+    fn advance_to(&self, position: LogPosition) -> Result<bool, SmError> {
+        match self.manifest.applied {
+            Some(applied) if position.index <= applied.index => Ok(false),
+            Some(applied) if position.index == applied.index + 1 => Ok(true),
+            // Raft logs start at index 0 or 1.
+            None if position.index <= 1 => Ok(true),
+            _ => Err(SmError::Gap {
+                applied: self.manifest.applied,
+                entry: position,
+            }),
+        }
+    }
+
+    /// The mailboxes changed since the last call, and forgets them.
+    pub fn take_touched(&mut self) -> BTreeSet<Guid> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// A digest of the whole group state: the manifest encoding and every mailbox image.
+    /// Equal digests at the same applied position mean byte-identical replicas.
+    pub fn digest(&self) -> u64 {
+        let mut crc = crc32c::crc32c(&self.manifest.encode());
+        let mut digest = u64::from(crc);
+        for (guid, index) in &self.mailboxes {
+            crc = crc32c::crc32c_append(crc32c::crc32c(guid), index.bytes());
+            digest = digest.rotate_left(17) ^ u64::from(crc);
+        }
+        digest
+    }
+}

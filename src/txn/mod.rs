@@ -1,0 +1,123 @@
+//! Index transactions: what a client may ask for (`Txn`, `Op`), their validation, their results.
+//!
+//! A `Txn` is one Raft entry and is applied atomically. Everything an op needs to be applied
+//! deterministically travels inside it: the proposed UIDVALIDITY and mailbox GUID of a create, the
+//! internal dates of appended messages. UIDs and MODSEQs are *not* in the op: the state machine
+//! assigns them at apply time.
+//!
+//! - [`uid_set`]: `UidSet`, compact sets of UIDs.
+//! - [`validate`]: the checks every op passes before it is proposed (and again when applied).
+//! - [`outcome`]: `Outcome` and `Rejection`, the result of applying an op.
+
+pub mod outcome;
+pub mod uid_set;
+pub mod validate;
+
+use serde::{Deserialize, Serialize};
+
+pub use outcome::{Outcome, Rejection};
+pub use uid_set::{UidSet, UidSetError};
+pub use validate::TxnError;
+
+/// A 16-byte GUID (mailbox GUID, or a message's content id).
+pub type Guid = [u8; 16];
+
+/// One index transaction: an op plus the client session fields that make retries exactly-once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    /// Identifies the client session; one request at a time per client id.
+    pub client_id: String,
+    /// Increases by one per new request of this client; a retry reuses it.
+    pub request_seq: u64,
+    pub op: Op,
+}
+
+/// What a transaction does. Every variant names its user and mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Create a mailbox. `uid_validity` is the proposer's suggestion (its clock); the state machine
+    /// raises it if needed so it is strictly greater than any earlier one.
+    CreateMailbox {
+        user: String,
+        mailbox: String,
+        mailbox_guid: Guid,
+        uid_validity: u32,
+    },
+    /// Rename a mailbox and its children (`from/...` becomes `to/...`). UIDVALIDITY is kept.
+    RenameMailbox { user: String, from: String, to: String },
+    /// Delete a mailbox that has no children.
+    DeleteMailbox { user: String, mailbox: String },
+    /// Append messages; they get consecutive UIDs and one new MODSEQ.
+    Append {
+        user: String,
+        mailbox: String,
+        messages: Vec<NewMessage>,
+    },
+    /// Change flags and keywords of the given UIDs (UIDs not present are ignored, as in IMAP).
+    Store {
+        user: String,
+        mailbox: String,
+        uids: UidSet,
+        mode: StoreMode,
+        /// System flags (`\Seen`, ...) and keywords, as IMAP spells them.
+        flags: Vec<String>,
+        /// RFC 7162: messages whose MODSEQ is above this are left alone and reported.
+        unchanged_since: Option<u64>,
+    },
+    /// Expunge the given UIDs. A UID listed in `expected_guids` is expunged only if its message
+    /// GUID matches (Dovecot's EXPUNGE_GUID), so a replayed expunge never hits another message.
+    Expunge {
+        user: String,
+        mailbox: String,
+        uids: UidSet,
+        #[serde(default)]
+        expected_guids: Vec<(u32, Guid)>,
+    },
+}
+
+/// A message to append: its body lives elsewhere, identified by `guid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage {
+    pub guid: Guid,
+    pub size: u64,
+    /// Seconds since the Unix epoch, chosen by the proposer.
+    pub internal_date: i64,
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+/// How a store combines the given flags with a message's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreMode {
+    Add,
+    Remove,
+    Replace,
+}
+
+impl Op {
+    /// The user the op belongs to (it picks the group).
+    pub fn user(&self) -> &str {
+        match self {
+            Op::CreateMailbox { user, .. }
+            | Op::RenameMailbox { user, .. }
+            | Op::DeleteMailbox { user, .. }
+            | Op::Append { user, .. }
+            | Op::Store { user, .. }
+            | Op::Expunge { user, .. } => user,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Op::CreateMailbox { .. } => "create_mailbox",
+            Op::RenameMailbox { .. } => "rename_mailbox",
+            Op::DeleteMailbox { .. } => "delete_mailbox",
+            Op::Append { .. } => "append",
+            Op::Store { .. } => "store",
+            Op::Expunge { .. } => "expunge",
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The shared fixture of the multi-node tests: `TestCluster::start(n)` runs n real `dovetail
+//! serve` processes, node i on its own loopback address 127.0.0.(10+i), data in a temporary
+//! directory; node 1 bootstraps. Helpers: a small blocking HTTP client, `wait_until`, and
+//! process control (kill -9, SIGTERM, SIGSTOP/SIGCONT, restart).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+pub const CLIENT_TOKEN: &str = "test-client-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The token a path needs: the admin token for `/admin/...` and `/metrics`, else the client token.
+pub fn token_for(path: &str) -> &'static str {
+    if path.starts_with("/admin") || path.starts_with("/metrics") {
+        ADMIN_TOKEN
+    } else {
+        CLIENT_TOKEN
+    }
+}
+
+pub struct NodeProcess {
+    pub id: u64,
+    pub api: String,
+    pub peer: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub nodes: Vec<NodeProcess>,
+    pub groups: u32,
+    pub extra_args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// A free port on `ip` (bound and released; the tests' own processes are the only users).
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with `groups` groups and waits until every group has a leader.
+    pub fn start(n: u64, groups: u32, extra_args: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<NodeProcess> = (1..=n)
+            .map(|id| {
+                let ip = format!("127.0.0.{}", 10 + id);
+                NodeProcess {
+                    id,
+                    api: format!("{ip}:{}", free_port(&ip)),
+                    peer: format!("{ip}:{}", free_port(&ip)),
+                    dir: dir.path().join(format!("node{id}")),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = TestCluster {
+            nodes,
+            groups,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
+        for id in 1..=n {
+            cluster.spawn(id, id == 1);
+        }
+        cluster.wait_for_leaders(Duration::from_secs(60));
+        cluster
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProcess {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn spawn(&mut self, id: u64, bootstrap: bool) {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|p| p.id != id)
+            .map(|p| format!("{}={}/{}", p.id, p.peer, p.api))
+            .collect();
+        let node = &self.nodes[(id - 1) as usize];
+        std::fs::create_dir_all(&node.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("node.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dovetail"));
+        cmd.arg("serve")
+            .args(["--node-id", &id.to_string(), "--groups", &self.groups.to_string()])
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .args(["--api-listen", &node.api, "--peer-listen", &node.peer])
+            .args(["--heartbeat-ms", "100", "--election-timeout-ms", "600"])
+            .args(&self.extra_args)
+            .env("DOVETAIL_CLUSTER_SECRET", SECRET)
+            .env("DOVETAIL_CLIENT_TOKEN", CLIENT_TOKEN)
+            .env("DOVETAIL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for p in &peers {
+            cmd.args(["--peer", p]);
+        }
+        if bootstrap {
+            cmd.arg("--bootstrap");
+        }
+        let child = cmd.spawn().unwrap();
+        self.nodes[(id - 1) as usize].child = Some(child);
+    }
+
+    /// Waits until every group has a leader in the view of every running node.
+    pub fn wait_for_leaders(&self, limit: Duration) {
+        let running: Vec<&NodeProcess> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
+        wait_until(limit, "every group has a leader", || {
+            running.iter().all(|n| {
+                get(&n.api, "/admin/status").is_ok_and(|(s, v)| {
+                    s == 200
+                        && v["groups"]
+                            .as_array()
+                            .is_some_and(|g| g.iter().all(|g| !g["leader"].is_null()))
+                })
+            })
+        });
+    }
+
+    /// The leader of `group` as node `via` sees it.
+    pub fn leader_of(&self, group: u32, via: u64) -> Option<u64> {
+        let (_, v) = get(&self.node(via).api, "/admin/status").ok()?;
+        v["groups"][group as usize]["leader"].as_u64()
+    }
+
+    pub fn signal(&self, id: u64, signal: i32) {
+        let pid = self.node(id).child.as_ref().expect("node running").id();
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut child) = node.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait: the node drains and exits.
+    pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
+        self.signal(id, libc::SIGTERM);
+        self.stop_signalled(id)
+    }
+
+    /// Waits for a node that was sent SIGTERM to exit.
+    pub fn stop_signalled(&mut self, id: u64) -> std::process::ExitStatus {
+        let node = &mut self.nodes[(id - 1) as usize];
+        let mut child = node.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        assert!(self.node(id).child.is_none(), "node {id} is still running");
+        self.spawn(id, false);
+    }
+
+    /// The node's log, for failure messages.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.node(id).dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// The directory of `group` on node `id`.
+    pub fn group_dir(&self, id: u64, group: u32) -> PathBuf {
+        self.node(id).dir.join("groups").join(format!("g{group:04}"))
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds, or panics after `limit` naming `what`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// When set (once per test process, before the cluster starts), every request of this fixture
+/// speaks HTTPS with this client configuration.
+static TLS: std::sync::OnceLock<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> =
+    std::sync::OnceLock::new();
+
+/// Makes this process's fixture requests use HTTPS, trusting the PEM CA certificate `ca_pem`.
+pub fn use_tls(ca_pem: &str) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TLS.set(std::sync::Arc::new(config))
+        .unwrap_or_else(|_| panic!("use_tls called twice"));
+}
+
+/// One HTTP/1.1 request; returns the status and the JSON body (`Null` if the body is not JSON).
+/// The path's token (see [`token_for`]) is sent as a bearer token.
+pub fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, Value)> {
+    request_as(addr, method, path, body, Some(token_for(path)))
+}
+
+/// One HTTP/1.1 request with the given bearer token (or none).
+pub fn request_as(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    bearer: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut response = Vec::new();
+    match TLS.get() {
+        None => {
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(body.as_bytes())?;
+            stream.read_to_end(&mut response)?;
+        }
+        Some(config) => {
+            use tokio_rustls::rustls;
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(std::io::Error::other)?;
+            let connection =
+                rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            tls.write_all(head.as_bytes())?;
+            tls.write_all(body.as_bytes())?;
+            // A server that closes without close_notify still sent a whole response.
+            if let Err(e) = tls.read_to_end(&mut response) {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof || response.is_empty() {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, Value)> {
+    request(addr, "GET", path, None)
+}
+
+pub fn post(addr: &str, path: &str, body: &Value) -> std::io::Result<(u16, Value)> {
+    request(addr, "POST", path, Some(body))
+}
+
+/// Every file of `dir`, relative path -> bytes.
+pub fn files_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        files.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            std::fs::read(entry.path()).unwrap(),
+        );
+    }
+    files
+}
+
+impl TestCluster {
+    /// Node `id`'s `/admin/status` entry for `group`, or `None` if the node does not answer.
+    pub fn group_status(&self, id: u64, group: u32) -> Option<Value> {
+        let (s, v) = get(&self.node(id).api, "/admin/status").ok()?;
+        (s == 200).then(|| v["groups"][group as usize].clone())
+    }
+
+    /// Ids of the nodes whose process is running (possibly SIGSTOPped).
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Sends SIGTERM to every running node at once, then waits for each to exit; asserts a clean
+    /// exit and returns nothing (a failing node's log is in the panic message).
+    pub fn stop_all(&mut self) {
+        let running = self.running();
+        for &id in &running {
+            self.signal(id, libc::SIGTERM);
+        }
+        for &id in &running {
+            let status = self.stop_signalled(id);
+            assert!(status.success(), "node {id} exit {status}\n{}", self.log(id));
+        }
+    }
+
+    /// Waits until every running node reports the same `applied` index for `group`, at least
+    /// `at_least`; returns that index.
+    pub fn wait_applied_equal(&self, group: u32, at_least: u64, limit: Duration) -> u64 {
+        let mut index = 0;
+        wait_until(
+            limit,
+            &format!("all running nodes applied group {group} equally"),
+            || {
+                let applied: Vec<Option<u64>> = self
+                    .running()
+                    .iter()
+                    .map(|&n| self.group_status(n, group).and_then(|g| g["applied"].as_u64()))
+                    .collect();
+                match applied.first() {
+                    Some(Some(first)) if *first >= at_least && applied.iter().all(|a| a == &Some(*first)) => {
+                        index = *first;
+                        true
+                    }
+                    _ => false,
+                }
+            },
+        );
+        index
+    }
+}
+
+/// The seed of a randomized test: `DOVETAIL_TEST_SEED` if set (to replay), else the clock.
+/// Printed, so a failing run can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("DOVETAIL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed {seed} (replay with DOVETAIL_TEST_SEED={seed})");
+    seed
+}
+
+/// A small deterministic generator (splitmix64) for tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The answer to a write retried across nodes.
+#[derive(Debug, Clone)]
+pub enum Retried {
+    /// A node answered with something other than 503 (the status and body).
+    Answered(u16, Value),
+    /// Every attempt failed (connection error or 503) until `give_up` said stop: the write may
+    /// or may not have been applied.
+    Unknown,
+}
+
+/// POSTs `body` (which carries a `client_id` and `request_seq`, so a retry is applied at most
+/// once) to `addrs[start]`, and on a connection error or a 503 retries the same body against the
+/// next address in turn, until a node answers otherwise or `give_up()` returns true.
+pub fn post_retrying(
+    addrs: &[String],
+    start: usize,
+    path: &str,
+    body: &Value,
+    mut give_up: impl FnMut() -> bool,
+) -> Retried {
+    let mut i = start;
+    loop {
+        match post(&addrs[i % addrs.len()], path, body) {
+            Ok((503, _)) | Err(_) => {}
+            Ok((status, value)) => return Retried::Answered(status, value),
+        }
+        if give_up() {
+            return Retried::Unknown;
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl TestCluster {
+    /// Starts one more node (id = current count + 1) that is not bootstrapped and belongs to no
+    /// group yet: it serves its API and waits to be added (`POST /admin/members/learners`).
+    /// Returns its id once its API answers.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let ip = format!("127.0.0.{}", 10 + id);
+        let dir = self._dir.path().join(format!("node{id}"));
+        self.nodes.push(NodeProcess {
+            id,
+            api: format!("{ip}:{}", free_port(&ip)),
+            peer: format!("{ip}:{}", free_port(&ip)),
+            dir,
+            child: None,
+        });
+        self.spawn(id, false);
+        let api = self.node(id).api.clone();
+        wait_until(
+            Duration::from_secs(30),
+            &format!("node {id} serves its API"),
+            || get(&api, "/admin/status").is_ok_and(|(s, _)| s == 200),
+        );
+        id
+    }
+
+    /// How many groups each node leads, as node `via` sees it (nodes leading none are absent).
+    pub fn leader_counts(&self, via: u64) -> Option<std::collections::BTreeMap<u64, usize>> {
+        let (s, v) = get(&self.node(via).api, "/admin/status").ok()?;
+        if s != 200 {
+            return None;
+        }
+        let mut counts = std::collections::BTreeMap::new();
+        for g in v["groups"].as_array()? {
+            *counts.entry(g["leader"].as_u64()?).or_default() += 1;
+        }
+        Some(counts)
+    }
+}
