@@ -93,7 +93,7 @@ def main():
         assert s == 201, (s, v)
 
         def append(i):
-            msgs = [{"guid": f"{i * BATCH + j:032x}", "size": 4096} for j in range(BATCH)]
+            msgs = [{"guid": f"{1 + i * BATCH + j:032x}", "size": 4096} for j in range(BATCH)]
             for _ in range(20):
                 s, v = req(1 + i % 3, "POST", "/v1/users/big/mailboxes/INBOX/messages", CLIENT,
                            {"messages": msgs, "client_id": f"bulk-{i}", "request_seq": 1})
@@ -132,7 +132,7 @@ def main():
         if count < 1:
             sys.exit("node 4 caught up without a snapshot: the measurement is not what it claims")
         print(f"snapshot catch-up: {MESSAGES} messages, {count:.0f} snapshot(s), "
-              f"{got / 1e6:.1f} MB received (leader's index files {index_bytes / 1e6:.1f} MB), "
+              f"{got / 1e6:.1f} MB received (the leader's data dir without its log: {index_bytes / 1e6:.1f} MB, live files and snapshot), "
               f"{took:.2f} s from add-learner to applied >= {target}: {got / 1e6 / took:.1f} MB/s")
     finally:
         for p in procs:
