@@ -5,7 +5,8 @@ Usage: scripts/bench/failover.py [TRIALS=20]  (as README "Performance" says; nee
 7001-7003/7101-7103 free; each trial a fresh `dovetail dev --nodes 3` under /tmp/devt;
 $DOVETAIL_BIN, default target/release/dovetail). Prints each trial and the median/min/max.
 """
-import json, os, subprocess, sys, time, urllib.request, statistics, signal
+import os, subprocess, sys, time, statistics, signal
+from dvt_http import request as req
 BIN = os.path.abspath(os.environ.get("DOVETAIL_BIN", "target/release/dovetail"))
 def env():
     e = {}
@@ -13,14 +14,6 @@ def env():
         if l.startswith("export "):
             k, v = l[7:].strip().split("=", 1); e[k] = v.strip("'\"")
     return e
-def req(port, method, path, token, body=None, timeout=10):
-    data = json.dumps(body).encode() if body is not None else None
-    r = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-        headers={"Authorization": f"Bearer {token}", "content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(r, timeout=timeout) as resp: return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as e: return e.code, e.read()
-    except Exception as e: return None, str(e)
 results = []
 for trial in range(int(sys.argv[1]) if len(sys.argv) > 1 else 20):
     subprocess.run(f"pkill -9 -f '{BIN} (dev|serve)'; sleep 0.5; rm -rf /tmp/devt; mkdir -p /tmp/devt", shell=True)

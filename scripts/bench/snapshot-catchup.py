@@ -12,7 +12,6 @@ index reaches the leader's. Node 4 can only get there by the snapshot (the log i
 gone): the script checks that it received one. Rate = snapshot bytes received / catch-up time.
 """
 import concurrent.futures
-import json
 import os
 import secrets
 import shutil
@@ -21,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+
+from dvt_http import request
 
 BIN = os.path.abspath(os.environ.get("DOVETAIL_BIN", "target/release/dovetail"))
 MESSAGES = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
@@ -32,18 +31,7 @@ CLIENT, ADMIN, SECRET = secrets.token_hex(16), secrets.token_hex(16), secrets.to
 
 
 def req(node, method, path, token, body=None, timeout=30):
-    data = json.dumps(body).encode() if body is not None else None
-    r = urllib.request.Request(f"http://127.0.0.1:{API + node}{path}", data=data, method=method,
-                               headers={"Authorization": f"Bearer {token}",
-                                        "content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(r, timeout=timeout) as resp:
-            raw = resp.read()
-            return resp.status, (json.loads(raw) if raw and path != "/metrics" else raw)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError as e:
-        return None, str(e)
+    return request(API + node, method, path, token, body, timeout)
 
 
 def start(node, base, peers, bootstrap):
