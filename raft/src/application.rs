@@ -15,7 +15,7 @@
 
 use std::io;
 
-use crate::{LogPosition, SnapshotFile};
+use crate::{LogPosition, Request, SnapshotFile};
 
 /// A snapshot the application has built or installed.
 #[derive(Debug)]
@@ -33,9 +33,17 @@ pub trait Application: Send + 'static {
     /// has been applied.
     fn applied_state(&self) -> Option<(LogPosition, Vec<u8>)>;
 
-    /// Applies a committed request at `position`, storing `consensus_meta` with it, and returns
-    /// the response to hand to the proposer.
-    fn apply(&mut self, position: LogPosition, consensus_meta: &[u8], request: &[u8]) -> io::Result<Vec<u8>>;
+    /// Applies the requests of the committed entry at `position`, in order, storing
+    /// `consensus_meta` with the result, and returns one response per request (same order) to
+    /// hand to their proposers. An entry carries one request or, when its leader coalesced the
+    /// requests waiting for the group, several; they share the position. `requests` is never
+    /// empty. Re-delivery of an applied position returns any responses (nobody waits for them).
+    fn apply(
+        &mut self,
+        position: LogPosition,
+        consensus_meta: &[u8],
+        requests: &[Request],
+    ) -> io::Result<Vec<Vec<u8>>>;
 
     /// Advances over a committed entry that carries no request (blank or membership).
     fn apply_blank(&mut self, position: LogPosition, consensus_meta: &[u8]) -> io::Result<()>;

@@ -45,8 +45,8 @@ pub use log_store::{GroupLogStore, LogDb, LogDbStats, LogStoreError};
 pub use node::{GroupMetrics, GroupRole, ProposeError, Proposed, RaftNode, RaftNodeConfig, RaftNodeError};
 pub use snapshot_file::SnapshotFile;
 pub use type_config::{
-    Entry, GroupId, LeaderId, LogId, Membership, Node, NodeId, Payload, Request, Response, Snapshot,
-    SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
+    Batch, Entry, GroupId, LeaderId, LogId, Membership, Node, NodeId, Payload, Request, Response, Responses,
+    Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
 };
 
 /// A position in one group's Raft log: the term of the leader that wrote the entry and the

@@ -9,6 +9,7 @@
 //! - [`LOG_APPEND_SECONDS`]: `log_store::log_db`, from a group's `append` call to the callback
 //!   that tells openraft the entries are durable (the wait for the group commit included).
 //! - [`LOG_FSYNC_SECONDS`], [`LOG_FSYNC_BATCH_REQUESTS`]: the group-commit flusher, per flush.
+//! - [`PROPOSAL_BATCH_REQUESTS`]: `node::proposals`, per entry a leader proposes for requests.
 //! - [`SNAPSHOTS_SENT_TOTAL`] .. [`SNAPSHOTS_RECEIVED_BYTES_TOTAL`]: `transport::snapshot`, once
 //!   a transfer completed (sent: every byte went out and the receiver answered; received: every
 //!   byte checked and the snapshot handed to openraft, which installed it or, if its vote is
@@ -29,6 +30,8 @@ pub const LOG_APPEND_SECONDS: &str = "dovetail_log_append_seconds";
 pub const LOG_FSYNC_SECONDS: &str = "dovetail_log_fsync_seconds";
 /// Histogram: durability requests (of any group) completed by one flush.
 pub const LOG_FSYNC_BATCH_REQUESTS: &str = "dovetail_log_fsync_batch_requests";
+/// Histogram: requests a leader proposed together as one log entry.
+pub const PROPOSAL_BATCH_REQUESTS: &str = "dovetail_proposal_batch_requests";
 /// Counter, label `group`: snapshots this node sent completely and the receiver answered.
 pub const SNAPSHOTS_SENT_TOTAL: &str = "dovetail_snapshots_sent_total";
 /// Counter, label `group`: bytes of those snapshots.
@@ -57,6 +60,11 @@ pub fn describe() {
         LOG_FSYNC_BATCH_REQUESTS,
         Unit::Count,
         "Durability requests of all groups completed by one log flush"
+    );
+    describe_histogram!(
+        PROPOSAL_BATCH_REQUESTS,
+        Unit::Count,
+        "Requests a leader coalesced into one log entry (1 when the group is quiet)"
     );
     describe_counter!(
         SNAPSHOTS_SENT_TOTAL,

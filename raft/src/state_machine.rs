@@ -20,7 +20,9 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
-use crate::type_config::{GroupId, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::type_config::{
+    GroupId, LogId, Response, Responses, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use crate::{Application, LogPosition, SnapshotFile, SnapshotInfo};
 
 /// The version byte that opens every encoded [`ConsensusMeta`]. Bumped on any layout change.
@@ -198,12 +200,21 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
             let response = {
                 let mut app = lock_app(&self.app)?;
                 match entry.payload {
-                    EntryPayload::Normal(request) => {
+                    EntryPayload::Normal(batch) => {
                         let meta = ConsensusMeta {
                             last_applied: log_id,
                             membership: self.membership.clone(),
                         };
-                        Response(app.apply(position, &meta.encode(), &request.0)?)
+                        let responses = app.apply(position, &meta.encode(), &batch.0)?;
+                        if responses.len() != batch.0.len() && responder.is_some() {
+                            return Err(io::Error::other(format!(
+                                "group {}: the application answered {} of the {} requests at {position}",
+                                self.group_id,
+                                responses.len(),
+                                batch.0.len()
+                            )));
+                        }
+                        Responses(responses.into_iter().map(Response).collect())
                     }
                     EntryPayload::Blank => {
                         let meta = ConsensusMeta {
@@ -211,7 +222,7 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
                             membership: self.membership.clone(),
                         };
                         app.apply_blank(position, &meta.encode())?;
-                        Response::default()
+                        Responses::default()
                     }
                     EntryPayload::Membership(membership) => {
                         let stored = StoredMembership::new(Some(log_id), membership);
@@ -221,7 +232,7 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
                         };
                         app.apply_blank(position, &meta.encode())?;
                         self.membership = stored;
-                        Response::default()
+                        Responses::default()
                     }
                 }
             };

@@ -32,8 +32,8 @@ openraft::declare_raft_types!(
     /// openraft's defaults: `u64` terms, the "advanced" leader id (several leaders may share a
     /// term), `openraft::Entry` and the tokio runtime.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Batch,
+        R = Responses,
         NodeId = NodeId,
         Node = Node,
 );
@@ -87,6 +87,45 @@ pub struct Request(pub Vec<u8>);
 /// An application response as the state machine returns it: bytes the domain encoded.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Response(pub Vec<u8>);
+
+/// The application payload of one log entry: the requests its leader proposed together, applied
+/// in order at the entry's position. One request when a group is quiet; under load the leader
+/// coalesces the requests that wait for the group into one entry (`node::proposals`), so one
+/// log write, one replication round and one apply pass carry them all.
+///
+/// Part of the log format: bincode writes the request count, then each request's length and bytes.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Request>);
+
+/// The responses to a [`Batch`], one per request and in the same order (empty for entries
+/// without requests).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Responses(pub Vec<Response>);
+
+impl Batch {
+    /// Total request bytes.
+    pub fn bytes(&self) -> usize {
+        self.0.iter().map(|r| r.0.len()).sum()
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Batch({} requests, {} bytes)", self.0.len(), self.bytes())
+    }
+}
+
+impl fmt::Display for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl fmt::Debug for Responses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Responses({})", self.0.len())
+    }
+}
 
 macro_rules! opaque_bytes {
     ($name:ident) => {
@@ -194,7 +233,10 @@ mod tests {
 
         let entries = [
             Entry::new_blank(log_id(1, 1, 1)),
-            Entry::new_normal(log_id(2, 3, 2), Request(vec![0, 1, 2, 250, 251, 255])),
+            Entry::new_normal(
+                log_id(2, 3, 2),
+                Batch(vec![Request(vec![0, 1, 2, 250, 251, 255]), Request(vec![])]),
+            ),
             Entry::new_membership(log_id(3, 2, 3), membership.clone()),
         ];
         for entry in &entries {

@@ -6,7 +6,7 @@
 
 use std::io;
 
-use dovetail_raft::{Application, SnapshotFile, SnapshotInfo};
+use dovetail_raft::{Application, Request, SnapshotFile, SnapshotInfo};
 
 use crate::index::LogPosition;
 use crate::state_machine::snapshot::read_snapshot_manifest;
@@ -83,23 +83,31 @@ impl Application for MailGroup {
         Some((applied, self.machine.state().manifest().consensus_meta.clone()))
     }
 
-    fn apply(&mut self, position: LogPosition, consensus_meta: &[u8], request: &[u8]) -> io::Result<Vec<u8>> {
-        let outcome = match decode_txn(request) {
-            Ok(txn) => self.machine.apply(position, &txn).map_err(io_error)?,
-            Err(reason) => {
-                self.machine.apply_blank(position).map_err(io_error)?;
-                Some(Outcome::Rejected(Rejection::Invalid {
+    fn apply(
+        &mut self,
+        position: LogPosition,
+        consensus_meta: &[u8],
+        requests: &[Request],
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let txns: Vec<Result<Txn, Rejection>> = requests
+            .iter()
+            .map(|request| {
+                decode_txn(&request.0).map_err(|reason| Rejection::Invalid {
                     message: format!("undecodable log entry: {reason}"),
-                }))
-            }
-        };
-        let outcome = outcome.unwrap_or(Outcome::Rejected(Rejection::Invalid {
-            message: format!("log entry {position} was already applied"),
-        }));
+                })
+            })
+            .collect();
+        let outcomes = self.machine.apply_batch(position, &txns).map_err(io_error)?;
+        let outcomes = outcomes.unwrap_or_else(|| {
+            let already = Outcome::Rejected(Rejection::Invalid {
+                message: format!("log entry {position} was already applied"),
+            });
+            vec![already; requests.len()]
+        });
         self.machine
             .set_consensus_meta(consensus_meta)
             .map_err(io_error)?;
-        Ok(encode_outcome(&outcome))
+        Ok(outcomes.iter().map(encode_outcome).collect())
     }
 
     fn apply_blank(&mut self, position: LogPosition, consensus_meta: &[u8]) -> io::Result<()> {
@@ -164,17 +172,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap());
         let response = group
-            .apply(LogPosition::new(1, 1), b"meta-1", b"\xff\xff garbage")
+            .apply(
+                LogPosition::new(1, 1),
+                b"meta-1",
+                &[Request(b"\xff\xff garbage".to_vec())],
+            )
             .unwrap();
         assert!(matches!(
-            decode_outcome(&response).unwrap(),
+            decode_outcome(&response[0]).unwrap(),
             Outcome::Rejected(Rejection::Invalid { .. })
         ));
         let response = group
-            .apply(LogPosition::new(1, 2), b"meta-2", &encode_txn(&txn))
+            .apply(LogPosition::new(1, 2), b"meta-2", &[Request(encode_txn(&txn))])
             .unwrap();
         assert!(matches!(
-            decode_outcome(&response).unwrap(),
+            decode_outcome(&response[0]).unwrap(),
             Outcome::Created { .. }
         ));
         assert_eq!(
@@ -200,6 +212,97 @@ mod tests {
         assert_eq!(
             follower.machine().state().digest(),
             group.machine().state().digest()
+        );
+    }
+
+    fn append(client: &str, seq: u64, guid: u8) -> Txn {
+        Txn {
+            client_id: client.into(),
+            request_seq: seq,
+            op: Op::Append {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+                messages: vec![crate::txn::NewMessage {
+                    guid: [guid; 16],
+                    size: 10,
+                    internal_date: 1_700_000_000,
+                    flags: Vec::new(),
+                }],
+            },
+        }
+    }
+
+    /// A coalesced entry answers each request as if it had had an entry of its own: its own
+    /// outcome, sessions per request (a retry inside the same entry is answered with the first
+    /// outcome), a request that does not decode rejected alone; and re-delivery changes nothing.
+    #[test]
+    fn a_batch_entry_applies_each_request_on_its_own() {
+        let create = Txn {
+            client_id: "c".into(),
+            request_seq: 1,
+            op: Op::CreateMailbox {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+                mailbox_guid: [1; 16],
+                uid_validity: 9,
+            },
+        };
+        let requests = [
+            Request(encode_txn(&create)),
+            Request(encode_txn(&append("a", 1, 2))),
+            Request(b"garbage".to_vec()),
+            Request(encode_txn(&append("b", 1, 3))),
+            Request(encode_txn(&append("a", 1, 2))),
+            Request(encode_txn(&append("a", 2, 4))),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap());
+        let position = LogPosition::new(1, 1);
+        let outcomes: Vec<Outcome> = group
+            .apply(position, b"meta", &requests)
+            .unwrap()
+            .iter()
+            .map(|bytes| decode_outcome(bytes).unwrap())
+            .collect();
+        let appended = |first_uid, modseq| Outcome::Appended {
+            uid_validity: 9,
+            first_uid,
+            last_uid: first_uid,
+            modseq,
+        };
+        assert_eq!(outcomes.len(), 6);
+        assert!(matches!(outcomes[0], Outcome::Created { .. }));
+        assert_eq!(outcomes[1], appended(1, 2));
+        assert!(matches!(
+            outcomes[2],
+            Outcome::Rejected(Rejection::Invalid { .. })
+        ));
+        assert_eq!(outcomes[3], appended(2, 3));
+        assert_eq!(outcomes[4], appended(1, 2), "a retry gets the first outcome");
+        assert_eq!(outcomes[5], appended(3, 4));
+        assert_eq!(group.applied_state(), Some((position, b"meta".to_vec())));
+
+        // The same requests one entry each end in the same mailbox (apart from positions).
+        let other = tempfile::tempdir().unwrap();
+        let mut single = MailGroup::new(GroupStateMachine::open(other.path()).unwrap());
+        for (i, request) in requests.iter().enumerate() {
+            let one = single
+                .apply(
+                    LogPosition::new(1, i as u64 + 1),
+                    b"meta",
+                    std::slice::from_ref(request),
+                )
+                .unwrap();
+            assert_eq!(decode_outcome(&one[0]).unwrap(), outcomes[i]);
+        }
+
+        let digest = group.machine().state().digest();
+        let again = group.apply(position, b"meta", &requests).unwrap();
+        assert_eq!(again.len(), requests.len());
+        assert_eq!(
+            group.machine().state().digest(),
+            digest,
+            "re-delivery changed the state"
         );
     }
 }

@@ -35,7 +35,7 @@ use super::snapshot::{
     check_files_match, index_file_name, parse_index_file_name, SnapshotReader, MANIFEST_FILE,
 };
 use crate::index::{LogPosition, MailboxIndex, MmapStorage};
-use crate::txn::{Guid, Outcome, Txn};
+use crate::txn::{Guid, Outcome, Rejection, Txn};
 
 pub(super) const LIVE: &str = "live";
 const INCOMING: &str = "incoming";
@@ -211,6 +211,19 @@ impl GroupStateMachine {
         }
         self.mark_dirty()?;
         self.state.apply(position, txn)
+    }
+
+    /// Applies the transactions of one log entry (see `GroupState::apply_batch`).
+    pub fn apply_batch(
+        &mut self,
+        position: LogPosition,
+        txns: &[Result<Txn, Rejection>],
+    ) -> Result<Option<Vec<Outcome>>, SmError> {
+        if self.state.applied().is_some_and(|a| position.index <= a.index) {
+            return Ok(None);
+        }
+        self.mark_dirty()?;
+        self.state.apply_batch(position, txns)
     }
 
     /// Applies a log entry without a transaction.

@@ -84,6 +84,38 @@ impl<F: MailboxFiles> GroupState<F> {
         if !self.advance_to(position)? {
             return Ok(None);
         }
+        let outcome = self.apply_txn(position, txn)?;
+        self.manifest.applied = Some(position);
+        Ok(Some(outcome))
+    }
+
+    /// Applies the transactions of one log entry, in order, at `position`: a leader coalesces
+    /// the requests waiting for a group into one entry. Each is checked, applied and recorded
+    /// in the session table on its own, exactly as if it had an entry of its own; an `Err`
+    /// item (a request that did not decode) becomes that rejection and changes nothing.
+    /// Returns `None` if `position` was already applied.
+    pub fn apply_batch(
+        &mut self,
+        position: LogPosition,
+        txns: &[Result<Txn, Rejection>],
+    ) -> Result<Option<Vec<Outcome>>, SmError> {
+        if !self.advance_to(position)? {
+            return Ok(None);
+        }
+        let mut outcomes = Vec::with_capacity(txns.len());
+        for txn in txns {
+            outcomes.push(match txn {
+                Ok(txn) => self.apply_txn(position, txn)?,
+                Err(rejection) => Outcome::Rejected(rejection.clone()),
+            });
+        }
+        self.manifest.applied = Some(position);
+        Ok(Some(outcomes))
+    }
+
+    /// One transaction at `position`, which `advance_to` accepted: the session check, then
+    /// validation and the operation.
+    fn apply_txn(&mut self, position: LogPosition, txn: &Txn) -> Result<Outcome, SmError> {
         let outcome = match self.manifest.sessions.check(&txn.client_id, txn.request_seq) {
             SessionCheck::Duplicate(first) => first.clone(),
             SessionCheck::Stale { last_seq } => Outcome::Rejected(Rejection::StaleRequest {
@@ -106,8 +138,7 @@ impl<F: MailboxFiles> GroupState<F> {
                 outcome
             }
         };
-        self.manifest.applied = Some(position);
-        Ok(Some(outcome))
+        Ok(outcome)
     }
 
     /// Records a log entry that carries no transaction (a Raft blank or membership entry).

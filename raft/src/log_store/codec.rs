@@ -20,7 +20,10 @@ use crate::type_config::LogId;
 /// Key of the format tag in sled's default tree.
 pub const FORMAT_KEY: &[u8] = b"raft/format";
 /// Current format tag. Bump it (and keep a reader for the old one) on any layout change.
-pub const FORMAT: &[u8] = b"dovetail-raft-log-v1";
+///
+/// v2: a normal entry carries a [`Batch`](crate::type_config::Batch) of requests (v1: one
+/// request). v1 was never released; a v1 log is refused by name (`LogStoreError::Format`).
+pub const FORMAT: &[u8] = b"dovetail-raft-log-v2";
 
 /// Meta key of the last saved vote.
 pub const VOTE_KEY: &[u8] = b"vote";
@@ -83,10 +86,10 @@ mod tests {
     use openraft::vote::RaftLeaderIdExt;
 
     use super::*;
-    use crate::type_config::{Entry, LeaderId, Request, Vote};
+    use crate::type_config::{Batch, Entry, LeaderId, Request, Vote};
 
     /// term 3, node 2, index 300 (varint: 251 then u16 LE), variant 1 = Normal, 2 bytes.
-    const GOLDEN_ENTRY: &[u8] = &[3, 2, 251, 44, 1, 1, 2, 0xAB, 0xCD];
+    const GOLDEN_ENTRY: &[u8] = &[3, 2, 251, 44, 1, 1, 1, 2, 0xAB, 0xCD];
     /// term 5, node 1, committed.
     const GOLDEN_VOTE: &[u8] = &[5, 1, 1];
 
@@ -107,7 +110,7 @@ mod tests {
     fn entry_encoding_is_stable() {
         let entry = Entry::new_normal(
             LogId::new(LeaderId::new_committed(3, 2), 300),
-            Request(vec![0xAB, 0xCD]),
+            Batch(vec![Request(vec![0xAB, 0xCD])]),
         );
         let encoded = encode(&entry).unwrap();
         assert_eq!(encoded, GOLDEN_ENTRY);
@@ -117,7 +120,7 @@ mod tests {
     #[test]
     fn log_id_is_readable_from_the_front_of_an_entry() {
         let log_id = LogId::new(LeaderId::new_committed(9, 4), 1234);
-        let entry = Entry::new_normal(log_id, Request(vec![7; 1000]));
+        let entry = Entry::new_normal(log_id, Batch(vec![Request(vec![7; 1000])]));
         let bytes = encode(&entry).unwrap();
         assert_eq!(decode_log_id_prefix(&bytes).unwrap(), log_id);
         assert_eq!(decode::<Entry>(&bytes).unwrap(), entry);

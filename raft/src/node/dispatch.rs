@@ -10,6 +10,7 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::SnapshotResponse;
 use openraft::{ChangeMembers, Raft, ReadPolicy};
 
+use super::proposals::Proposals;
 use crate::state_machine::{position_of, AppStateMachine};
 use crate::transport::wire::{AdminRequest, ForwardReply, ReadIndexReply, RequestBody, ResponseBody};
 use crate::transport::Handler;
@@ -25,6 +26,8 @@ pub(crate) struct Group<A: Application> {
     pub app: Arc<Mutex<A>>,
     /// The last request of this group that failed on this node, and when (for operators).
     pub last_error: Mutex<Option<(std::time::SystemTime, String)>>,
+    /// Requests waiting to be proposed while this node leads (coalesced into entries).
+    pub proposals: Arc<Proposals>,
 }
 
 /// The node's groups, indexed by group id (`0..group_count`).
@@ -39,7 +42,9 @@ impl<A: Application> GroupTable<A> {
     }
 }
 
-fn write_reply(
+/// What a caller is told about a write (a proposal or a membership change). Membership
+/// changes carry no requests, so their reply carries an empty response.
+pub(crate) fn write_reply(
     result: Result<
         openraft::raft::ClientWriteResponse<TypeConfig>,
         RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
@@ -48,7 +53,7 @@ fn write_reply(
     match result {
         Ok(written) => ForwardReply::Applied {
             position: position_of(&written.log_id),
-            response: written.data,
+            response: written.data.0.into_iter().next().unwrap_or_default(),
         },
         // Not appended, or appended and then overwritten by a new leader: never committed.
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))
@@ -61,9 +66,10 @@ fn write_reply(
     }
 }
 
-/// Proposes `request` on this node, which should lead the group; answers after apply.
-pub(crate) async fn local_write<A: Application>(raft: &GroupRaft<A>, request: Request) -> ForwardReply {
-    write_reply(raft.client_write(request).await)
+/// Proposes `request` on this node, which should lead the group; answers after apply. The
+/// request joins the group's queue and may share its entry with others (`Proposals`).
+pub(crate) async fn local_write<A: Application>(group: &Group<A>, request: Request) -> ForwardReply {
+    group.proposals.propose(&group.raft, request).await
 }
 
 /// Confirms leadership with a quorum (ReadIndex) and returns the position to reach.
@@ -168,7 +174,7 @@ impl<A: Application> Handler for GroupTable<A> {
                 .await
                 .map(ResponseBody::TransferLeader)
                 .map_err(|e| e.to_string()),
-            RequestBody::Forward(request) => Ok(ResponseBody::Forward(local_write(raft, request).await)),
+            RequestBody::Forward(request) => Ok(ResponseBody::Forward(local_write(group, request).await)),
             RequestBody::ReadIndex => Ok(ResponseBody::ReadIndex(local_read_index(raft).await)),
             RequestBody::Admin(request) => Ok(ResponseBody::Forward(local_admin(raft, request).await)),
         }

@@ -4,6 +4,7 @@
 //! - [`config`]: [`RaftNodeConfig`] and its defaults.
 //! - [`error`]: [`ProposeError`], [`RaftNodeError`].
 //! - [`dispatch`]: the group table and what a leader runs for a caller (also for the transport).
+//! - [`proposals`]: a leader's per-group queue that coalesces waiting requests into one entry.
 //! - [`requests`]: propose, read index, applied waits and membership operations, forwarded to
 //!   the leader as needed.
 //! - this file: start, bootstrap, metrics, local reads, the periodic application flush, shutdown.
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod proposals;
 pub mod requests;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -160,6 +162,7 @@ impl<A: Application> RaftNode<A> {
                 raft,
                 app,
                 last_error: Mutex::default(),
+                proposals: Arc::default(),
             });
         }
         let table = Arc::new(GroupTable { groups, staging_dir });

@@ -154,7 +154,7 @@ impl<A: Application> RaftNode<A> {
                 let request = Request(request.clone());
                 async move {
                     match target {
-                        None => bounded(remaining, local_write(&group.raft, request))
+                        None => bounded(remaining, local_write(group, request))
                             .await
                             .map(Outcome::from),
                         Some(id) => {

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::transport::{CallError, ClusterSecret, Router};
-use crate::{SnapshotFile, SnapshotInfo};
+use crate::{Request, SnapshotFile, SnapshotInfo};
 
 const GROUPS: u32 = 4;
 const SECRET: &[u8] = b"test cluster secret";
@@ -58,14 +58,23 @@ impl Application for TestApp {
         self.state().last.clone()
     }
 
-    fn apply(&mut self, position: LogPosition, consensus_meta: &[u8], request: &[u8]) -> io::Result<Vec<u8>> {
+    fn apply(
+        &mut self,
+        position: LogPosition,
+        consensus_meta: &[u8],
+        requests: &[Request],
+    ) -> io::Result<Vec<Vec<u8>>> {
         if self.is_duplicate(position) {
             return Ok(Vec::new());
         }
         let mut state = self.state();
-        state.applied.push(request.to_vec());
+        let mut responses = Vec::with_capacity(requests.len());
+        for request in requests {
+            state.applied.push(request.0.clone());
+            responses.push((state.applied.len() as u64).to_le_bytes().to_vec());
+        }
         state.last = Some((position, consensus_meta.to_vec()));
-        Ok((state.applied.len() as u64).to_le_bytes().to_vec())
+        Ok(responses)
     }
 
     fn apply_blank(&mut self, position: LogPosition, consensus_meta: &[u8]) -> io::Result<()> {
@@ -336,6 +345,56 @@ async fn t10_elects_forwards_and_reads_linearizably() {
 
 /// A peer that does not know the cluster secret is refused before any request is served,
 /// while one that does is answered.
+/// Concurrent proposals to one group, through every node, are coalesced by the leader into
+/// fewer entries than requests; each caller still gets its own response, every request is
+/// applied exactly once and in the same order on every node, and requests that shared an entry
+/// share its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_concurrent_proposals_share_entries_and_keep_their_own_answers() {
+    let cluster = TestCluster::start(fast).await;
+    cluster.wait_for_leaders().await;
+    let group_id = 0;
+    const N: u8 = 120;
+    let calls = (0..N).map(|i| {
+        let node = cluster.node(NodeId::from(i % 3 + 1));
+        async move {
+            (
+                i,
+                node.propose(group_id, vec![b'c', i], deadline(10)).await.unwrap(),
+            )
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let last = results.iter().map(|(_, p)| p.position).max().unwrap();
+    let positions: std::collections::BTreeSet<u64> = results.iter().map(|(_, p)| p.position.index).collect();
+    assert!(
+        positions.len() < usize::from(N),
+        "{N} concurrent proposals took {} entries: nothing was coalesced",
+        positions.len()
+    );
+    for node_id in 1..=3 {
+        cluster
+            .node(node_id)
+            .wait_applied(group_id, last.index, deadline(5))
+            .await
+            .unwrap();
+    }
+    let applied = cluster.applied(1, group_id);
+    for node_id in 2..=3 {
+        assert_eq!(cluster.applied(node_id, group_id), applied, "node {node_id}");
+    }
+    // The test application answers each request with its ordinal among the applied requests.
+    for (i, proposed) in &results {
+        let ordinal = u64::from_le_bytes(proposed.response.clone().try_into().unwrap());
+        assert_eq!(
+            applied[ordinal as usize - 1],
+            vec![b'c', *i],
+            "request {i}'s answer"
+        );
+    }
+    assert_eq!(applied.len(), usize::from(N), "each request applied exactly once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t10_wrong_cluster_secret_is_refused() {
     let cluster = TestCluster::start(fast).await;

@@ -10,7 +10,9 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 
 use crate::log_store::codec;
-use crate::type_config::{LogId, Request, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::type_config::{
+    LogId, Request, Response, Responses, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use crate::SnapshotFile;
 
 #[derive(Clone, Debug, Default)]
@@ -77,15 +79,15 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
                 let mut state = self.state();
                 state.last_applied = Some(entry.log_id());
                 match entry.payload {
-                    EntryPayload::Blank => Response::default(),
-                    EntryPayload::Normal(request) => {
-                        let response = Response(request.0.clone());
-                        state.applied.push(request);
-                        response
+                    EntryPayload::Blank => Responses::default(),
+                    EntryPayload::Normal(batch) => {
+                        let responses = batch.0.iter().map(|r| Response(r.0.clone())).collect();
+                        state.applied.extend(batch.0);
+                        Responses(responses)
                     }
                     EntryPayload::Membership(membership) => {
                         state.membership = StoredMembership::new(Some(entry.log_id), membership);
-                        Response::default()
+                        Responses::default()
                     }
                 }
             };

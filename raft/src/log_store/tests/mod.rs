@@ -12,7 +12,7 @@ use openraft::type_config::TypeConfigExt;
 use openraft::vote::RaftLeaderIdExt;
 
 use super::GroupLogStore;
-use crate::type_config::{Entry, LeaderId, LogId, NodeId, Request, TypeConfig};
+use crate::type_config::{Batch, Entry, LeaderId, LogId, NodeId, Request, TypeConfig};
 
 pub(super) fn log_id(term: u64, node_id: NodeId, index: u64) -> LogId {
     LogId::new(LeaderId::new_committed(term, node_id), index)
@@ -23,7 +23,7 @@ pub(super) fn blank(term: u64, index: u64) -> Entry {
 }
 
 pub(super) fn normal(term: u64, index: u64, payload: &[u8]) -> Entry {
-    Entry::new_normal(log_id(term, 1, index), Request(payload.to_vec()))
+    Entry::new_normal(log_id(term, 1, index), Batch(vec![Request(payload.to_vec())]))
 }
 
 /// Appends and returns the receiver that the `IOFlushed` callback completes.
