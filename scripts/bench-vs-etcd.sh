@@ -14,8 +14,11 @@
 #     a distinct key and a 100-byte value per request (scripts/bench/etcd-put.lua).
 #  3. Dovetail: 3 `dovetail serve` processes as `dovetail dev` starts them (API ports D+1..D+3,
 #     peer ports D+101..D+103, node 1 bootstraps, --groups G), fresh secret and tokens in the
-#     environment; `--users` users get an INBOX first; then appends of one message each with a
-#     GUID no other request uses, users in turn, so the load spreads over the groups
+#     environment; `--users` users get an INBOX first; then it waits (up to 60 s) until the
+#     groups' leaders are spread evenly over the nodes (node 1 bootstraps and leads most groups
+#     at first, the rebalancer moves one every 2 s), so no leader moves during a run; then
+#     appends of one message each with a GUID no other request uses, users in turn, so the
+#     load spreads over the groups
 #     (scripts/bench/dovetail-append.lua). Release build: target/release/dovetail (built with
 #     `cargo build --release` when missing) or --bin.
 #  4. For each connection count N: `wrk -c N -d <duration> --latency --timeout 10s`. With
@@ -416,6 +419,23 @@ run_dovetail() {
       -d '{"name":"INBOX"}')"
     [ "$code" = 201 ] || [ "$code" = 409 ] || die "creating the INBOX of $USER_PREFIX$i: HTTP $code"
   done
+  # Measure the steady state: node 1 bootstraps and at first leads most groups; the automatic
+  # rebalancer hands them over one at a time (every 2 s), and a leader moving during a run
+  # would show as a latency spike that a settled cluster does not have.
+  local spread="" balanced=0
+  for _ in $(seq 1 120); do
+    spread="$(leader_spread "http://127.0.0.1:$((DVT_PORT + 1))")"
+    if [ -n "$spread" ] && [ "${spread%% *}" -le 1 ]; then
+      balanced=1
+      break
+    fi
+    sleep 0.5
+  done
+  if [ "$balanced" = 1 ]; then
+    echo "dovetail: leaders balanced (groups led per node: ${spread#* })" >&2
+  else
+    echo "dovetail: leaders not balanced after 60 s (groups led per node: ${spread#* }); measuring anyway" >&2
+  fi
   echo "dovetail $("$BIN" --version | awk '{ print $2 }'): 3 nodes, $GROUPS_N groups, $USERS users on 127.0.0.1:$((DVT_PORT + 1))-$((DVT_PORT + 3))" >&2
   local urls=() conns
   for i in 1 2 3; do urls+=("http://127.0.0.1:$((DVT_PORT + i))"); done
@@ -423,6 +443,24 @@ run_dovetail() {
   for conns in $CONNECTIONS; do run_level dovetail "$conns" dovetail-append.lua "${urls[@]}"; sleep 1; done
   stop_pids "${PIDS[@]}"
   PIDS=()
+}
+
+# Prints "<max - min> <groups led by node 1>/<node 2>/<node 3>" from a node's /admin/status, or
+# nothing if the status cannot be read or a group has no leader.
+leader_spread() {
+  curl -s -m 2 -H "Authorization: Bearer $DOVETAIL_ADMIN_TOKEN" "$1/admin/status" | python3 -c '
+import json, sys
+try:
+    groups = json.load(sys.stdin)["groups"]
+except Exception:
+    sys.exit(0)
+led = {1: 0, 2: 0, 3: 0}
+for g in groups:
+    if g.get("leader") not in led:
+        sys.exit(0)
+    led[g["leader"]] += 1
+print(max(led.values()) - min(led.values()), "/".join(str(led[n]) for n in (1, 2, 3)))
+'
 }
 
 ETCD_VERSION=""
