@@ -208,7 +208,39 @@ pub async fn read_value<R: AsyncRead + Unpin, T: DeserializeOwned>(reader: &mut 
 
 #[cfg(test)]
 mod tests {
+    use openraft::entry::RaftEntry;
+    use openraft::vote::RaftLeaderIdExt;
+
     use super::*;
+    use crate::node::config::{MAX_PAYLOAD_ENTRIES, MAX_REQUEST_BYTES};
+    use crate::type_config::{Batch, Entry, LeaderId, LogId, Request};
+
+    fn append_entries_of(entries: u64) -> RequestFrame {
+        let log_id = |index| LogId::new(LeaderId::new_committed(3, 1), index);
+        RequestFrame {
+            id: 1,
+            group_id: 0,
+            body: RequestBody::AppendEntries(AppendEntriesRequest {
+                vote: Vote::new_committed(3, 1),
+                prev_log_id: Some(log_id(0)),
+                entries: (1..=entries)
+                    .map(|i| {
+                        Entry::new_normal(log_id(i), Batch(vec![Request(vec![0xEE; MAX_REQUEST_BYTES])]))
+                    })
+                    .collect(),
+                leader_commit: Some(log_id(0)),
+            }),
+        }
+    }
+
+    /// The largest AppendEntries openraft may build from the largest entries fits one frame;
+    /// 65 such entries would not (openraft's default allows 300), and would fail on every retry.
+    #[test]
+    fn the_largest_append_entries_fits_one_frame() {
+        assert!(encode(&append_entries_of(MAX_PAYLOAD_ENTRIES)).is_ok());
+        let error = encode(&append_entries_of(65)).unwrap_err();
+        assert!(error.to_string().contains("too large"), "{error}");
+    }
 
     #[tokio::test]
     async fn frames_round_trip() {
