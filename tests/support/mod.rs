@@ -41,9 +41,14 @@ pub struct TestCluster {
     _dir: tempfile::TempDir,
 }
 
-/// A free port on `ip` (bound and released; the tests' own processes are the only users).
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+/// An API and a peer address on `ip`, on two free ports (bound and released; the tests' own
+/// processes are the only users). Both are bound at once: two binds in turn may be handed the
+/// same port, and a node whose two listeners collide exits at start.
+fn free_addrs(ip: &str) -> (String, String) {
+    let api = TcpListener::bind((ip, 0)).unwrap();
+    let peer = TcpListener::bind((ip, 0)).unwrap();
+    let port = |l: &TcpListener| l.local_addr().unwrap().port();
+    (format!("{ip}:{}", port(&api)), format!("{ip}:{}", port(&peer)))
 }
 
 impl TestCluster {
@@ -52,11 +57,11 @@ impl TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes: Vec<NodeProcess> = (1..=n)
             .map(|id| {
-                let ip = format!("127.0.0.{}", 10 + id);
+                let (api, peer) = free_addrs(&format!("127.0.0.{}", 10 + id));
                 NodeProcess {
                     id,
-                    api: format!("{ip}:{}", free_port(&ip)),
-                    peer: format!("{ip}:{}", free_port(&ip)),
+                    api,
+                    peer,
                     dir: dir.path().join(format!("node{id}")),
                     child: None,
                 }
@@ -120,16 +125,32 @@ impl TestCluster {
     /// Waits until every group has a leader in the view of every running node.
     pub fn wait_for_leaders(&self, limit: Duration) {
         let running: Vec<&NodeProcess> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
-        wait_until(limit, "every group has a leader", || {
-            running.iter().all(|n| {
-                get(&n.api, "/admin/status").is_ok_and(|(s, v)| {
-                    s == 200
-                        && v["groups"]
-                            .as_array()
-                            .is_some_and(|g| g.iter().all(|g| !g["leader"].is_null()))
-                })
+        let deadline = Instant::now() + limit;
+        let led = |n: &NodeProcess| {
+            get(&n.api, "/admin/status").is_ok_and(|(s, v)| {
+                s == 200
+                    && v["groups"]
+                        .as_array()
+                        .is_some_and(|g| g.iter().all(|g| !g["leader"].is_null()))
             })
-        });
+        };
+        while !running.iter().all(|n| led(n)) {
+            if Instant::now() >= deadline {
+                // Name the nodes that never got there, with the end of their logs.
+                let mut report = String::new();
+                for n in running.iter().filter(|n| !led(n)) {
+                    let log = std::fs::read_to_string(n.dir.join("node.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    report += &format!("\n--- node {} ({}), last log lines:\n", n.id, n.api);
+                    for line in tail.into_iter().rev() {
+                        report += line;
+                        report += "\n";
+                    }
+                }
+                panic!("timed out after {limit:?} waiting until every group has a leader{report}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The leader of `group` as node `via` sees it.
@@ -446,12 +467,12 @@ impl TestCluster {
     /// Returns its id once its API answers.
     pub fn add_node(&mut self) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        let ip = format!("127.0.0.{}", 10 + id);
+        let (api, peer) = free_addrs(&format!("127.0.0.{}", 10 + id));
         let dir = self._dir.path().join(format!("node{id}"));
         self.nodes.push(NodeProcess {
             id,
-            api: format!("{ip}:{}", free_port(&ip)),
-            peer: format!("{ip}:{}", free_port(&ip)),
+            api,
+            peer,
             dir,
             child: None,
         });

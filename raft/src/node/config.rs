@@ -14,17 +14,6 @@ use openraft::{Config, SnapshotPolicy};
 
 use crate::type_config::NodeId;
 
-/// The largest application request this crate replicates (the domain's API refuses bodies over
-/// 1 MiB, and a request's binary encoding is smaller than its JSON).
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
-
-/// Entries per AppendEntries. An entry holds one request of up to [`MAX_REQUEST_BYTES`] or a
-/// coalesced batch of at most `MAX_BATCH_BYTES` (64 KiB) plus one request, so 48 of them stay
-/// under the transport's 64 MiB frame (`transport::wire` tests it). Log catch-up of small
-/// entries takes more round trips than openraft's default of 300; each entry may carry up to
-/// 256 requests.
-pub const MAX_PAYLOAD_ENTRIES: u64 = 48;
-
 /// Configuration of a [`RaftNode`](super::RaftNode).
 #[derive(Clone)]
 pub struct RaftNodeConfig {
@@ -129,11 +118,8 @@ impl RaftNodeConfig {
             // by the Jepsen set workload under kill -9 of all nodes. As a follower it must win a
             // new election, whose blank entry bounds every later read index from below.
             enable_leader_restore: Some(false),
-            // Every AppendEntries must fit in one transport frame, or it fails to encode on
-            // every retry and the follower never catches up (openraft 0.10 has no "payload too
-            // large" back-off). openraft's default of 300 entries does not fit once entries
-            // are large: see `MAX_PAYLOAD_ENTRIES`.
-            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            // openraft's default of 300 entries per AppendEntries fits one transport frame
+            // because no entry exceeds `MAX_BATCH_BYTES` (`transport::wire` tests it).
             ..Config::default()
         };
         config.validate().map(Arc::new).map_err(|e| e.to_string())

@@ -26,8 +26,8 @@ use crate::Application;
 /// At most this many requests go into one entry.
 pub const MAX_BATCH_REQUESTS: usize = 256;
 /// A batch stops growing once its requests reach this many bytes (a larger single request
-/// still goes, alone). With `MAX_PAYLOAD_ENTRIES` entries per AppendEntries this keeps every
-/// AppendEntries under the transport's frame limit.
+/// still goes, alone; the domain refuses requests over 64 KiB encoded). Keeps openraft's
+/// AppendEntries of up to 300 entries under the transport's frame limit (`transport::wire` tests).
 pub const MAX_BATCH_BYTES: usize = 64 << 10;
 /// Entries of one group a leader has in flight from this queue at once. One: the batch gathers
 /// while the previous entry commits, which is what makes batches grow under load. (Measured

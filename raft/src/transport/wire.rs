@@ -212,7 +212,7 @@ mod tests {
     use openraft::vote::RaftLeaderIdExt;
 
     use super::*;
-    use crate::node::config::{MAX_PAYLOAD_ENTRIES, MAX_REQUEST_BYTES};
+    use crate::node::proposals::MAX_BATCH_BYTES;
     use crate::type_config::{Batch, Entry, LeaderId, LogId, Request};
 
     fn append_entries_of(entries: u64) -> RequestFrame {
@@ -224,21 +224,24 @@ mod tests {
                 vote: Vote::new_committed(3, 1),
                 prev_log_id: Some(log_id(0)),
                 entries: (1..=entries)
-                    .map(|i| {
-                        Entry::new_normal(log_id(i), Batch(vec![Request(vec![0xEE; MAX_REQUEST_BYTES])]))
-                    })
+                    .map(|i| Entry::new_normal(log_id(i), Batch(vec![Request(vec![0xEE; MAX_BATCH_BYTES])])))
                     .collect(),
                 leader_commit: Some(log_id(0)),
             }),
         }
     }
 
-    /// The largest AppendEntries openraft may build from the largest entries fits one frame;
-    /// 65 such entries would not (openraft's default allows 300), and would fail on every retry.
+    /// The largest AppendEntries openraft builds (its default of 300 entries) from the largest
+    /// entries fits one frame: an entry is a batch of at most `MAX_BATCH_BYTES`, or one request
+    /// alone, and the domain refuses requests over 64 KiB encoded (`MAX_ENTRY_BYTES` in
+    /// `src/node/replicated.rs`). A frame that did not fit would fail to encode on every retry
+    /// and the follower would never catch up; four times as many entries would not fit.
     #[test]
     fn the_largest_append_entries_fits_one_frame() {
-        assert!(encode(&append_entries_of(MAX_PAYLOAD_ENTRIES)).is_ok());
-        let error = encode(&append_entries_of(65)).unwrap_err();
+        let default_entries = openraft::Config::default().max_payload_entries;
+        assert_eq!(default_entries, 300);
+        assert!(encode(&append_entries_of(default_entries)).is_ok());
+        let error = encode(&append_entries_of(4 * default_entries)).unwrap_err();
         assert!(error.to_string().contains("too large"), "{error}");
     }
 
