@@ -158,16 +158,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_garbage_is_a_deterministic_rejection() {
-        let txn = Txn {
-            client_id: "c".into(),
-            request_seq: 1,
-            op: Op::CreateMailbox {
-                user: "u".into(),
-                mailbox: "INBOX".into(),
-                mailbox_guid: [1; 16],
-                uid_validity: 9,
-            },
-        };
+        let txn = create_inbox();
         assert_eq!(decode_txn(&encode_txn(&txn)).unwrap(), txn);
         let dir = tempfile::tempdir().unwrap();
         let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap());
@@ -215,6 +206,19 @@ mod tests {
         );
     }
 
+    fn create_inbox() -> Txn {
+        Txn {
+            client_id: "c".into(),
+            request_seq: 1,
+            op: Op::CreateMailbox {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+                mailbox_guid: [1; 16],
+                uid_validity: 9,
+            },
+        }
+    }
+
     fn append(client: &str, seq: u64, guid: u8) -> Txn {
         Txn {
             client_id: client.into(),
@@ -237,16 +241,7 @@ mod tests {
     /// outcome), a request that does not decode rejected alone; and re-delivery changes nothing.
     #[test]
     fn a_batch_entry_applies_each_request_on_its_own() {
-        let create = Txn {
-            client_id: "c".into(),
-            request_seq: 1,
-            op: Op::CreateMailbox {
-                user: "u".into(),
-                mailbox: "INBOX".into(),
-                mailbox_guid: [1; 16],
-                uid_validity: 9,
-            },
-        };
+        let create = create_inbox();
         let requests = [
             Request(encode_txn(&create)),
             Request(encode_txn(&append("a", 1, 2))),

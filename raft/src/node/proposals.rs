@@ -99,27 +99,15 @@ impl Proposals {
     async fn run<A: Application>(self: Arc<Self>, raft: GroupRaft<A>) {
         while let Some(batch) = self.take() {
             let (requests, waiters): (Vec<Request>, Vec<Waiter>) = batch.into_iter().unzip();
-            let count = requests.len();
-            metrics::histogram!(crate::metrics::PROPOSAL_BATCH_REQUESTS).record(count as f64);
+            metrics::histogram!(crate::metrics::PROPOSAL_BATCH_REQUESTS).record(requests.len() as f64);
             let result = raft.client_write(Batch(requests)).await;
             match result {
-                Ok(written) if written.data.0.len() == count => {
+                // One response per request: the state machine stops the group otherwise.
+                Ok(written) => {
                     let position = crate::state_machine::position_of(&written.log_id);
                     for (waiter, response) in waiters.into_iter().zip(written.data.0) {
                         // A waiter that gave up (deadline) no longer listens; nothing to do.
                         let _ = waiter.send(ForwardReply::Applied { position, response });
-                    }
-                }
-                Ok(written) => {
-                    let reason = format!(
-                        "entry {} answered {} responses for {count} requests",
-                        written.log_id,
-                        written.data.0.len()
-                    );
-                    for waiter in waiters {
-                        let _ = waiter.send(ForwardReply::Failed {
-                            reason: reason.clone(),
-                        });
                     }
                 }
                 Err(e) => {
