@@ -33,7 +33,9 @@ async fn write_acknowledged_state(db: &LogDb) {
     let mut b = db.group(7).unwrap();
     let entries = group_a_entries();
     append_durable(&mut a, entries[..4].to_vec()).await;
-    append_durable(&mut a, entries[4..].to_vec()).await;
+    // One entry alone takes the store's single-insert path, several its batch path.
+    append_durable(&mut a, entries[4..5].to_vec()).await;
+    append_durable(&mut a, entries[5..].to_vec()).await;
     append_durable(&mut b, group_b_entries()).await;
     a.save_committed(Some(log_id(1, 1, 8))).await.unwrap();
     a.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
