@@ -31,6 +31,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, PathParams, QueryParams};
 use crate::service::{Consistency, MailService, ReadOptions, WriteAck};
 use crate::state_machine::apply::hex;
+use crate::state_machine::manifest::{is_anonymous, ANONYMOUS_CLIENT_PREFIX};
 use crate::state_machine::{GroupStateMachine, ReadError};
 use crate::txn::validate::{check_client_id, check_mailbox_name, check_user};
 use crate::txn::{Guid, NewMessage, Op, Outcome, StoreMode, Txn, UidSet};
@@ -151,11 +152,19 @@ fn session(
     match (client_id, request_seq) {
         (Some(client_id), Some(seq)) => {
             check_client_id(&client_id)?;
+            if is_anonymous(&client_id) {
+                return Err(ApiError::invalid(format!(
+                    "client_id {client_id:?}: the prefix {ANONYMOUS_CLIENT_PREFIX:?} is reserved for the ids a node makes for writes without client_id"
+                )));
+            }
             Ok((client_id, seq))
         }
         (Some(_), None) => Err(ApiError::invalid("client_id given without request_seq")),
         (None, Some(_)) => Err(ApiError::invalid("request_seq given without client_id")),
-        (None, None) => Ok((format!("anon-{node_id}-{}", hex(&random_guid())), 1)),
+        (None, None) => Ok((
+            format!("{ANONYMOUS_CLIENT_PREFIX}{node_id}-{}", hex(&random_guid())),
+            1,
+        )),
     }
 }
 

@@ -296,6 +296,16 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         (
             "POST",
+            "/v1/users/carol/mailboxes/INBOX/messages",
+            Some(
+                json!({"messages": [{"guid": "000000000000000000000000000000ac", "size": 1}],
+                        "client_id": "anon-1-x", "request_seq": 1}),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
             "/v1/users/carol/mailboxes",
             Some(json!({"nam": "x"})),
             StatusCode::UNPROCESSABLE_ENTITY,
