@@ -36,6 +36,14 @@ use crate::GroupId;
 /// replication message stays bounded however large the backlog is.
 const LIMITED_READ_BYTES: usize = 4 << 20;
 
+/// Most entries one purge step removes. Each step is a sled transaction, and a sled transaction
+/// holds sled's database-wide exclusive lock: every group's appends wait for it. Measured here
+/// (5,000 entries of 200 bytes purged while another group appended and waited for durability,
+/// three rounds): in one transaction the purge took 104-168 ms and the other group's slowest
+/// append 88-144 ms (4-12 appends got through); in steps of 256 the purge took 121-176 ms and the
+/// slowest append 10-18 ms (43-55 got through).
+pub(crate) const PURGE_STEP: usize = 256;
+
 /// The Raft log storage of one group. Cheap to clone; all clones share the group's lock.
 #[derive(Clone)]
 pub struct GroupLogStore {
@@ -177,14 +185,46 @@ impl GroupLogStore {
         Ok(entries)
     }
 
-    /// Removes entries with index in `range` and applies `meta_update` to the meta tree in the
-    /// same sled transaction, so a crash keeps both or neither.
-    fn remove_entries(
-        &self,
-        range: (Bound<u64>, Bound<u64>),
-        meta_update: Option<(&'static [u8], Vec<u8>)>,
-        action: &str,
-    ) -> Result<(), LogStoreError> {
+    /// Removes the entries up to `upto` and records `upto` as the last purged log id, in steps
+    /// of [`PURGE_STEP`] entries, oldest first. Each step removes its entries and records the log
+    /// id of its last one as the last purged in one sled transaction, so whenever a crash
+    /// interrupts it the log is still contiguous from the recorded last purged id on (the purge
+    /// only went less far).
+    fn purge_entries(&self, upto: LogId, action: &str) -> Result<(), LogStoreError> {
+        let _write = self.write_lock();
+        let end = Bound::Included(codec::index_key(upto.index()));
+        loop {
+            let mut step: Vec<sled::IVec> = Vec::with_capacity(PURGE_STEP);
+            let mut last_value = None;
+            for item in self.inner.entries.range((Bound::Unbounded, end)).take(PURGE_STEP) {
+                let (key, value) = item.map_err(self.sled_error(|| action.to_owned()))?;
+                step.push(key);
+                last_value = Some(value);
+            }
+            let done = step.len() < PURGE_STEP;
+            let purged = match (&last_value, done) {
+                (Some(value), false) => {
+                    codec::decode_log_id_prefix(value).map_err(|source| LogStoreError::Decode {
+                        group_id: self.inner.group_id,
+                        what: format!(
+                            "log id of entry {:?} while purging",
+                            step.last().map(|k| codec::key_index(k))
+                        ),
+                        source,
+                    })?
+                }
+                _ => upto,
+            };
+            let value = self.encode(&purged, || format!("last purged log id {purged}"))?;
+            self.remove_keys(&step, Some((codec::LAST_PURGED_KEY, value)), action)?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Removes entries with index in `range` in one sled transaction.
+    fn remove_entries(&self, range: (Bound<u64>, Bound<u64>), action: &str) -> Result<(), LogStoreError> {
         let _write = self.write_lock();
         let keys = (range.0.map(codec::index_key), range.1.map(codec::index_key));
         let doomed: Vec<sled::IVec> = if range_is_empty(&range) {
@@ -197,12 +237,23 @@ impl GroupLogStore {
                 .collect::<Result<_, _>>()
                 .map_err(self.sled_error(|| action.to_owned()))?
         };
+        self.remove_keys(&doomed, None, action)
+    }
+
+    /// Removes `doomed` and applies `meta_update` to the meta tree in one sled transaction, so a
+    /// crash keeps both or neither.
+    fn remove_keys(
+        &self,
+        doomed: &[sled::IVec],
+        meta_update: Option<(&'static [u8], Vec<u8>)>,
+        action: &str,
+    ) -> Result<(), LogStoreError> {
         let result: sled::transaction::TransactionResult<(), ()> = (&self.inner.entries, &self.inner.meta)
             .transaction(|(entries, meta)| {
                 if let Some((key, value)) = &meta_update {
                     meta.insert(*key, value.as_slice())?;
                 }
-                for key in &doomed {
+                for key in doomed {
                     entries.remove(key)?;
                 }
                 Ok(())
@@ -411,15 +462,13 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             Some(index) => (Bound::Excluded(index), Bound::Unbounded),
             None => (Bound::Unbounded, Bound::Unbounded),
         };
-        self.remove_entries(range, None, &write.to_string())?;
+        self.remove_entries(range, &write.to_string())?;
         Ok(self.inner.flusher.flush(self.inner.group_id, write).await?)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let write = LogWrite::Purge { upto: log_id.index() };
-        let value = self.encode(&log_id, || format!("last purged log id {log_id}"))?;
-        let range = (Bound::Unbounded, Bound::Included(log_id.index()));
-        self.remove_entries(range, Some((codec::LAST_PURGED_KEY, value)), &write.to_string())?;
+        self.purge_entries(log_id, &write.to_string())?;
         Ok(self.inner.flusher.flush(self.inner.group_id, write).await?)
     }
 }

@@ -1,8 +1,10 @@
-//! Tests of the log store: openraft's storage suite, durability across a reopen, group commit.
+//! Tests of the log store: openraft's storage suite, durability across a reopen, group commit,
+//! purging in steps.
 
 mod durability;
 mod group_commit;
 mod memory_state_machine;
+mod purge;
 mod reads;
 mod suite;
 
