@@ -7,6 +7,7 @@ mod memory_state_machine;
 mod purge;
 mod reads;
 mod suite;
+mod tail;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
