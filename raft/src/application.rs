@@ -48,8 +48,15 @@ pub trait Application: Send + 'static {
     /// Advances over a committed entry that carries no request (blank or membership).
     fn apply_blank(&mut self, position: LogPosition, consensus_meta: &[u8]) -> io::Result<()>;
 
-    /// Makes everything applied so far durable. Called periodically and at shutdown.
+    /// Makes everything applied so far durable. Called at shutdown (and by the default
+    /// [`periodic_flush`](Self::periodic_flush)).
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Called for every group every `app_flush_interval`: flushes when the application judges
+    /// it due. The default flushes every time.
+    fn periodic_flush(&mut self) -> io::Result<()> {
+        self.flush()
+    }
 
     /// Writes a snapshot of the current state and makes it the current snapshot.
     fn build_snapshot(&mut self) -> io::Result<SnapshotInfo>;

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -100,8 +101,8 @@ pub struct CheckpointInfo {
 pub struct GroupStateMachine {
     pub(super) dir: PathBuf,
     pub(super) state: GroupState<DirFiles>,
-    /// Invariant: true iff `live/DIRTY` exists.
-    dirty: bool,
+    /// Invariant: `Some` iff `live/DIRTY` exists; when it was created.
+    dirty: Option<Instant>,
     recovery: Recovery,
     _lock: File,
 }
@@ -175,7 +176,7 @@ impl GroupStateMachine {
         Ok(GroupStateMachine {
             dir: dir.to_path_buf(),
             state,
-            dirty: false,
+            dirty: None,
             recovery,
             _lock: lock,
         })
@@ -201,7 +202,12 @@ impl GroupStateMachine {
 
     /// True while changes since the last flush are not yet durable in the files.
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        self.dirty.is_some()
+    }
+
+    /// How long `live/` has been dirty (changed since the last flush); `None` if it is clean.
+    pub fn dirty_for(&self) -> Option<Duration> {
+        self.dirty.map(|since| since.elapsed())
     }
 
     /// Applies a committed transaction (see `GroupState::apply`).
@@ -246,18 +252,18 @@ impl GroupStateMachine {
     }
 
     pub(super) fn mark_dirty(&mut self) -> Result<(), SmError> {
-        if !self.dirty {
+        if self.dirty.is_none() {
             let live = self.dir.join(LIVE);
             write_file_synced(&live.join(DIRTY), b"")?;
             sync_dir(&live)?;
-            self.dirty = true;
+            self.dirty = Some(Instant::now());
         }
         Ok(())
     }
 
     /// Makes everything applied so far durable in `live/`, and clears the dirty mark.
     pub fn flush(&mut self) -> Result<(), SmError> {
-        if !self.dirty {
+        if self.dirty.is_none() {
             return Ok(());
         }
         let live = self.dir.join(LIVE);
@@ -273,7 +279,7 @@ impl GroupStateMachine {
         let dirty = live.join(DIRTY);
         fs::remove_file(&dirty).map_err(|e| SmError::io(dirty, "removing", e))?;
         sync_dir(&live)?;
-        self.dirty = false;
+        self.dirty = None;
         Ok(())
     }
 
@@ -335,7 +341,7 @@ impl GroupStateMachine {
         sync_dir(&self.dir)?;
         switch_incoming(&self.dir)?;
         self.state = load_live(&self.dir.join(LIVE))?;
-        self.dirty = false;
+        self.dirty = None;
         Ok(unpacked)
     }
 }

@@ -38,7 +38,8 @@ pub struct RaftNodeConfig {
     /// Entries kept in the log behind the latest snapshot. A follower lagging by less catches up
     /// from the log; beyond it, from a snapshot (DESIGN §4). Default 1000.
     pub max_in_snapshot_log_to_keep: u64,
-    /// How often `Application::flush` runs for every group (and once at shutdown). Default 500 ms.
+    /// How often `Application::periodic_flush` runs for every group (`Application::flush` runs
+    /// once at shutdown). Default 500 ms.
     pub app_flush_interval_ms: u64,
     /// Incoming peer connections beyond this are refused. Default 256.
     pub max_peer_connections: usize,

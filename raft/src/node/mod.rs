@@ -392,7 +392,15 @@ async fn flush_app<A: Application>(group: &Group<A>) -> io::Result<()> {
         .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
 }
 
-/// Flushes every group's application every `interval`. A group whose application cannot flush
+async fn periodic_flush_app<A: Application>(group: &Group<A>) -> io::Result<()> {
+    let app = group.app.clone();
+    tokio::task::spawn_blocking(move || lock_app(&app)?.periodic_flush())
+        .await
+        .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
+}
+
+/// Offers every group's application a flush every `interval` (`periodic_flush`: the application
+/// decides whether it is due). A group whose application cannot flush
 /// is stopped: it must not keep acknowledging writes it cannot make durable.
 async fn flush_periodically<A: Application>(
     table: Arc<GroupTable<A>>,
@@ -405,7 +413,7 @@ async fn flush_periodically<A: Application>(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         for (group_id, group) in table.groups.iter().enumerate() {
-            if let Err(e) = flush_app(group).await {
+            if let Err(e) = periodic_flush_app(group).await {
                 tracing::error!(group_id, error = %e, "application flush failed; stopping the group");
                 let _ = group.raft.shutdown().await;
             }
