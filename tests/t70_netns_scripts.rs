@@ -204,6 +204,14 @@ impl NetnsCluster {
         String::from_utf8_lossy(&log[log.len().saturating_sub(4000)..]).into_owned()
     }
 
+    /// The end of every node's log, for failure messages.
+    fn logs(&self) -> String {
+        (1..=NODES)
+            .map(|n| format!("--- node {n} log (end):\n{}", self.log(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn status(&self, node: u64) -> Option<Value> {
         match request_as(&api(node), "GET", "/admin/status", None, Some(&self.admin_token)) {
             Ok((200, v)) => Some(v),
@@ -249,8 +257,8 @@ impl NetnsCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: nodes did not converge within {limit:?}; (leader, applied) per group per node: {views:?}\nnode 1 log:\n{}",
-                self.log(1)
+                "{what}: nodes did not converge within {limit:?}; (leader, applied) per group per node: {views:?}\n{}",
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -398,7 +406,7 @@ fn scripts_drive_a_real_cluster() {
     let (s, v) = cluster
         .post(2, "/v1/users/u/mailboxes", &json!({"name": "INBOX"}))
         .unwrap();
-    assert_eq!(s, 201, "{v}\n{}", cluster.log(2));
+    assert_eq!(s, 201, "{v}\n{}", cluster.logs());
 
     // Isolate node 1: it reaches neither peer (API nor peer port), the others still reach each
     // other, the root namespace still reaches node 1, and the majority accepts a write in every
@@ -593,8 +601,8 @@ fn append_within(
             (took, Ok((200, _))) => return took,
             (_, answer) => assert!(
                 Instant::now() < deadline,
-                "{what}: append {seq} to {user} through node {node} not acknowledged within {limit:?}: {answer:?}\nnode {node} log:\n{}",
-                cluster.log(node)
+                "{what}: append {seq} to {user} through node {node} not acknowledged within {limit:?}: {answer:?}\n{}",
+                cluster.logs()
             ),
         }
         std::thread::sleep(Duration::from_millis(100));
