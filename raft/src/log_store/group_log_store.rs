@@ -395,7 +395,7 @@ impl GroupLogStore {
     /// Removes entries with index in `range` in one sled transaction.
     fn remove_entries(&self, range: (Bound<u64>, Bound<u64>), action: &str) -> Result<(), LogStoreError> {
         let mut tail = self.write_lock();
-        let result = self.remove_range(range, action);
+        let result = self.remove_from_sled(range, action);
         match &result {
             Ok(()) => tail.remove_range(&range),
             Err(_) => tail.clear(),
@@ -404,7 +404,7 @@ impl GroupLogStore {
     }
 
     /// The removal of [`remove_entries`](Self::remove_entries); the caller holds the write lock.
-    fn remove_range(&self, range: (Bound<u64>, Bound<u64>), action: &str) -> Result<(), LogStoreError> {
+    fn remove_from_sled(&self, range: (Bound<u64>, Bound<u64>), action: &str) -> Result<(), LogStoreError> {
         let keys = (range.0.map(codec::index_key), range.1.map(codec::index_key));
         let doomed: Vec<sled::IVec> = if range_is_empty(&range) {
             Vec::new()

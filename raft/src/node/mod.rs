@@ -386,15 +386,13 @@ impl<A: Application> RaftNode<A> {
 }
 
 async fn flush_app<A: Application>(group: &Group<A>) -> io::Result<()> {
-    let app = group.app.clone();
-    tokio::task::spawn_blocking(move || lock_app(&app)?.flush())
-        .await
-        .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
+    on_app(group, A::flush).await
 }
 
-async fn periodic_flush_app<A: Application>(group: &Group<A>) -> io::Result<()> {
+/// Runs `flush` (`Application::flush` or `periodic_flush`) on the blocking pool under the app lock.
+async fn on_app<A: Application>(group: &Group<A>, flush: fn(&mut A) -> io::Result<()>) -> io::Result<()> {
     let app = group.app.clone();
-    tokio::task::spawn_blocking(move || lock_app(&app)?.periodic_flush())
+    tokio::task::spawn_blocking(move || flush(&mut *lock_app(&app)?))
         .await
         .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
 }
@@ -413,7 +411,7 @@ async fn flush_periodically<A: Application>(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         for (group_id, group) in table.groups.iter().enumerate() {
-            if let Err(e) = periodic_flush_app(group).await {
+            if let Err(e) = on_app(group, A::periodic_flush).await {
                 tracing::error!(group_id, error = %e, "application flush failed; stopping the group");
                 let _ = group.raft.shutdown().await;
             }
