@@ -4,7 +4,7 @@
 #   scripts/bench-vs-etcd.sh [--duration 15] [--connections "1 16 64 256"] [--json FILE]
 #                            [--target all|one] [--threads 2] [--warmup 3] [--bin PATH]
 #                            [--groups 16] [--users 64] [--etcd-port 23790] [--dovetail-port 7300]
-#                            [--skip-etcd] [--skip-dovetail] [--keep]
+#                            [--server-threads N] [--skip-etcd] [--skip-dovetail] [--keep]
 #
 # What it does, one system at a time (never both running at once):
 #  1. Installs Debian's etcd-server, etcd-client and wrk with apt-get when missing (needs root).
@@ -30,6 +30,10 @@
 #     etcd put to the leader, and Dovetail forwards each append to its group's leader (about
 #     two thirds of them with 3 nodes), the same as with --target all, but one node also does
 #     all the HTTP work.
+#  With --server-threads N every server process runs N threads of its own: etcd with
+#     GOMAXPROCS=N, Dovetail with --worker-threads N (its tokio runtime; its log flusher and
+#     sled's IO threads are extra, as etcd's blocked-in-syscall threads are). Default: neither is
+#     set, each uses one per CPU.
 #  5. Per system and N it also measures the CPU used by the 3 server processes and by wrk
 #     (cores busy on average: CPU seconds / wall seconds, from /proc and `times`) and the log
 #     fsyncs of all nodes (count per second and mean duration, from each system's /metrics).
@@ -69,6 +73,7 @@ DVT_PORT=7300
 RUN_ETCD=1
 RUN_DOVETAIL=1
 KEEP=0
+SERVER_THREADS=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -86,15 +91,17 @@ while [ $# -gt 0 ]; do
     --skip-etcd) RUN_ETCD=0; shift ;;
     --skip-dovetail) RUN_DOVETAIL=0; shift ;;
     --keep) KEEP=1; shift ;;
+    --server-threads) SERVER_THREADS="${2:?}"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
 done
 case "$TARGET" in all|one) ;; *) usage ;; esac
-for n in $DURATION $THREADS $WARMUP $GROUPS_N $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS; do
+for n in $DURATION $THREADS $WARMUP $GROUPS_N $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS $SERVER_THREADS; do
   [[ "$n" =~ ^[0-9]+$ ]] || usage
 done
 if [ "$THREADS" -lt 1 ] || [ "$DURATION" -lt 1 ] || [ "$USERS" -lt 1 ]; then usage; fi
+if [ -n "$SERVER_THREADS" ] && [ "$SERVER_THREADS" -lt 1 ]; then usage; fi
 
 # --- processes and clean-up ---------------------------------------------------------------------
 
@@ -347,7 +354,7 @@ run_etcd() {
   done
   for i in 1 2 3; do
     local client="http://127.0.0.1:$((ETCD_PORT + i))" peer="http://127.0.0.1:$((ETCD_PORT + 10 + i))"
-    etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+    ${SERVER_THREADS:+env GOMAXPROCS=$SERVER_THREADS} etcd --name "e$i" --data-dir "$WORK/etcd$i" \
       --listen-client-urls "$client" --advertise-client-urls "$client" \
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
       --initial-cluster "$cluster" --initial-cluster-state new \
@@ -398,6 +405,7 @@ run_dovetail() {
     [ "$i" = 1 ] && bootstrap=(--bootstrap)
     "$BIN" serve --node-id "$i" --data-dir "$dir" --groups "$GROUPS_N" \
       --api-listen "127.0.0.1:$((DVT_PORT + i))" --peer-listen "127.0.0.1:$((DVT_PORT + 100 + i))" \
+      ${SERVER_THREADS:+--worker-threads "$SERVER_THREADS"} \
       "${peers[@]}" "${bootstrap[@]}" >/dev/null 2>"$dir/node.log" &
     PIDS+=($!)
   done
@@ -466,7 +474,7 @@ print(max(led.values()) - min(led.values()), "/".join(str(led[n]) for n in (1, 2
 ETCD_VERSION=""
 USER_PREFIX=""
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -d ${DURATION}s --latency, connections: $CONNECTIONS, target: $TARGET; load average $LOADAVG; work dir $WORK" >&2
+echo "wrk -d ${DURATION}s --latency, connections: $CONNECTIONS, target: $TARGET; server threads: ${SERVER_THREADS:-one per CPU}; load average $LOADAVG; work dir $WORK" >&2
 [ "$RUN_ETCD" = 0 ] || run_etcd
 [ "$RUN_DOVETAIL" = 0 ] || run_dovetail
 

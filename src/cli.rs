@@ -80,7 +80,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(config) => {
             let config = *config;
             config.validate().map_err(anyhow::Error::msg)?;
-            let runtime = tokio::runtime::Runtime::new()?;
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = config.worker_threads {
+                runtime.worker_threads(usize::try_from(threads)?);
+            }
+            let runtime = runtime.enable_all().build()?;
             runtime.block_on(async {
                 let peer = tokio::net::TcpListener::bind(config.peer_listen).await?;
                 let api = tokio::net::TcpListener::bind(config.api_listen).await?;

@@ -32,6 +32,8 @@ pub const LOG_FSYNC_SECONDS: &str = "dovetail_log_fsync_seconds";
 pub const LOG_FSYNC_BATCH_REQUESTS: &str = "dovetail_log_fsync_batch_requests";
 /// Histogram: requests a leader proposed together as one log entry.
 pub const PROPOSAL_BATCH_REQUESTS: &str = "dovetail_proposal_batch_requests";
+/// Histogram: seconds from a leader proposing a coalesced entry until it is applied there.
+pub const PROPOSAL_ROUND_SECONDS: &str = "dovetail_proposal_round_seconds";
 /// Counter, label `group`: snapshots this node sent completely and the receiver answered.
 pub const SNAPSHOTS_SENT_TOTAL: &str = "dovetail_snapshots_sent_total";
 /// Counter, label `group`: bytes of those snapshots.
@@ -65,6 +67,11 @@ pub fn describe() {
         PROPOSAL_BATCH_REQUESTS,
         Unit::Count,
         "Requests a leader coalesced into one log entry (1 when the group is quiet)"
+    );
+    describe_histogram!(
+        PROPOSAL_ROUND_SECONDS,
+        Unit::Seconds,
+        "Time from a leader proposing a coalesced entry until it was applied there (or failed)"
     );
     describe_counter!(
         SNAPSHOTS_SENT_TOTAL,

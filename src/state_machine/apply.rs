@@ -355,5 +355,32 @@ fn expunge<S: crate::index::Storage>(
 
 /// Lower-case hex of a GUID (file names, messages).
 pub fn hex(guid: &Guid) -> String {
-    guid.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * guid.len());
+    for b in guid {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hex;
+
+    #[test]
+    fn hex_is_lower_case_two_digits_per_byte_in_order() {
+        let mut guid = [0u8; 16];
+        for (i, b) in guid.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37) ^ 0xa5;
+        }
+        let expected: String = guid.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&guid), expected);
+        assert_eq!(hex(&[0; 16]), "0".repeat(32));
+        assert_eq!(hex(&[0xff; 16]), "f".repeat(32));
+        assert_eq!(
+            hex(&[0x0f, 0xf0, 0x01, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])[..8],
+            *"0ff00110"
+        );
+    }
 }

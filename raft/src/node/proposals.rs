@@ -100,7 +100,9 @@ impl Proposals {
         while let Some(batch) = self.take() {
             let (requests, waiters): (Vec<Request>, Vec<Waiter>) = batch.into_iter().unzip();
             metrics::histogram!(crate::metrics::PROPOSAL_BATCH_REQUESTS).record(requests.len() as f64);
+            let started = std::time::Instant::now();
             let result = raft.client_write(Batch(requests)).await;
+            metrics::histogram!(crate::metrics::PROPOSAL_ROUND_SECONDS).record(started.elapsed());
             match result {
                 // One response per request: the state machine stops the group otherwise.
                 Ok(written) => {

@@ -102,7 +102,10 @@ impl<A: Application> RaftNode<A> {
             }
             let remaining = deadline - now;
             let (leader, leader_node) = {
-                let metrics = group.raft.metrics().borrow_watched().clone();
+                // Read in place: cloning openraft's metrics (maps of replication and heartbeat
+                // progress) per request costs allocations for two fields.
+                let metrics = group.raft.metrics();
+                let metrics = metrics.borrow_watched();
                 if let Err(fatal) = &metrics.running_state {
                     return Err(ProposeError::Fatal {
                         group_id,
