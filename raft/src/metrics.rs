@@ -32,6 +32,9 @@ pub const LOG_FSYNC_SECONDS: &str = "dovetail_log_fsync_seconds";
 pub const LOG_FSYNC_BATCH_REQUESTS: &str = "dovetail_log_fsync_batch_requests";
 /// Histogram: requests a leader proposed together as one log entry.
 pub const PROPOSAL_BATCH_REQUESTS: &str = "dovetail_proposal_batch_requests";
+/// Counter, label `entries` = `some`|`none`: AppendEntries RPCs this node sent as a leader;
+/// `none` are heartbeats and commit-index updates.
+pub const APPEND_ENTRIES_SENT_TOTAL: &str = "dovetail_append_entries_sent_total";
 /// Histogram: seconds from a leader proposing a coalesced entry until it is applied there.
 pub const PROPOSAL_ROUND_SECONDS: &str = "dovetail_proposal_round_seconds";
 /// Counter, label `group`: snapshots this node sent completely and the receiver answered.
@@ -72,6 +75,10 @@ pub fn describe() {
         PROPOSAL_ROUND_SECONDS,
         Unit::Seconds,
         "Time from a leader proposing a coalesced entry until it was applied there (or failed)"
+    );
+    describe_counter!(
+        APPEND_ENTRIES_SENT_TOTAL,
+        "AppendEntries RPCs sent as a leader, by whether they carried entries (none: heartbeats and commit updates)"
     );
     describe_counter!(
         SNAPSHOTS_SENT_TOTAL,

@@ -233,6 +233,8 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let entries = if rpc.entries.is_empty() { "none" } else { "some" };
+        metrics::counter!(crate::metrics::APPEND_ENTRIES_SENT_TOTAL, "entries" => entries).increment(1);
         let body = RequestBody::AppendEntries(rpc);
         match self
             .call(target, group_id, body, self.raft_timeout(&option))
