@@ -34,6 +34,8 @@
 #     GOMAXPROCS=N, Dovetail with --worker-threads N (its tokio runtime; its log flusher and
 #     sled's IO threads are extra, as etcd's blocked-in-syscall threads are). Default: neither is
 #     set, each uses one per CPU.
+#  Between the systems etcd's data directories are removed, `sync` runs and the script waits 5 s,
+#     so Dovetail does not start while etcd's files are still being written back or freed.
 #  5. Per system and N it also measures the CPU used by the 3 server processes and by wrk
 #     (cores busy on average: CPU seconds / wall seconds, from /proc and `times`) and the log
 #     fsyncs of all nodes (count per second and mean duration, from each system's /metrics).
@@ -74,6 +76,7 @@ RUN_ETCD=1
 RUN_DOVETAIL=1
 KEEP=0
 SERVER_THREADS=""
+SETTLE=5         # seconds of quiet after etcd's clean-up, before Dovetail starts
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -383,6 +386,11 @@ run_etcd() {
   for conns in $CONNECTIONS; do run_level etcd "$conns" etcd-put.lua "${urls[@]}"; sleep 1; done
   stop_pids "${PIDS[@]}"
   PIDS=()
+  # The next system starts on a quiet disk: etcd's data (its WAL segments are preallocated 64 MB
+  # files) is removed and written back before it, not during its first runs.
+  rm -rf "$WORK"/etcd1 "$WORK"/etcd2 "$WORK"/etcd3
+  sync
+  sleep "$SETTLE"
 }
 
 # --- dovetail -----------------------------------------------------------------------------------
