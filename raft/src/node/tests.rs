@@ -343,6 +343,46 @@ async fn t10_elects_forwards_and_reads_linearizably() {
     cluster.shutdown().await;
 }
 
+fn slow_heartbeats(config: &mut RaftNodeConfig) {
+    config.heartbeat_interval_ms = 3_000;
+    config.election_timeout_ms_min = 10_000;
+    config.election_timeout_ms_max = 20_000;
+}
+
+/// Followers learn a quiet group's commit index promptly, not only from the next entries or
+/// heartbeat: the vendored openraft holds an entry-less commit update back at most a few
+/// milliseconds (`COMMIT_ONLY_DELAY`, raft/vendor/README.md) waiting for entries to carry it.
+/// With heartbeats 3 s apart, each of five lone writes must be applied on both followers within
+/// 300 ms of the leader's answer (a heartbeat would land that soon with odds of 1 in 10 each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_followers_learn_a_quiet_groups_commit_without_waiting_for_a_heartbeat() {
+    let cluster = TestCluster::start(slow_heartbeats).await;
+    let leaders = cluster.wait_for_leaders().await;
+    let leader = leaders[&0];
+    for i in 0..5u8 {
+        let written = cluster
+            .node(leader)
+            .propose(0, vec![i], deadline(10))
+            .await
+            .unwrap();
+        let answered = Instant::now();
+        for follower in (1..=3).filter(|id| *id != leader) {
+            let applied = cluster
+                .node(follower)
+                .wait_applied(0, written.position.index, answered + Duration::from_millis(300))
+                .await;
+            assert!(
+                applied.is_ok(),
+                "write {i}: node {follower} had not applied index {} 300 ms after the answer: {applied:?}",
+                written.position.index
+            );
+        }
+        // Quiet: longer than the commit update is held back, far shorter than a heartbeat.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.shutdown().await;
+}
+
 /// A peer that does not know the cluster secret is refused before any request is served,
 /// while one that does is answered.
 /// Concurrent proposals to one group, through every node, are coalesced by the leader into
