@@ -349,7 +349,11 @@ impl Config {
         let file = config.open_file()?;
 
         // seal config in a Config
-        let config = RunningConfig { inner: config, file: Arc::new(file) };
+        let config = RunningConfig {
+            inner: config,
+            file: Arc::new(file),
+            initialized: Arc::default(),
+        };
 
         Db::start_inner(config)
     }
@@ -439,7 +443,7 @@ impl Config {
         });
 
         // seal config in a Config
-        RunningConfig { inner: self, file: Arc::new(file) }
+        RunningConfig { inner: self, file: Arc::new(file), initialized: Arc::default() }
     }
 
     fn gen_temp_path() -> PathBuf {
@@ -785,6 +789,10 @@ impl Config {
 pub struct RunningConfig {
     inner: Config,
     pub(crate) file: Arc<File>,
+    /// How far the log file is known to be written (data or zeros); see
+    /// [`RunningConfig::initialize_through`]. `None` until the first buffer write reads the
+    /// file's length. (Dovetail's change, see `raft/vendor/README.md`.)
+    pub(crate) initialized: Arc<Mutex<Option<u64>>>,
 }
 
 #[allow(unsafe_code)]
@@ -818,6 +826,51 @@ impl Drop for Inner {
 }
 
 impl RunningConfig {
+    /// Makes sure the log file is written (with data or zeros) up to `end`, writing zeros from
+    /// the known end up to the end of `end`'s segment when it is not.
+    ///
+    /// (Dovetail's change, see `raft/vendor/README.md`.) A buffer written past the end of the
+    /// file grows it, and each `fdatasync` after such a write must also write the inode (the
+    /// new size, the new blocks): a second device write and wait per durability barrier. With
+    /// the segment's tail already written, buffer writes overwrite initialized blocks and a
+    /// barrier is the data plus a cache flush. Zeros read like the end of the file to
+    /// recovery (`read_message` pads a short read with zeros, and `MessageKind::Corrupted` is
+    /// 0), the same as sled's own zeroing of freed segments.
+    ///
+    /// Never writes zeros over data: data is written only below the initialized end (every
+    /// buffer write calls this first), zeros only above it, under one lock; a truncation lowers
+    /// the end through [`RunningConfig::truncated_to`] before sled reuses the space.
+    pub(crate) fn initialize_through(&self, end: u64) -> std::io::Result<()> {
+        let mut initialized = self.initialized.lock();
+        let known = match *initialized {
+            Some(known) => known,
+            None => self.file.metadata()?.len(),
+        };
+        if known >= end {
+            *initialized = Some(known);
+            return Ok(());
+        }
+        let segment = self.segment_size as u64;
+        let target = end.div_ceil(segment) * segment;
+        let zeros = vec![0_u8; usize::try_from((target - known).min(1 << 16)).unwrap()];
+        let mut at = known;
+        while at < target {
+            let len = usize::try_from((target - at).min(zeros.len() as u64)).unwrap();
+            crate::pagecache::pwrite_all(&self.file, &zeros[..len], at)?;
+            at += len as u64;
+        }
+        *initialized = Some(target);
+        Ok(())
+    }
+
+    /// Records that the file was truncated to `len` (see [`RunningConfig::initialize_through`]).
+    pub(crate) fn truncated_to(&self, len: u64) {
+        let mut initialized = self.initialized.lock();
+        if let Some(known) = *initialized {
+            *initialized = Some(known.min(len));
+        }
+    }
+
     // returns the snapshot file paths for this system
     #[doc(hidden)]
     pub fn get_snapshot_files(&self) -> io::Result<Vec<PathBuf>> {

@@ -727,6 +727,9 @@ impl IoBufs {
         #[cfg(not(feature = "io_uring"))]
         {
             let f = &self.config.file;
+            if !self.config.temporary {
+                self.config.initialize_through(log_offset + total_len as u64)?;
+            }
             pwrite_all(f, data, log_offset)?;
             if !self.config.temporary {
                 #[cfg(target_os = "linux")]

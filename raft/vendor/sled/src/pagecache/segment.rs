@@ -1102,6 +1102,7 @@ impl SegmentAccountant {
                 .set_len(at)
                 .and_then(|_| config.file.sync_all())
                 .map_err(|e| e.into());
+            config.truncated_to(at);
             completer.fill(res);
         })?;
 
