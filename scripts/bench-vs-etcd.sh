@@ -4,7 +4,8 @@
 #   scripts/bench-vs-etcd.sh [--duration 15] [--connections "1 16 64 256"] [--json FILE]
 #                            [--target all|one] [--threads 2] [--warmup 3] [--bin PATH]
 #                            [--groups 16] [--users 64] [--etcd-port 23790] [--dovetail-port 7300]
-#                            [--server-threads N] [--skip-etcd] [--skip-dovetail] [--keep]
+#                            [--server-threads N] [--repeat 1] [--skip-etcd] [--skip-dovetail]
+#                            [--keep]
 #
 # What it does, one system at a time (never both running at once):
 #  1. Installs Debian's etcd-server, etcd-client and wrk with apt-get when missing (needs root).
@@ -36,6 +37,12 @@
 #     set, each uses one per CPU.
 #  Between the systems etcd's data directories are removed, `sync` runs and the script waits 5 s,
 #     so Dovetail does not start while etcd's files are still being written back or freed.
+#  With --repeat N the whole sequence (etcd, then Dovetail, each on fresh data) runs N times,
+#     with the same clean-up and pause between runs; each run prints its own tables, and a last
+#     table gives per connection count the median over the runs of each system's figures and of
+#     the runs' ratios (each ratio from one run's pair of measurements, minutes apart), with the
+#     ratios' range. On a shared machine whose speed drifts by tens of percent within minutes,
+#     the median of paired ratios is the figure to quote.
 #  5. Per system and N it also measures the CPU used by the 3 server processes and by wrk
 #     (cores busy on average: CPU seconds / wall seconds, from /proc and `times`) and the log
 #     fsyncs of all nodes (count per second and mean duration, from each system's /metrics).
@@ -50,7 +57,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -77,6 +84,7 @@ RUN_DOVETAIL=1
 KEEP=0
 SERVER_THREADS=""
 SETTLE=5         # seconds of quiet after etcd's clean-up, before Dovetail starts
+REPEAT=1
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -95,15 +103,16 @@ while [ $# -gt 0 ]; do
     --skip-dovetail) RUN_DOVETAIL=0; shift ;;
     --keep) KEEP=1; shift ;;
     --server-threads) SERVER_THREADS="${2:?}"; shift 2 ;;
+    --repeat) REPEAT="${2:?}"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
 done
 case "$TARGET" in all|one) ;; *) usage ;; esac
-for n in $DURATION $THREADS $WARMUP $GROUPS_N $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS $SERVER_THREADS; do
+for n in $DURATION $THREADS $WARMUP $GROUPS_N $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS $SERVER_THREADS $REPEAT; do
   [[ "$n" =~ ^[0-9]+$ ]] || usage
 done
-if [ "$THREADS" -lt 1 ] || [ "$DURATION" -lt 1 ] || [ "$USERS" -lt 1 ]; then usage; fi
+if [ "$THREADS" -lt 1 ] || [ "$DURATION" -lt 1 ] || [ "$USERS" -lt 1 ] || [ "$REPEAT" -lt 1 ]; then usage; fi
 if [ -n "$SERVER_THREADS" ] && [ "$SERVER_THREADS" -lt 1 ]; then usage; fi
 
 # --- processes and clean-up ---------------------------------------------------------------------
@@ -201,6 +210,8 @@ done
 WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/dvt-bench.XXXXXX")"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
+ALL_RESULTS="$WORK/results-all.tsv"   # every run's lines, prefixed with the run's number
+: >"$ALL_RESULTS"
 CLK_TCK="$(getconf CLK_TCK)"
 # 4 hex digits per run of the script; with the connection count (4 more) it starts every GUID
 # and etcd key, so no two runs or levels write the same one.
@@ -483,13 +494,13 @@ ETCD_VERSION=""
 USER_PREFIX=""
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrk -d ${DURATION}s --latency, connections: $CONNECTIONS, target: $TARGET; server threads: ${SERVER_THREADS:-one per CPU}; load average $LOADAVG; work dir $WORK" >&2
-[ "$RUN_ETCD" = 0 ] || run_etcd
-[ "$RUN_DOVETAIL" = 0 ] || run_dovetail
 
 # --- report -------------------------------------------------------------------------------------
 
-# The table, the resources table, the list of runs with errors, and the JSON, from $RESULTS.
-awk -F'\t' -v json="$JSON_OUT" -v duration="$DURATION" -v target="$TARGET" \
+# The table, the resources table, the list of runs with errors, and the JSON (to $2 unless
+# empty), from the results file $1.
+report() {
+awk -F'\t' -v json="$2" -v duration="$DURATION" -v target="$TARGET" \
     -v etcd_version="$ETCD_VERSION" -v conns_list="$CONNECTIONS" -v cores="$(nproc)" \
     -v loadavg="$LOADAVG" '
   function ms(us) { return sprintf("%.2fms", us / 1000) }
@@ -557,5 +568,97 @@ awk -F'\t' -v json="$JSON_OUT" -v duration="$DURATION" -v target="$TARGET" \
       }
       print " ]}" > json
     }
-  }' "$RESULTS"
+  }' "$1"
+}
+
+# With --repeat: per system and connection count the median of each figure over the runs, and
+# the median and range of the runs' own ratios; the JSON (to $JSON_OUT) holds the same.
+report_medians() {
+  awk -F'\t' -v json="$JSON_OUT" -v duration="$DURATION" -v target="$TARGET" -v runs="$REPEAT" \
+      -v etcd_version="$ETCD_VERSION" -v conns_list="$CONNECTIONS" -v cores="$(nproc)" '
+  function median(list,   a, n, i, j, t) {
+    n = split(list, a, " ")
+    if (n == 0) return ""
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  function lo(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
+  function hi(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
+  function add(key, v) { vals[key] = (key in vals) ? vals[key] " " v : v }
+  function cell(s, c) {
+    if (!((s, c, "rps") in vals)) return sprintf("%10s %9s %9s", "-", "-", "-")
+    return sprintf("%10.0f %9s %9s", median(vals[s, c, "rps"]), sprintf("%.2fms", median(vals[s, c, "p50"]) / 1000), sprintf("%.2fms", median(vals[s, c, "p99"]) / 1000))
+  }
+  function rcell(c, f) {
+    if (!((c, f) in ratios)) return sprintf("%17s", "-")
+    return sprintf("%4.2f (%4.2f-%4.2f)", median(ratios[c, f]), lo(ratios[c, f]), hi(ratios[c, f]))
+  }
+  function jmed(s, c) {
+    if (!((s, c, "rps") in vals)) return "null"
+    return sprintf("{\"requests_per_second\": %.1f, \"p50_us\": %d, \"p99_us\": %d, \"runs\": %d}", median(vals[s, c, "rps"]), median(vals[s, c, "p50"]), median(vals[s, c, "p99"]), split(vals[s, c, "rps"], tmp, " "))
+  }
+  function jratio(c, f) {
+    if (!((c, f) in ratios)) return "null"
+    return sprintf("{\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}", median(ratios[c, f]), lo(ratios[c, f]), hi(ratios[c, f]))
+  }
+  {
+    # run system conns procs rps requests p50 p99 non2xx sockerr ...
+    r = $1; s = $2; c = $3
+    add(s SUBSEP c SUBSEP "rps", $5); add(s SUBSEP c SUBSEP "p50", $7); add(s SUBSEP c SUBSEP "p99", $8)
+    got[r, s, c] = 1; rps[r, s, c] = $5; p50[r, s, c] = $7; p99[r, s, c] = $8
+    if ($9 + $10 > 0) unclean = 1
+    if (r > last) last = r
+  }
+  END {
+    n = split(conns_list, conns, " ")
+    for (r = 1; r <= last; r++) for (i = 1; i <= n; i++) {
+      c = conns[i]
+      if (!(((r, "etcd", c) in got) && ((r, "dovetail", c) in got))) continue
+      if (rps[r, "etcd", c] > 0) { k = c SUBSEP "rps"; ratios[k] = (k in ratios) ? ratios[k] " " rps[r, "dovetail", c] / rps[r, "etcd", c] : rps[r, "dovetail", c] / rps[r, "etcd", c] }
+      if (p50[r, "etcd", c] > 0) { k = c SUBSEP "p50"; ratios[k] = (k in ratios) ? ratios[k] " " p50[r, "dovetail", c] / p50[r, "etcd", c] : p50[r, "dovetail", c] / p50[r, "etcd", c] }
+      if (p99[r, "etcd", c] > 0) { k = c SUBSEP "p99"; ratios[k] = (k in ratios) ? ratios[k] " " p99[r, "dovetail", c] / p99[r, "etcd", c] : p99[r, "dovetail", c] / p99[r, "etcd", c] }
+    }
+    printf "\nmedian over %d runs (ratios: the median of the runs'"'"' own ratios, their range in brackets)\n", runs
+    printf "%11s | %-31s | %-31s | %s\n", "", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"
+    printf "%11s | %10s %9s %9s | %10s %9s %9s | %17s %17s %17s\n", "connections", "req/s", "p50", "p99", "req/s", "p50", "p99", "throughput", "p50", "p99"
+    for (i = 1; i <= n; i++) {
+      c = conns[i]
+      printf "%11d | %s | %s | %s %s %s\n", c, cell("etcd", c), cell("dovetail", c), rcell(c, "rps"), rcell(c, "p50"), rcell(c, "p99")
+    }
+    print unclean ? "\nsome runs had errors (see their tables)" : "\nno errors in any run: every answer was 2xx, no socket errors"
+    if (json != "") {
+      printf "{\"duration_s\": %d, \"target\": \"%s\", \"cores\": %d, \"runs\": %d, \"etcd_version\": \"%s\", \"clean\": %s,\n \"median_rows\": [\n", duration, target, cores, runs, etcd_version, unclean ? "false" : "true" > json
+      for (i = 1; i <= n; i++) {
+        c = conns[i]
+        printf "  {\"connections\": %d,\n   \"etcd\": %s,\n   \"dovetail\": %s,\n   \"ratio\": {\"throughput\": %s, \"p50\": %s, \"p99\": %s}}%s\n", c, jmed("etcd", c), jmed("dovetail", c),
+          jratio(c, "rps"), jratio(c, "p50"), jratio(c, "p99"), (i < n ? "," : "") > json
+      }
+      print " ]}" > json
+    }
+  }' "$ALL_RESULTS"
+}
+for ((RUN = 1; RUN <= REPEAT; RUN++)); do
+  if [ "$RUN" -gt 1 ]; then
+    # A fresh start for the next run: new keys and GUIDs, Dovetail's data gone and written back.
+    NONCE_BASE="$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+    rm -rf "$WORK/dovetail"
+    sync
+    sleep "$SETTLE"
+  fi
+  [ "$REPEAT" = 1 ] || echo "== run $RUN of $REPEAT ($(date -u +%H:%M:%S) UTC)" >&2
+  : >"$RESULTS"
+  [ "$RUN_ETCD" = 0 ] || run_etcd
+  [ "$RUN_DOVETAIL" = 0 ] || run_dovetail
+  awk -v r="$RUN" '{ print r "\t" $0 }' "$RESULTS" >>"$ALL_RESULTS"
+  if [ "$REPEAT" -gt 1 ]; then
+    echo "run $RUN of $REPEAT:"
+    report "$RESULTS" ""
+    echo
+  fi
+done
+if [ "$REPEAT" = 1 ]; then
+  report "$RESULTS" "$JSON_OUT"
+else
+  report_medians
+fi
 FAILED=0
