@@ -584,7 +584,7 @@ report_medians() {
   }
   function lo(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
   function hi(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
-  function add(key, v) { vals[key] = (key in vals) ? vals[key] " " v : v }
+  function push(list, key, v) { list[key] = (key in list) ? list[key] " " v : v }
   function cell(s, c) {
     if (!((s, c, "rps") in vals)) return sprintf("%10s %9s %9s", "-", "-", "-")
     return sprintf("%10.0f %9s %9s", median(vals[s, c, "rps"]), sprintf("%.2fms", median(vals[s, c, "p50"]) / 1000), sprintf("%.2fms", median(vals[s, c, "p99"]) / 1000))
@@ -604,7 +604,7 @@ report_medians() {
   {
     # run system conns procs rps requests p50 p99 non2xx sockerr ...
     r = $1; s = $2; c = $3
-    add(s SUBSEP c SUBSEP "rps", $5); add(s SUBSEP c SUBSEP "p50", $7); add(s SUBSEP c SUBSEP "p99", $8)
+    push(vals, s SUBSEP c SUBSEP "rps", $5); push(vals, s SUBSEP c SUBSEP "p50", $7); push(vals, s SUBSEP c SUBSEP "p99", $8)
     got[r, s, c] = 1; rps[r, s, c] = $5; p50[r, s, c] = $7; p99[r, s, c] = $8
     if ($9 + $10 > 0) unclean = 1
     if (r > last) last = r
@@ -614,9 +614,9 @@ report_medians() {
     for (r = 1; r <= last; r++) for (i = 1; i <= n; i++) {
       c = conns[i]
       if (!(((r, "etcd", c) in got) && ((r, "dovetail", c) in got))) continue
-      if (rps[r, "etcd", c] > 0) { k = c SUBSEP "rps"; ratios[k] = (k in ratios) ? ratios[k] " " rps[r, "dovetail", c] / rps[r, "etcd", c] : rps[r, "dovetail", c] / rps[r, "etcd", c] }
-      if (p50[r, "etcd", c] > 0) { k = c SUBSEP "p50"; ratios[k] = (k in ratios) ? ratios[k] " " p50[r, "dovetail", c] / p50[r, "etcd", c] : p50[r, "dovetail", c] / p50[r, "etcd", c] }
-      if (p99[r, "etcd", c] > 0) { k = c SUBSEP "p99"; ratios[k] = (k in ratios) ? ratios[k] " " p99[r, "dovetail", c] / p99[r, "etcd", c] : p99[r, "dovetail", c] / p99[r, "etcd", c] }
+      if (rps[r, "etcd", c] > 0) push(ratios, c SUBSEP "rps", rps[r, "dovetail", c] / rps[r, "etcd", c])
+      if (p50[r, "etcd", c] > 0) push(ratios, c SUBSEP "p50", p50[r, "dovetail", c] / p50[r, "etcd", c])
+      if (p99[r, "etcd", c] > 0) push(ratios, c SUBSEP "p99", p99[r, "dovetail", c] / p99[r, "etcd", c])
     }
     printf "\nmedian over %d runs (ratios: the median of the runs'"'"' own ratios, their range in brackets)\n", runs
     printf "%11s | %-31s | %-31s | %s\n", "", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"

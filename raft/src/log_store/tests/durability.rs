@@ -91,21 +91,27 @@ async fn acknowledged_state_survives_close_and_reopen() {
     assert_acknowledged_state(&db).await;
 }
 
+/// Runs the ignored test `name` of this module in a child process, with `dir` in the
+/// environment variable `env`, and returns what it printed and how it ended.
+fn run_child(name: &str, env: &str, dir: &std::path::Path) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            &format!("log_store::tests::durability::{name}"),
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(env, dir)
+        .output()
+        .expect("run child test process")
+}
+
 /// Parent side: runs [`crash_child`] in a child process, which aborts right after its last
 /// acknowledged write; then reopens the directory and checks the acknowledged state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_state_survives_abort() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "log_store::tests::durability::crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CRASH_DIR_ENV, dir.path())
-        .output()
-        .expect("run child test process");
+    let output = run_child("crash_child", CRASH_DIR_ENV, dir.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         !output.status.success(),
@@ -195,16 +201,7 @@ fn kib_entry(index: u64) -> Entry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_file_tail_is_initialized_and_recovers_after_abort() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "log_store::tests::durability::segments_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(SEGMENTS_CHILD_DIR_ENV, dir.path())
-        .output()
-        .expect("run child test process");
+    let output = run_child("segments_child", SEGMENTS_CHILD_DIR_ENV, dir.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("acknowledged, aborting") && !output.status.success(),
