@@ -45,7 +45,10 @@
 #     the median of paired ratios is the figure to quote.
 #  5. Per system and N it also measures the CPU used by the 3 server processes and by wrk
 #     (cores busy on average: CPU seconds / wall seconds, from /proc and `times`) and the log
-#     fsyncs of all nodes (count per second and mean duration, from each system's /metrics).
+#     fsyncs of all nodes (count per second and mean duration, from each system's /metrics);
+#     for Dovetail also the log entries its leaders proposed per second and the requests each
+#     carried on average (dovetail_proposal_batch_requests: one entry per replication round of a
+#     group, so requests per entry is the batch a round shares its cost over).
 #
 # Output: the side-by-side table (ratios are Dovetail / etcd: > 1 means Dovetail has more
 # throughput or higher latency), a resources table, and with --json FILE the same as JSON.
@@ -278,7 +281,8 @@ merged_percentile() {
 
 # Runs wrk at N connections against the system's URLs; appends one line to $RESULTS:
 #   system conns procs req_per_s requests p50_us p99_us non2xx socket_errors nodes_cpu wrk_cpu
-#   fsyncs_per_s fsync_mean_ms
+#   fsyncs_per_s fsync_mean_ms entries_per_s requests_per_entry
+# (the last two Dovetail's only, from its proposal batches; "-" for etcd)
 run_level() {
   local system="$1" conns="$2" script="$3"
   shift 3
@@ -296,8 +300,9 @@ run_level() {
   fi
   local fsync_name=etcd_disk_wal_fsync_duration_seconds
   [ "$system" = dovetail ] && fsync_name=dovetail_log_fsync_seconds
-  local fsync_before cpu_before start_ns
+  local fsync_before batch_before="" cpu_before start_ns
   fsync_before="$(metric_pair "$auth" "$fsync_name" "${metrics_urls[@]}")"
+  [ "$system" = dovetail ] && batch_before="$(metric_pair "$auth" dovetail_proposal_batch_requests "${metrics_urls[@]}")"
   cpu_before="$(cpu_ticks "${PIDS[@]}")"
   start_ns="$(date +%s%N)"
   WRK_SHELLS=()
@@ -319,10 +324,11 @@ run_level() {
   done
   for i in "${WRK_SHELLS[@]}"; do wait "$i" || true; done
   WRK_SHELLS=()
-  local wall cpu_after fsync_after
+  local wall cpu_after fsync_after batch_after=""
   wall="$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
   cpu_after="$(cpu_ticks "${PIDS[@]}")"
   fsync_after="$(metric_pair "$auth" "$fsync_name" "${metrics_urls[@]}")"
+  [ "$system" = dovetail ] && batch_after="$(metric_pair "$auth" dovetail_proposal_batch_requests "${metrics_urls[@]}")"
 
   local rps=0 requests=0 non2xx=0 sockerr=0 wrk_cpu=0 summaries=()
   for ((i = 0; i < procs; i++)); do
@@ -343,12 +349,19 @@ run_level() {
   awk -v sys="$system" -v c="$conns" -v procs="$procs" -v rps="$rps" -v req="$requests" \
       -v p50="$p50" -v p99="$p99" -v e1="$non2xx" -v e2="$sockerr" -v wall="$wall" \
       -v cpu0="$cpu_before" -v cpu1="$cpu_after" -v tck="$CLK_TCK" -v wcpu="$wrk_cpu" \
-      -v f0="$fsync_before" -v f1="$fsync_after" 'BEGIN {
+      -v f0="$fsync_before" -v f1="$fsync_after" -v b0="$batch_before" -v b1="$batch_after" 'BEGIN {
         split(f0, a, " "); split(f1, b, " ")
         fs = b[1] - a[1]; fsum = b[2] - a[2]
-        printf "%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.3f\n", sys, c, procs, rps,
+        # Proposal batches: one per log entry a leader proposed ("count sum" = entries, requests).
+        entries = "-"; per_entry = "-"
+        if (b1 != "") {
+          split(b0, x, " "); split(b1, y, " ")
+          n = y[1] - x[1]; entries = sprintf("%.1f", n / wall)
+          per_entry = (n > 0) ? sprintf("%.2f", (y[2] - x[2]) / n) : "0"
+        }
+        printf "%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.3f\t%s\t%s\n", sys, c, procs, rps,
           req, p50, p99, e1, e2, (cpu1 - cpu0) / tck / wall, wcpu / wall, fs / wall,
-          (fs > 0 ? fsum / fs * 1000 : 0)
+          (fs > 0 ? fsum / fs * 1000 : 0), entries, per_entry
       }' >>"$RESULTS"
   echo "  $system, $conns connections: $(tail -n 1 "$RESULTS" | cut -f4) req/s" >&2
 }
@@ -512,15 +525,16 @@ awk -F'\t' -v json="$2" -v duration="$DURATION" -v target="$TARGET" \
     e = (err1[s, c] + err2[s, c] > 0) ? "!" : " "
     return sprintf("%9.0f%s %9s %9s", rps[s, c], e, ms(p50[s, c]), ms(p99[s, c]))
   }
+  function jnum(v) { return (v == "" || v == "-") ? "null" : v }
   function jsys(s, c) {
     if (!((s, c) in have)) return "null"
-    return sprintf("{\"requests_per_second\": %.1f, \"requests\": %d, \"p50_us\": %d, \"p99_us\": %d, \"non_2xx\": %d, \"socket_errors\": %d, \"wrk_processes\": %d, \"nodes_cpu_cores\": %.2f, \"wrk_cpu_cores\": %.2f, \"fsyncs_per_second\": %.1f, \"fsync_mean_ms\": %.3f}",
-      rps[s, c], req[s, c], p50[s, c], p99[s, c], err1[s, c], err2[s, c], procs[s, c], ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c])
+    return sprintf("{\"requests_per_second\": %.1f, \"requests\": %d, \"p50_us\": %d, \"p99_us\": %d, \"non_2xx\": %d, \"socket_errors\": %d, \"wrk_processes\": %d, \"nodes_cpu_cores\": %.2f, \"wrk_cpu_cores\": %.2f, \"fsyncs_per_second\": %.1f, \"fsync_mean_ms\": %.3f, \"entries_per_second\": %s, \"requests_per_entry\": %s}",
+      rps[s, c], req[s, c], p50[s, c], p99[s, c], err1[s, c], err2[s, c], procs[s, c], ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c], jnum(ent[s, c]), jnum(per[s, c]))
   }
   {
     have[$1, $2] = 1; rps[$1, $2] = $4; req[$1, $2] = $5; p50[$1, $2] = $6; p99[$1, $2] = $7; err1[$1, $2] = $8
     err2[$1, $2] = $9; procs[$1, $2] = $3; ncpu[$1, $2] = $10; wcpu[$1, $2] = $11; fsr[$1, $2] = $12
-    fsm[$1, $2] = $13
+    fsm[$1, $2] = $13; ent[$1, $2] = $14; per[$1, $2] = $15
   }
   END {
     n = split(conns_list, conns, " ")
@@ -532,8 +546,9 @@ awk -F'\t' -v json="$2" -v duration="$DURATION" -v target="$TARGET" \
         ratio(c, rps["dovetail", c], rps["etcd", c]), ratio(c, p50["dovetail", c], p50["etcd", c]),
         ratio(c, p99["dovetail", c], p99["etcd", c])
     }
-    printf "\nresources (CPU in cores busy on average, of %d; log fsyncs summed over the 3 nodes)\n", cores
-    printf "%11s | %9s %8s %9s %9s | %9s %8s %9s %9s\n", "connections", "etcd CPU", "wrk CPU", "fsync/s", "fsync ms", "dvt CPU", "wrk CPU", "fsync/s", "fsync ms"
+    printf "\nresources (CPU in cores busy on average, of %d; log fsyncs summed over the 3 nodes;\n", cores
+    print "for Dovetail also the log entries its leaders proposed per second, and requests per entry)"
+    printf "%11s | %9s %8s %9s %9s | %9s %8s %9s %9s %9s %9s\n", "connections", "etcd CPU", "wrk CPU", "fsync/s", "fsync ms", "dvt CPU", "wrk CPU", "fsync/s", "fsync ms", "entries/s", "req/entry"
     for (i = 1; i <= n; i++) {
       c = conns[i]; line = sprintf("%11d", c)
       split("etcd dovetail", systems, " ")
@@ -541,6 +556,7 @@ awk -F'\t' -v json="$2" -v duration="$DURATION" -v target="$TARGET" \
         s = systems[k]
         if ((s, c) in have) line = line sprintf(" | %9.2f %8.2f %9.0f %9.2f", ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c])
         else line = line sprintf(" | %9s %8s %9s %9s", "-", "-", "-", "-")
+        if (s == "dovetail") line = line sprintf(" %9s %9s", (s, c) in have ? (ent[s, c] == "-" ? "-" : sprintf("%.0f", ent[s, c])) : "-", (s, c) in have ? per[s, c] : "-")
       }
       print line
     }
