@@ -15,19 +15,24 @@
 //!   (validation, flag parsing, session table included). Throughput is in records, so criterion
 //!   prints records/s (target >= 1,000,000 records/s). Appending grows the mailbox; every
 //!   500,000 appended records it is reset to the 1,000,000-record base outside the timed region.
+//! - `checkpoint/group_1m`: `GroupStateMachine::checkpoint` of a group on disk holding that
+//!   mailbox: the whole group written to one snapshot file, `fsync`ed and renamed into place.
+//!   A node builds it with the group's state locked (every `--snapshot-interval` entries), so
+//!   this is also how long that group's applies wait then. `checkpoint/group_1m_export_to_memory`:
+//!   the same serialization into a reused buffer in memory (no file, no `fsync`).
 //!
 //! Run: `cargo bench --bench index`; a quick run of each once: `cargo bench --bench index -- --test`.
 //! The random UIDs and positions come from a fixed seed, printed at start; override it with
 //! `DOVETAIL_BENCH_SEED=<u64>`.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
 use dovetail::index::{flag_bits, LogPosition, MailboxIndex, MmapStorage, Record, VecStorage};
-use dovetail::state_machine::{GroupState, MemoryFiles};
+use dovetail::state_machine::{GroupState, GroupStateMachine, MemoryFiles};
 use dovetail::txn::{NewMessage, Op, Outcome, Txn};
 
 const MESSAGES: u32 = 1_000_000;
@@ -370,6 +375,38 @@ fn bench_index(c: &mut Criterion) {
         });
     }
     txns.finish();
+
+    let mut checkpoints = c.benchmark_group("checkpoint");
+    checkpoints.sample_size(10);
+    // On disk (under $TMPDIR, as a node's data directory would be), holding the fixture; built
+    // on first use and shared by both functions (criterion calls a routine once per sample).
+    let on_disk: OnceCell<(tempfile::TempDir, RefCell<GroupStateMachine>)> = OnceCell::new();
+    let machine = || {
+        &on_disk
+            .get_or_init(|| {
+                let g = group_fixture.get_or_init(build_group_fixture);
+                let dir = tempfile::tempdir().unwrap();
+                let mut machine = GroupStateMachine::open(dir.path()).unwrap();
+                machine.install_snapshot(&g.snapshot[..]).unwrap();
+                let bytes = machine.checkpoint().unwrap().bytes;
+                eprintln!("checkpoint fixture: {bytes} bytes per snapshot file");
+                (dir, RefCell::new(machine))
+            })
+            .1
+    };
+    checkpoints.bench_function("group_1m", |b| {
+        let mut machine = machine().borrow_mut();
+        b.iter(|| black_box(machine.checkpoint().unwrap()));
+    });
+    checkpoints.bench_function("group_1m_export_to_memory", |b| {
+        let machine = machine().borrow();
+        let mut buffer = Vec::new();
+        b.iter(|| {
+            buffer.clear();
+            black_box(machine.state().export_snapshot(&mut buffer).unwrap())
+        });
+    });
+    checkpoints.finish();
 }
 
 fn main() {
