@@ -27,6 +27,25 @@ pub struct SnapshotInfo {
     pub consensus_meta: Vec<u8>,
 }
 
+/// What [`Application::begin_snapshot`] hands back.
+pub enum SnapshotJob {
+    /// Built entirely with the application locked.
+    Done(SnapshotInfo),
+    /// The state is captured; the rest (writing out, syncing) runs on the blocking pool
+    /// without the application's lock, so the group goes on applying entries meanwhile. It
+    /// returns the current snapshot once done: its own, or a newer one that got there first.
+    Pending(Box<dyn FnOnce() -> io::Result<SnapshotInfo> + Send>),
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotJob::Done(info) => f.debug_tuple("Done").field(info).finish(),
+            SnapshotJob::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
+}
+
 /// One group's replicated application state.
 pub trait Application: Send + 'static {
     /// The last applied position and the consensus metadata stored with it; `None` if nothing
@@ -60,6 +79,14 @@ pub trait Application: Send + 'static {
 
     /// Writes a snapshot of the current state and makes it the current snapshot.
     fn build_snapshot(&mut self) -> io::Result<SnapshotInfo>;
+
+    /// How the raft crate builds a snapshot: called with the application locked; whatever
+    /// [`SnapshotJob::Pending`] leaves runs without the lock. The default builds it all here
+    /// ([`build_snapshot`](Self::build_snapshot)). A pending job must never replace the
+    /// current snapshot with an older state: one installed or begun after it wins.
+    fn begin_snapshot(&mut self) -> io::Result<SnapshotJob> {
+        self.build_snapshot().map(SnapshotJob::Done)
+    }
 
     /// The current snapshot (the last one built or installed), if any.
     fn current_snapshot(&self) -> io::Result<Option<SnapshotInfo>>;

@@ -40,7 +40,7 @@ pub mod type_config;
 
 use serde::{Deserialize, Serialize};
 
-pub use application::{Application, SnapshotInfo};
+pub use application::{Application, SnapshotInfo, SnapshotJob};
 pub use log_store::{GroupLogStore, LogDb, LogDbStats, LogStoreError};
 pub use node::{GroupMetrics, GroupRole, ProposeError, Proposed, RaftNode, RaftNodeConfig, RaftNodeError};
 pub use snapshot_file::SnapshotFile;

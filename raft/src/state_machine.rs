@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::type_config::{
     GroupId, LogId, Response, Responses, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
-use crate::{Application, LogPosition, SnapshotFile, SnapshotInfo};
+use crate::{Application, LogPosition, SnapshotFile, SnapshotInfo, SnapshotJob};
 
 /// The version byte that opens every encoded [`ConsensusMeta`]. Bumped on any layout change.
 const CONSENSUS_META_VERSION: u8 = 1;
@@ -157,7 +157,12 @@ impl<A: Application> RaftSnapshotBuilder<TypeConfig> for AppSnapshotBuilder<A> {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let info = with_app_blocking(&self.app, |app| app.build_snapshot()).await?;
+        let info = match with_app_blocking(&self.app, |app| app.begin_snapshot()).await? {
+            SnapshotJob::Done(info) => info,
+            SnapshotJob::Pending(finish) => tokio::task::spawn_blocking(finish)
+                .await
+                .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))??,
+        };
         let meta = ConsensusMeta::decode(&info.consensus_meta)?;
         tracing::info!(group_id = self.group_id, position = %info.position, bytes = info.file.len(), "built snapshot");
         Ok(Snapshot {

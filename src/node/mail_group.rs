@@ -7,7 +7,7 @@
 use std::io;
 use std::time::Duration;
 
-use dovetail_raft::{Application, Request, SnapshotFile, SnapshotInfo};
+use dovetail_raft::{Application, Request, SnapshotFile, SnapshotInfo, SnapshotJob};
 
 use crate::index::LogPosition;
 use crate::state_machine::snapshot::read_snapshot_manifest;
@@ -84,6 +84,17 @@ impl MailGroup {
     }
 }
 
+/// The snapshot in the checkpoint file at `path`, described by its own manifest.
+fn snapshot_info_at(path: &std::path::Path) -> io::Result<SnapshotInfo> {
+    let file = SnapshotFile::open(path)?;
+    let manifest = read_snapshot_manifest(file.reader()).map_err(io_error)?;
+    Ok(SnapshotInfo {
+        file,
+        position: manifest.applied.unwrap_or_default(),
+        consensus_meta: manifest.consensus_meta,
+    })
+}
+
 impl Application for MailGroup {
     fn applied_state(&self) -> Option<(LogPosition, Vec<u8>)> {
         let applied = self.machine.applied()?;
@@ -158,17 +169,23 @@ impl Application for MailGroup {
         })
     }
 
+    /// The group's state is written to the checkpoint's new file here, with the group locked
+    /// (about a sixth of the time for a large group, `cargo bench --bench index -- checkpoint`);
+    /// the `fsync` and the rename run without the lock, while the group goes on applying.
+    fn begin_snapshot(&mut self) -> io::Result<SnapshotJob> {
+        let pending = self.machine.begin_checkpoint().map_err(io_error)?;
+        Ok(SnapshotJob::Pending(Box::new(move || {
+            let info = pending.finish().map_err(io_error)?;
+            // Position and metadata from the file opened: the one in place now.
+            snapshot_info_at(&info.path)
+        })))
+    }
+
     fn current_snapshot(&self) -> io::Result<Option<SnapshotInfo>> {
         let Some(path) = self.machine.checkpoint_path() else {
             return Ok(None);
         };
-        let file = SnapshotFile::open(&path)?;
-        let manifest = read_snapshot_manifest(file.reader()).map_err(io_error)?;
-        Ok(Some(SnapshotInfo {
-            file,
-            position: manifest.applied.unwrap_or_default(),
-            consensus_meta: manifest.consensus_meta,
-        }))
+        snapshot_info_at(&path).map(Some)
     }
 
     fn install_snapshot(&mut self, snapshot: &SnapshotFile) -> io::Result<LogPosition> {
@@ -233,6 +250,28 @@ mod tests {
         assert_eq!(
             follower.machine().state().digest(),
             group.machine().state().digest()
+        );
+
+        // The raft crate's way: begun with the group locked, finished without it, after which
+        // the group has applied more; the snapshot is of the state it began with.
+        let SnapshotJob::Pending(finish) = group.begin_snapshot().unwrap() else {
+            panic!("a mail group writes its snapshot outside the lock");
+        };
+        group
+            .apply(
+                LogPosition::new(1, 3),
+                b"meta-3",
+                &[Request(encode_txn(&append("c", 3, 7)))],
+            )
+            .unwrap();
+        let pending = finish().unwrap();
+        assert_eq!(
+            (pending.position, pending.consensus_meta),
+            (LogPosition::new(1, 2), b"meta-2".to_vec())
+        );
+        assert_eq!(
+            group.current_snapshot().unwrap().unwrap().position,
+            LogPosition::new(1, 2)
         );
     }
 

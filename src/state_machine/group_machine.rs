@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -45,6 +46,8 @@ const DIRTY: &str = "DIRTY";
 const COMPLETE: &str = "COMPLETE";
 const CHECKPOINT: &str = "checkpoint.snap";
 const CHECKPOINT_TMP: &str = "checkpoint.snap.tmp";
+/// A checkpoint being written by a [`PendingCheckpoint`]: `checkpoint.snap.build-<stamp>`.
+const CHECKPOINT_BUILD_PREFIX: &str = "checkpoint.snap.build-";
 
 /// Mailbox files in a `live/` directory, memory-mapped.
 #[derive(Debug)]
@@ -104,7 +107,82 @@ pub struct GroupStateMachine {
     /// Invariant: `Some` iff `live/DIRTY` exists; when it was created.
     dirty: Option<Instant>,
     recovery: Recovery,
+    /// Stamps order checkpoint writes by the state they hold: every [`begin_checkpoint`] and
+    /// snapshot install takes the next one, with the state borrowed mutably, so a larger stamp
+    /// means a state at least as new (a repair at the same applied position included).
+    ///
+    /// [`begin_checkpoint`]: GroupStateMachine::begin_checkpoint
+    next_stamp: u64,
+    /// The stamp of the checkpoint file in place (0: the one found at open, or none). Its
+    /// lock serializes the renames onto `checkpoint.snap`; a pending checkpoint replaces the
+    /// file only with a larger stamp, so the checkpoint never goes back to an older state.
+    in_place: Arc<Mutex<u64>>,
     _lock: File,
+}
+
+/// A checkpoint whose file is written but not yet synced or in place: the slow half of
+/// [`GroupStateMachine::checkpoint`], which needs no access to the group and so runs while the
+/// group goes on applying. Dropped unfinished, it removes its file.
+#[derive(Debug)]
+pub struct PendingCheckpoint {
+    dir: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+    applied: Option<LogPosition>,
+    bytes: u64,
+    stamp: u64,
+    in_place: Arc<Mutex<u64>>,
+}
+
+impl PendingCheckpoint {
+    /// Syncs the file and renames it into place as the group's checkpoint, unless a checkpoint
+    /// of a newer state (a later build, or an installed snapshot) took the place meanwhile:
+    /// then this one is removed. Returns the checkpoint in place either way.
+    pub fn finish(mut self) -> Result<CheckpointInfo, SmError> {
+        let file = self.file.take().expect("a pending checkpoint finishes once");
+        file.sync_all()
+            .map_err(|e| SmError::io(&self.tmp, "syncing", e))?;
+        drop(file);
+        let path = self.dir.join(CHECKPOINT);
+        let mut in_place = self.in_place.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.stamp > *in_place {
+            rename(&self.tmp, &path)?;
+            sync_dir(&self.dir)?;
+            *in_place = self.stamp;
+            return Ok(CheckpointInfo {
+                applied: self.applied,
+                bytes: self.bytes,
+                path,
+            });
+        }
+        fs::remove_file(&self.tmp).map_err(|e| SmError::io(&self.tmp, "removing", e))?;
+        let header = read_checkpoint_header(&path)?.ok_or_else(|| {
+            SmError::io(
+                &path,
+                "opening",
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "a newer checkpoint took its place, then vanished",
+                ),
+            )
+        })?;
+        let bytes = fs::metadata(&path)
+            .map_err(|e| SmError::io(&path, "reading the size of", e))?
+            .len();
+        Ok(CheckpointInfo {
+            applied: header.applied,
+            bytes,
+            path,
+        })
+    }
+}
+
+impl Drop for PendingCheckpoint {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl GroupStateMachine {
@@ -141,6 +219,7 @@ impl GroupStateMachine {
             sync_dir(&live)?;
         }
         let _ = fs::remove_file(dir.join(CHECKPOINT_TMP));
+        remove_unfinished_builds(dir)?;
         let checkpoint = read_checkpoint_header(&dir.join(CHECKPOINT))?;
         let plan = if !live.exists() && checkpoint.is_none() {
             Plan::Fresh
@@ -178,6 +257,8 @@ impl GroupStateMachine {
             state,
             dirty: None,
             recovery,
+            next_stamp: 1,
+            in_place: Arc::new(Mutex::new(0)),
             _lock: lock,
         })
     }
@@ -286,25 +367,40 @@ impl GroupStateMachine {
     /// Writes the current state as the group's checkpoint (atomically replacing the last one).
     /// The log before the checkpoint's position is no longer needed for recovery.
     pub fn checkpoint(&mut self) -> Result<CheckpointInfo, SmError> {
-        let tmp = self.dir.join(CHECKPOINT_TMP);
+        self.begin_checkpoint()?.finish()
+    }
+
+    /// The part of [`checkpoint`](Self::checkpoint) that reads the state: writes it to a file
+    /// of its own (not yet synced). [`PendingCheckpoint::finish`] does the rest (the `fsync`,
+    /// most of the time for a large group, and the rename) without borrowing the group.
+    pub fn begin_checkpoint(&mut self) -> Result<PendingCheckpoint, SmError> {
+        let stamp = self.take_stamp();
+        let tmp = self.dir.join(format!("{CHECKPOINT_BUILD_PREFIX}{stamp}"));
         let file = File::create(&tmp).map_err(|e| SmError::io(&tmp, "creating", e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let bytes = self
+        // From here on a failure drops `pending`, which removes the file.
+        let mut pending = PendingCheckpoint {
+            dir: self.dir.clone(),
+            tmp,
+            file: Some(file),
+            applied: self.state.applied(),
+            bytes: 0,
+            stamp,
+            in_place: self.in_place.clone(),
+        };
+        let mut out = BufWriter::with_capacity(1 << 20, pending.file.as_ref().expect("just set"));
+        pending.bytes = self
             .state
             .export_snapshot(&mut out)
-            .map_err(|e| SmError::io(&tmp, "writing", e))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| SmError::io(&tmp, "writing", e.into_error()))?;
-        file.sync_all().map_err(|e| SmError::io(&tmp, "syncing", e))?;
-        let path = self.dir.join(CHECKPOINT);
-        rename(&tmp, &path)?;
-        sync_dir(&self.dir)?;
-        Ok(CheckpointInfo {
-            applied: self.state.applied(),
-            bytes,
-            path,
-        })
+            .map_err(|e| SmError::io(&pending.tmp, "writing", e))?;
+        out.flush().map_err(|e| SmError::io(&pending.tmp, "writing", e))?;
+        drop(out);
+        Ok(pending)
+    }
+
+    fn take_stamp(&mut self) -> u64 {
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        stamp
     }
 
     /// The last checkpoint's path, if there is one.
@@ -337,8 +433,14 @@ impl GroupStateMachine {
             .into_inner()
             .map_err(|e| SmError::io(&tmp, "writing", e.into_error()))?;
         file.sync_all().map_err(|e| SmError::io(&tmp, "syncing", e))?;
-        rename(&tmp, &self.dir.join(CHECKPOINT))?;
-        sync_dir(&self.dir)?;
+        {
+            // Newer than any checkpoint still being written: those are of the replaced state.
+            let stamp = self.take_stamp();
+            let mut in_place = self.in_place.lock().unwrap_or_else(PoisonError::into_inner);
+            rename(&tmp, &self.dir.join(CHECKPOINT))?;
+            sync_dir(&self.dir)?;
+            *in_place = stamp;
+        }
         switch_incoming(&self.dir)?;
         self.state = load_live(&self.dir.join(LIVE))?;
         self.dirty = None;
@@ -366,6 +468,23 @@ fn read_checkpoint_header(path: &Path) -> Result<Option<super::snapshot::Snapsho
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SmError::io(path, "opening", e)),
     }
+}
+
+/// Removes the files of checkpoints whose writing a crash cut short.
+fn remove_unfinished_builds(dir: &Path) -> Result<(), SmError> {
+    let entries = fs::read_dir(dir).map_err(|e| SmError::io(dir, "listing", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| SmError::io(dir, "listing", e))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(CHECKPOINT_BUILD_PREFIX)
+        {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|e| SmError::io(&path, "removing", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces `live/` with the checkpoint, or with an empty group if there is none.
@@ -515,5 +634,177 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), SmError> {
     match fs::remove_dir_all(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SmError::io(dir, "removing", e)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::{NewMessage, Op};
+
+    fn create_inbox() -> Txn {
+        Txn {
+            client_id: "c".into(),
+            request_seq: 1,
+            op: Op::CreateMailbox {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+                mailbox_guid: [1; 16],
+                uid_validity: 9,
+            },
+        }
+    }
+
+    fn append(seq: u64) -> Txn {
+        Txn {
+            client_id: "c".into(),
+            request_seq: seq,
+            op: Op::Append {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+                messages: vec![NewMessage {
+                    guid: [seq as u8; 16],
+                    size: 10,
+                    internal_date: 1,
+                    flags: Vec::new(),
+                }],
+            },
+        }
+    }
+
+    /// A group with INBOX created at index 1 and `appends` messages at 2, 3, ...
+    fn group(dir: &Path, appends: u64) -> GroupStateMachine {
+        let mut machine = GroupStateMachine::open(dir).unwrap();
+        machine.apply(LogPosition::new(1, 1), &create_inbox()).unwrap();
+        for i in 0..appends {
+            machine.apply(LogPosition::new(1, 2 + i), &append(2 + i)).unwrap();
+        }
+        machine
+    }
+
+    fn applied_index(info: &CheckpointInfo) -> u64 {
+        info.applied.unwrap().index
+    }
+
+    fn build_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(CHECKPOINT_BUILD_PREFIX))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_pending_checkpoint_holds_the_state_it_began_with_while_the_group_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 2);
+        let pending = machine.begin_checkpoint().unwrap();
+        // The group is not borrowed by the pending checkpoint: it applies on meanwhile.
+        machine.apply(LogPosition::new(1, 4), &append(4)).unwrap();
+        let info = pending.finish().unwrap();
+        assert_eq!(applied_index(&info), 3);
+        assert_eq!(
+            read_checkpoint_header(&info.path).unwrap().unwrap().applied,
+            info.applied
+        );
+        assert_eq!(info.bytes, fs::metadata(&info.path).unwrap().len());
+        assert!(build_files(dir.path()).is_empty());
+        // After a crash the group restores from it and would replay the log from index 4.
+        drop(machine);
+        fs::write(dir.path().join(LIVE).join(DIRTY), b"").unwrap();
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert!(matches!(reopened.recovery(), Recovery::Restored { .. }));
+        assert_eq!(reopened.applied(), Some(LogPosition::new(1, 3)));
+    }
+
+    #[test]
+    fn an_older_pending_checkpoint_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 1);
+        let older = machine.begin_checkpoint().unwrap();
+        machine.apply(LogPosition::new(1, 3), &append(3)).unwrap();
+        let newer = machine.begin_checkpoint().unwrap();
+        assert_eq!(build_files(dir.path()).len(), 2);
+        assert_eq!(applied_index(&newer.finish().unwrap()), 3);
+        // The older one finishes last: it is dropped and reports the checkpoint in place.
+        let info = older.finish().unwrap();
+        assert_eq!(applied_index(&info), 3);
+        assert_eq!(
+            read_checkpoint_header(&info.path)
+                .unwrap()
+                .unwrap()
+                .applied
+                .unwrap()
+                .index,
+            3
+        );
+        assert!(build_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_checkpoint_begun_before_an_install_does_not_replace_the_installed_state() {
+        let source = tempfile::tempdir().unwrap();
+        let leader = group(source.path(), 5);
+        let mut snapshot = Vec::new();
+        leader.state().export_snapshot(&mut snapshot).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 1);
+        let stale = machine.begin_checkpoint().unwrap();
+        assert_eq!(
+            machine.install_snapshot(&snapshot[..]).unwrap(),
+            Some(LogPosition::new(1, 6))
+        );
+        let info = stale.finish().unwrap();
+        assert_eq!(
+            applied_index(&info),
+            6,
+            "the installed snapshot stays the checkpoint"
+        );
+        assert!(build_files(dir.path()).is_empty());
+        // A checkpoint begun after the install replaces it, as usual.
+        machine.apply(LogPosition::new(1, 7), &append(7)).unwrap();
+        assert_eq!(applied_index(&machine.checkpoint().unwrap()), 7);
+    }
+
+    #[test]
+    fn a_later_checkpoint_at_the_same_position_wins() {
+        // A repair changes a mailbox without a new applied position; the checkpoint taken after
+        // it must not be replaced by one begun before it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 1);
+        // (Here the change is the consensus metadata, which the snapshot carries too.)
+        let before = machine.begin_checkpoint().unwrap();
+        machine
+            .set_consensus_meta(b"changed at the same position")
+            .unwrap();
+        let after = machine.begin_checkpoint().unwrap();
+        let after_file = fs::read(&after.tmp).unwrap();
+        assert_ne!(fs::read(&before.tmp).unwrap(), after_file);
+        after.finish().unwrap();
+        before.finish().unwrap();
+        assert_eq!(fs::read(dir.path().join(CHECKPOINT)).unwrap(), after_file);
+    }
+
+    #[test]
+    fn unfinished_checkpoint_files_are_removed_when_dropped_and_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 1);
+        let pending = machine.begin_checkpoint().unwrap();
+        assert_eq!(build_files(dir.path()).len(), 1);
+        drop(pending);
+        assert!(build_files(dir.path()).is_empty());
+        assert!(machine.checkpoint_path().is_none());
+        // A crash in the middle of a build leaves its file: the next open removes it.
+        machine.flush().unwrap();
+        let pending = machine.begin_checkpoint().unwrap();
+        std::mem::forget(pending);
+        drop(machine);
+        assert_eq!(build_files(dir.path()).len(), 1);
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert!(build_files(dir.path()).is_empty());
+        assert_eq!(reopened.applied(), Some(LogPosition::new(1, 2)));
     }
 }
