@@ -128,6 +128,8 @@ pub struct PendingCheckpoint {
     dir: PathBuf,
     tmp: PathBuf,
     file: Option<File>,
+    /// Set once the file is `checkpoint.snap`: from then on it is not this one's to remove.
+    in_place_now: bool,
     applied: Option<LogPosition>,
     bytes: u64,
     stamp: u64,
@@ -147,8 +149,9 @@ impl PendingCheckpoint {
         let mut in_place = self.in_place.lock().unwrap_or_else(PoisonError::into_inner);
         if self.stamp > *in_place {
             rename(&self.tmp, &path)?;
-            sync_dir(&self.dir)?;
             *in_place = self.stamp;
+            self.in_place_now = true;
+            sync_dir(&self.dir)?;
             return Ok(CheckpointInfo {
                 applied: self.applied,
                 bytes: self.bytes,
@@ -179,7 +182,8 @@ impl PendingCheckpoint {
 
 impl Drop for PendingCheckpoint {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        // Unfinished, failed, or already removed as superseded (then this finds nothing).
+        if !self.in_place_now {
             let _ = fs::remove_file(&self.tmp);
         }
     }
@@ -382,6 +386,7 @@ impl GroupStateMachine {
             dir: self.dir.clone(),
             tmp,
             file: Some(file),
+            in_place_now: false,
             applied: self.state.applied(),
             bytes: 0,
             stamp,
