@@ -201,7 +201,7 @@ impl Application for MailGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::Op;
+    use crate::txn::test_txns::{append, create_inbox};
 
     #[test]
     fn entries_round_trip_and_garbage_is_a_deterministic_rejection() {
@@ -323,36 +323,6 @@ mod tests {
             reopened.applied_state().map(|(p, _)| p),
             Some(LogPosition::new(1, 5))
         );
-    }
-
-    fn create_inbox() -> Txn {
-        Txn {
-            client_id: "c".into(),
-            request_seq: 1,
-            op: Op::CreateMailbox {
-                user: "u".into(),
-                mailbox: "INBOX".into(),
-                mailbox_guid: [1; 16],
-                uid_validity: 9,
-            },
-        }
-    }
-
-    fn append(client: &str, seq: u64, guid: u8) -> Txn {
-        Txn {
-            client_id: client.into(),
-            request_seq: seq,
-            op: Op::Append {
-                user: "u".into(),
-                mailbox: "INBOX".into(),
-                messages: vec![crate::txn::NewMessage {
-                    guid: [guid; 16],
-                    size: 10,
-                    internal_date: 1_700_000_000,
-                    flags: Vec::new(),
-                }],
-            },
-        }
     }
 
     /// A coalesced entry answers each request as if it had had an entry of its own: its own

@@ -645,44 +645,16 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), SmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::{NewMessage, Op};
-
-    fn create_inbox() -> Txn {
-        Txn {
-            client_id: "c".into(),
-            request_seq: 1,
-            op: Op::CreateMailbox {
-                user: "u".into(),
-                mailbox: "INBOX".into(),
-                mailbox_guid: [1; 16],
-                uid_validity: 9,
-            },
-        }
-    }
-
-    fn append(seq: u64) -> Txn {
-        Txn {
-            client_id: "c".into(),
-            request_seq: seq,
-            op: Op::Append {
-                user: "u".into(),
-                mailbox: "INBOX".into(),
-                messages: vec![NewMessage {
-                    guid: [seq as u8; 16],
-                    size: 10,
-                    internal_date: 1,
-                    flags: Vec::new(),
-                }],
-            },
-        }
-    }
+    use crate::txn::test_txns::{append, create_inbox};
 
     /// A group with INBOX created at index 1 and `appends` messages at 2, 3, ...
     fn group(dir: &Path, appends: u64) -> GroupStateMachine {
         let mut machine = GroupStateMachine::open(dir).unwrap();
         machine.apply(LogPosition::new(1, 1), &create_inbox()).unwrap();
         for i in 0..appends {
-            machine.apply(LogPosition::new(1, 2 + i), &append(2 + i)).unwrap();
+            machine
+                .apply(LogPosition::new(1, 2 + i), &append("c", 2 + i, (2 + i) as u8))
+                .unwrap();
         }
         machine
     }
@@ -707,7 +679,7 @@ mod tests {
         let mut machine = group(dir.path(), 2);
         let pending = machine.begin_checkpoint().unwrap();
         // The group is not borrowed by the pending checkpoint: it applies on meanwhile.
-        machine.apply(LogPosition::new(1, 4), &append(4)).unwrap();
+        machine.apply(LogPosition::new(1, 4), &append("c", 4, 4)).unwrap();
         let info = pending.finish().unwrap();
         assert_eq!(applied_index(&info), 3);
         assert_eq!(
@@ -729,7 +701,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut machine = group(dir.path(), 1);
         let older = machine.begin_checkpoint().unwrap();
-        machine.apply(LogPosition::new(1, 3), &append(3)).unwrap();
+        machine.apply(LogPosition::new(1, 3), &append("c", 3, 3)).unwrap();
         let newer = machine.begin_checkpoint().unwrap();
         assert_eq!(build_files(dir.path()).len(), 2);
         assert_eq!(applied_index(&newer.finish().unwrap()), 3);
@@ -770,7 +742,7 @@ mod tests {
         );
         assert!(build_files(dir.path()).is_empty());
         // A checkpoint begun after the install replaces it, as usual.
-        machine.apply(LogPosition::new(1, 7), &append(7)).unwrap();
+        machine.apply(LogPosition::new(1, 7), &append("c", 7, 7)).unwrap();
         assert_eq!(applied_index(&machine.checkpoint().unwrap()), 7);
     }
 

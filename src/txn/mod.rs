@@ -13,6 +13,9 @@ pub mod outcome;
 pub mod uid_set;
 pub mod validate;
 
+#[cfg(test)]
+pub(crate) mod test_txns;
+
 use serde::{Deserialize, Serialize};
 
 pub use outcome::{Outcome, Rejection};
