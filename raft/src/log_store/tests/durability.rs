@@ -284,3 +284,25 @@ async fn segments_child() {
     println!("acknowledged, aborting");
     std::process::abort();
 }
+
+/// sled writes a snapshot of its page table when it opens, to `snap.<lsn>.generating` and then
+/// renamed; a write that fails (ENOSPC on a full disk) or a crash leaves the unfinished file, and
+/// sled 0.34.7 picked it as the newest snapshot at the next open and refused the database as
+/// corrupt — the log of a node that once met a full disk would not open again. The vendored sled
+/// never reads an unfinished snapshot and removes it (raft/vendor/README.md): here an empty one,
+/// named to sort after the real snapshot, is planted in a closed store, which must reopen with
+/// everything acknowledged and without the stray file.
+#[tokio::test]
+async fn an_unfinished_sled_snapshot_file_does_not_stop_the_log_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = LogDb::open(dir.path()).unwrap();
+    write_acknowledged_state(&db).await;
+    db.close().await;
+    let stray = dir.path().join("snap.FFFFFFFFFFFFFFFF.generating");
+    std::fs::write(&stray, b"").unwrap();
+
+    let db = LogDb::open(dir.path()).expect("reopen with an unfinished sled snapshot file");
+    assert_acknowledged_state(&db).await;
+    assert!(!stray.exists(), "the unfinished snapshot file is removed");
+    db.close().await;
+}

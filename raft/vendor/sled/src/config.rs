@@ -887,8 +887,11 @@ impl RunningConfig {
                 let path_buf = de.path();
                 let path = path_buf.as_path();
                 let path_str = &*path.to_string_lossy();
+                // Dovetail: a `.generating` file is a snapshot whose write did not finish (a
+                // crash, or ENOSPC); it is never a candidate to read.
                 if path_str.starts_with(&*absolute_path.to_string_lossy())
                     && !path_str.ends_with(".in___motion")
+                    && !path_str.ends_with(".generating")
                 {
                     Some(path.to_path_buf())
                 } else {

@@ -542,18 +542,29 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
 
     let parent = path_1.parent().unwrap();
     std::fs::create_dir_all(parent)?;
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).open(&path_1)?;
+    // Dovetail: a write that fails (ENOSPC) removes its unfinished file.
+    let written = (|| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path_1)?;
 
-    // write the snapshot bytes, followed by a crc64 checksum at the end
-    io_fail!(config, "snap write");
-    f.write_all(&*bytes)?;
-    io_fail!(config, "snap write len");
-    f.write_all(&len_bytes)?;
-    io_fail!(config, "snap write crc");
-    f.write_all(&crc32)?;
-    io_fail!(config, "snap write post");
-    f.sync_all()?;
+        // write the snapshot bytes, followed by a crc64 checksum at the end
+        io_fail!(config, "snap write");
+        f.write_all(&*bytes)?;
+        io_fail!(config, "snap write len");
+        f.write_all(&len_bytes)?;
+        io_fail!(config, "snap write crc");
+        f.write_all(&crc32)?;
+        io_fail!(config, "snap write post");
+        f.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&path_1);
+        return Err(e);
+    }
 
     trace!("wrote snapshot to {}", path_1.to_string_lossy());
 
@@ -562,6 +573,17 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     io_fail!(config, "snap write mv post");
 
     trace!("renamed snapshot to {}", path_2.to_string_lossy());
+
+    // Dovetail: unfinished snapshot files an earlier crash left behind are never read; remove them.
+    if let Ok(entries) = parent.read_dir() {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snap.") && name.ends_with(".generating") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 
     // clean up any old snapshots
     let candidates = config.get_snapshot_files()?;
