@@ -115,6 +115,7 @@ def expand_use_tree(tree):
 
 USE_RE = re.compile(r"(?:^|[;{}\]\s])(pub(?:\s*\([^)]*\))?\s+)?use\s+([^;]+);", re.S)
 MOD_DECL_RE = re.compile(r"(?:^|[;{}\]\s])(?:pub(?:\s*\([^)]*\))?\s+)?mod\s+(" + IDENT + r")\s*;")
+INLINE_MOD_RE = re.compile(r"(?:^|[;{}\]\s])mod\s+(" + IDENT + r")\s*\{")
 INLINE_RE = re.compile(r"(?<![A-Za-z0-9_:])((?:crate|super|self|" + IDENT + r")(?:\s*::\s*" + IDENT + r")+)")
 
 
@@ -222,23 +223,47 @@ class Crate:
     def edges(self):
         graph = {path: set() for path in self.module_of}
         for path, code in self.code.items():
-            module = self.module_of[path]
-            paths = []
-            for m in USE_RE.finditer(code):
-                if m.group(1) and not m.group(1).strip().startswith("pub(super"):
-                    continue  # a re-export: a facade for others, followed when they use it
-                paths += [segs for segs, _ in parse_use(m.group(2))]
-            without_uses = USE_RE.sub(";", code)
-            for m in INLINE_RE.finditer(without_uses):
-                paths.append(re.sub(r"\s+", "", m.group(1)).split("::"))
-            for segs in paths:
-                absolute = self.absolute(module, segs)
-                if absolute is None:
-                    continue
-                target = self.resolve(absolute)
-                if target and target != path:
-                    graph[path].add(target)
+            for module, part in split_inline_modules(self.module_of[path], code):
+                for segs in named_paths(part):
+                    absolute = self.absolute(module, segs)
+                    if absolute is None:
+                        continue
+                    target = self.resolve(absolute)
+                    if target and target != path:
+                        graph[path].add(target)
         return graph
+
+
+def named_paths(code):
+    """The paths a piece of code names: in its `use`s (re-exports excepted) and inline."""
+    paths = []
+    for m in USE_RE.finditer(code):
+        if m.group(1) and not m.group(1).strip().startswith("pub(super"):
+            continue  # a re-export: a facade for others, followed when they use it
+        paths += [segs for segs, _ in parse_use(m.group(2))]
+    without_uses = USE_RE.sub(";", code)
+    for m in INLINE_RE.finditer(without_uses):
+        paths.append(re.sub(r"\s+", "", m.group(1)).split("::"))
+    return paths
+
+
+def split_inline_modules(module, code):
+    """[(module path, code)]: a file's code outside inline modules, then the code of each inline
+    `mod name { ... }` (nested ones too) under its own path, so that `super` and `self` inside
+    `mod tests { use super::*; }` name the file's module, not its parent."""
+    parts, outside, pos = [], [], 0
+    for m in INLINE_MOD_RE.finditer(code):
+        if m.start() < pos:
+            continue  # inside an inline module already split off
+        depth, end = 1, m.end()
+        while end < len(code) and depth:
+            depth += {"{": 1, "}": -1}.get(code[end], 0)
+            end += 1
+        outside.append(code[pos:m.start()])
+        parts += split_inline_modules(module + (m.group(1),), code[m.end():end - 1])
+        pos = end
+    outside.append(code[pos:])
+    return [(module, "".join(outside))] + parts
 
 
 def cycles(graph):
@@ -320,6 +345,11 @@ def self_test():
         write("src/node/child.rs", "pub struct C(crate::node::Thing);\n")
         found = check([os.path.join(tmp, "src")])
         assert len(found) == 1 and found[0].count("->") == 3, found
+        # `super` inside a file's inline test module names the file itself, not its parent.
+        write("src/a.rs", "pub fn helper() {}\n")
+        write("src/node/child.rs", "pub struct C;\n#[cfg(test)]\nmod tests {\n    use super::*;\n}\n")
+        write("src/node/mod.rs", "mod core;\nmod child;\npub use core::Thing;\nfn f(_: child::C) {}\n")
+        assert check([os.path.join(tmp, "src")]) == [], check([os.path.join(tmp, "src")])
     print("self-test passed")
 
 
