@@ -6,7 +6,7 @@
 //! (`_seconds`, `_bytes_total`), labels are bounded: `group` is a group id, never a user's data.
 //!
 //! Where they are recorded:
-//! - [`LOG_APPEND_SECONDS`]: `log_store::log_db`, from a group's `append` call to the callback
+//! - [`LOG_APPEND_SECONDS`]: `log_store::flusher`, from a group's `append` call to the callback
 //!   that tells openraft the entries are durable (the wait for the group commit included).
 //! - [`LOG_FSYNC_SECONDS`], [`LOG_FSYNC_BATCH_REQUESTS`]: the group-commit flusher, per flush.
 //! - [`PROPOSAL_BATCH_REQUESTS`]: `node::proposals`, per entry a leader proposes for requests.

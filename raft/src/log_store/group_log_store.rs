@@ -33,7 +33,7 @@ use sled::transaction::Transactional;
 
 use super::codec;
 use super::error::LogStoreError;
-use super::log_db::{Flusher, LogWrite, Waiter};
+use super::flusher::{Flusher, LogWrite, Waiter};
 use crate::type_config::{Entry, LogId, TypeConfig, Vote};
 use crate::GroupId;
 
