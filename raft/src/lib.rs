@@ -18,7 +18,8 @@
 //!   group-commit flusher; [`GroupLogStore`] is one group's `RaftLogStorage`.
 //!
 //! - [`state_machine`]: [`state_machine::AppStateMachine`], openraft's `RaftStateMachine` over an
-//!   [`Application`], and the versioned `consensus_meta` encoding.
+//!   [`Application`]; [`state_machine::GroupRaft`], the openraft instance that drives it; the
+//!   versioned `consensus_meta` encoding.
 //! - [`transport`]: the peer transport: one authenticated, pipelined TCP connection per peer
 //!   for all groups (openraft-multi `GroupRouter`), snapshot streaming, forwarding RPCs.
 //! - [`node`]: [`RaftNode`], the API the domain uses: start, initialize, propose (forwarded to

@@ -8,17 +8,14 @@ use std::sync::{Arc, Mutex};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::SnapshotResponse;
-use openraft::{ChangeMembers, Raft, ReadPolicy};
+use openraft::{ChangeMembers, ReadPolicy};
 
 use super::proposals::Proposals;
-use crate::state_machine::{position_of, AppStateMachine};
+use crate::state_machine::{position_of, GroupRaft};
 use crate::transport::wire::{AdminRequest, ForwardReply, ReadIndexReply, RequestBody, ResponseBody};
 use crate::transport::Handler;
 use crate::type_config::{GroupId, Request, Response, Snapshot, TypeConfig, Vote};
 use crate::{Application, LogPosition};
-
-/// One group's openraft instance.
-pub type GroupRaft<A> = Raft<TypeConfig, AppStateMachine<A>>;
 
 /// One group of this node: its Raft and its application.
 pub(crate) struct Group<A: Application> {

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: [`RaftNodeConfig`] and its defaults.
 //! - [`error`]: [`ProposeError`], [`RaftNodeError`].
+//! - [`leader_changes`]: the per-group task that counts leader changes for the metrics.
 //! - [`dispatch`]: the group table and what a leader runs for a caller (also for the transport).
 //! - [`proposals`]: a leader's per-group queue that coalesces waiting requests into one entry.
 //! - [`requests`]: propose, read index, applied waits and membership operations, forwarded to
@@ -12,6 +13,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod leader_changes;
 pub mod proposals;
 pub mod requests;
 
@@ -170,7 +172,7 @@ impl<A: Application> RaftNode<A> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks: Vec<JoinHandle<()>> = (0..config.group_count)
             .map(|group_id| {
-                tokio::spawn(crate::metrics::count_leader_changes(
+                tokio::spawn(leader_changes::count_leader_changes(
                     group_id,
                     table.groups[group_id as usize].raft.clone(),
                     shutdown_rx.clone(),

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::dispatch::{write_reply, GroupRaft};
+use super::dispatch::write_reply;
+use crate::state_machine::GroupRaft;
 use crate::transport::wire::ForwardReply;
 use crate::type_config::{Batch, Request};
 use crate::Application;
