@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::error::{LinearizableReadError, RaftError};
 use openraft::raft::SnapshotResponse;
 use openraft::{ChangeMembers, ReadPolicy};
 
@@ -39,30 +39,6 @@ impl<A: Application> GroupTable<A> {
     }
 }
 
-/// What a caller is told about a write (a proposal or a membership change). Membership
-/// changes carry no requests, so their reply carries an empty response.
-pub(crate) fn write_reply(
-    result: Result<
-        openraft::raft::ClientWriteResponse<TypeConfig>,
-        RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
-    >,
-) -> ForwardReply {
-    match result {
-        Ok(written) => ForwardReply::Applied {
-            position: position_of(&written.log_id),
-            response: written.data.0.into_iter().next().unwrap_or_default(),
-        },
-        // Not appended, or appended and then overwritten by a new leader: never committed.
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))
-        | Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(to))) => {
-            ForwardReply::NotLeader { leader: to.leader_id }
-        }
-        Err(e) => ForwardReply::Failed {
-            reason: e.to_string(),
-        },
-    }
-}
-
 /// Proposes `request` on this node, which should lead the group; answers after apply. The
 /// request joins the group's queue and may share its entry with others (`Proposals`).
 pub(crate) async fn local_write<A: Application>(group: &Group<A>, request: Request) -> ForwardReply {
@@ -89,13 +65,13 @@ pub(crate) async fn local_admin<A: Application>(raft: &GroupRaft<A>, request: Ad
     match request {
         // Non-blocking: the learner catches up in the background; callers watch metrics.
         AdminRequest::AddLearner { node_id, node } => {
-            write_reply(raft.add_learner(node_id, node, false).await)
+            ForwardReply::from_write(raft.add_learner(node_id, node, false).await)
         }
-        AdminRequest::ChangeMembership { voters } => write_reply(
+        AdminRequest::ChangeMembership { voters } => ForwardReply::from_write(
             raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
                 .await,
         ),
-        AdminRequest::AddVoter { node_id } => write_reply(
+        AdminRequest::AddVoter { node_id } => ForwardReply::from_write(
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
                 .await,
         ),
@@ -123,7 +99,7 @@ pub(crate) async fn local_admin<A: Application>(raft: &GroupRaft<A>, request: Ad
                     response: Response::default(),
                 };
             };
-            write_reply(raft.change_membership(change, false).await)
+            ForwardReply::from_write(raft.change_membership(change, false).await)
         }
         AdminRequest::TransferLeader { to } => {
             if let Err(redirect) = raft.as_leader() {

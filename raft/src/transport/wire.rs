@@ -9,13 +9,15 @@
 use std::collections::BTreeSet;
 use std::io;
 
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, SnapshotResponse,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::state_machine::position_of;
 use crate::type_config::{GroupId, Node, NodeId, Request, Response, SnapshotMeta, TypeConfig, Vote};
 use crate::LogPosition;
 
@@ -118,6 +120,29 @@ pub enum ForwardReply {
     Failed { reason: String },
 }
 
+impl ForwardReply {
+    /// What a caller is told about a write (a proposal or a membership change), from openraft's
+    /// answer. Membership changes carry no requests, so their reply carries an empty response.
+    pub(crate) fn from_write(
+        result: Result<ClientWriteResponse<TypeConfig>, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
+    ) -> ForwardReply {
+        match result {
+            Ok(written) => ForwardReply::Applied {
+                position: position_of(&written.log_id),
+                response: written.data.0.into_iter().next().unwrap_or_default(),
+            },
+            // Not appended, or appended and then overwritten by a new leader: never committed.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))
+            | Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(to))) => {
+                ForwardReply::NotLeader { leader: to.leader_id }
+            }
+            Err(e) => ForwardReply::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
 /// The outcome of a read-index request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadIndexReply {
@@ -212,8 +237,7 @@ mod tests {
     use openraft::vote::RaftLeaderIdExt;
 
     use super::*;
-    use crate::node::proposals::MAX_BATCH_BYTES;
-    use crate::type_config::{Batch, Entry, LeaderId, LogId, Request};
+    use crate::type_config::{Batch, Entry, LeaderId, LogId, Request, MAX_BATCH_BYTES};
 
     fn append_entries_of(entries: u64) -> RequestFrame {
         let log_id = |index| LogId::new(LeaderId::new_committed(3, 1), index);
