@@ -35,7 +35,7 @@ pub use group_network::GroupNetwork;
 pub use handler::Handler;
 pub use router::Router;
 pub use server::serve;
-pub use tls::{PeerStream, PeerTls, PeerTlsFiles};
+pub use tls::{PeerStream, PeerTls, PeerTlsError, PeerTlsFiles};
 pub use wire::{AdminRequest, ForwardReply, ReadIndexReply};
 
 /// Why a call to a peer failed.
