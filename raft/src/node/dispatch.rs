@@ -12,7 +12,9 @@ use openraft::{ChangeMembers, ReadPolicy};
 
 use super::proposals::Proposals;
 use crate::state_machine::{position_of, GroupRaft};
-use crate::transport::wire::{AdminRequest, ForwardReply, ReadIndexReply, RequestBody, ResponseBody};
+use crate::transport::wire::{
+    AdminRequest, ForwardReply, ReadIndexReply, RemoteError, RequestBody, ResponseBody,
+};
 use crate::transport::Handler;
 use crate::type_config::{GroupId, Request, Response, Snapshot, TypeConfig, Vote};
 use crate::{Application, LogPosition};
@@ -121,32 +123,30 @@ pub(crate) async fn local_admin<A: Application>(raft: &GroupRaft<A>, request: Ad
 }
 
 impl<A: Application> Handler for GroupTable<A> {
-    async fn handle(&self, group_id: GroupId, body: RequestBody) -> Result<ResponseBody, String> {
-        let group = self
-            .get(group_id)
-            .ok_or_else(|| format!("unknown group {group_id}"))?;
+    async fn handle(&self, group_id: GroupId, body: RequestBody) -> Result<ResponseBody, RemoteError> {
+        let group = self.get(group_id).ok_or(RemoteError::UnknownGroup { group_id })?;
         let raft = &group.raft;
         match body {
             RequestBody::AppendEntries(rpc) => raft
                 .append_entries(rpc)
                 .await
                 .map(ResponseBody::AppendEntries)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| group_stopped(group_id, e)),
             RequestBody::Vote(rpc) => raft
                 .vote(rpc)
                 .await
                 .map(ResponseBody::Vote)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| group_stopped(group_id, e)),
             RequestBody::PreVote(rpc) => raft
                 .pre_vote(rpc)
                 .await
                 .map(ResponseBody::Vote)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| group_stopped(group_id, e)),
             RequestBody::TransferLeader(rpc) => raft
                 .handle_transfer_leader(rpc)
                 .await
                 .map(ResponseBody::TransferLeader)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| group_stopped(group_id, e)),
             RequestBody::Forward(request) => Ok(ResponseBody::Forward(local_write(group, request).await)),
             RequestBody::ReadIndex => Ok(ResponseBody::ReadIndex(local_read_index(raft).await)),
             RequestBody::Admin(request) => Ok(ResponseBody::Forward(local_admin(raft, request).await)),
@@ -158,18 +158,25 @@ impl<A: Application> Handler for GroupTable<A> {
         group_id: GroupId,
         vote: Vote,
         snapshot: Snapshot,
-    ) -> Result<SnapshotResponse<TypeConfig>, String> {
-        let group = self
-            .get(group_id)
-            .ok_or_else(|| format!("unknown group {group_id}"))?;
+    ) -> Result<SnapshotResponse<TypeConfig>, RemoteError> {
+        let group = self.get(group_id).ok_or(RemoteError::UnknownGroup { group_id })?;
         group
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| group_stopped(group_id, e))
     }
 
     fn staging_dir(&self) -> &Path {
         &self.staging_dir
+    }
+}
+
+/// The answer to a peer whose request the group's Raft refused: openraft refuses a peer's Raft
+/// RPC only once the group stopped ([`openraft::error::Fatal`]).
+fn group_stopped(group_id: GroupId, error: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Fatal {
+        group_id,
+        reason: error.to_string(),
     }
 }

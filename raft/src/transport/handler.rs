@@ -6,7 +6,7 @@ use std::path::Path;
 
 use openraft::raft::SnapshotResponse;
 
-use super::wire::{RequestBody, ResponseBody};
+use super::wire::{RemoteError, RequestBody, ResponseBody};
 use crate::type_config::{GroupId, Snapshot, TypeConfig, Vote};
 
 /// What the server dispatches to: the node's groups.
@@ -16,7 +16,7 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         group_id: GroupId,
         body: RequestBody,
-    ) -> impl Future<Output = Result<ResponseBody, String>> + Send;
+    ) -> impl Future<Output = Result<ResponseBody, RemoteError>> + Send;
 
     /// Installs a completely received snapshot.
     fn install_snapshot(
@@ -24,7 +24,7 @@ pub trait Handler: Send + Sync + 'static {
         group_id: GroupId,
         vote: Vote,
         snapshot: Snapshot,
-    ) -> impl Future<Output = Result<SnapshotResponse<TypeConfig>, String>> + Send;
+    ) -> impl Future<Output = Result<SnapshotResponse<TypeConfig>, RemoteError>> + Send;
 
     /// Where incoming snapshots are staged; on the same file system as the application's data.
     fn staging_dir(&self) -> &Path;

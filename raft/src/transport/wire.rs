@@ -92,7 +92,19 @@ pub struct ResponseFrame {
     pub id: u64,
     /// `Err` when the receiver could not handle the request at all (unknown group, group
     /// stopped); expected outcomes such as "not leader" are inside the body.
-    pub body: Result<ResponseBody, String>,
+    pub body: Result<ResponseBody, RemoteError>,
+}
+
+/// Why the receiver of a request could not serve it at all, as a [`ResponseFrame`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// The receiver has no group `group_id` (its `group_count` differs from the sender's).
+    #[error("unknown group {group_id}")]
+    UnknownGroup { group_id: GroupId },
+    /// The group stopped on the receiver (a storage or application failure, or shutdown), so
+    /// its Raft refused the request; `reason` is openraft's fatal error.
+    #[error("{reason}")]
+    Fatal { group_id: GroupId, reason: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -294,5 +306,21 @@ mod tests {
         }
         let mut empty: &[u8] = &[];
         assert!(read_frame(&mut empty).await.unwrap().is_none());
+
+        for error in [
+            RemoteError::UnknownGroup { group_id: 9 },
+            RemoteError::Fatal {
+                group_id: 2,
+                reason: "stopped".to_string(),
+            },
+        ] {
+            let frame = ResponseFrame {
+                id: 8,
+                body: Err(error.clone()),
+            };
+            let bytes = encode(&frame).unwrap();
+            let decoded: ResponseFrame = read_value(&mut &bytes[..]).await.unwrap();
+            assert_eq!(decoded.body.unwrap_err(), error);
+        }
     }
 }
