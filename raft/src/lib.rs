@@ -15,8 +15,8 @@
 //! - [`snapshot_file`]: [`SnapshotFile`], the snapshot data of Dovetail state machines: one
 //!   file on disk, read by position.
 //! - [`log_store`]: the sled log store. [`LogDb`] is a node's one `sled::Db` with its
-//!   group-commit flusher; [`GroupLogStore`] is one group's `RaftLogStorage`.
-//!
+//!   group-commit flusher (`log_store::flusher`); [`GroupLogStore`] is one group's
+//!   `RaftLogStorage`, which keeps its last entries decoded (`log_store::tail`).
 //! - [`state_machine`]: [`state_machine::AppStateMachine`], openraft's `RaftStateMachine` over an
 //!   [`Application`]; [`state_machine::GroupRaft`], the openraft instance that drives it; the
 //!   versioned `consensus_meta` encoding.

@@ -9,7 +9,9 @@
 //! - [`LOG_APPEND_SECONDS`]: `log_store::flusher`, from a group's `append` call to the callback
 //!   that tells openraft the entries are durable (the wait for the group commit included).
 //! - [`LOG_FSYNC_SECONDS`], [`LOG_FSYNC_BATCH_REQUESTS`]: the group-commit flusher, per flush.
-//! - [`PROPOSAL_BATCH_REQUESTS`]: `node::proposals`, per entry a leader proposes for requests.
+//! - [`PROPOSAL_BATCH_REQUESTS`], [`PROPOSAL_ROUND_SECONDS`]: `node::proposals`, per entry a
+//!   leader proposes for requests.
+//! - [`APPEND_ENTRIES_SENT_TOTAL`]: `transport::group_network`, per AppendEntries RPC sent.
 //! - [`SNAPSHOTS_SENT_TOTAL`] .. [`SNAPSHOTS_RECEIVED_BYTES_TOTAL`]: `transport::snapshot`, once
 //!   a transfer completed (sent: every byte went out and the receiver answered; received: every
 //!   byte checked and the snapshot handed to openraft, which installed it or, if its vote is
