@@ -15,10 +15,11 @@
 //! - [`snapshot_file`]: [`SnapshotFile`], the snapshot data of Dovetail state machines: one
 //!   file on disk, read by position.
 //! - [`log_store`]: the sled log store. [`LogDb`] is a node's one `sled::Db` with its
-//!   group-commit flusher; [`GroupLogStore`] is one group's `RaftLogStorage`.
-//!
+//!   group-commit flusher (`log_store::flusher`); [`GroupLogStore`] is one group's
+//!   `RaftLogStorage`, which keeps its last entries decoded (`log_store::tail`).
 //! - [`state_machine`]: [`state_machine::AppStateMachine`], openraft's `RaftStateMachine` over an
-//!   [`Application`], and the versioned `consensus_meta` encoding.
+//!   [`Application`]; [`state_machine::GroupRaft`], the openraft instance that drives it; the
+//!   versioned `consensus_meta` encoding.
 //! - [`transport`]: the peer transport: one authenticated, pipelined TCP connection per peer
 //!   for all groups (openraft-multi `GroupRouter`), snapshot streaming, forwarding RPCs.
 //! - [`node`]: [`RaftNode`], the API the domain uses: start, initialize, propose (forwarded to

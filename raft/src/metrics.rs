@@ -1,28 +1,23 @@
-//! The metrics this crate records, through the `metrics` facade: their names, their
-//! descriptions, and the task that counts leader changes.
+//! The metrics this crate records, through the `metrics` facade: their names and their
+//! descriptions.
 //!
 //! Recording is a no-op until the process installs a recorder (the domain crate installs a
 //! Prometheus one); this crate never chooses an exporter. Names carry their unit last
 //! (`_seconds`, `_bytes_total`), labels are bounded: `group` is a group id, never a user's data.
 //!
 //! Where they are recorded:
-//! - [`LOG_APPEND_SECONDS`]: `log_store::log_db`, from a group's `append` call to the callback
+//! - [`LOG_APPEND_SECONDS`]: `log_store::flusher`, from a group's `append` call to the callback
 //!   that tells openraft the entries are durable (the wait for the group commit included).
 //! - [`LOG_FSYNC_SECONDS`], [`LOG_FSYNC_BATCH_REQUESTS`]: the group-commit flusher, per flush.
-//! - [`PROPOSAL_BATCH_REQUESTS`]: `node::proposals`, per entry a leader proposes for requests.
+//! - [`PROPOSAL_BATCH_REQUESTS`], [`PROPOSAL_ROUND_SECONDS`]: `node::proposals`, per entry a
+//!   leader proposes for requests.
+//! - [`APPEND_ENTRIES_SENT_TOTAL`]: `transport::group_network`, per AppendEntries RPC sent.
 //! - [`SNAPSHOTS_SENT_TOTAL`] .. [`SNAPSHOTS_RECEIVED_BYTES_TOTAL`]: `transport::snapshot`, once
 //!   a transfer completed (sent: every byte went out and the receiver answered; received: every
 //!   byte checked and the snapshot handed to openraft, which installed it or, if its vote is
 //!   newer, declined it).
-//! - [`GROUP_LEADER_CHANGES_TOTAL`]: `count_leader_changes`, one task per group, spawned by
+//! - [`GROUP_LEADER_CHANGES_TOTAL`]: `node::leader_changes`, one task per group, spawned by
 //!   `RaftNode::start`.
-
-use openraft::async_runtime::watch::WatchReceiver;
-use tokio::sync::watch;
-
-use crate::node::dispatch::GroupRaft;
-use crate::type_config::GroupId;
-use crate::Application;
 
 /// Histogram: seconds from a log append call until its entries are durable.
 pub const LOG_APPEND_SECONDS: &str = "dovetail_log_append_seconds";
@@ -102,30 +97,4 @@ pub fn describe() {
         GROUP_LEADER_CHANGES_TOTAL,
         "Times this node saw the group's leader become a different node"
     );
-}
-
-/// Counts changes of the group's leader as this node sees them, until `shutdown` or the group
-/// stops. Watches openraft's server metrics, which change only with the vote, the role or the
-/// membership, so the task wakes rarely. A period without a known leader (an election) is not a
-/// change by itself: the count goes up when a leader other than the last known one appears. The
-/// first leader seen after start counts once.
-pub(crate) async fn count_leader_changes<A: Application>(
-    group_id: GroupId,
-    raft: GroupRaft<A>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let counter = metrics::counter!(GROUP_LEADER_CHANGES_TOTAL, "group" => group_id.to_string());
-    let mut server = raft.server_metrics();
-    let mut last_leader = None;
-    loop {
-        let leader = server.borrow_and_update().current_leader;
-        if leader.is_some() && leader != last_leader {
-            counter.increment(1);
-            last_leader = leader;
-        }
-        tokio::select! {
-            changed = server.changed() => if changed.is_err() { return },
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-    }
 }

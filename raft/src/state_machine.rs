@@ -1,4 +1,5 @@
-//! [`AppStateMachine`]: openraft's `RaftStateMachine` over an [`Application`].
+//! [`AppStateMachine`]: openraft's `RaftStateMachine` over an [`Application`], and
+//! [`GroupRaft`], the openraft instance that drives one.
 //!
 //! The application never sees openraft types. What openraft needs to know about the state
 //! machine's position (the last applied log id and the membership in force) travels through the
@@ -104,6 +105,9 @@ where
         .await
         .map_err(|e| io::Error::other(format!("application task failed: {e}")))?
 }
+
+/// One group's openraft instance, driving the group's [`AppStateMachine`].
+pub type GroupRaft<A> = openraft::Raft<TypeConfig, AppStateMachine<A>>;
 
 /// openraft's state machine for one group, backed by an [`Application`].
 pub struct AppStateMachine<A: Application> {

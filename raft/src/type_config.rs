@@ -97,6 +97,12 @@ pub struct Response(pub Vec<u8>);
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch(pub Vec<Request>);
 
+/// A [`Batch`] stops growing once its requests reach this many bytes (a larger single request
+/// still goes, alone; the domain refuses requests over 64 KiB encoded). Keeps openraft's
+/// AppendEntries of up to 300 entries under the transport's frame limit (`transport::wire` tests).
+/// The leader's proposer (`node::proposals`) fills batches up to it.
+pub const MAX_BATCH_BYTES: usize = 64 << 10;
+
 /// The responses to a [`Batch`], one per request and in the same order (empty for entries
 /// without requests).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,10 +13,11 @@
 //! The lock is never held across an await: waiting for an fsync blocks neither readers nor the
 //! runtime.
 //!
-//! The lock also guards the group's [`Tail`]: the last entries written, decoded. Every entry is
-//! read back soon after it is written — by the leader once per follower to replicate it, and by
-//! every replica to apply it — and the tail answers those reads without a sled lookup and a
-//! decode per entry. Reads that start before the tail (a lagging follower) go to sled.
+//! The lock also guards the group's [`Tail`] (`tail.rs`): the last entries written, decoded.
+//! Every entry is read back soon after it is written — by the leader once per follower to
+//! replicate it, and by every replica to apply it — and the tail answers those reads without a
+//! sled lookup and a decode per entry. Reads that start before the tail (a lagging follower) go
+//! to sled.
 
 use std::fmt::Debug;
 use std::io;
@@ -33,7 +34,8 @@ use sled::transaction::Transactional;
 
 use super::codec;
 use super::error::LogStoreError;
-use super::log_db::{Flusher, LogWrite, Waiter};
+use super::flusher::{Flusher, LogWrite, Waiter};
+use super::tail::Tail;
 use crate::type_config::{Entry, LogId, TypeConfig, Vote};
 use crate::GroupId;
 
@@ -48,136 +50,6 @@ const LIMITED_READ_BYTES: usize = 4 << 20;
 /// append 88-144 ms (4-12 appends got through); in steps of 256 the purge took 121-176 ms and the
 /// slowest append 10-18 ms (43-55 got through).
 pub(crate) const PURGE_STEP: usize = 256;
-
-/// The [`Tail`] keeps at most this many entries...
-pub(crate) const TAIL_MAX_ENTRIES: usize = 256;
-/// ...and at most this many encoded bytes (so an idle group holds at most this much memory;
-/// 1,024 groups at most 256 MiB, in practice far less: entries are a few hundred bytes).
-pub(crate) const TAIL_MAX_BYTES: usize = 256 << 10;
-
-/// The last entries of a group's log, decoded, each with its encoded size.
-///
-/// Invariant: empty, or a contiguous run of entries that is a suffix of the log in sled — the
-/// same entries sled holds at those indexes, ending at the log's last entry. Every write keeps
-/// it under the group's write lock: an append extends it, a truncation cuts it back, a purge
-/// trims its front, and a write that fails clears it. So a read that starts within the tail
-/// gets from it exactly what sled would return.
-#[derive(Default)]
-struct Tail {
-    entries: std::collections::VecDeque<(Entry, usize)>,
-    bytes: usize,
-}
-
-impl Tail {
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
-    }
-
-    fn first_index(&self) -> Option<u64> {
-        self.entries.front().map(|(entry, _)| entry.index())
-    }
-
-    fn last_index(&self) -> Option<u64> {
-        self.entries.back().map(|(entry, _)| entry.index())
-    }
-
-    /// Records entries just written to sled (contiguous, ascending), then trims the front to
-    /// the bounds. `log_last` reads the index of the log's last entry from sled; it is asked
-    /// only when the tail cannot tell that the entries written end the log.
-    fn extend(&mut self, written: Vec<(Entry, usize)>, log_last: impl FnOnce() -> Option<u64>) {
-        let (Some(first), Some(written_last)) = (
-            written.first().map(|(entry, _)| entry.index()),
-            written.last().map(|(entry, _)| entry.index()),
-        ) else {
-            return;
-        };
-        if let Some(last) = self.last_index() {
-            // Entries that stop short of the tail's end (an overwrite in the middle) or leave a
-            // gap after it: the tail is no longer known to be a suffix of the log.
-            if written_last < last || first > last + 1 {
-                self.clear();
-            }
-        }
-        // The entries written replace any the tail holds at their indexes.
-        self.remove_from(first);
-        if self.entries.is_empty() && log_last() != Some(written_last) {
-            return;
-        }
-        for (entry, size) in written {
-            self.bytes += size;
-            self.entries.push_back((entry, size));
-        }
-        while self.entries.len() > TAIL_MAX_ENTRIES || self.bytes > TAIL_MAX_BYTES {
-            self.pop_front();
-        }
-    }
-
-    fn pop_front(&mut self) {
-        if let Some((_, size)) = self.entries.pop_front() {
-            self.bytes -= size;
-        }
-    }
-
-    /// Drops the entries with index `from` and later.
-    fn remove_from(&mut self, from: u64) {
-        while self.last_index().is_some_and(|last| last >= from) {
-            if let Some((_, size)) = self.entries.pop_back() {
-                self.bytes -= size;
-            }
-        }
-    }
-
-    /// Drops the entries with index `upto` and earlier.
-    fn remove_upto(&mut self, upto: u64) {
-        while self.first_index().is_some_and(|first| first <= upto) {
-            self.pop_front();
-        }
-    }
-
-    /// Keeps only what is outside `range` (a removal from sled of the entries in `range`).
-    fn remove_range(&mut self, range: &(Bound<u64>, Bound<u64>)) {
-        match range.1 {
-            // A suffix (a truncation, the only removal of this kind openraft asks for).
-            Bound::Unbounded => self.remove_from(start_of(range)),
-            // Anything else could leave a hole: forget the tail rather than reason about it.
-            _ => self.clear(),
-        }
-    }
-
-    /// What sled would return for `range` with `byte_budget`, if the range starts within (or
-    /// after) the tail; `None` if it starts before it (or the tail is empty).
-    fn read(&self, range: &(Bound<u64>, Bound<u64>), byte_budget: usize) -> Option<Vec<Entry>> {
-        let first = self.first_index()?;
-        let start = start_of(range);
-        if start < first {
-            return None;
-        }
-        let mut entries = Vec::new();
-        let mut bytes_read = 0usize;
-        let skip = usize::try_from(start - first).unwrap_or(usize::MAX);
-        for (entry, size) in self.entries.iter().skip(skip) {
-            if !range.contains(&entry.index()) {
-                break;
-            }
-            entries.push(entry.clone());
-            bytes_read += size;
-            if bytes_read >= byte_budget {
-                break;
-            }
-        }
-        Some(entries)
-    }
-}
-
-/// The first index of a range that is not empty.
-fn start_of(range: &(Bound<u64>, Bound<u64>)) -> u64 {
-    match range.0 {
-        Bound::Included(start) => start,
-        Bound::Excluded(start) => start.saturating_add(1),
-        Bound::Unbounded => 0,
-    }
-}
 
 /// The Raft log storage of one group. Cheap to clone; all clones share the group's lock.
 #[derive(Clone)]
@@ -243,8 +115,7 @@ impl GroupLogStore {
     /// How many entries the tail holds, and their encoded bytes.
     #[cfg(test)]
     pub(crate) fn tail_size(&self) -> (usize, usize) {
-        let tail = self.read_lock();
-        (tail.entries.len(), tail.bytes)
+        self.read_lock().size()
     }
 
     fn read_lock(&self) -> RwLockReadGuard<'_, Tail> {

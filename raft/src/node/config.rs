@@ -1,5 +1,5 @@
 //! [`RaftNodeConfig`]: what a node needs to start, with defaults sized for 16-256 groups on a
-//! couple of cores.
+//! couple of cores; [`ConfigError`] when it cannot start one.
 //!
 //! Every group runs its own timers (DESIGN §5), so with 256 groups a 50 ms heartbeat would be
 //! 5,000 heartbeats a second per peer. The defaults (150 ms heartbeat, 1-2 s election timeout)
@@ -12,7 +12,23 @@ use std::time::Duration;
 
 use openraft::{Config, SnapshotPolicy};
 
+use crate::transport::{PeerTlsError, PeerTlsFiles};
 use crate::type_config::NodeId;
+
+/// Why a [`RaftNodeConfig`] cannot start a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `group_count` is 0.
+    #[error("group_count must be at least 1")]
+    NoGroups,
+    /// openraft refused the timing or snapshot settings (`heartbeat_interval_ms`,
+    /// `election_timeout_ms_min`, `election_timeout_ms_max`, ...).
+    #[error(transparent)]
+    Raft(#[from] openraft::ConfigError),
+    /// The files named by `peer_tls` could not be loaded.
+    #[error(transparent)]
+    PeerTls(#[from] PeerTlsError),
+}
 
 /// Configuration of a [`RaftNode`](super::RaftNode).
 #[derive(Clone)]
@@ -46,7 +62,7 @@ pub struct RaftNodeConfig {
     /// Snapshot transfer chunk size. Default 1 MiB.
     pub snapshot_chunk_bytes: usize,
     /// Mutual TLS on peer connections (see `transport::tls`); `None`: plain TCP.
-    pub peer_tls: Option<crate::transport::PeerTlsFiles>,
+    pub peer_tls: Option<PeerTlsFiles>,
 }
 
 impl std::fmt::Debug for RaftNodeConfig {
@@ -99,7 +115,7 @@ impl RaftNodeConfig {
     }
 
     /// The openraft configuration every group of this node uses.
-    pub(crate) fn raft_config(&self) -> Result<Arc<Config>, String> {
+    pub(crate) fn raft_config(&self) -> Result<Arc<Config>, ConfigError> {
         let config = Config {
             cluster_name: "dovetail".to_string(),
             heartbeat_interval: self.heartbeat_interval_ms,
@@ -123,6 +139,6 @@ impl RaftNodeConfig {
             // because no entry exceeds `MAX_BATCH_BYTES` (`transport::wire` tests it).
             ..Config::default()
         };
-        config.validate().map(Arc::new).map_err(|e| e.to_string())
+        Ok(Arc::new(config.validate()?))
     }
 }

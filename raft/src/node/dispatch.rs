@@ -6,19 +6,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::error::{LinearizableReadError, RaftError};
 use openraft::raft::SnapshotResponse;
-use openraft::{ChangeMembers, Raft, ReadPolicy};
+use openraft::{ChangeMembers, ReadPolicy};
 
 use super::proposals::Proposals;
-use crate::state_machine::{position_of, AppStateMachine};
-use crate::transport::wire::{AdminRequest, ForwardReply, ReadIndexReply, RequestBody, ResponseBody};
+use crate::state_machine::{position_of, GroupRaft};
+use crate::transport::wire::{
+    AdminRequest, ForwardReply, ReadIndexReply, RemoteError, RequestBody, ResponseBody,
+};
 use crate::transport::Handler;
 use crate::type_config::{GroupId, Request, Response, Snapshot, TypeConfig, Vote};
 use crate::{Application, LogPosition};
-
-/// One group's openraft instance.
-pub type GroupRaft<A> = Raft<TypeConfig, AppStateMachine<A>>;
 
 /// One group of this node: its Raft and its application.
 pub(crate) struct Group<A: Application> {
@@ -39,30 +38,6 @@ pub(crate) struct GroupTable<A: Application> {
 impl<A: Application> GroupTable<A> {
     pub fn get(&self, group_id: GroupId) -> Option<&Group<A>> {
         self.groups.get(group_id as usize)
-    }
-}
-
-/// What a caller is told about a write (a proposal or a membership change). Membership
-/// changes carry no requests, so their reply carries an empty response.
-pub(crate) fn write_reply(
-    result: Result<
-        openraft::raft::ClientWriteResponse<TypeConfig>,
-        RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
-    >,
-) -> ForwardReply {
-    match result {
-        Ok(written) => ForwardReply::Applied {
-            position: position_of(&written.log_id),
-            response: written.data.0.into_iter().next().unwrap_or_default(),
-        },
-        // Not appended, or appended and then overwritten by a new leader: never committed.
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))
-        | Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(to))) => {
-            ForwardReply::NotLeader { leader: to.leader_id }
-        }
-        Err(e) => ForwardReply::Failed {
-            reason: e.to_string(),
-        },
     }
 }
 
@@ -92,13 +67,13 @@ pub(crate) async fn local_admin<A: Application>(raft: &GroupRaft<A>, request: Ad
     match request {
         // Non-blocking: the learner catches up in the background; callers watch metrics.
         AdminRequest::AddLearner { node_id, node } => {
-            write_reply(raft.add_learner(node_id, node, false).await)
+            ForwardReply::from_write(raft.add_learner(node_id, node, false).await)
         }
-        AdminRequest::ChangeMembership { voters } => write_reply(
+        AdminRequest::ChangeMembership { voters } => ForwardReply::from_write(
             raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
                 .await,
         ),
-        AdminRequest::AddVoter { node_id } => write_reply(
+        AdminRequest::AddVoter { node_id } => ForwardReply::from_write(
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
                 .await,
         ),
@@ -126,7 +101,7 @@ pub(crate) async fn local_admin<A: Application>(raft: &GroupRaft<A>, request: Ad
                     response: Response::default(),
                 };
             };
-            write_reply(raft.change_membership(change, false).await)
+            ForwardReply::from_write(raft.change_membership(change, false).await)
         }
         AdminRequest::TransferLeader { to } => {
             if let Err(redirect) = raft.as_leader() {
@@ -148,32 +123,30 @@ pub(crate) async fn local_admin<A: Application>(raft: &GroupRaft<A>, request: Ad
 }
 
 impl<A: Application> Handler for GroupTable<A> {
-    async fn handle(&self, group_id: GroupId, body: RequestBody) -> Result<ResponseBody, String> {
-        let group = self
-            .get(group_id)
-            .ok_or_else(|| format!("unknown group {group_id}"))?;
+    async fn handle(&self, group_id: GroupId, body: RequestBody) -> Result<ResponseBody, RemoteError> {
+        let group = self.get(group_id).ok_or(RemoteError::UnknownGroup { group_id })?;
         let raft = &group.raft;
         match body {
             RequestBody::AppendEntries(rpc) => raft
                 .append_entries(rpc)
                 .await
                 .map(ResponseBody::AppendEntries)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| group_stopped(group_id, e)),
             RequestBody::Vote(rpc) => raft
                 .vote(rpc)
                 .await
                 .map(ResponseBody::Vote)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| group_stopped(group_id, e)),
             RequestBody::PreVote(rpc) => raft
                 .pre_vote(rpc)
                 .await
                 .map(ResponseBody::Vote)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| group_stopped(group_id, e)),
             RequestBody::TransferLeader(rpc) => raft
                 .handle_transfer_leader(rpc)
                 .await
                 .map(ResponseBody::TransferLeader)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| group_stopped(group_id, e)),
             RequestBody::Forward(request) => Ok(ResponseBody::Forward(local_write(group, request).await)),
             RequestBody::ReadIndex => Ok(ResponseBody::ReadIndex(local_read_index(raft).await)),
             RequestBody::Admin(request) => Ok(ResponseBody::Forward(local_admin(raft, request).await)),
@@ -185,18 +158,25 @@ impl<A: Application> Handler for GroupTable<A> {
         group_id: GroupId,
         vote: Vote,
         snapshot: Snapshot,
-    ) -> Result<SnapshotResponse<TypeConfig>, String> {
-        let group = self
-            .get(group_id)
-            .ok_or_else(|| format!("unknown group {group_id}"))?;
+    ) -> Result<SnapshotResponse<TypeConfig>, RemoteError> {
+        let group = self.get(group_id).ok_or(RemoteError::UnknownGroup { group_id })?;
         group
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| group_stopped(group_id, e))
     }
 
     fn staging_dir(&self) -> &Path {
         &self.staging_dir
+    }
+}
+
+/// The answer to a peer whose request the group's Raft refused: openraft refuses a peer's Raft
+/// RPC only once the group stopped ([`openraft::error::Fatal`]).
+fn group_stopped(group_id: GroupId, error: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Fatal {
+        group_id,
+        reason: error.to_string(),
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io;
 
+use super::config::ConfigError;
 use crate::type_config::GroupId;
 use crate::LogStoreError;
 
@@ -28,7 +29,7 @@ pub enum ProposeError {
 #[derive(Debug, thiserror::Error)]
 pub enum RaftNodeError {
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -1,8 +1,9 @@
 //! [`RaftNode`]: a node's Raft groups behind one API for the domain crate.
 //!
 //! # Layout
-//! - [`config`]: [`RaftNodeConfig`] and its defaults.
+//! - [`config`]: [`RaftNodeConfig`] and its defaults; [`ConfigError`].
 //! - [`error`]: [`ProposeError`], [`RaftNodeError`].
+//! - [`leader_changes`]: the per-group task that counts leader changes for the metrics.
 //! - [`dispatch`]: the group table and what a leader runs for a caller (also for the transport).
 //! - [`proposals`]: a leader's per-group queue that coalesces waiting requests into one entry.
 //! - [`requests`]: propose, read index, applied waits and membership operations, forwarded to
@@ -12,6 +13,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod leader_changes;
 pub mod proposals;
 pub mod requests;
 
@@ -27,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::RaftNodeConfig;
+pub use config::{ConfigError, RaftNodeConfig};
 use dispatch::{Group, GroupTable};
 pub use error::{ProposeError, RaftNodeError};
 pub use requests::Proposed;
@@ -107,11 +109,9 @@ impl<A: Application> RaftNode<A> {
         make_app: impl Fn(GroupId) -> io::Result<A>,
     ) -> Result<RaftNode<A>, RaftNodeError> {
         if config.group_count == 0 {
-            return Err(RaftNodeError::Config(
-                "group_count must be at least 1".to_string(),
-            ));
+            return Err(ConfigError::NoGroups.into());
         }
-        let raft_config = config.raft_config().map_err(RaftNodeError::Config)?;
+        let raft_config = config.raft_config()?;
         let io_error = |what: String| move |source| RaftNodeError::Io { what, source };
         let staging_dir = config.data_dir.join("snapshot-staging");
         // Leftovers of transfers interrupted by a crash are useless: start empty.
@@ -128,7 +128,7 @@ impl<A: Application> RaftNode<A> {
 
         let secret = ClusterSecret::new(config.cluster_secret.clone());
         let tls = match &config.peer_tls {
-            Some(files) => Some(transport::PeerTls::load(files).map_err(RaftNodeError::Config)?),
+            Some(files) => Some(transport::PeerTls::load(files).map_err(ConfigError::from)?),
             None => None,
         };
         let router = Router::new(
@@ -170,7 +170,7 @@ impl<A: Application> RaftNode<A> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks: Vec<JoinHandle<()>> = (0..config.group_count)
             .map(|group_id| {
-                tokio::spawn(crate::metrics::count_leader_changes(
+                tokio::spawn(leader_changes::count_leader_changes(
                     group_id,
                     table.groups[group_id as usize].raft.clone(),
                     shutdown_rx.clone(),

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::auth::{client_handshake, ClusterSecret, ConnectionKind, HANDSHAKE_TIMEOUT};
 use super::tls::{PeerStream, PeerTls};
-use super::wire::{self, RequestBody, RequestFrame, ResponseBody, ResponseFrame};
+use super::wire::{self, RemoteError, RequestBody, RequestFrame, ResponseBody, ResponseFrame};
 use super::CallError;
 use crate::type_config::{GroupId, NodeId};
 
@@ -30,7 +30,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Frames queued for the writer before senders wait.
 const WRITE_QUEUE_FRAMES: usize = 1024;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<ResponseBody, String>>>>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<ResponseBody, RemoteError>>>>>;
 
 /// One live RPC connection.
 pub struct Connection {

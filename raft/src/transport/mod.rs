@@ -3,48 +3,41 @@
 //!
 //! # Layout
 //! - [`auth`]: the handshake proving knowledge of the cluster secret (HMAC-SHA256, both ways).
+//! - [`tls`]: [`PeerTls`], optional mutual TLS beneath that handshake, and [`PeerStream`], a
+//!   connection either plain or TLS.
 //! - [`wire`]: frames (`u32` LE length + bincode 2) and the request/response messages.
+//! - [`call_error`]: [`CallError`], why a call to a peer failed.
 //! - [`connection`]: one pipelined client connection (writer task, reader task, request ids)
 //!   and [`connection::Peer`], which reconnects with backoff.
-//! - [`router`]: [`Router`], the outgoing side shared by all groups (openraft-multi's
-//!   `GroupRouter`), and [`GroupNetwork`], a group's `RaftNetworkFactory`.
+//! - [`router`]: [`Router`], the outgoing side shared by all groups: one connection per peer.
+//! - [`group_network`]: [`GroupNetwork`], a group's `RaftNetworkFactory`, and openraft-multi's
+//!   `GroupRouter` for the [`Router`], which its adapters send through.
 //! - [`snapshot`]: snapshot streaming on a connection of its own, CRC per chunk.
 //! - [`server`]: the accept loop and dispatch to a [`Handler`].
+//! - [`handler`]: [`Handler`], what the server dispatches to (the node's groups).
 //!
-//! Reading order: `wire`, `auth`, `connection`, `router`, `server`, `snapshot`.
+//! Reading order: `wire`, `auth`, `connection`, `router`, `group_network`, `handler`, `server`,
+//! `snapshot`.
 
 pub mod auth;
+pub mod call_error;
 pub mod connection;
+pub mod group_network;
+pub mod handler;
 pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
 pub mod wire;
 
-use std::time::Duration;
-
 pub use auth::ClusterSecret;
-pub use router::{GroupNetwork, Router};
-pub use server::{serve, Handler};
-pub use tls::{PeerStream, PeerTls, PeerTlsFiles};
-pub use wire::{AdminRequest, ForwardReply, ReadIndexReply};
-
-/// Why a call to a peer failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// No connection could be made (or we are backing off); the request was not sent.
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    /// Sent, but no answer within the timeout; it may or may not have taken effect.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The connection broke or carried garbage; the request may or may not have taken effect.
-    #[error("network: {0}")]
-    Network(String),
-    /// The receiver could not serve the request (unknown group, group stopped).
-    #[error("remote: {0}")]
-    Remote(String),
-}
+pub use call_error::CallError;
+pub use group_network::GroupNetwork;
+pub use handler::Handler;
+pub use router::Router;
+pub use server::serve;
+pub use tls::{PeerStream, PeerTls, PeerTlsError, PeerTlsFiles};
+pub use wire::{AdminRequest, ForwardReply, ReadIndexReply, RemoteError};
 
 /// How long data sent on a peer connection may stay unacknowledged before the kernel gives the
 /// connection up (`TCP_USER_TIMEOUT`). Without it, a connection that lived through a partition

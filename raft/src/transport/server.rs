@@ -5,41 +5,18 @@
 //! it is done, so a slow request (a forwarded proposal waiting for commit) never delays the
 //! heartbeats behind it.
 
-use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
-use openraft::raft::SnapshotResponse;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::auth::{server_handshake, ClusterSecret, ConnectionKind, HANDSHAKE_TIMEOUT};
+use super::handler::Handler;
 use super::snapshot;
 use super::tls::{PeerStream, PeerTls};
-use super::wire::{self, RequestBody, RequestFrame, ResponseBody, ResponseFrame};
-use crate::type_config::{GroupId, NodeId, Snapshot, TypeConfig, Vote};
-
-/// What the server dispatches to: the node's groups.
-pub trait Handler: Send + Sync + 'static {
-    /// Handles one request for `group_id`. `Err` means the group could not serve it at all.
-    fn handle(
-        &self,
-        group_id: GroupId,
-        body: RequestBody,
-    ) -> impl Future<Output = Result<ResponseBody, String>> + Send;
-
-    /// Installs a completely received snapshot.
-    fn install_snapshot(
-        &self,
-        group_id: GroupId,
-        vote: Vote,
-        snapshot: Snapshot,
-    ) -> impl Future<Output = Result<SnapshotResponse<TypeConfig>, String>> + Send;
-
-    /// Where incoming snapshots are staged; on the same file system as the application's data.
-    fn staging_dir(&self) -> &Path;
-}
+use super::wire::{self, RequestFrame, ResponseFrame};
+use crate::type_config::NodeId;
 
 /// Accepts peer connections until `shutdown` turns true.
 pub async fn serve<H: Handler>(

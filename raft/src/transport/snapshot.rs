@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 
 use super::auth::ConnectionKind;
 use super::connection::Connection;
-use super::server::Handler;
+use super::handler::Handler;
 use super::wire::{self, ResponseBody, ResponseFrame, SnapshotHeader};
 use super::{CallError, Router};
 use crate::metrics::{

@@ -8,7 +8,7 @@
 //! membership; TLS adds confidentiality and integrity on the wire.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -24,11 +24,69 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 #[derive(Debug, Clone)]
 pub struct PeerTlsFiles {
     /// This node's certificate chain, naming the host its peer address uses.
-    pub cert: std::path::PathBuf,
+    pub cert: PathBuf,
     /// Its private key.
-    pub key: std::path::PathBuf,
+    pub key: PathBuf,
     /// The CA that signed every member's certificate.
-    pub ca: std::path::PathBuf,
+    pub ca: PathBuf,
+}
+
+/// Why [`PeerTls::load`] failed. Each variant names the file at fault; none prints key material.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerTlsError {
+    /// The certificate file could not be read as PEM.
+    #[error("peer TLS certificate {}: {source}", path.display())]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("peer TLS certificate {}: no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    /// The key file holds no private key that can be read.
+    #[error("peer TLS key {}: no usable private key ({source})", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    /// The CA file could not be read as PEM.
+    #[error("peer TLS CA {}: {source}", path.display())]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    /// A certificate of the CA file is not usable as a root of trust.
+    #[error("peer TLS CA {}: {source}", path.display())]
+    CaCertificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The CA file holds no certificate.
+    #[error("peer TLS CA {}: no certificate", path.display())]
+    NoCaCertificate { path: PathBuf },
+    /// No client certificate verifier could be built on the CA file's certificates.
+    #[error("peer TLS CA {}: {source}", path.display())]
+    CaVerifier {
+        path: PathBuf,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    /// rustls refused the certificate chain with the private key (a key that does not match
+    /// the certificate, an unsupported key type).
+    #[error("peer TLS certificate/key: {source}")]
+    CertificateKey {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The crypto provider (ring) supports none of the safe default protocol versions.
+    #[error("{0}")]
+    ProtocolVersions(#[source] rustls::Error),
 }
 
 /// A node's TLS configuration for both ends of peer connections.
@@ -50,39 +108,47 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 impl PeerTls {
     /// Loads and checks the files; errors name the file, never print key material.
-    pub fn load(files: &PeerTlsFiles) -> Result<PeerTls, String> {
+    pub fn load(files: &PeerTlsFiles) -> Result<PeerTls, PeerTlsError> {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
             .and_then(|certs| certs.collect())
-            .map_err(|e| format!("peer TLS certificate {}: {e}", files.cert.display()))?;
+            .map_err(|source| PeerTlsError::Certificate {
+                path: files.cert.clone(),
+                source,
+            })?;
         if certs.is_empty() {
-            return Err(format!(
-                "peer TLS certificate {}: no certificate",
-                files.cert.display()
-            ));
+            return Err(PeerTlsError::NoCertificate {
+                path: files.cert.clone(),
+            });
         }
-        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-            format!(
-                "peer TLS key {}: no usable private key ({e})",
-                files.key.display()
-            )
+        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| PeerTlsError::Key {
+            path: files.key.clone(),
+            source,
         })?;
         let roots = load_roots(&files.ca)?;
         let client_verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
                 .build()
-                .map_err(|e| format!("peer TLS CA {}: {e}", files.ca.display()))?;
+                .map_err(|source| PeerTlsError::CaVerifier {
+                    path: files.ca.clone(),
+                    source,
+                })?;
+        let certificate_key = |source| PeerTlsError::CertificateKey {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            source,
+        };
         let server = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(PeerTlsError::ProtocolVersions)?
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(certs.clone(), key.clone_key())
-            .map_err(|e| format!("peer TLS certificate/key: {e}"))?;
+            .map_err(certificate_key)?;
         let client = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(PeerTlsError::ProtocolVersions)?
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
-            .map_err(|e| format!("peer TLS certificate/key: {e}"))?;
+            .map_err(certificate_key)?;
         Ok(PeerTls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
@@ -107,18 +173,24 @@ impl PeerTls {
     }
 }
 
-fn load_roots(ca: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
+fn load_roots(ca: &Path) -> Result<Arc<rustls::RootCertStore>, PeerTlsError> {
     let mut roots = rustls::RootCertStore::empty();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
         .and_then(|certs| certs.collect())
-        .map_err(|e| format!("peer TLS CA {}: {e}", ca.display()))?;
+        .map_err(|source| PeerTlsError::CaFile {
+            path: ca.to_path_buf(),
+            source,
+        })?;
     for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("peer TLS CA {}: {e}", ca.display()))?;
+        roots.add(cert).map_err(|source| PeerTlsError::CaCertificate {
+            path: ca.to_path_buf(),
+            source,
+        })?;
     }
     if roots.is_empty() {
-        return Err(format!("peer TLS CA {}: no certificate", ca.display()));
+        return Err(PeerTlsError::NoCaCertificate {
+            path: ca.to_path_buf(),
+        });
     }
     Ok(Arc::new(roots))
 }

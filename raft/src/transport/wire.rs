@@ -9,13 +9,15 @@
 use std::collections::BTreeSet;
 use std::io;
 
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, SnapshotResponse,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::state_machine::position_of;
 use crate::type_config::{GroupId, Node, NodeId, Request, Response, SnapshotMeta, TypeConfig, Vote};
 use crate::LogPosition;
 
@@ -90,7 +92,19 @@ pub struct ResponseFrame {
     pub id: u64,
     /// `Err` when the receiver could not handle the request at all (unknown group, group
     /// stopped); expected outcomes such as "not leader" are inside the body.
-    pub body: Result<ResponseBody, String>,
+    pub body: Result<ResponseBody, RemoteError>,
+}
+
+/// Why the receiver of a request could not serve it at all, as a [`ResponseFrame`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// The receiver has no group `group_id` (its `group_count` differs from the sender's).
+    #[error("unknown group {group_id}")]
+    UnknownGroup { group_id: GroupId },
+    /// The group stopped on the receiver (a storage or application failure, or shutdown), so
+    /// its Raft refused the request; `reason` is openraft's fatal error.
+    #[error("{reason}")]
+    Fatal { group_id: GroupId, reason: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -116,6 +130,29 @@ pub enum ForwardReply {
     /// The receiver accepted the request but could not finish it (e.g. it stepped down before
     /// commit, or the group stopped). The request may or may not commit later.
     Failed { reason: String },
+}
+
+impl ForwardReply {
+    /// What a caller is told about a write (a proposal or a membership change), from openraft's
+    /// answer. Membership changes carry no requests, so their reply carries an empty response.
+    pub(crate) fn from_write(
+        result: Result<ClientWriteResponse<TypeConfig>, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
+    ) -> ForwardReply {
+        match result {
+            Ok(written) => ForwardReply::Applied {
+                position: position_of(&written.log_id),
+                response: written.data.0.into_iter().next().unwrap_or_default(),
+            },
+            // Not appended, or appended and then overwritten by a new leader: never committed.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))
+            | Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(to))) => {
+                ForwardReply::NotLeader { leader: to.leader_id }
+            }
+            Err(e) => ForwardReply::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
 }
 
 /// The outcome of a read-index request.
@@ -212,8 +249,7 @@ mod tests {
     use openraft::vote::RaftLeaderIdExt;
 
     use super::*;
-    use crate::node::proposals::MAX_BATCH_BYTES;
-    use crate::type_config::{Batch, Entry, LeaderId, LogId, Request};
+    use crate::type_config::{Batch, Entry, LeaderId, LogId, Request, MAX_BATCH_BYTES};
 
     fn append_entries_of(entries: u64) -> RequestFrame {
         let log_id = |index| LogId::new(LeaderId::new_committed(3, 1), index);
@@ -270,5 +306,21 @@ mod tests {
         }
         let mut empty: &[u8] = &[];
         assert!(read_frame(&mut empty).await.unwrap().is_none());
+
+        for error in [
+            RemoteError::UnknownGroup { group_id: 9 },
+            RemoteError::Fatal {
+                group_id: 2,
+                reason: "stopped".to_string(),
+            },
+        ] {
+            let frame = ResponseFrame {
+                id: 8,
+                body: Err(error.clone()),
+            };
+            let bytes = encode(&frame).unwrap();
+            let decoded: ResponseFrame = read_value(&mut &bytes[..]).await.unwrap();
+            assert_eq!(decoded.body.unwrap_err(), error);
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::ops::Bound;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 
 use super::{append_durable, log_id, normal};
-use crate::log_store::group_log_store::{TAIL_MAX_BYTES, TAIL_MAX_ENTRIES};
+use crate::log_store::tail::{TAIL_MAX_BYTES, TAIL_MAX_ENTRIES};
 use crate::log_store::LogDb;
 use crate::type_config::Entry;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::*;
-use crate::transport::{PeerTls, PeerTlsFiles};
+use crate::transport::{PeerTls, PeerTlsError, PeerTlsFiles};
 
 /// A CA, a certificate for 127.0.0.1 signed by it, and one signed by a stranger CA.
 fn tls_dir() -> &'static Path {
@@ -115,9 +115,21 @@ fn bad_tls_files_are_named_errors() {
     let mut bad = files("");
     bad.key = bad.cert.clone();
     let e = PeerTls::load(&bad).unwrap_err();
-    assert!(e.contains("key") && e.contains("node.pem"), "{e}");
+    assert!(
+        matches!(&e, PeerTlsError::Key { path, .. } if *path == bad.key),
+        "{e:?}"
+    );
+    let message = e.to_string();
+    assert!(
+        message.contains("key") && message.contains("node.pem"),
+        "{message}"
+    );
     let mut missing = files("");
     missing.ca = "/nonexistent/ca.pem".into();
     let e = PeerTls::load(&missing).unwrap_err();
-    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    assert!(
+        matches!(&e, PeerTlsError::CaFile { path, .. } if *path == missing.ca),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
 }
