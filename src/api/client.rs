@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{JsonBody, PathParams, QueryParams};
 use crate::service::{Consistency, MailService, ReadOptions, WriteAck};
 use crate::state_machine::apply::hex;
@@ -64,15 +64,11 @@ pub fn router<S: MailService>(service: Arc<S>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,8 +229,7 @@ fn write_response(ack: WriteAck, created: bool) -> Result<Response, ApiError> {
         } => {
             if changed.is_empty() && !modified.is_empty() {
                 return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "condition_failed",
+                    ErrorCode::ConditionFailed,
                     format!(
                         "UNCHANGEDSINCE failed for UIDs {modified} (token {})",
                         ack.position.index
@@ -407,8 +402,7 @@ where
 {
     check_user(&user)?;
     let ack = service.read(&user.clone(), options, move |g| f(g, &user)).await?;
-    let value = serde_json::to_value(ack.value?)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let value = serde_json::to_value(ack.value?).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut body = json!({"group": ack.group, "applied": ack.applied.map(|a| a.index)});
     if let (Value::Object(body), Value::Object(value)) = (&mut body, value) {
         body.extend(value);

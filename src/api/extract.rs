@@ -7,10 +7,10 @@ use axum::http::request::Parts;
 use axum::Json;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
-/// A JSON request body. 400 for syntax or shape errors, 413 past the body limit, 415 without a
-/// JSON content type.
+/// A JSON request body. 400 for syntax errors, 422 for a body of the wrong shape, 413 past the
+/// body limit, 415 without a JSON content type.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -25,13 +25,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = rejection.status();
-    let code = match status.as_u16() {
-        413 => "too_large",
-        415 => "unsupported_media_type",
-        _ => "invalid",
+    let code = match rejection.status().as_u16() {
+        413 => ErrorCode::TooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        422 => ErrorCode::InvalidBody,
+        _ => ErrorCode::Invalid,
     };
-    ApiError::new(status, code, rejection.body_text())
+    ApiError::new(code, rejection.body_text())
 }
 
 /// Path parameters, percent-decoded (a `/` inside a mailbox name is sent as `%2F`).
@@ -48,8 +48,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
+/// 400 for a path that does not fit the route's parameters; a route whose parameters do not fit
+/// its handler is this program's bug (500).
 fn path_rejection(rejection: PathRejection) -> ApiError {
-    ApiError::new(rejection.status(), "invalid", rejection.body_text())
+    let code = match rejection.status().as_u16() {
+        400 => ErrorCode::Invalid,
+        _ => ErrorCode::Internal,
+    };
+    ApiError::new(code, rejection.body_text())
 }
 
 /// Query parameters.
@@ -67,5 +73,5 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 }
 
 fn query_rejection(rejection: QueryRejection) -> ApiError {
-    ApiError::new(rejection.status(), "invalid", rejection.body_text())
+    ApiError::invalid(rejection.body_text())
 }

@@ -18,17 +18,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use dovetail_raft::{Node, ProposeError, RaftNode, RaftNodeError};
+use dovetail_raft::{Node, ProposeError, RaftNode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::mail_group::MailGroup;
 use super::rebalance::{plan, wait_for_leader, LeaderView};
 use crate::api::extract::{JsonBody, PathParams};
-use crate::api::ApiError;
+use crate::api::{ApiError, ErrorCode};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -55,45 +54,17 @@ impl Admin {
     }
 }
 
-pub(super) fn propose_error(e: ProposeError) -> ApiError {
-    match e {
-        ProposeError::Timeout { .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-        }
-        ProposeError::Shutdown => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
-        }
-        ProposeError::UnknownGroup { .. } => {
-            ApiError::new(StatusCode::NOT_FOUND, "no_such_group", e.to_string())
-        }
-        ProposeError::Fatal { .. } => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        }
-    }
-}
-
-fn raft_error(e: RaftNodeError) -> ApiError {
-    match e {
-        RaftNodeError::Request(e) => propose_error(e),
-        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
-}
-
 /// The body, or why not: a body of the wrong shape is bad input here (400), not the client
 /// API's 422.
 fn bad_input<T>(body: Result<JsonBody<T>, ApiError>) -> Result<T, ApiError> {
-    body.map(|JsonBody(body)| body).map_err(|e| match e.status {
-        StatusCode::UNPROCESSABLE_ENTITY => ApiError::invalid(e.message),
+    body.map(|JsonBody(body)| body).map_err(|e| match e.code {
+        ErrorCode::InvalidBody => ApiError::invalid(e.message),
         _ => e,
     })
 }
 
 fn no_such_node(node_id: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_such_node",
-        format!("node {node_id} is not a member"),
-    )
+    ApiError::new(ErrorCode::NoSuchNode, format!("node {node_id} is not a member"))
 }
 
 #[derive(Deserialize)]
@@ -123,8 +94,7 @@ async fn add_learner(
     admin
         .raft
         .add_learner(body.node_id, node, admin.deadline())
-        .await
-        .map_err(raft_error)?;
+        .await?;
     Ok(Json(
         json!({"node_id": body.node_id, "role": "learner", "groups": admin.raft.group_count()}),
     ))
@@ -144,11 +114,10 @@ async fn add_voter(
     // Every group must already know the node (as learner or voter); the local view may lag the
     // leaders', which then decide.
     for group in 0..admin.raft.group_count() {
-        let m = admin.raft.metrics(group).map_err(propose_error)?;
+        let m = admin.raft.metrics(group)?;
         if !m.voters.contains(&body.node_id) && !m.learners.contains(&body.node_id) {
             return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_such_node",
+                ErrorCode::NoSuchNode,
                 format!(
                     "node {} is not a learner of group {group}: add it first (POST /admin/members/learners)",
                     body.node_id
@@ -156,11 +125,7 @@ async fn add_voter(
             ));
         }
     }
-    admin
-        .raft
-        .add_voter(body.node_id, admin.deadline())
-        .await
-        .map_err(raft_error)?;
+    admin.raft.add_voter(body.node_id, admin.deadline()).await?;
     Ok(Json(
         json!({"node_id": body.node_id, "role": "voter", "groups": admin.raft.group_count()}),
     ))
@@ -172,7 +137,7 @@ async fn remove_member(
 ) -> Result<Json<Value>, ApiError> {
     let mut known = false;
     for group in 0..admin.raft.group_count() {
-        let m = admin.raft.metrics(group).map_err(propose_error)?;
+        let m = admin.raft.metrics(group)?;
         if m.voters.len() == 1 && m.voters.contains(&node_id) {
             return Err(ApiError::invalid(format!(
                 "node {node_id} is the only voter of group {group}"
@@ -183,11 +148,7 @@ async fn remove_member(
     if !known {
         return Err(no_such_node(node_id));
     }
-    admin
-        .raft
-        .remove_node(node_id, admin.deadline())
-        .await
-        .map_err(raft_error)?;
+    admin.raft.remove_node(node_id, admin.deadline()).await?;
     Ok(Json(
         json!({"node_id": node_id, "removed": true, "groups": admin.raft.group_count()}),
     ))
@@ -205,11 +166,10 @@ async fn transfer_leader(
     body: Result<JsonBody<TransferLeader>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let body = bad_input(body)?;
-    let m = admin.raft.metrics(group).map_err(propose_error)?;
+    let m = admin.raft.metrics(group)?;
     if !m.voters.contains(&body.to) {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_such_node",
+            ErrorCode::NoSuchNode,
             format!("node {} is not a voter of group {group}", body.to),
         ));
     }
@@ -217,15 +177,10 @@ async fn transfer_leader(
     // A leader asked to transfer to itself would stop serving until an election: skip it.
     if from != Some(body.to) {
         let deadline = admin.deadline();
-        admin
-            .raft
-            .transfer_leader(group, body.to, deadline)
-            .await
-            .map_err(propose_error)?;
+        admin.raft.transfer_leader(group, body.to, deadline).await?;
         if !wait_for_leader(&admin.raft, group, body.to, deadline).await {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 format!(
                     "group {group}: node {} did not take over before the deadline",
                     body.to
@@ -240,8 +195,7 @@ async fn rebalance(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> 
     let view = LeaderView::observe(&admin.raft);
     let voters = view.common_voters().cloned().ok_or_else(|| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "groups disagree on their voters (membership change under way); retry",
         )
     })?;
@@ -251,7 +205,7 @@ async fn rebalance(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> 
         let deadline = admin.deadline();
         let done = match admin.raft.transfer_leader(step.group, step.to, deadline).await {
             Ok(()) => wait_for_leader(&admin.raft, step.group, step.to, deadline).await,
-            Err(ProposeError::Shutdown) => return Err(propose_error(ProposeError::Shutdown)),
+            Err(ProposeError::Shutdown) => return Err(ProposeError::Shutdown.into()),
             Err(e) => {
                 tracing::warn!(group = step.group, to = step.to, error = %e, "rebalance move failed");
                 false

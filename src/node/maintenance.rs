@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -32,12 +32,11 @@ use dovetail_raft::{NodeId, RaftNode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::admin::propose_error;
 use super::mail_group::MailGroup;
 use super::peer_api::{PeerApi, PeerApiError};
 use crate::api::client::parse_guid;
 use crate::api::extract::{PathParams, QueryParams};
-use crate::api::ApiError;
+use crate::api::{ApiError, ErrorCode};
 use crate::state_machine::{MailboxDigest, RepairWait};
 
 /// How often verify asks again about mailboxes whose copies are at different positions.
@@ -86,10 +85,6 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
 }
 
-fn internal(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-}
-
 /// Runs `f` on the group's application on the blocking pool (it may read whole files).
 async fn on_group<R: Send + 'static>(
     raft: &RaftNode<MailGroup>,
@@ -99,8 +94,8 @@ async fn on_group<R: Send + 'static>(
     let raft = raft.clone();
     tokio::task::spawn_blocking(move || raft.with_app_mut(group, f))
         .await
-        .map_err(|e| internal(format!("maintenance task failed: {e}")))?
-        .map_err(propose_error)
+        .map_err(|e| ApiError::internal(format!("maintenance task failed: {e}")))?
+        .map_err(ApiError::from)
 }
 
 async fn local_digests(raft: &RaftNode<MailGroup>, group: u32) -> Result<GroupDigests, ApiError> {
@@ -142,8 +137,7 @@ async fn image(
     let guid = parse_guid(&guid_hex)?;
     m.raft
         .wait_applied(group, q.min_applied, Instant::now() + m.timeout)
-        .await
-        .map_err(propose_error)?;
+        .await?;
     let copy = on_group(&m.raft, group, move |app| {
         let machine = app.machine();
         let index = machine.state().mailboxes().get(&guid)?;
@@ -152,16 +146,14 @@ async fn image(
     .await?;
     match copy {
         None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_such_mailbox",
+            ErrorCode::NoSuchMailbox,
             format!("group {group} has no mailbox {guid_hex} on this node"),
         )),
         Some(Err(e)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "damaged",
+            ErrorCode::Damaged,
             format!("this node's copy fails its own checks: {e}"),
         )),
-        Some(Ok(None)) => Err(internal("the mailbox vanished while being read")),
+        Some(Ok(None)) => Err(ApiError::internal("the mailbox vanished while being read")),
         Some(Ok(Some((applied, bytes)))) => {
             let mut response = bytes.into_response();
             let headers = response.headers_mut();
@@ -192,13 +184,12 @@ async fn repair(
 ) -> Result<Json<Value>, ApiError> {
     let guid = parse_guid(&guid_hex)?;
     let request: RepairRequest = optional_json(&body)?;
-    let members = m.raft.member_nodes(group).map_err(propose_error)?;
+    let members = m.raft.member_nodes(group)?;
     let this_node = m.raft.node_id();
     let replica = request.replica.unwrap_or(this_node);
     let no_such_node = |id: NodeId| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_such_node",
+            ErrorCode::NoSuchNode,
             format!("node {id} is not a member of group {group}"),
         )
     };
@@ -214,11 +205,11 @@ async fn repair(
         return match answer {
             Ok((_, bytes)) => serde_json::from_slice(&bytes)
                 .map(Json)
-                .map_err(|e| internal(format!("node {replica} answered: {e}"))),
+                .map_err(|e| ApiError::internal(format!("node {replica} answered: {e}"))),
             Err(e) => Err(peer_failure(replica, e)),
         };
     }
-    let metrics = m.raft.metrics(group).map_err(propose_error)?;
+    let metrics = m.raft.metrics(group)?;
     let source = match request.source {
         Some(source) => source,
         None => match metrics.current_leader {
@@ -244,9 +235,7 @@ async fn repair(
     let (position, source_applied) = loop {
         attempts += 1;
         if Instant::now() >= deadline {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+            return Err(ApiError::new(ErrorCode::Unavailable,
                 format!("group {group}: no exact copy of {guid_hex} before the deadline ({attempts} attempts); the mailbox is busy, try again"),
             ));
         }
@@ -261,7 +250,7 @@ async fn repair(
             .get(APPLIED_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| internal(format!("node {source} sent no {APPLIED_HEADER} header")))?;
+            .ok_or_else(|| ApiError::internal(format!("node {source} sent no {APPLIED_HEADER} header")))?;
         let bytes = bytes.to_vec();
         let replaced = on_group(&m.raft, group, move |app| {
             let machine = app.machine_mut();
@@ -274,18 +263,14 @@ async fn repair(
         .await?
         .map_err(|e| {
             ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_copy",
+                ErrorCode::BadCopy,
                 format!("the copy from node {source} was not installed: {e}"),
             )
         })?;
         match replaced {
             Ok(position) => break (position, source_applied),
             Err(RepairWait::Target { needed, .. }) => {
-                m.raft
-                    .wait_applied(group, needed, deadline)
-                    .await
-                    .map_err(propose_error)?;
+                m.raft.wait_applied(group, needed, deadline).await?;
             }
             Err(RepairWait::Source { needed, .. }) => min_applied = needed,
         }
@@ -305,34 +290,28 @@ async fn repair(
 fn peer_failure(node: NodeId, e: PeerApiError) -> ApiError {
     match e {
         PeerApiError::Status { status, body, .. } if status < 500 => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "peer_refused",
+            ErrorCode::PeerRefused,
             format!("node {node} refused: HTTP {status}: {body}"),
         ),
-        e => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("node {node}: {e}"),
-        ),
+        e => ApiError::new(ErrorCode::Unavailable, format!("node {node}: {e}")),
     }
 }
 
 /// Builds a snapshot of `group` on this node and waits until it covers what was applied when
 /// asked.
 async fn snapshot_one(m: &Maintenance, group: u32, deadline: Instant) -> Result<Value, ApiError> {
-    let before = m.raft.metrics(group).map_err(propose_error)?;
+    let before = m.raft.metrics(group)?;
     let wanted = before.applied.map_or(0, |a| a.index);
-    m.raft.trigger_snapshot(group).await.map_err(propose_error)?;
+    m.raft.trigger_snapshot(group).await?;
     loop {
-        let now = m.raft.metrics(group).map_err(propose_error)?;
+        let now = m.raft.metrics(group)?;
         let snapshot = now.snapshot.map_or(0, |s| s.index);
         if snapshot >= wanted && (wanted == 0 || now.snapshot.is_some()) {
             return Ok(json!({"group": group, "snapshot": snapshot, "applied": wanted}));
         }
         if Instant::now() >= deadline {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 format!("group {group}: the snapshot did not reach {wanted} before the deadline"),
             ));
         }
@@ -416,7 +395,7 @@ async fn verify(
 }
 
 async fn verify_group(m: &Maintenance, group: u32, report: &mut VerifyReport) -> Result<(), ApiError> {
-    let members = m.raft.member_nodes(group).map_err(propose_error)?;
+    let members = m.raft.member_nodes(group)?;
     let mut settled: BTreeSet<String> = BTreeSet::new();
     let mut manifest_checked = false;
     for round in 0..VERIFY_ROUNDS {
