@@ -1,5 +1,6 @@
 //! Extractors that turn axum's rejections (bad JSON, oversized body, bad path or query) into
-//! `ApiError`s, so every failure carries the JSON error body with the fitting status.
+//! `ApiError`s, so every failure carries the JSON error body with the fitting status; and the
+//! parsers of values that paths and bodies carry as text (GUIDs, UID sets).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -8,6 +9,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorCode};
+use crate::txn::{Guid, UidSet};
 
 /// A JSON request body. 400 for syntax errors, 422 for a body of the wrong shape, 413 past the
 /// body limit, 415 without a JSON content type.
@@ -74,4 +76,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
 fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::invalid(rejection.body_text())
+}
+
+/// A GUID as 32 hex digits.
+pub fn parse_guid(text: &str) -> Result<Guid, ApiError> {
+    let invalid = || ApiError::invalid(format!("GUID {text:?} is not 32 hex digits"));
+    if text.len() != 32 || !text.is_ascii() {
+        return Err(invalid());
+    }
+    let mut guid = [0u8; 16];
+    for (i, byte) in guid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
+    }
+    Ok(guid)
+}
+
+/// A UID set in IMAP syntax (`1:5,9`).
+pub fn parse_uids(text: &str) -> Result<UidSet, ApiError> {
+    UidSet::parse(text).map_err(|e| ApiError::invalid(e.to_string()))
 }

@@ -34,8 +34,7 @@ use serde_json::{json, Value};
 
 use super::mail_group::MailGroup;
 use super::peer_api::{PeerApi, PeerApiError};
-use crate::api::client::parse_guid;
-use crate::api::extract::{PathParams, QueryParams};
+use crate::api::extract::{parse_guid, PathParams, QueryParams};
 use crate::api::{ApiError, ErrorCode};
 use crate::state_machine::{MailboxDigest, RepairWait};
 
