@@ -14,8 +14,8 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use serde_json::{json, Value};
 
-use crate::node::maintenance::VerifyReport;
 use crate::node::overview::ClusterOverview;
+use crate::node::verify::VerifyReport;
 
 /// Exit code: `verify` found a divergence or an unchecked replica.
 pub const EXIT_DIVERGENCE: i32 = 3;

@@ -3,8 +3,9 @@
 //!
 //! The status of each code is decided in one exhaustive `match` ([`ErrorCode::status`]), and the
 //! `From` impls below are the only places where another layer's error becomes an HTTP error:
-//! transaction and read failures, `ServiceError` (the client API, through `MailService`) and the
-//! raft layer's `ProposeError` and `RaftNodeError` (the admin API).
+//! transaction and read failures, `ServiceError` (the client API, through `MailService`), the
+//! raft layer's `ProposeError` and `RaftNodeError`, and the errors of the node's maintenance
+//! (`ReplicaError`, `RepairError`, another member's `PeerApiError`) for the admin API.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,9 @@ use dovetail_raft::{ProposeError, RaftNodeError};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::node::peer_api::PeerApiError;
+use crate::node::repair::RepairError;
+use crate::node::replica::ReplicaError;
 use crate::service::ServiceError;
 use crate::state_machine::ReadError;
 use crate::txn::{Rejection, TxnError};
@@ -120,6 +124,18 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.code.status()
     }
+
+    /// Another member, `node_id`, refused a request this node made or passed on (4xx: 502
+    /// `peer_refused`, with its answer) or did not answer (503 `unavailable`).
+    pub fn peer_failure(node_id: u64, e: PeerApiError) -> ApiError {
+        match e {
+            PeerApiError::Status { status, body, .. } if status < 500 => ApiError::new(
+                ErrorCode::PeerRefused,
+                format!("node {node_id} refused: HTTP {status}: {body}"),
+            ),
+            e => ApiError::new(ErrorCode::Unavailable, format!("node {node_id}: {e}")),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -179,6 +195,32 @@ impl From<RaftNodeError> for ApiError {
         match e {
             RaftNodeError::Request(e) => e.into(),
             e => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// This node's replica could not be read or changed (digests, images, repairs).
+impl From<ReplicaError> for ApiError {
+    fn from(e: ReplicaError) -> ApiError {
+        match e {
+            ReplicaError::Group(e) => e.into(),
+            ReplicaError::Damaged(_) => ApiError::new(ErrorCode::Damaged, e.to_string()),
+            ReplicaError::TaskFailed { .. } | ReplicaError::Vanished => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<RepairError> for ApiError {
+    fn from(e: RepairError) -> ApiError {
+        match e {
+            RepairError::Replica(e) => e.into(),
+            RepairError::Group(e) => e.into(),
+            RepairError::Peer { node_id, error } => ApiError::peer_failure(node_id, error),
+            RepairError::NoOtherVoter | RepairError::SourceIsReplica => ApiError::invalid(e.to_string()),
+            RepairError::NotMember { .. } => ApiError::new(ErrorCode::NoSuchNode, e.to_string()),
+            RepairError::Busy { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+            RepairError::NoAppliedHeader { .. } => ApiError::internal(e.to_string()),
+            RepairError::BadCopy { .. } => ApiError::new(ErrorCode::BadCopy, e.to_string()),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! `ApiError`s, so every failure carries the JSON error body with the fitting status; and the
 //! parsers of values that paths and bodies carry as text (GUIDs, UID sets).
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
@@ -34,6 +36,43 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         _ => ErrorCode::Invalid,
     };
     ApiError::new(code, rejection.body_text())
+}
+
+/// A JSON request body of the admin API: as [`JsonBody`], except that a body of the wrong
+/// shape is bad input like any other (400 `invalid`), not the client API's 422.
+pub struct AdminJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match JsonBody::<T>::from_request(req, state).await {
+            Ok(JsonBody(value)) => Ok(AdminJson(value)),
+            Err(e) if e.code == ErrorCode::InvalidBody => Err(ApiError::invalid(e.message)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A JSON request body that may be left out: an empty (or blank) body means `T::default()`.
+/// Any content type is accepted; a body that does not parse is 400 `invalid`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    /// The body could not be read (axum's answer), or did not parse (a JSON error).
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::invalid(format!("request body: {e}")).into_response())
+    }
 }
 
 /// Path parameters, percent-decoded (a `/` inside a mailbox name is sent as `%2F`).

@@ -1,13 +1,14 @@
-//! `PeerApi`: this node's HTTP client for other members' admin API (verify and repair ask every
-//! replica for its digests, and a repair fetches a healthy copy). Requests carry the admin
+//! `PeerApi`: this node's HTTP client for other members' admin API (the cluster overview asks
+//! every member for its status, verify asks every replica for its digests, and a repair fetches
+//! a healthy copy). Requests carry the admin
 //! token, which every member shares, and have a deadline.
 
 use std::time::Duration;
 
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::http::{HeaderMap, Method};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
