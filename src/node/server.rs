@@ -35,7 +35,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate()?;
     // Before the raft node starts: a series handle taken before the recorder exists records
     // nowhere.
     let metrics_handle = super::metrics::install();
@@ -92,9 +92,7 @@ pub async fn run(
     // Nodes call each other's admin API in the scheme their own API speaks.
     let peers = match (&config.tls_cert, &config.tls_ca) {
         (None, _) => PeerApi::new(&config.admin_token),
-        (Some(cert), ca) => {
-            PeerApi::https(&config.admin_token, ca.as_ref().unwrap_or(cert)).map_err(anyhow::Error::msg)?
-        }
+        (Some(cert), ca) => PeerApi::https(&config.admin_token, ca.as_ref().unwrap_or(cert))?,
     };
     let admin = AdminState {
         raft: raft.clone(),
@@ -110,7 +108,7 @@ pub async fn run(
         .merge(api::dashboard::router())
         .layer(axum::middleware::from_fn(super::metrics::track_requests));
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).map_err(anyhow::Error::msg)?),
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
     let api_addr = api_listener.local_addr()?;
