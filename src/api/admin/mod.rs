@@ -1,20 +1,20 @@
 //! The admin API of a cluster member: JSON over HTTP, every route behind the admin token.
 //!
 //! ```text
-//! GET    /admin/status                          this node's identity, disk use and view of every group
-//! GET    /admin/cluster                         every member's status, merged (what the dashboard draws)
-//! POST   /admin/members/learners                add a learner to every group  {"node_id","peer_addr","api_addr"}
-//! POST   /admin/members/voters                  promote a learner everywhere  {"node_id"}
-//! DELETE /admin/members/{node_id}               remove a voter or learner from every group
-//! POST   /admin/groups/{group}/transfer-leader  hand a group's leadership   {"to"}
-//! POST   /admin/rebalance                       spread group leaders evenly over the voters
-//! POST   /admin/verify                          compare every replica of every group  {"groups"?: [..]}
-//! POST   /admin/groups/{group}/mailboxes/{guid}/repair  replace one replica's copy of one mailbox  {"replica"?, "source"?}
-//! POST   /admin/groups/{group}/snapshot         build a snapshot of one group on this node
-//! POST   /admin/snapshot                        build a snapshot of every group on this node
-//! GET    /admin/groups/{group}/digests          this replica's per-mailbox digests (used by verify)
-//! GET    /admin/groups/{group}/mailboxes/{guid}/image  this replica's copy of a mailbox file (used by repair)
-//! GET    /metrics                               Prometheus text format
+//! GET    /admin/status                               this node: identity, disk use, view of every group
+//! GET    /admin/cluster                              every member's status, merged (the dashboard's data)
+//! POST   /admin/members/learners                     add a learner everywhere  {"node_id","peer_addr","api_addr"}
+//! POST   /admin/members/voters                       promote a learner everywhere  {"node_id"}
+//! DELETE /admin/members/{node_id}                    remove a voter or learner from every group
+//! POST   /admin/groups/{group}/transfer-leader       hand a group's leadership  {"to"}
+//! POST   /admin/rebalance                            spread group leaders evenly over the voters
+//! POST   /admin/verify                               compare every replica of every group  {"groups"?: [..]}
+//! POST   /admin/groups/{group}/mailboxes/{guid}/repair  replace one replica's copy  {"replica"?, "source"?}
+//! POST   /admin/groups/{group}/snapshot              build a snapshot of one group on this node
+//! POST   /admin/snapshot                             build a snapshot of every group on this node
+//! GET    /admin/groups/{group}/digests               this replica's per-mailbox digests (verify)
+//! GET    /admin/groups/{group}/mailboxes/{guid}/image  this replica's copy of a mailbox file (repair)
+//! GET    /metrics                                    Prometheus text format
 //! ```
 //! Any member accepts these; each group's change runs on that group's leader (the raft layer
 //! forwards). Membership operations are idempotent, so a 503 (no leader or quorum before the
