@@ -79,7 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(config) => {
             let config = *config;
-            config.validate().map_err(anyhow::Error::msg)?;
+            config.validate()?;
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             if let Some(threads) = config.worker_threads {
                 runtime.worker_threads(usize::try_from(threads)?);

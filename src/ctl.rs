@@ -14,13 +14,45 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use serde_json::{json, Value};
 
-use crate::node::maintenance::VerifyReport;
 use crate::node::overview::ClusterOverview;
+use crate::node::peer_api::{error_chain, http_client, ClientTlsError};
+use crate::node::verify::VerifyReport;
 
 /// Exit code: `verify` found a divergence or an unchecked replica.
 pub const EXIT_DIVERGENCE: i32 = 3;
 /// Exit code: the request failed.
 pub const EXIT_FAILED: i32 = 1;
+
+/// Why a ctl command failed (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("the admin token is required: --token or DOVETAIL_ADMIN_TOKEN")]
+    NoToken,
+    #[error("--node https://...: --ca-cert is required (the CA that signed the node's certificate)")]
+    HttpsWithoutCaCert,
+    #[error(transparent)]
+    CaCert(#[from] ClientTlsError),
+    /// The request could not be sent or its answer not read.
+    #[error("{url}: {reason}")]
+    Request { url: String, reason: String },
+    /// The node answered with an error: its status and its JSON error's code and message.
+    #[error("{method} {url}: HTTP {status}: {code}: {message}")]
+    Refused {
+        method: String,
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    /// A 2xx answer that is not what the command expects.
+    #[error("not a {expected}: {error}")]
+    UnexpectedAnswer {
+        expected: &'static str,
+        error: serde_json::Error,
+    },
+}
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -134,9 +166,9 @@ pub async fn run(args: CtlArgs) -> i32 {
 }
 
 /// Runs a command, writing what it prints to `out`; returns the exit code.
-pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, String> {
+pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, CtlError> {
     if args.token.is_empty() {
-        return Err("the admin token is required: --token or DOVETAIL_ADMIN_TOKEN".into());
+        return Err(CtlError::NoToken);
     }
     let api = Api::new(args)?;
     let (method, path, body) = match &args.command {
@@ -197,7 +229,10 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, String> {
     match &args.command {
         CtlCommand::Status | CtlCommand::Groups | CtlCommand::Members => {
             let overview: ClusterOverview =
-                serde_json::from_value(answer).map_err(|e| format!("not a cluster overview: {e}"))?;
+                serde_json::from_value(answer).map_err(|error| CtlError::UnexpectedAnswer {
+                    expected: "cluster overview",
+                    error,
+                })?;
             if !args.json {
                 out.push_str(&match args.command {
                     CtlCommand::Status => status_table(&overview),
@@ -214,7 +249,10 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, String> {
         }
         CtlCommand::Verify { .. } => {
             let report: VerifyReport =
-                serde_json::from_value(answer).map_err(|e| format!("not a verify report: {e}"))?;
+                serde_json::from_value(answer).map_err(|error| CtlError::UnexpectedAnswer {
+                    expected: "verify report",
+                    error,
+                })?;
             if !args.json {
                 out.push_str(&verify_table(&report));
             }
@@ -433,7 +471,7 @@ struct Api {
 }
 
 impl Api {
-    fn new(args: &CtlArgs) -> Result<Api, String> {
+    fn new(args: &CtlArgs) -> Result<Api, CtlError> {
         let base = args.node.trim_end_matches('/');
         let base = if base.starts_with("http://") || base.starts_with("https://") {
             base.to_string()
@@ -441,13 +479,10 @@ impl Api {
             format!("http://{base}")
         };
         if base.starts_with("https://") && args.ca_cert.is_none() {
-            return Err(
-                "--node https://...: --ca-cert is required (the CA that signed the node's certificate)"
-                    .into(),
-            );
+            return Err(CtlError::HttpsWithoutCaCert);
         }
         Ok(Api {
-            client: crate::node::peer_api::http_client(args.ca_cert.as_deref())?,
+            client: http_client(args.ca_cert.as_deref())?,
             base,
             authorization: format!("Bearer {}", args.token),
             timeout: Duration::from_secs(args.timeout_s),
@@ -456,8 +491,12 @@ impl Api {
 
     /// Sends a request; a 2xx JSON answer is returned, anything else is an error naming the
     /// API's error code and message.
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CtlError> {
         let url = format!("{}{path}", self.base);
+        let failed = |reason: String| CtlError::Request {
+            url: url.clone(),
+            reason,
+        };
         let request = hyper::Request::builder()
             .method(method)
             .uri(&url)
@@ -466,34 +505,40 @@ impl Api {
             .body(Full::new(Bytes::from(
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| failed(e.to_string()))?;
         let answer = async {
             let response = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("{url}: {}", crate::node::peer_api::error_chain(&e)))?;
+                .map_err(|e| failed(error_chain(&e)))?;
             let status = response.status();
             let body = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("{url}: {e}"))?
+                .map_err(|e| failed(e.to_string()))?
                 .to_bytes();
             let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if !status.is_success() {
-                let code = value["error"]["code"].as_str().unwrap_or("?");
-                let message = value["error"]["message"].as_str().unwrap_or("");
-                return Err(format!(
-                    "{method} {url}: HTTP {}: {code}: {message}",
-                    status.as_u16()
-                ));
+                return Err(CtlError::Refused {
+                    method: method.to_string(),
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    code: value["error"]["code"].as_str().unwrap_or("?").to_string(),
+                    message: value["error"]["message"].as_str().unwrap_or("").to_string(),
+                });
             }
             Ok(value)
         };
         tokio::time::timeout(self.timeout, answer)
             .await
-            .unwrap_or_else(|_| Err(format!("{url}: no answer within {:?}", self.timeout)))
+            .unwrap_or_else(|_| {
+                Err(CtlError::Timeout {
+                    url: url.clone(),
+                    timeout: self.timeout,
+                })
+            })
     }
 }
 

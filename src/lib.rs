@@ -10,9 +10,9 @@
 //! - [`index`]: the on-disk mailbox index (format v1): layout, encoding, checksums, mmap access.
 //! - [`txn`]: index transactions: ops, validation, outcomes.
 //! - [`state_machine`]: applies transactions to a group's files; recovery; snapshots; reads.
-//! - [`node`]: the replicated node: group state machines under `dovetail-raft`.
+//! - [`node`]: a cluster member's wiring: groups under `dovetail-raft`, server, config, metrics.
 //! - [`service`]: `MailService`, the seam between the HTTP API and the replicated node.
-//! - [`api`]: the HTTP API (axum): routes, JSON errors, limits.
+//! - [`api`]: the whole HTTP surface (axum): client and admin routes, dashboard, JSON errors.
 //! - [`placement`]: which group a user's mailboxes belong to.
 //! - [`bench`]: `dovetail bench`, a load generator against a cluster's HTTP API.
 //! - [`ctl`]: `dovetail ctl`, the operator's command line over the admin API.
@@ -20,7 +20,8 @@
 //! - [`cli`]: the `dovetail` command line.
 //!
 //! Reading order: `index::format`, `index::mailbox_index`, `txn`, `state_machine::group_state`,
-//! `state_machine::apply`, `state_machine::group_machine`.
+//! `state_machine::apply`, `state_machine::group_machine`; then a request's way in: `service`,
+//! `api::client` (and `api::error`), `node::replicated`, `node::mail_group`, `node::server`.
 
 pub mod api;
 pub mod bench;

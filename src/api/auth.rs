@@ -10,14 +10,14 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::Router;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 
 /// The token one router accepts, kept only as its digest.
 #[derive(Clone)]
@@ -56,13 +56,11 @@ impl BearerToken {
         match presented {
             Some(token) if self.matches(token) => Ok(()),
             Some(_) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 format!("the bearer token is not this node's {} token", self.role),
             )),
             None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 format!(
                     "an `Authorization: Bearer <{} token>` header is required",
                     self.role
@@ -96,6 +94,7 @@ pub fn require_bearer(router: Router, token: BearerToken) -> Router {
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::StatusCode;
     use axum::routing::get;
     use tower::ServiceExt;
 

@@ -1,41 +1,147 @@
-//! `ApiError`: every failure of the HTTP API as a status and a JSON body
-//! `{"error": {"code": "...", "message": "..."}}`.
+//! `ApiError`: every failure of the HTTP API as an [`ErrorCode`] and a message, answered as
+//! `{"error": {"code": "...", "message": "..."}}` with the status of the code.
+//!
+//! The status of each code is decided in one exhaustive `match` ([`ErrorCode::status`]), and the
+//! `From` impls below are the only places where another layer's error becomes an HTTP error:
+//! transaction and read failures, `ServiceError` (the client API, through `MailService`), the
+//! raft layer's `ProposeError` and `RaftNodeError`, and the errors of the node's maintenance
+//! (`ReplicaError`, `RepairError`, another member's `PeerApiError`) for the admin API.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use dovetail_raft::{ProposeError, RaftNodeError};
+use serde::Serialize;
 use serde_json::json;
 
+use crate::node::peer_api::PeerApiError;
+use crate::node::repair::RepairError;
+use crate::node::replica::ReplicaError;
 use crate::service::ServiceError;
 use crate::state_machine::ReadError;
 use crate::txn::{Rejection, TxnError};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What went wrong, as a client sees it: the `code` of the JSON error body. Stable and
+/// machine-readable; the string is the variant's name in snake_case (one exception noted on
+/// [`ErrorCode::InvalidBody`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Bad input: names, flags, UID sets, GUIDs, query parameters, JSON syntax, admin bodies.
+    Invalid,
+    /// A client API body that is JSON but does not fit the request (an unknown, missing or
+    /// mistyped field). Sent as `invalid`, with 422 instead of 400.
+    #[serde(rename = "invalid")]
+    InvalidBody,
+    /// No bearer token, or not this router's token.
+    Unauthorized,
+    /// No route matches the path.
+    NotFound,
+    MethodNotAllowed,
+    NoSuchMailbox,
+    NoSuchGroup,
+    NoSuchNode,
+    MailboxExists,
+    HasChildren,
+    RenameIntoSelf,
+    KeywordLimit,
+    UidSpaceExhausted,
+    UidValidityExhausted,
+    TooManyMailboxes,
+    /// A request older than the client's last one (its session has moved on).
+    StaleRequest,
+    /// UNCHANGEDSINCE failed for every UID asked.
+    ConditionFailed,
+    /// This node's copy of a mailbox fails its own checks, so it is not handed out.
+    Damaged,
+    /// A body over the limit, or a transaction over one log entry.
+    TooLarge,
+    UnsupportedMediaType,
+    Internal,
+    /// A repair's copy from another replica could not be installed.
+    BadCopy,
+    /// Another member refused (4xx) a request this node passed on or made.
+    PeerRefused,
+    /// No leader or quorum before the deadline, or another member did not answer: retry.
+    Unavailable,
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// The HTTP status of every answer with this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Invalid | ErrorCode::RenameIntoSelf => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::NotFound
+            | ErrorCode::NoSuchMailbox
+            | ErrorCode::NoSuchGroup
+            | ErrorCode::NoSuchNode => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::MailboxExists
+            | ErrorCode::HasChildren
+            | ErrorCode::KeywordLimit
+            | ErrorCode::UidSpaceExhausted
+            | ErrorCode::UidValidityExhausted
+            | ErrorCode::TooManyMailboxes
+            | ErrorCode::StaleRequest
+            | ErrorCode::ConditionFailed
+            | ErrorCode::Damaged => StatusCode::CONFLICT,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::BadCopy | ErrorCode::PeerRefused => StatusCode::BAD_GATEWAY,
+            ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A failed request: the code decides the status, the message says what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ApiError {
-    pub status: StatusCode,
-    /// Stable, machine-readable: `invalid`, `no_such_mailbox`, `mailbox_exists`, ...
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
             message: message.into(),
         }
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+        ApiError::new(ErrorCode::Invalid, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Internal, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// Another member, `node_id`, refused a request this node made or passed on (4xx: 502
+    /// `peer_refused`, with its answer) or did not answer (503 `unavailable`).
+    pub fn peer_failure(node_id: u64, e: PeerApiError) -> ApiError {
+        match e {
+            PeerApiError::Status { status, body, .. } if status < 500 => ApiError::new(
+                ErrorCode::PeerRefused,
+                format!("node {node_id} refused: HTTP {status}: {body}"),
+            ),
+            e => ApiError::new(ErrorCode::Unavailable, format!("node {node_id}: {e}")),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        (self.status, body).into_response()
+        (self.code.status(), body).into_response()
     }
 }
 
@@ -48,47 +154,168 @@ impl From<TxnError> for ApiError {
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> ApiError {
         match e {
-            ReadError::NoSuchMailbox { .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, "no_such_mailbox", e.to_string())
-            }
+            ReadError::NoSuchMailbox { .. } => ApiError::new(ErrorCode::NoSuchMailbox, e.to_string()),
             ReadError::Invalid(e) => e.into(),
         }
     }
 }
 
+/// The client API's failures: a node that could not serve a write or read.
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> ApiError {
+        let code = match e {
+            ServiceError::Unavailable { .. } => ErrorCode::Unavailable,
+            ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
+            ServiceError::TooLarge { .. } => ErrorCode::TooLarge,
+            ServiceError::Internal { .. } => ErrorCode::Internal,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// The admin API's failures of a raft request on a group. Unlike the client API (whose groups
+/// come from placement, so an unknown one is this node's fault), an admin caller names the
+/// group: an unknown group is its 404.
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> ApiError {
+        let code = match e {
+            ProposeError::Timeout { .. } => ErrorCode::Unavailable,
+            ProposeError::Shutdown => ErrorCode::ShuttingDown,
+            ProposeError::UnknownGroup { .. } => ErrorCode::NoSuchGroup,
+            ProposeError::Fatal { .. } => ErrorCode::Internal,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// The admin API's failures of a membership change: a request that failed as requests do, or
+/// something this node could not do at all.
+impl From<RaftNodeError> for ApiError {
+    fn from(e: RaftNodeError) -> ApiError {
         match e {
-            ServiceError::Unavailable { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-            }
-            ServiceError::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
-            }
-            ServiceError::TooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-            }
-            ServiceError::Internal { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
+            RaftNodeError::Request(e) => e.into(),
+            e => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// This node's replica could not be read or changed (digests, images, repairs).
+impl From<ReplicaError> for ApiError {
+    fn from(e: ReplicaError) -> ApiError {
+        match e {
+            ReplicaError::Group(e) => e.into(),
+            ReplicaError::Damaged(_) => ApiError::new(ErrorCode::Damaged, e.to_string()),
+            ReplicaError::TaskFailed { .. } | ReplicaError::Vanished => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<RepairError> for ApiError {
+    fn from(e: RepairError) -> ApiError {
+        match e {
+            RepairError::Replica(e) => e.into(),
+            RepairError::Group(e) => e.into(),
+            RepairError::Peer { node_id, error } => ApiError::peer_failure(node_id, error),
+            RepairError::NoOtherVoter | RepairError::SourceIsReplica => ApiError::invalid(e.to_string()),
+            RepairError::NotMember { .. } => ApiError::new(ErrorCode::NoSuchNode, e.to_string()),
+            RepairError::Busy { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+            RepairError::NoAppliedHeader { .. } => ApiError::internal(e.to_string()),
+            RepairError::BadCopy { .. } => ApiError::new(ErrorCode::BadCopy, e.to_string()),
         }
     }
 }
 
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> ApiError {
-        let (status, code) = match &r {
-            Rejection::NoSuchMailbox { .. } => (StatusCode::NOT_FOUND, "no_such_mailbox"),
-            Rejection::MailboxExists { .. } => (StatusCode::CONFLICT, "mailbox_exists"),
-            Rejection::HasChildren { .. } => (StatusCode::CONFLICT, "has_children"),
-            Rejection::RenameIntoSelf { .. } => (StatusCode::BAD_REQUEST, "rename_into_self"),
-            Rejection::KeywordLimit { .. } => (StatusCode::CONFLICT, "keyword_limit"),
-            Rejection::UidSpaceExhausted => (StatusCode::CONFLICT, "uid_space_exhausted"),
-            Rejection::UidValidityExhausted => (StatusCode::CONFLICT, "uid_validity_exhausted"),
-            Rejection::TooManyMailboxes { .. } => (StatusCode::CONFLICT, "too_many_mailboxes"),
-            Rejection::StaleRequest { .. } => (StatusCode::CONFLICT, "stale_request"),
-            Rejection::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+        let code = match &r {
+            Rejection::NoSuchMailbox { .. } => ErrorCode::NoSuchMailbox,
+            Rejection::MailboxExists { .. } => ErrorCode::MailboxExists,
+            Rejection::HasChildren { .. } => ErrorCode::HasChildren,
+            Rejection::RenameIntoSelf { .. } => ErrorCode::RenameIntoSelf,
+            Rejection::KeywordLimit { .. } => ErrorCode::KeywordLimit,
+            Rejection::UidSpaceExhausted => ErrorCode::UidSpaceExhausted,
+            Rejection::UidValidityExhausted => ErrorCode::UidValidityExhausted,
+            Rejection::TooManyMailboxes { .. } => ErrorCode::TooManyMailboxes,
+            Rejection::StaleRequest { .. } => ErrorCode::StaleRequest,
+            Rejection::Invalid { .. } => ErrorCode::Invalid,
         };
-        ApiError::new(status, code, r.to_string())
+        ApiError::new(code, r.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The strings and statuses clients rely on (README, "Errors"): renaming a variant must not
+    /// change them.
+    #[test]
+    fn codes_keep_their_strings_and_statuses() {
+        use ErrorCode::*;
+        let expected = [
+            (Invalid, "invalid", 400),
+            (InvalidBody, "invalid", 422),
+            (Unauthorized, "unauthorized", 401),
+            (NotFound, "not_found", 404),
+            (MethodNotAllowed, "method_not_allowed", 405),
+            (NoSuchMailbox, "no_such_mailbox", 404),
+            (NoSuchGroup, "no_such_group", 404),
+            (NoSuchNode, "no_such_node", 404),
+            (MailboxExists, "mailbox_exists", 409),
+            (HasChildren, "has_children", 409),
+            (RenameIntoSelf, "rename_into_self", 400),
+            (KeywordLimit, "keyword_limit", 409),
+            (UidSpaceExhausted, "uid_space_exhausted", 409),
+            (UidValidityExhausted, "uid_validity_exhausted", 409),
+            (TooManyMailboxes, "too_many_mailboxes", 409),
+            (StaleRequest, "stale_request", 409),
+            (ConditionFailed, "condition_failed", 409),
+            (Damaged, "damaged", 409),
+            (TooLarge, "too_large", 413),
+            (UnsupportedMediaType, "unsupported_media_type", 415),
+            (Internal, "internal", 500),
+            (BadCopy, "bad_copy", 502),
+            (PeerRefused, "peer_refused", 502),
+            (Unavailable, "unavailable", 503),
+            (ShuttingDown, "shutting_down", 503),
+        ];
+        for (code, text, status) in expected {
+            assert_eq!(serde_json::to_value(code).unwrap(), text, "{code:?}");
+            assert_eq!(code.status().as_u16(), status, "{code:?}");
+        }
+        let body = ApiError::new(NoSuchNode, "node 9").into_response();
+        assert_eq!(body.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn raft_failures_of_admin_requests() {
+        let cases = [
+            (
+                ProposeError::Timeout {
+                    group_id: 3,
+                    last_error: "no leader".into(),
+                },
+                ErrorCode::Unavailable,
+            ),
+            (ProposeError::Shutdown, ErrorCode::ShuttingDown),
+            (
+                ProposeError::UnknownGroup { group_id: 99 },
+                ErrorCode::NoSuchGroup,
+            ),
+            (
+                ProposeError::Fatal {
+                    group_id: 3,
+                    reason: "disk".into(),
+                },
+                ErrorCode::Internal,
+            ),
+        ];
+        for (e, code) in cases {
+            let message = e.to_string();
+            let api = ApiError::from(RaftNodeError::Request(e));
+            assert_eq!((api.code, api.message), (code, message));
+        }
+        let e = ApiError::from(RaftNodeError::Config(dovetail_raft::node::ConfigError::NoGroups));
+        assert_eq!(e.code, ErrorCode::Internal);
     }
 }

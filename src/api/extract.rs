@@ -1,16 +1,20 @@
 //! Extractors that turn axum's rejections (bad JSON, oversized body, bad path or query) into
-//! `ApiError`s, so every failure carries the JSON error body with the fitting status.
+//! `ApiError`s, so every failure carries the JSON error body with the fitting status; and the
+//! parsers of values that paths and bodies carry as text (GUIDs, UID sets).
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
+use crate::txn::{Guid, UidSet};
 
-/// A JSON request body. 400 for syntax or shape errors, 413 past the body limit, 415 without a
-/// JSON content type.
+/// A JSON request body. 400 for syntax errors, 422 for a body of the wrong shape, 413 past the
+/// body limit, 415 without a JSON content type.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -25,13 +29,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = rejection.status();
-    let code = match status.as_u16() {
-        413 => "too_large",
-        415 => "unsupported_media_type",
-        _ => "invalid",
+    let code = match rejection.status().as_u16() {
+        413 => ErrorCode::TooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        422 => ErrorCode::InvalidBody,
+        _ => ErrorCode::Invalid,
     };
-    ApiError::new(status, code, rejection.body_text())
+    ApiError::new(code, rejection.body_text())
+}
+
+/// A JSON request body of the admin API: as [`JsonBody`], except that a body of the wrong
+/// shape is bad input like any other (400 `invalid`), not the client API's 422.
+pub struct AdminJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match JsonBody::<T>::from_request(req, state).await {
+            Ok(JsonBody(value)) => Ok(AdminJson(value)),
+            Err(e) if e.code == ErrorCode::InvalidBody => Err(ApiError::invalid(e.message)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A JSON request body that may be left out: an empty (or blank) body means `T::default()`.
+/// Any content type is accepted; a body that does not parse is 400 `invalid`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    /// The body could not be read (axum's answer), or did not parse (a JSON error).
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::invalid(format!("request body: {e}")).into_response())
+    }
 }
 
 /// Path parameters, percent-decoded (a `/` inside a mailbox name is sent as `%2F`).
@@ -48,8 +89,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
+/// 400 for a path that does not fit the route's parameters; a route whose parameters do not fit
+/// its handler is this program's bug (500).
 fn path_rejection(rejection: PathRejection) -> ApiError {
-    ApiError::new(rejection.status(), "invalid", rejection.body_text())
+    let code = match rejection.status().as_u16() {
+        400 => ErrorCode::Invalid,
+        _ => ErrorCode::Internal,
+    };
+    ApiError::new(code, rejection.body_text())
 }
 
 /// Query parameters.
@@ -67,5 +114,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 }
 
 fn query_rejection(rejection: QueryRejection) -> ApiError {
-    ApiError::new(rejection.status(), "invalid", rejection.body_text())
+    ApiError::invalid(rejection.body_text())
+}
+
+/// A GUID as 32 hex digits.
+pub fn parse_guid(text: &str) -> Result<Guid, ApiError> {
+    let invalid = || ApiError::invalid(format!("GUID {text:?} is not 32 hex digits"));
+    if text.len() != 32 || !text.is_ascii() {
+        return Err(invalid());
+    }
+    let mut guid = [0u8; 16];
+    for (i, byte) in guid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
+    }
+    Ok(guid)
+}
+
+/// A UID set in IMAP syntax (`1:5,9`).
+pub fn parse_uids(text: &str) -> Result<UidSet, ApiError> {
+    UidSet::parse(text).map_err(|e| ApiError::invalid(e.to_string()))
 }

@@ -416,3 +416,53 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         (Some(0), Some(1))
     );
 }
+
+/// Every read takes `consistency` and `min_applied` the same way (one `ReadQuery`, flattened into
+/// the reads with parameters of their own): a token not yet applied is waited for (here: refused
+/// by the local service), a bad value or an unknown parameter is 400 `invalid`.
+#[tokio::test]
+async fn every_read_takes_the_freshness_parameters() {
+    let c = Client::new();
+    c.call("POST", "/v1/users/dan/mailboxes", Some(json!({"name": "INBOX"})))
+        .await;
+    let (_, v) = c
+        .call(
+            "POST",
+            "/v1/users/dan/mailboxes/INBOX/messages",
+            Some(json!({"messages": [{"guid": "000000000000000000000000000000d1", "size": 1}]})),
+        )
+        .await;
+    let token = v["token"].as_u64().unwrap();
+    let reads = [
+        "/v1/users/dan/mailboxes?",
+        "/v1/users/dan/mailboxes/INBOX?",
+        "/v1/users/dan/mailboxes/INBOX/messages?first=1&limit=5&",
+        "/v1/users/dan/mailboxes/INBOX/changes?since=0&",
+    ];
+    for read in reads {
+        let uri = format!("{read}consistency=local&min_applied={token}");
+        let (s, v) = c.call("GET", &uri, None).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+        assert!(v["applied"].as_u64().unwrap() >= token, "{uri}: {v}");
+        let uri = format!("{read}min_applied={}", token + 100);
+        let (s, v) = c.call("GET", &uri, None).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "{uri}"
+        );
+        for bad in ["min_applied=x", "consistency=eventual", "colour=blue"] {
+            let uri = format!("{read}{bad}");
+            let (s, v) = c.call("GET", &uri, None).await;
+            assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "invalid"), "{uri}");
+        }
+        let (_, v) = c.call("GET", &format!("{read}min_applied=x"), None).await;
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid digit found in string"),
+            "{v}"
+        );
+    }
+}

@@ -1,12 +1,76 @@
 //! `ServeConfig`: everything `dovetail serve` needs, from flags. Invalid values stop startup with
-//! a message naming the flag.
+//! a message naming the flag ([`ConfigError`]).
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{AddrParseError, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
+
+/// Why the flags or the config file of `dovetail serve` are refused. Every message names the
+/// flag or the key; none echoes a token or the cluster secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("peer {spec:?}: expected ID=PEER_ADDR/API_ADDR, e.g. 2=127.0.0.1:7102/127.0.0.1:7002")]
+    PeerSyntax { spec: String },
+    #[error("peer {spec:?}: address {addr:?} is not host:port ({error})")]
+    PeerAddress {
+        spec: String,
+        addr: String,
+        error: AddrParseError,
+    },
+    #[error("peer {spec:?}: node ids start at 1")]
+    PeerNodeIdZero { spec: String },
+    #[error("{flag}: at least 16 bytes are required")]
+    TooShort { flag: &'static str },
+    #[error("{flag}: must not contain whitespace or control characters")]
+    TokenCharacters { flag: &'static str },
+    #[error("--client-token and --admin-token must differ")]
+    SameTokens,
+    #[error("the API tokens must differ from --cluster-secret")]
+    TokenIsClusterSecret,
+    /// Flags that are given all together or not at all.
+    #[error("{flags} go together")]
+    Incomplete { flags: &'static str },
+    #[error("--tls-ca needs --tls-cert")]
+    TlsCaWithoutCert,
+    #[error(
+        "--election-timeout-ms ({election_timeout_ms}) must be at least 3 x --heartbeat-ms ({heartbeat_ms})"
+    )]
+    ElectionTimeoutTooShort {
+        election_timeout_ms: u64,
+        heartbeat_ms: u64,
+    },
+    #[error("--peer: node id {node_id} is this node's own id")]
+    PeerIsThisNode { node_id: u64 },
+    #[error("--peer: a node id is listed twice")]
+    PeerListedTwice,
+    #[error("--config: a file path is required")]
+    ConfigPathMissing,
+    #[error("--config {path}: {error}")]
+    ConfigUnreadable { path: String, error: io::Error },
+    #[error("--config {path}: {error}")]
+    ConfigFile { path: String, error: ConfigFileError },
+}
+
+/// What is wrong inside a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("not valid TOML: {0}")]
+    NotToml(String),
+    #[error("unknown key `{key}`")]
+    UnknownKey { key: String },
+    #[error("key `{key}`: expected a string or an integer")]
+    ExpectedScalar { key: String },
+    #[error("key `{key}`: expected true or false")]
+    ExpectedBool { key: String },
+    /// The flag's own parser refused the value; `detail` is its message, or only "invalid
+    /// value" for a secret.
+    #[error("key `{key}`: {detail}")]
+    InvalidValue { key: String, detail: String },
+}
 
 /// Another member of the cluster: `ID=PEER_ADDR/API_ADDR`, e.g. `2=127.0.0.1:7102/127.0.0.1:7002`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,19 +81,22 @@ pub struct PeerSpec {
 }
 
 impl FromStr for PeerSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<PeerSpec, String> {
-        let syntax =
-            || format!("peer {s:?}: expected ID=PEER_ADDR/API_ADDR, e.g. 2=127.0.0.1:7102/127.0.0.1:7002");
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<PeerSpec, ConfigError> {
+        let syntax = || ConfigError::PeerSyntax { spec: s.to_string() };
         let (id, addrs) = s.split_once('=').ok_or_else(syntax)?;
         let (peer_addr, api_addr) = addrs.split_once('/').ok_or_else(syntax)?;
         let node_id: u64 = id.parse().map_err(|_| syntax())?;
         for addr in [peer_addr, api_addr] {
             addr.parse::<SocketAddr>()
-                .map_err(|e| format!("peer {s:?}: address {addr:?} is not host:port ({e})"))?;
+                .map_err(|error| ConfigError::PeerAddress {
+                    spec: s.to_string(),
+                    addr: addr.to_string(),
+                    error,
+                })?;
         }
         if node_id == 0 {
-            return Err(format!("peer {s:?}: node ids start at 1"));
+            return Err(ConfigError::PeerNodeIdZero { spec: s.to_string() });
         }
         Ok(PeerSpec {
             node_id,
@@ -143,52 +210,58 @@ impl ServeConfig {
     }
 
     /// Checks relations between flags that clap cannot express.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.cluster_secret.len() < 16 {
-            return Err("--cluster-secret (DOVETAIL_CLUSTER_SECRET): at least 16 bytes are required".into());
+            return Err(ConfigError::TooShort {
+                flag: "--cluster-secret (DOVETAIL_CLUSTER_SECRET)",
+            });
         }
         for (flag, token) in [
             ("--client-token (DOVETAIL_CLIENT_TOKEN)", &self.client_token),
             ("--admin-token (DOVETAIL_ADMIN_TOKEN)", &self.admin_token),
         ] {
             if token.len() < 16 {
-                return Err(format!("{flag}: at least 16 bytes are required"));
+                return Err(ConfigError::TooShort { flag });
             }
             if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(format!(
-                    "{flag}: must not contain whitespace or control characters"
-                ));
+                return Err(ConfigError::TokenCharacters { flag });
             }
         }
         if self.client_token == self.admin_token {
-            return Err("--client-token and --admin-token must differ".into());
+            return Err(ConfigError::SameTokens);
         }
         if self.client_token == self.cluster_secret || self.admin_token == self.cluster_secret {
-            return Err("the API tokens must differ from --cluster-secret".into());
+            return Err(ConfigError::TokenIsClusterSecret);
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("--tls-cert and --tls-key go together".into());
+            return Err(ConfigError::Incomplete {
+                flags: "--tls-cert and --tls-key",
+            });
         }
         if self.tls_ca.is_some() && self.tls_cert.is_none() {
-            return Err("--tls-ca needs --tls-cert".into());
+            return Err(ConfigError::TlsCaWithoutCert);
         }
         let peer_tls = [&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca];
         if peer_tls.iter().any(|p| p.is_some()) && !peer_tls.iter().all(|p| p.is_some()) {
-            return Err("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together".into());
+            return Err(ConfigError::Incomplete {
+                flags: "--peer-tls-cert, --peer-tls-key and --peer-tls-ca",
+            });
         }
         if self.election_timeout_ms < 3 * self.heartbeat_ms {
-            return Err(format!(
-                "--election-timeout-ms ({}) must be at least 3 x --heartbeat-ms ({})",
-                self.election_timeout_ms, self.heartbeat_ms
-            ));
+            return Err(ConfigError::ElectionTimeoutTooShort {
+                election_timeout_ms: self.election_timeout_ms,
+                heartbeat_ms: self.heartbeat_ms,
+            });
         }
         if self.peers.iter().any(|p| p.node_id == self.node_id) {
-            return Err(format!("--peer: node id {} is this node's own id", self.node_id));
+            return Err(ConfigError::PeerIsThisNode {
+                node_id: self.node_id,
+            });
         }
         let mut ids: Vec<u64> = self.peers.iter().map(|p| p.node_id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
-            return Err("--peer: a node id is listed twice".into());
+            return Err(ConfigError::PeerListedTwice);
         }
         Ok(())
     }
@@ -220,7 +293,7 @@ impl ServeConfig {
 /// also gives: the command line wins, and a command-line `--peer` replaces the file's whole
 /// `peer` list (no merging). A file value beats `DOVETAIL_CLUSTER_SECRET`, as any flag does.
 /// Other command lines are returned as is.
-pub fn expand_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
+pub fn expand_config_file(args: Vec<String>) -> Result<Vec<String>, ConfigError> {
     let Some(serve) = args.iter().skip(1).position(|a| a == "serve").map(|i| i + 1) else {
         return Ok(args);
     };
@@ -231,24 +304,26 @@ pub fn expand_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
             break;
         }
         if a == "--config" {
-            path = Some(
-                rest.get(i + 1)
-                    .ok_or("--config: a file path is required")?
-                    .clone(),
-            );
+            path = Some(rest.get(i + 1).ok_or(ConfigError::ConfigPathMissing)?.clone());
         } else if let Some(p) = a.strip_prefix("--config=") {
             path = Some(p.to_string());
         }
     }
     let Some(path) = path else { return Ok(args) };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
+    let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::ConfigUnreadable {
+        path: path.clone(),
+        error,
+    })?;
     let on_cli = |long: &str| {
         rest.iter().any(|a| {
             a.strip_prefix("--")
                 .is_some_and(|f| f == long || f.starts_with(&format!("{long}=")))
         })
     };
-    let file_args = config_file_args(&text, on_cli).map_err(|e| format!("--config {path}: {e}"))?;
+    let file_args = config_file_args(&text, on_cli).map_err(|error| ConfigError::ConfigFile {
+        path: path.clone(),
+        error,
+    })?;
     let mut out = args[..=serve].to_vec();
     out.extend(file_args);
     out.extend_from_slice(rest);
@@ -260,10 +335,10 @@ const SECRET_KEYS: [&str; 3] = ["cluster-secret", "client-token", "admin-token"]
 
 /// The flags a config file stands for. Every key is checked on its own against the flag's
 /// parser, so an error names the key (and never echoes a value of `cluster-secret`).
-fn config_file_args(text: &str, on_cli: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
+fn config_file_args(text: &str, on_cli: impl Fn(&str) -> bool) -> Result<Vec<String>, ConfigFileError> {
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| format!("not valid TOML: {}", e.message()))?;
+        .map_err(|e: toml::de::Error| ConfigFileError::NotToml(e.message().to_string()))?;
     let command = ServeConfig::augment_args(clap::Command::new("serve"));
     let mut out = Vec::new();
     for (key, value) in &table {
@@ -271,14 +346,14 @@ fn config_file_args(text: &str, on_cli: impl Fn(&str) -> bool) -> Result<Vec<Str
         let arg = command
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
-            .ok_or_else(|| format!("unknown key `{key}`"))?;
+            .ok_or_else(|| ConfigFileError::UnknownKey { key: key.clone() })?;
         let flag = format!("--{long}");
         let takes_value = arg.get_action().takes_values();
-        let scalar = |v: &toml::Value| -> Result<String, String> {
+        let scalar = |v: &toml::Value| -> Result<String, ConfigFileError> {
             match v {
                 toml::Value::String(s) => Ok(s.clone()),
                 toml::Value::Integer(i) => Ok(i.to_string()),
-                _ => Err(format!("key `{key}`: expected a string or an integer")),
+                _ => Err(ConfigFileError::ExpectedScalar { key: key.clone() }),
             }
         };
         let mut args = Vec::new();
@@ -288,7 +363,7 @@ fn config_file_args(text: &str, on_cli: impl Fn(&str) -> bool) -> Result<Vec<Str
                     args.push(flag.clone());
                 }
             }
-            (_, false) => return Err(format!("key `{key}`: expected true or false")),
+            (_, false) => return Err(ConfigFileError::ExpectedBool { key: key.clone() }),
             (toml::Value::Array(items), true) if long == "peer" => {
                 for item in items {
                     args.extend([flag.clone(), scalar(item)?]);
@@ -320,7 +395,10 @@ fn config_file_args(text: &str, on_cli: impl Fn(&str) -> bool) -> Result<Vec<Str
                     .unwrap_or("invalid value")
                     .to_string()
             };
-            return Err(format!("key `{key}`: {detail}"));
+            return Err(ConfigFileError::InvalidValue {
+                key: key.clone(),
+                detail,
+            });
         }
         if !on_cli(&long) {
             out.extend(args);
@@ -340,14 +418,21 @@ mod tests {
             (p.node_id, p.peer_addr.as_str(), p.api_addr.as_str()),
             (2, "127.0.0.1:7102", "127.0.0.1:7002")
         );
-        for bad in [
-            "2",
-            "x=1.2.3.4:1/1.2.3.4:2",
-            "2=nohost/1.2.3.4:2",
-            "0=1.2.3.4:1/1.2.3.4:2",
-        ] {
-            assert!(bad.parse::<PeerSpec>().is_err(), "{bad}");
-        }
+        let refused = |spec: &str| spec.parse::<PeerSpec>().unwrap_err();
+        assert!(matches!(refused("2"), ConfigError::PeerSyntax { .. }));
+        assert!(matches!(
+            refused("x=1.2.3.4:1/1.2.3.4:2"),
+            ConfigError::PeerSyntax { .. }
+        ));
+        let e = refused("2=nohost/1.2.3.4:2");
+        assert!(
+            matches!(&e, ConfigError::PeerAddress { addr, .. } if addr == "nohost"),
+            "{e}"
+        );
+        assert!(matches!(
+            refused("0=1.2.3.4:1/1.2.3.4:2"),
+            ConfigError::PeerNodeIdZero { .. }
+        ));
     }
 
     #[derive(clap::Parser)]
@@ -370,7 +455,7 @@ mod tests {
         let mut args: Vec<String> = vec!["dovetail".into(), "serve".into(), "--config".into()];
         args.push(path.to_str().unwrap().into());
         args.extend(cli.iter().map(|s| s.to_string()));
-        let args = expand_config_file(args)?;
+        let args = expand_config_file(args).map_err(|e| e.to_string())?;
         let Sub::Serve(config) = Cmd::try_parse_from(args).map_err(|e| e.to_string())?.serve;
         Ok(config)
     }
@@ -489,14 +574,14 @@ worker-threads = 1
         assert!(e.contains("key `admin-token`") && !e.contains("s3cret"), "{e}");
         let mut c = parse_with(FULL, &[]).unwrap();
         c.admin_token = c.client_token.clone();
-        assert!(c.validate().unwrap_err().contains("must differ"));
+        assert!(matches!(c.validate(), Err(ConfigError::SameTokens)));
         c.admin_token = "short".into();
-        let e = c.validate().unwrap_err();
+        let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("--admin-token") && !e.contains("short"), "{e}");
         c.admin_token = "has a space 0123456789".into();
-        assert!(c.validate().unwrap_err().contains("whitespace"));
+        assert!(c.validate().unwrap_err().to_string().contains("whitespace"));
         c.admin_token = "file-admin-token-01234".into();
         c.tls_cert = Some("cert.pem".into());
-        assert!(c.validate().unwrap_err().contains("--tls-key"));
+        assert!(c.validate().unwrap_err().to_string().contains("--tls-key"));
     }
 }

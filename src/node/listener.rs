@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,34 +18,57 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem;
 use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the API's TLS configuration could not be loaded. The messages name the flag and the file;
+/// never the key's content.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("--tls-cert {}: {error}", path.display())]
+    Certificate { path: PathBuf, error: pem::Error },
+    #[error("--tls-cert {}: no certificate in the file", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("--tls-key {}: no usable private key ({error})", path.display())]
+    PrivateKey { path: PathBuf, error: pem::Error },
+    /// The crypto provider supports none of rustls' safe protocol versions.
+    #[error("{0}")]
+    Provider(rustls::Error),
+    /// The key does not fit the certificate, or either is unusable.
+    #[error("--tls-cert/--tls-key: {0}")]
+    CertificateAndKey(rustls::Error),
+}
+
 /// Loads a PEM certificate chain and private key into a TLS server configuration.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect())
-        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+        .map_err(|error| TlsConfigError::Certificate {
+            path: cert.to_path_buf(),
+            error,
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "--tls-cert {}: no certificate in the file",
-            cert.display()
-        ));
+        return Err(TlsConfigError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
     }
     // Never print the key's content, only where it came from.
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("--tls-key {}: no usable private key ({e})", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|error| TlsConfigError::PrivateKey {
+        path: key.to_path_buf(),
+        error,
+    })?;
     let config =
         rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(TlsConfigError::Provider)?
             .with_no_client_auth()
             .with_single_cert(certs, key)
-            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+            .map_err(TlsConfigError::CertificateAndKey)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -219,9 +242,9 @@ mod tests {
         let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert_path, cert.cert.pem()).unwrap();
         std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-        assert!(tls_acceptor(&cert_path, &cert_path)
-            .err()
-            .is_some_and(|e| e.contains("--tls-key")));
+        let e = tls_acceptor(&cert_path, &cert_path).err().unwrap();
+        assert!(matches!(&e, TlsConfigError::PrivateKey { path, .. } if *path == cert_path));
+        assert!(e.to_string().starts_with("--tls-key "), "{e}");
         let acceptor = tls_acceptor(&cert_path, &key_path).unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();

@@ -19,16 +19,26 @@ pub fn encode_txn(txn: &Txn) -> Vec<u8> {
     bincode::serde::encode_to_vec(txn, bincode::config::standard()).expect("encoding into memory cannot fail")
 }
 
+/// Why a log entry payload or an outcome does not decode. Its message becomes part of an outcome
+/// (the rejection of an undecodable entry), which every replica computes on its own, so it
+/// depends on the bytes only.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{count} trailing bytes after the transaction")]
+    TrailingBytes { count: usize },
+    #[error(transparent)]
+    Bincode(#[from] bincode::error::DecodeError),
+}
+
 /// Decodes a log entry payload.
-pub fn decode_txn(bytes: &[u8]) -> Result<Txn, String> {
-    match bincode::serde::decode_from_slice::<Txn, _>(bytes, bincode::config::standard()) {
-        Ok((txn, used)) if used == bytes.len() => Ok(txn),
-        Ok((_, used)) => Err(format!(
-            "{} trailing bytes after the transaction",
-            bytes.len() - used
-        )),
-        Err(e) => Err(e.to_string()),
+pub fn decode_txn(bytes: &[u8]) -> Result<Txn, DecodeError> {
+    let (txn, used) = bincode::serde::decode_from_slice::<Txn, _>(bytes, bincode::config::standard())?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes {
+            count: bytes.len() - used,
+        });
     }
+    Ok(txn)
 }
 
 pub fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
@@ -36,10 +46,9 @@ pub fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
         .expect("encoding into memory cannot fail")
 }
 
-pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, String> {
-    bincode::serde::decode_from_slice::<Outcome, _>(bytes, bincode::config::standard())
-        .map(|(outcome, _)| outcome)
-        .map_err(|e| e.to_string())
+pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, DecodeError> {
+    let (outcome, _) = bincode::serde::decode_from_slice::<Outcome, _>(bytes, bincode::config::standard())?;
+    Ok(outcome)
 }
 
 fn io_error(e: SmError) -> io::Error {
@@ -207,6 +216,12 @@ mod tests {
     fn entries_round_trip_and_garbage_is_a_deterministic_rejection() {
         let txn = create_inbox();
         assert_eq!(decode_txn(&encode_txn(&txn)).unwrap(), txn);
+        let mut longer = encode_txn(&txn);
+        longer.push(0);
+        assert!(matches!(
+            decode_txn(&longer),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        ));
         let dir = tempfile::tempdir().unwrap();
         let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap());
         let response = group

@@ -1,5 +1,6 @@
-//! Prometheus metrics of a node: the recorder, `GET /metrics`, the API middleware, and the task
-//! that turns each group's Raft and mail state into gauges.
+//! Prometheus metrics of a node: the recorder, the API middleware, and the task that turns each
+//! group's Raft and mail state into gauges. `GET /metrics` (`api::admin::metrics`) renders the
+//! recorder.
 //!
 //! Everything is recorded through the `metrics` facade (here and in `dovetail-raft`, which
 //! records log, fsync, snapshot and leader-change series); `metrics-exporter-prometheus` renders
@@ -14,12 +15,10 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method};
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::response::Response;
 use dovetail_raft::{GroupId, GroupMetrics, GroupRole, NodeId, RaftNode};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -118,19 +117,6 @@ fn describe() {
         GROUP_MESSAGES,
         "Messages in the group's mailboxes held by this node"
     );
-}
-
-/// `GET /metrics`: the Prometheus text format. Belongs behind the admin token.
-pub fn router(handle: PrometheusHandle) -> Router {
-    Router::new().route("/metrics", get(render)).with_state(handle)
-}
-
-async fn render(State(handle): State<PrometheusHandle>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        handle.render(),
-    )
-        .into_response()
 }
 
 /// Middleware (`axum::middleware::from_fn(track_requests)`, as a `Router::layer`): counts each

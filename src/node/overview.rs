@@ -1,31 +1,16 @@
-//! `GET /admin/status` and `GET /admin/cluster`: one node's status, and the cluster overview the
-//! dashboard draws.
-//!
-//! `/admin/cluster` asks every member (the voters and learners of any group, at the API
-//! addresses this node's membership records) for its `/admin/status`, all in parallel and each
-//! within [`MEMBER_STATUS_TIMEOUT`], then merges the answers ([`merge`], a pure function): per
-//! group, membership, commit index and what each member has matched come from the leader's view,
-//! role and applied index from each member's own. A member that does not answer in time is
-//! listed as unreachable; it never fails the whole call, so the overview answers within about
-//! one timeout however many nodes are down.
+//! The cluster overview, pure: every member's answer to `GET /admin/status` merged into one
+//! view of the cluster ([`merge`]) — per group, membership, commit index and what each member has
+//! matched come from the leader's view, role and applied index from each member's own. The route
+//! that asks every member, `GET /admin/cluster`, is `api::admin::cluster`; `dovetail ctl` and the
+//! dashboard read the [`ClusterOverview`] it answers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use dovetail_raft::{NodeId, RaftNode};
+use dovetail_raft::NodeId;
 use serde::{Deserialize, Serialize};
 
-use super::mail_group::MailGroup;
-use super::peer_api::{PeerApi, PeerApiError};
-use super::status::{node_status, DiskUsage, GroupStatus, NodeInfo, NodeStatus};
-
-/// How long `/admin/cluster` waits for one member's status (connect included). A paused or
-/// partitioned node costs the caller this much once, not once per group.
-pub const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+use super::peer_api::PeerApiError;
+use super::status::{DiskUsage, GroupStatus, NodeStatus};
 
 /// What `GET /admin/cluster` answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,10 +69,10 @@ pub struct Replica {
 }
 
 /// A member's answer to `GET /admin/status`, or why there is none.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MemberAnswer {
     pub api_addr: String,
-    pub status: Result<NodeStatus, String>,
+    pub status: Result<NodeStatus, FetchError>,
 }
 
 /// Why a member's status could not be had.
@@ -99,90 +84,9 @@ pub enum FetchError {
     Peer(#[from] PeerApiError),
     #[error("{api_addr} answered as node {answered}")]
     WrongNode { api_addr: String, answered: NodeId },
-}
-
-/// What the overview handlers share.
-#[derive(Clone)]
-struct Overview {
-    raft: RaftNode<MailGroup>,
-    info: Arc<NodeInfo>,
-    /// Carries the admin token the other members' admin API requires.
-    peers: PeerApi,
-}
-
-/// `GET /admin/status` and `GET /admin/cluster`. `peers` asks the other members (with the
-/// admin token every node of a cluster shares).
-pub fn router(raft: RaftNode<MailGroup>, info: Arc<NodeInfo>, peers: PeerApi) -> Router {
-    Router::new()
-        .route("/admin/status", get(status))
-        .route("/admin/cluster", get(cluster))
-        .with_state(Overview { raft, info, peers })
-}
-
-async fn status(State(overview): State<Overview>) -> Json<NodeStatus> {
-    Json(node_status(&overview.raft, &overview.info).await)
-}
-
-async fn cluster(State(overview): State<Overview>) -> Json<ClusterOverview> {
-    let local = node_status(&overview.raft, &overview.info).await;
-    let this_node = overview.info.node_id;
-    // Every member any group knows of; groups agree on addresses except mid-change, when
-    // either address is as good a guess.
-    let mut members: BTreeMap<NodeId, String> = BTreeMap::new();
-    for group in 0..overview.raft.group_count() {
-        if let Ok(nodes) = overview.raft.member_nodes(group) {
-            for (node_id, node) in nodes {
-                members.entry(node_id).or_insert(node.api_addr);
-            }
-        }
-    }
-    members.insert(this_node, overview.info.api_addr.clone());
-    let asks: Vec<_> = members
-        .into_iter()
-        .filter(|(node_id, _)| *node_id != this_node)
-        .map(|(node_id, api_addr)| {
-            let overview = overview.clone();
-            let addr = api_addr.clone();
-            let ask = tokio::spawn(async move { overview.fetch_status(node_id, &addr).await });
-            (node_id, api_addr, ask)
-        })
-        .collect();
-    let mut answers = BTreeMap::new();
-    answers.insert(
-        this_node,
-        MemberAnswer {
-            api_addr: overview.info.api_addr.clone(),
-            status: Ok(local),
-        },
-    );
-    for (node_id, api_addr, ask) in asks {
-        let status = match ask.await {
-            Ok(status) => status.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("status request task failed: {e}")),
-        };
-        answers.insert(node_id, MemberAnswer { api_addr, status });
-    }
-    Json(merge(this_node, &answers))
-}
-
-impl Overview {
-    /// Member `node_id`'s `GET /admin/status`, within `MEMBER_STATUS_TIMEOUT`.
-    async fn fetch_status(&self, node_id: NodeId, api_addr: &str) -> Result<NodeStatus, FetchError> {
-        if api_addr.is_empty() {
-            return Err(FetchError::NoAddress);
-        }
-        let answer: NodeStatus = self
-            .peers
-            .get_json(api_addr, "/admin/status", MEMBER_STATUS_TIMEOUT)
-            .await?;
-        if answer.node_id != node_id {
-            return Err(FetchError::WrongNode {
-                api_addr: api_addr.to_string(),
-                answered: answer.node_id,
-            });
-        }
-        Ok(answer)
-    }
+    /// The task asking the member panicked or was cancelled.
+    #[error("status request task failed: {0}")]
+    TaskFailed(tokio::task::JoinError),
 }
 
 /// Merges the members' answers into the overview. `this_node` is the node answering; its own
@@ -200,7 +104,7 @@ pub fn merge(this_node: NodeId, answers: &BTreeMap<NodeId, MemberAnswer>) -> Clu
                 node_id,
                 api_addr: answer.api_addr.clone(),
                 reachable: answer.status.is_ok(),
-                error: answer.status.as_ref().err().cloned(),
+                error: answer.status.as_ref().err().map(ToString::to_string),
                 version: summary.map(|s| s.version.clone()),
                 uptime_s: summary.map(|s| s.uptime_s),
                 disk: summary.map(|s| s.disk),
@@ -353,7 +257,10 @@ mod tests {
             3,
             MemberAnswer {
                 api_addr: "127.0.0.3:7000".into(),
-                status: Err("http://127.0.0.3:7000/admin/status: no answer within 1s".into()),
+                status: Err(FetchError::Peer(PeerApiError::Timeout {
+                    url: "http://127.0.0.3:7000/admin/status".into(),
+                    timeout: std::time::Duration::from_secs(1),
+                })),
             },
         );
         answers

@@ -1,43 +1,68 @@
-//! `PeerApi`: this node's HTTP client for other members' admin API (verify and repair ask every
-//! replica for its digests, and a repair fetches a healthy copy). Requests carry the admin
-//! token, which every member shares, and have a deadline.
+//! `PeerApi`: this node's HTTP client for other members' admin API (the cluster overview asks
+//! every member for its status, verify asks every replica for its digests, and a repair fetches
+//! a healthy copy). Requests carry the admin token, which every member shares, and have a
+//! deadline. [`http_client`] is also `dovetail ctl`'s client.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::http::{HeaderMap, Method};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem;
 
 type HttpClient =
     Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
 
+/// Why an HTTP client could not be built: the CA certificates it should trust.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientTlsError {
+    #[error("{}: {error}", path.display())]
+    UnreadableRoots { path: PathBuf, error: pem::Error },
+    #[error("{}: {error}", path.display())]
+    UnusableRoot { path: PathBuf, error: rustls::Error },
+    #[error("{}: no certificate", path.display())]
+    NoRoots { path: PathBuf },
+    /// The crypto provider supports none of rustls' safe protocol versions.
+    #[error("{0}")]
+    Provider(rustls::Error),
+}
+
 /// An HTTP/1.1 client for `http://` URLs and, when `roots` (PEM CA certificates) is given, for
 /// `https://` URLs whose server certificate those roots vouch for.
-pub fn http_client(roots: Option<&std::path::Path>) -> Result<HttpClient, String> {
-    use tokio_rustls::rustls;
+pub fn http_client(roots: Option<&Path>) -> Result<HttpClient, ClientTlsError> {
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::CertificateDer;
     let mut store = rustls::RootCertStore::empty();
     if let Some(path) = roots {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|c| c.collect())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|error| ClientTlsError::UnreadableRoots {
+                path: path.to_path_buf(),
+                error,
+            })?;
         for cert in certs {
-            store.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            store.add(cert).map_err(|error| ClientTlsError::UnusableRoot {
+                path: path.to_path_buf(),
+                error,
+            })?;
         }
         if store.is_empty() {
-            return Err(format!("{}: no certificate", path.display()));
+            return Err(ClientTlsError::NoRoots {
+                path: path.to_path_buf(),
+            });
         }
     }
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(ClientTlsError::Provider)?
     .with_root_certificates(store)
     .with_no_client_auth();
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -92,7 +117,7 @@ impl PeerApi {
     }
 
     /// An HTTPS client trusting the PEM CA certificates in `roots`.
-    pub fn https(admin_token: &str, roots: &std::path::Path) -> Result<PeerApi, String> {
+    pub fn https(admin_token: &str, roots: &Path) -> Result<PeerApi, ClientTlsError> {
         Ok(PeerApi {
             client: http_client(Some(roots))?,
             scheme: "https",

@@ -70,8 +70,9 @@ impl MailService for ReplicatedNode {
             .propose(group, entry, deadline)
             .await
             .map_err(service_error)?;
-        let outcome =
-            decode_outcome(&proposed.response).map_err(|message| ServiceError::Internal { message })?;
+        let outcome = decode_outcome(&proposed.response).map_err(|e| ServiceError::Internal {
+            message: e.to_string(),
+        })?;
         Ok(WriteAck {
             group,
             position: proposed.position,

@@ -1,6 +1,6 @@
-//! `run`: a cluster member — the raft node with one `MailGroup` per group, the client API, the
-//! admin API (status, cluster overview, membership) and the dashboard page — on listeners the
-//! caller bound, until `shutdown` resolves.
+//! `run`: a cluster member — the raft node with one `MailGroup` per group, and the HTTP API
+//! (`api`: the client routes behind the client token, the admin routes and `/metrics` behind the
+//! admin token, the dashboard page) — on listeners the caller bound, until `shutdown` resolves.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,6 +16,8 @@ use super::mail_group::MailGroup;
 use super::peer_api::PeerApi;
 use super::replicated::ReplicatedNode;
 use super::status::NodeInfo;
+use crate::api;
+use crate::api::admin::AdminState;
 use crate::api::auth::{require_bearer, BearerToken};
 use crate::state_machine::GroupStateMachine;
 
@@ -33,7 +35,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate()?;
     // Before the raft node starts: a series handle taken before the recorder exists records
     // nowhere.
     let metrics_handle = super::metrics::install();
@@ -87,29 +89,26 @@ pub async fn run(
         config.data_dir.clone(),
         started,
     ));
-    // Every admin route, /metrics included, sits behind the admin token.
     // Nodes call each other's admin API in the scheme their own API speaks.
     let peers = match (&config.tls_cert, &config.tls_ca) {
         (None, _) => PeerApi::new(&config.admin_token),
-        (Some(cert), ca) => {
-            PeerApi::https(&config.admin_token, ca.as_ref().unwrap_or(cert)).map_err(anyhow::Error::msg)?
-        }
+        (Some(cert), ca) => PeerApi::https(&config.admin_token, ca.as_ref().unwrap_or(cert))?,
     };
-    let admin = super::overview::router(raft.clone(), info, peers.clone())
-        .merge(super::admin::router(raft.clone(), config.request_timeout() * 3))
-        .merge(super::maintenance::router(
-            raft.clone(),
-            peers,
-            config.request_timeout() * 3,
-        ))
-        // /metrics belongs with the admin-token routes.
-        .merge(super::metrics::router(metrics_handle.clone()));
-    let app = require_bearer(crate::api::client::router(node), client_token)
-        .merge(require_bearer(admin, admin_token))
-        .merge(super::dashboard::router())
+    let admin = AdminState {
+        raft: raft.clone(),
+        info,
+        peers,
+        timeout: config.request_timeout() * 3,
+        metrics: metrics_handle.clone(),
+    };
+    // Every admin route, /metrics included, sits behind the admin token; the dashboard page
+    // holds no data and is public.
+    let app = require_bearer(api::client::router(node), client_token)
+        .merge(require_bearer(api::admin::router(admin), admin_token))
+        .merge(api::dashboard::router())
         .layer(axum::middleware::from_fn(super::metrics::track_requests));
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).map_err(anyhow::Error::msg)?),
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
     let api_addr = api_listener.local_addr()?;

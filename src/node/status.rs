@@ -1,6 +1,7 @@
 //! `NodeStatus`: what `GET /admin/status` answers — who this node is (id, version, uptime,
-//! addresses, disk use) and its view of every group. `GET /admin/cluster` (`overview`) reads the
-//! same type back from every member, so the two cannot drift apart.
+//! addresses, disk use) and its view of every group. `GET /admin/cluster` (`api::admin::cluster`,
+//! merged by `overview`) reads the same type back from every member, so the two cannot drift
+//! apart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

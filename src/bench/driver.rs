@@ -1,27 +1,5 @@
-//! `dovetail bench`: a load generator against a running cluster's HTTP API.
-//!
-//! Each of `--concurrency` workers is a user of its own (`bench-<run>-<worker>`, so the load
-//! spreads over groups as real users would). **Set-up**, before the clock: every worker creates
-//! its INBOX and, when the workload stores flags or reads, appends
-//! [`workload::SETUP_MESSAGES`] messages to it. Then every worker draws operations from the
-//! workload's mix (`mixed`: 50% append, 25% store, 25% linearizable status read) and sends them
-//! through the nodes given, round-robin per request, for `--warmup` + `--duration` seconds;
-//! only requests sent after the warm-up are counted.
-//!
-//! **Pacing** (`pacing`): closed loop by default (the next request when the answer is in; latency
-//! from send to complete response); with `--rate` each worker paces to `rate / concurrency` and
-//! latency counts from the intended send time (no coordinated omission). **Measurement**
-//! (`report`): one HdrHistogram per operation (µs), successes only; a failure is counted by
-//! kind (`http_<status>` for a non-2xx answer, `transport`, `timeout` after 30 s), never timed.
-//! Connections are kept alive (hyper's pool). A progress line on stderr (a terminal only) shows
-//! elapsed time, completed requests, the current rate and errors twice a second.
-//!
-//! Layout: `workload` (mix and request shapes), `pacing` (schedules), `report` (histograms,
-//! table, JSON, progress line); this file does the I/O.
-
-pub mod pacing;
-pub mod report;
-pub mod workload;
+//! The driver of `dovetail bench`: set-up, the workers that send requests and time them, the
+//! progress line. Everything it computes comes from the pure modules beside it.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,9 +12,9 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use report::OperationStats;
-pub use report::{render_table, BenchReport};
-use workload::{Mix, Operation, RequestSpec, Rng, Sender, Workload};
+use super::pacing;
+use super::report::{self, BenchReport, OperationStats};
+use super::workload::{self, Mix, Operation, RequestSpec, Rng, Sender, Workload};
 
 /// A request that has not answered after this long counts as a `timeout` error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,74 @@
+//! Flags and expunges: store (add, remove or replace flags, optionally UNCHANGEDSINCE) and
+//! expunge (optionally only where the message GUID is the one expected).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::write::{session, submit, write_response};
+use crate::api::error::ApiError;
+use crate::api::extract::{parse_guid, parse_uids, JsonBody, PathParams};
+use crate::service::MailService;
+use crate::txn::{Op, StoreMode};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StoreBody {
+    uids: String,
+    mode: StoreMode,
+    flags: Vec<String>,
+    unchanged_since: Option<u64>,
+    client_id: Option<String>,
+    request_seq: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExpungeBody {
+    uids: String,
+    /// UID -> expected message GUID (hex).
+    #[serde(default)]
+    expected_guids: BTreeMap<u32, String>,
+    client_id: Option<String>,
+    request_seq: Option<u64>,
+}
+
+pub(super) async fn store<S: MailService>(
+    State(service): State<Arc<S>>,
+    PathParams((user, mailbox)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<StoreBody>,
+) -> Result<Response, ApiError> {
+    let client = session(service.node_id(), body.client_id, body.request_seq)?;
+    let op = Op::Store {
+        user,
+        mailbox,
+        uids: parse_uids(&body.uids)?,
+        mode: body.mode,
+        flags: body.flags,
+        unchanged_since: body.unchanged_since,
+    };
+    write_response(submit(&*service, client, op).await?, false)
+}
+
+pub(super) async fn expunge<S: MailService>(
+    State(service): State<Arc<S>>,
+    PathParams((user, mailbox)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<ExpungeBody>,
+) -> Result<Response, ApiError> {
+    let client = session(service.node_id(), body.client_id, body.request_seq)?;
+    let expected_guids = body
+        .expected_guids
+        .iter()
+        .map(|(uid, guid)| Ok((*uid, parse_guid(guid)?)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let op = Op::Expunge {
+        user,
+        mailbox,
+        uids: parse_uids(&body.uids)?,
+        expected_guids,
+    };
+    write_response(submit(&*service, client, op).await?, false)
+}

@@ -1,0 +1,100 @@
+//! Messages: append, and fetch records by UID range.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::read::{read, ReadQuery};
+use super::write::{now_seconds, session, submit, write_response};
+use crate::api::error::ApiError;
+use crate::api::extract::{parse_guid, JsonBody, PathParams, QueryParams};
+use crate::service::MailService;
+use crate::state_machine::MessageView;
+use crate::txn::validate::check_mailbox_name;
+use crate::txn::{NewMessage, Op};
+
+/// Most records one fetch returns.
+pub const MAX_FETCH_LIMIT: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AppendBody {
+    messages: Vec<MessageBody>,
+    client_id: Option<String>,
+    request_seq: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    /// 32 hex digits.
+    guid: String,
+    size: u64,
+    /// Seconds since the epoch; defaults to the receiving node's clock.
+    internal_date: Option<i64>,
+    #[serde(default)]
+    flags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FetchQuery {
+    #[serde(flatten)]
+    read: ReadQuery,
+    first: Option<u32>,
+    last: Option<u32>,
+    limit: Option<usize>,
+}
+
+#[derive(serde::Serialize)]
+struct Messages {
+    messages: Vec<MessageView>,
+}
+
+pub(super) async fn append<S: MailService>(
+    State(service): State<Arc<S>>,
+    PathParams((user, mailbox)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<AppendBody>,
+) -> Result<Response, ApiError> {
+    let client = session(service.node_id(), body.client_id, body.request_seq)?;
+    let now = now_seconds();
+    let messages = body
+        .messages
+        .into_iter()
+        .map(|m| {
+            Ok(NewMessage {
+                guid: parse_guid(&m.guid)?,
+                size: m.size,
+                internal_date: m.internal_date.unwrap_or(now),
+                flags: m.flags,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let op = Op::Append {
+        user,
+        mailbox,
+        messages,
+    };
+    write_response(submit(&*service, client, op).await?, false)
+}
+
+pub(super) async fn fetch<S: MailService>(
+    State(service): State<Arc<S>>,
+    PathParams((user, mailbox)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<FetchQuery>,
+) -> Result<Response, ApiError> {
+    check_mailbox_name(&mailbox)?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_FETCH_LIMIT {
+        return Err(ApiError::invalid(format!("limit must be 1..={MAX_FETCH_LIMIT}")));
+    }
+    let (first, last) = (q.first.unwrap_or(1), q.last.unwrap_or(u32::MAX));
+    read(&*service, user, q.read, move |g, user| {
+        Ok(Messages {
+            messages: g.state().fetch(user, &mailbox, first, last, limit)?,
+        })
+    })
+    .await
+}

@@ -1,0 +1,90 @@
+//! The client API: JSON over HTTP, one route per transaction type and read.
+//!
+//! ```text
+//! GET    /v1/users/{user}/mailboxes                       list
+//! POST   /v1/users/{user}/mailboxes                       create        {"name"}
+//! GET    /v1/users/{user}/mailboxes/{mailbox}             status
+//! DELETE /v1/users/{user}/mailboxes/{mailbox}             delete
+//! POST   /v1/users/{user}/mailboxes/{mailbox}/rename      rename        {"to"}
+//! POST   /v1/users/{user}/mailboxes/{mailbox}/messages    append        {"messages": [...]}
+//! GET    /v1/users/{user}/mailboxes/{mailbox}/messages    records by UID range (?first&last&limit)
+//! POST   /v1/users/{user}/mailboxes/{mailbox}/store       flags         {"uids","mode","flags","unchanged_since"}
+//! POST   /v1/users/{user}/mailboxes/{mailbox}/expunge     expunge       {"uids","expected_guids"}
+//! GET    /v1/users/{user}/mailboxes/{mailbox}/changes     changes since ?since=MODSEQ
+//! ```
+//! Mailbox names are percent-encoded path segments (`Archive%2F2024`). Writes take optional
+//! `client_id` and `request_seq` (a retry with the same pair is applied once) and answer with the
+//! outcome, the group and a `token` (the entry's log index); reads take `consistency=local|
+//! linearizable` (default linearizable) and `min_applied=<token>`, and answer with `applied`.
+//!
+//! One file per resource, each with its handlers and body types: `mailboxes` (list, create,
+//! status, delete, rename), `messages` (append, fetch), `flags` (store, expunge), `changes`.
+//! What every write shares is in `write` (the client session, validation, the answer); what
+//! every read shares is in `read` (the freshness parameters, the answer). This file holds the
+//! route table.
+
+mod changes;
+mod flags;
+mod mailboxes;
+mod messages;
+mod read;
+mod write;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use messages::MAX_FETCH_LIMIT;
+
+use super::error::{ApiError, ErrorCode};
+use crate::service::MailService;
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The client API router over a service.
+pub fn router<S: MailService>(service: Arc<S>) -> Router {
+    Router::new()
+        .route(
+            "/v1/users/{user}/mailboxes",
+            get(mailboxes::list::<S>).post(mailboxes::create::<S>),
+        )
+        .route(
+            "/v1/users/{user}/mailboxes/{mailbox}",
+            get(mailboxes::status::<S>).delete(mailboxes::delete::<S>),
+        )
+        .route(
+            "/v1/users/{user}/mailboxes/{mailbox}/rename",
+            post(mailboxes::rename::<S>),
+        )
+        .route(
+            "/v1/users/{user}/mailboxes/{mailbox}/messages",
+            get(messages::fetch::<S>).post(messages::append::<S>),
+        )
+        .route(
+            "/v1/users/{user}/mailboxes/{mailbox}/store",
+            post(flags::store::<S>),
+        )
+        .route(
+            "/v1/users/{user}/mailboxes/{mailbox}/expunge",
+            post(flags::expunge::<S>),
+        )
+        .route(
+            "/v1/users/{user}/mailboxes/{mailbox}/changes",
+            get(changes::changes::<S>),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+}

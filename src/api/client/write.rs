@@ -1,0 +1,121 @@
+//! What every write of the client API shares: its client session ([`session`]), validation and
+//! proposal ([`submit`]), and its answer ([`write_response`]).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::api::error::{ApiError, ErrorCode};
+use crate::service::{MailService, WriteAck};
+use crate::state_machine::apply::hex;
+use crate::state_machine::manifest::{is_anonymous, ANONYMOUS_CLIENT_PREFIX};
+use crate::txn::validate::check_client_id;
+use crate::txn::{Guid, Op, Outcome, Txn};
+
+/// The client session of a write: given, or a fresh one-off id (no retry protection).
+pub(super) fn session(
+    node_id: u64,
+    client_id: Option<String>,
+    request_seq: Option<u64>,
+) -> Result<(String, u64), ApiError> {
+    match (client_id, request_seq) {
+        (Some(client_id), Some(seq)) => {
+            check_client_id(&client_id)?;
+            if is_anonymous(&client_id) {
+                return Err(ApiError::invalid(format!(
+                    "client_id {client_id:?}: the prefix {ANONYMOUS_CLIENT_PREFIX:?} is reserved for the ids a node makes for writes without client_id"
+                )));
+            }
+            Ok((client_id, seq))
+        }
+        (Some(_), None) => Err(ApiError::invalid("client_id given without request_seq")),
+        (None, Some(_)) => Err(ApiError::invalid("request_seq given without client_id")),
+        (None, None) => Ok((
+            format!("{ANONYMOUS_CLIENT_PREFIX}{node_id}-{}", hex(&random_guid())),
+            1,
+        )),
+    }
+}
+
+pub(super) fn random_guid() -> Guid {
+    let mut guid = [0u8; 16];
+    getrandom::fill(&mut guid).expect("the OS random source is available");
+    guid
+}
+
+pub(super) fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Validates `op` as a transaction of `client` and proposes it; answers once it is applied.
+pub(super) async fn submit<S: MailService>(
+    service: &S,
+    client: (String, u64),
+    op: Op,
+) -> Result<WriteAck, ApiError> {
+    let txn = Txn {
+        client_id: client.0,
+        request_seq: client.1,
+        op,
+    };
+    crate::txn::validate::validate(&txn)?;
+    Ok(service.write(txn).await?)
+}
+
+/// The HTTP answer for an applied write: 2xx with the result, or the rejection's error.
+pub(super) fn write_response(ack: WriteAck, created: bool) -> Result<Response, ApiError> {
+    let mut body = json!({"group": ack.group, "token": ack.position.index});
+    let result = match ack.outcome {
+        Outcome::Rejected(rejection) => return Err(rejection.into()),
+        Outcome::Created {
+            mailbox_guid,
+            uid_validity,
+        } => json!({"mailbox_guid": hex(&mailbox_guid), "uid_validity": uid_validity}),
+        Outcome::Renamed { mailboxes } => json!({"renamed": mailboxes}),
+        Outcome::Deleted { mailbox_guid } => json!({"mailbox_guid": hex(&mailbox_guid)}),
+        Outcome::Appended {
+            uid_validity,
+            first_uid,
+            last_uid,
+            modseq,
+        } => {
+            json!({"uid_validity": uid_validity, "first_uid": first_uid, "last_uid": last_uid, "modseq": modseq})
+        }
+        Outcome::Stored {
+            modseq,
+            changed,
+            modified,
+        } => {
+            if changed.is_empty() && !modified.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::ConditionFailed,
+                    format!(
+                        "UNCHANGEDSINCE failed for UIDs {modified} (token {})",
+                        ack.position.index
+                    ),
+                ));
+            }
+            json!({"modseq": modseq, "changed": changed.to_string(), "modified": modified.to_string()})
+        }
+        Outcome::Expunged {
+            modseq,
+            expunged,
+            guid_mismatch,
+        } => {
+            json!({"modseq": modseq, "expunged": expunged.to_string(), "guid_mismatch": guid_mismatch.to_string()})
+        }
+    };
+    if let (Value::Object(body), Value::Object(result)) = (&mut body, result) {
+        body.extend(result);
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
