@@ -304,6 +304,16 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// The groups' active log encoding: one number when they agree, the range while a gate is moving.
+fn active_encoding(o: &ClusterOverview) -> String {
+    let encodings: std::collections::BTreeSet<u8> = o.groups.iter().filter_map(|g| g.encoding).collect();
+    match (encodings.first(), encodings.last()) {
+        (Some(low), Some(high)) if low == high => low.to_string(),
+        (Some(low), Some(high)) => format!("{low}-{high} (groups differ)"),
+        _ => "unknown".into(),
+    }
+}
+
 fn status_table(o: &ClusterOverview) -> String {
     let rows: Vec<Vec<String>> = o
         .nodes
@@ -319,6 +329,7 @@ fn status_table(o: &ClusterOverview) -> String {
                     "UNREACHABLE".into()
                 },
                 opt(n.version.clone()),
+                opt(n.max_encoding),
                 opt(n.uptime_s.map(|s| format!("{s}s"))),
                 opt(n.disk.as_ref().map(|d| bytes(d.log_bytes))),
                 opt(n.disk.as_ref().map(|d| bytes(d.index_bytes))),
@@ -330,16 +341,17 @@ fn status_table(o: &ClusterOverview) -> String {
     let leaderless = o.groups.iter().filter(|g| g.leader.is_none()).count();
     let mut out = table(
         &[
-            "NODE", "API", "STATE", "VERSION", "UPTIME", "LOG", "INDEX", "LEADS", "ERROR",
+            "NODE", "API", "STATE", "VERSION", "ENCODING", "UPTIME", "LOG", "INDEX", "LEADS", "ERROR",
         ],
         &rows,
     );
     let _ = writeln!(
         out,
-        "{} nodes, {} groups, {} without a leader",
+        "{} nodes, {} groups, {} without a leader, active log encoding {}",
         o.nodes.len(),
         o.groups.len(),
-        leaderless
+        leaderless,
+        active_encoding(o)
     );
     out
 }

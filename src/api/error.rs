@@ -52,6 +52,8 @@ pub enum ErrorCode {
     StaleRequest,
     /// UNCHANGEDSINCE failed for every UID asked.
     ConditionFailed,
+    /// The op needs a log encoding the group has not enabled (a rolling upgrade is not done).
+    NotEnabled,
     /// This node's copy of a mailbox fails its own checks, so it is not handed out.
     Damaged,
     /// A body over the limit, or a transaction over one log entry.
@@ -87,6 +89,7 @@ impl ErrorCode {
             | ErrorCode::TooManyMailboxes
             | ErrorCode::StaleRequest
             | ErrorCode::ConditionFailed
+            | ErrorCode::NotEnabled
             | ErrorCode::Damaged => StatusCode::CONFLICT,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -167,6 +170,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unavailable { .. } => ErrorCode::Unavailable,
             ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
             ServiceError::TooLarge { .. } => ErrorCode::TooLarge,
+            ServiceError::NotEnabled(_) => ErrorCode::NotEnabled,
             ServiceError::Internal { .. } => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
@@ -270,6 +274,7 @@ mod tests {
             (TooManyMailboxes, "too_many_mailboxes", 409),
             (StaleRequest, "stale_request", 409),
             (ConditionFailed, "condition_failed", 409),
+            (NotEnabled, "not_enabled", 409),
             (Damaged, "damaged", 409),
             (TooLarge, "too_large", 413),
             (UnsupportedMediaType, "unsupported_media_type", 415),

@@ -202,11 +202,25 @@ pub struct ServeConfig {
     /// threads per node mean fewer cross-thread wake-ups per request.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub worker_threads: Option<u64>,
+    /// For the rolling-upgrade test only: this node applies and reports the log encoding the
+    /// next release would add (`txn::encoding::TEST_NEXT_ENCODING`, with its test op), as a
+    /// newer build would; without it the node is that test's older build.
+    #[arg(long, hide = true)]
+    pub test_next_encoding: bool,
 }
 
 impl ServeConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The highest log encoding this node applies and reports (`txn::encoding`).
+    pub fn max_encoding(&self) -> u8 {
+        if self.test_next_encoding {
+            crate::txn::encoding::TEST_NEXT_ENCODING
+        } else {
+            crate::txn::encoding::CURRENT_ENCODING
+        }
     }
 
     /// Checks relations between flags that clap cannot express.

@@ -1,8 +1,11 @@
 //! `MailGroup`: one group's `GroupStateMachine` as the raft layer's `Application`.
 //!
-//! Log entries carry bincode-2-encoded `Txn`s; responses are bincode-2-encoded `Outcome`s. An
-//! entry that does not decode (a newer client, a bug) is applied as a deterministic rejection:
-//! every replica advances over it alike and nothing in the index changes.
+//! Log entries carry `Txn`s in the group's log encoding (`txn::encoding`); responses are
+//! bincode-2-encoded `Outcome`s. An entry that is no entry of any encoding (a bug) is applied as
+//! a deterministic rejection: every replica advances over it alike and nothing in the index
+//! changes. An entry in an encoding this build cannot apply stops the group on this node with an
+//! error that says so (the raft layer stops the group): turning it into a rejection would make
+//! this replica diverge from the ones that applied it.
 
 use std::io;
 use std::time::Duration;
@@ -12,34 +15,13 @@ use dovetail_raft::{Application, Request, SnapshotFile, SnapshotInfo, SnapshotJo
 use crate::index::LogPosition;
 use crate::state_machine::snapshot::read_snapshot_manifest;
 use crate::state_machine::{GroupStateMachine, SmError};
+use crate::txn::encoding::{admissible, decode_entry, EntryError};
 use crate::txn::{Outcome, Rejection, Txn};
 
-/// Encodes a transaction as a log entry payload.
-pub fn encode_txn(txn: &Txn) -> Vec<u8> {
-    bincode::serde::encode_to_vec(txn, bincode::config::standard()).expect("encoding into memory cannot fail")
-}
-
-/// Why a log entry payload or an outcome does not decode. Its message becomes part of an outcome
-/// (the rejection of an undecodable entry), which every replica computes on its own, so it
-/// depends on the bytes only.
+/// Why an outcome does not decode.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("{count} trailing bytes after the transaction")]
-    TrailingBytes { count: usize },
-    #[error(transparent)]
-    Bincode(#[from] bincode::error::DecodeError),
-}
-
-/// Decodes a log entry payload.
-pub fn decode_txn(bytes: &[u8]) -> Result<Txn, DecodeError> {
-    let (txn, used) = bincode::serde::decode_from_slice::<Txn, _>(bytes, bincode::config::standard())?;
-    if used != bytes.len() {
-        return Err(DecodeError::TrailingBytes {
-            count: bytes.len() - used,
-        });
-    }
-    Ok(txn)
-}
+#[error(transparent)]
+pub struct DecodeError(#[from] bincode::error::DecodeError);
 
 pub fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
     bincode::serde::encode_to_vec(outcome, bincode::config::standard())
@@ -62,6 +44,9 @@ pub const BUSY_GROUP_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct MailGroup {
     machine: GroupStateMachine,
+    /// The highest log encoding this node applies (`txn::encoding::CURRENT_ENCODING`, or the
+    /// test build's next one).
+    max_encoding: u8,
     /// Snapshots received from a leader and installed since this process started: tells a
     /// follower that caught up by snapshot from one that caught up from the log.
     snapshots_installed: u64,
@@ -70,12 +55,19 @@ pub struct MailGroup {
 }
 
 impl MailGroup {
-    pub fn new(machine: GroupStateMachine) -> MailGroup {
+    /// A group of a node that applies log encodings up to `max_encoding`.
+    pub fn new(machine: GroupStateMachine, max_encoding: u8) -> MailGroup {
         MailGroup {
             machine,
+            max_encoding,
             snapshots_installed: 0,
             applied_at_last_offer: None,
         }
+    }
+
+    /// The group's active log encoding, as of what this node applied.
+    pub fn encoding(&self) -> u8 {
+        self.machine.state().manifest().encoding
     }
 
     pub fn snapshots_installed(&self) -> u64 {
@@ -116,14 +108,41 @@ impl Application for MailGroup {
         consensus_meta: &[u8],
         requests: &[Request],
     ) -> io::Result<Vec<Vec<u8>>> {
-        let txns: Vec<Result<Txn, Rejection>> = requests
-            .iter()
-            .map(|request| {
-                decode_txn(&request.0).map_err(|reason| Rejection::Invalid {
+        let mut txns: Vec<Result<Txn, Rejection>> = Vec::with_capacity(requests.len());
+        // The active encoding as the requests before this one leave it (a gate entry may come
+        // first in a batch): a function of the state and the entry, the same on every replica.
+        let mut active = self.encoding();
+        for request in requests {
+            match decode_entry(&request.0, self.max_encoding) {
+                Ok((encoding, txn)) if admissible(encoding, &txn, active) => {
+                    if let crate::txn::Op::SetEncoding { version } = txn.op {
+                        active = active.max(version);
+                    }
+                    txns.push(Ok(txn));
+                }
+                Ok((encoding, txn)) => txns.push(Err(Rejection::Invalid {
+                    message: format!(
+                        "{} in log encoding {encoding}, above the group's active encoding {active}",
+                        txn.op.describe()
+                    ),
+                })),
+                Err(EntryError::Garbage(reason)) => txns.push(Err(Rejection::Invalid {
                     message: format!("undecodable log entry: {reason}"),
-                })
-            })
-            .collect();
+                })),
+                Err(unsupported @ EntryError::Unsupported { .. }) => {
+                    // Before anything of the entry is applied: the group stops at this position.
+                    tracing::error!(
+                        position = %position,
+                        error = %unsupported,
+                        "this node cannot apply the group's log: the group stops here until the node runs a newer release"
+                    );
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!("log entry {position}: {unsupported}"),
+                    ));
+                }
+            }
+        }
         let outcomes = self.machine.apply_batch(position, &txns).map_err(io_error)?;
         let outcomes = outcomes.unwrap_or_else(|| {
             let already = Outcome::Rejected(Rejection::Invalid {
@@ -210,20 +229,29 @@ impl Application for MailGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::txn::encoding::{encode_entry, CURRENT_ENCODING};
     use crate::txn::test_txns::{append, create_inbox};
+
+    /// A request carrying `txn` in the legacy encoding, the active one of a new group.
+    fn entry(txn: &Txn) -> Request {
+        Request(encode_entry(txn, 0).unwrap())
+    }
+
+    /// The gate entry that raises a group to `version`, in that encoding.
+    fn gate(version: u8) -> Request {
+        let txn = Txn {
+            client_id: "anon-1-encoding".into(),
+            request_seq: u64::from(version),
+            op: crate::txn::Op::SetEncoding { version },
+        };
+        Request(encode_entry(&txn, version).unwrap())
+    }
 
     #[test]
     fn entries_round_trip_and_garbage_is_a_deterministic_rejection() {
         let txn = create_inbox();
-        assert_eq!(decode_txn(&encode_txn(&txn)).unwrap(), txn);
-        let mut longer = encode_txn(&txn);
-        longer.push(0);
-        assert!(matches!(
-            decode_txn(&longer),
-            Err(DecodeError::TrailingBytes { count: 1 })
-        ));
         let dir = tempfile::tempdir().unwrap();
-        let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap());
+        let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap(), CURRENT_ENCODING);
         let response = group
             .apply(
                 LogPosition::new(1, 1),
@@ -236,7 +264,11 @@ mod tests {
             Outcome::Rejected(Rejection::Invalid { .. })
         ));
         let response = group
-            .apply(LogPosition::new(1, 2), b"meta-2", &[Request(encode_txn(&txn))])
+            .apply(
+                LogPosition::new(1, 2),
+                b"meta-2",
+                &[Request(encode_entry(&txn, 0).unwrap())],
+            )
             .unwrap();
         assert!(matches!(
             decode_outcome(&response[0]).unwrap(),
@@ -256,7 +288,7 @@ mod tests {
         );
 
         let other = tempfile::tempdir().unwrap();
-        let mut follower = MailGroup::new(GroupStateMachine::open(other.path()).unwrap());
+        let mut follower = MailGroup::new(GroupStateMachine::open(other.path()).unwrap(), CURRENT_ENCODING);
         assert_eq!(
             follower.install_snapshot(&snapshot.file).unwrap(),
             LogPosition::new(1, 2)
@@ -276,7 +308,7 @@ mod tests {
             .apply(
                 LogPosition::new(1, 3),
                 b"meta-3",
-                &[Request(encode_txn(&append("c", 3, 7)))],
+                &[Request(encode_entry(&append("c", 3, 7), 1).unwrap())],
             )
             .unwrap();
         let pending = finish().unwrap();
@@ -290,19 +322,64 @@ mod tests {
         );
     }
 
+    /// The gate moves a group's encoding up entry by entry; an op above the active encoding is
+    /// rejected alike everywhere; and an entry in an encoding above the node's own stops the
+    /// group there (an error, which the raft layer turns into a stopped group), before anything
+    /// of it is applied, where a node that knows the encoding applies it.
+    #[test]
+    fn an_entry_in_an_unknown_encoding_stops_the_group_instead_of_being_rejected() {
+        use crate::txn::encoding::TEST_NEXT_ENCODING;
+        let probe = |seq| Txn {
+            client_id: "c".into(),
+            request_seq: seq,
+            op: crate::txn::Op::Probe { user: "u".into() },
+        };
+        let probe_in = |seq, encoding| Request(encode_entry(&probe(seq), encoding).unwrap());
+        for (max, newer) in [(CURRENT_ENCODING, false), (TEST_NEXT_ENCODING, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap(), max);
+            let at = |index| LogPosition::new(1, index);
+            group.apply(at(1), b"m", &[entry(&create_inbox())]).unwrap();
+            let raised = group.apply(at(2), b"m", &[gate(1)]).unwrap();
+            assert_eq!(
+                decode_outcome(&raised[0]).unwrap(),
+                Outcome::EncodingSet { encoding: 1 }
+            );
+            assert_eq!(group.encoding(), 1);
+            if newer {
+                // Above the active encoding: the same rejection on every replica.
+                let early = group
+                    .apply(at(3), b"m", &[probe_in(2, TEST_NEXT_ENCODING)])
+                    .unwrap();
+                assert!(decode_outcome(&early[0]).unwrap().is_rejected());
+                let outcomes = group
+                    .apply(
+                        at(4),
+                        b"m",
+                        &[gate(TEST_NEXT_ENCODING), probe_in(3, TEST_NEXT_ENCODING)],
+                    )
+                    .unwrap();
+                assert_eq!(decode_outcome(&outcomes[1]).unwrap(), Outcome::Probed);
+                assert_eq!(group.encoding(), TEST_NEXT_ENCODING);
+            } else {
+                let error = group.apply(at(3), b"m", &[gate(TEST_NEXT_ENCODING)]).unwrap_err();
+                assert_eq!(error.kind(), io::ErrorKind::Unsupported);
+                assert!(error.to_string().contains("upgrade this node"), "{error}");
+                assert_eq!(group.applied_state().unwrap().0, at(2), "nothing of it applied");
+                assert_eq!(group.encoding(), 1);
+            }
+        }
+    }
+
     /// The periodic flush leaves a busy group dirty and flushes it once it is quiet for one
     /// offer; a shutdown flush is unconditional.
     #[test]
     fn periodic_flush_waits_for_a_quiet_group() {
         let dir = tempfile::tempdir().unwrap();
-        let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap());
+        let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap(), CURRENT_ENCODING);
         let dirty_mark = dir.path().join("live").join("DIRTY");
         group
-            .apply(
-                LogPosition::new(1, 1),
-                b"m",
-                &[Request(encode_txn(&create_inbox()))],
-            )
+            .apply(LogPosition::new(1, 1), b"m", &[entry(&create_inbox())])
             .unwrap();
         assert!(group.machine().is_dirty() && dirty_mark.exists());
         // Changed since the previous offer: busy, left dirty.
@@ -311,7 +388,11 @@ mod tests {
         for seq in 1..=3 {
             let txn = append("a", seq, seq as u8);
             group
-                .apply(LogPosition::new(1, 1 + seq), b"m", &[Request(encode_txn(&txn))])
+                .apply(
+                    LogPosition::new(1, 1 + seq),
+                    b"m",
+                    &[Request(encode_entry(&txn, 0).unwrap())],
+                )
                 .unwrap();
             group.periodic_flush().unwrap();
             assert!(group.machine().is_dirty(), "still busy after write {seq}");
@@ -322,18 +403,14 @@ mod tests {
         // A clean group stays clean; a shutdown flush of a busy group flushes.
         group.periodic_flush().unwrap();
         group
-            .apply(
-                LogPosition::new(1, 5),
-                b"m",
-                &[Request(encode_txn(&append("a", 4, 9)))],
-            )
+            .apply(LogPosition::new(1, 5), b"m", &[entry(&append("a", 4, 9))])
             .unwrap();
         assert!(group.machine().is_dirty());
         group.flush().unwrap();
         assert!(!group.machine().is_dirty() && !dirty_mark.exists());
         // Reopened after the flush: trusted as is (no restore), at the flushed position.
         drop(group);
-        let reopened = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap());
+        let reopened = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap(), CURRENT_ENCODING);
         assert_eq!(
             reopened.applied_state().map(|(p, _)| p),
             Some(LogPosition::new(1, 5))
@@ -347,15 +424,15 @@ mod tests {
     fn a_batch_entry_applies_each_request_on_its_own() {
         let create = create_inbox();
         let requests = [
-            Request(encode_txn(&create)),
-            Request(encode_txn(&append("a", 1, 2))),
+            entry(&create),
+            entry(&append("a", 1, 2)),
             Request(b"garbage".to_vec()),
-            Request(encode_txn(&append("b", 1, 3))),
-            Request(encode_txn(&append("a", 1, 2))),
-            Request(encode_txn(&append("a", 2, 4))),
+            entry(&append("b", 1, 3)),
+            entry(&append("a", 1, 2)),
+            entry(&append("a", 2, 4)),
         ];
         let dir = tempfile::tempdir().unwrap();
-        let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap());
+        let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap(), CURRENT_ENCODING);
         let position = LogPosition::new(1, 1);
         let outcomes: Vec<Outcome> = group
             .apply(position, b"meta", &requests)
@@ -383,7 +460,7 @@ mod tests {
 
         // The same requests one entry each end in the same mailbox (apart from positions).
         let other = tempfile::tempdir().unwrap();
-        let mut single = MailGroup::new(GroupStateMachine::open(other.path()).unwrap());
+        let mut single = MailGroup::new(GroupStateMachine::open(other.path()).unwrap(), CURRENT_ENCODING);
         for (i, request) in requests.iter().enumerate() {
             let one = single
                 .apply(

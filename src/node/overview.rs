@@ -33,6 +33,9 @@ pub struct NodeReport {
     pub version: Option<String>,
     pub uptime_s: Option<u64>,
     pub disk: Option<DiskUsage>,
+    /// The highest log encoding the member applies.
+    #[serde(default)]
+    pub max_encoding: Option<u8>,
 }
 
 /// One group across the cluster.
@@ -52,6 +55,9 @@ pub struct GroupOverview {
     pub replicas: BTreeMap<NodeId, Replica>,
     /// The first error a member reports for the group, prefixed with `node <id>: `.
     pub last_error: Option<String>,
+    /// The group's active log encoding in the base view (the leader's, when one answered).
+    #[serde(default)]
+    pub encoding: Option<u8>,
 }
 
 /// One member's replica of a group.
@@ -108,6 +114,7 @@ pub fn merge(this_node: NodeId, answers: &BTreeMap<NodeId, MemberAnswer>) -> Clu
                 version: summary.map(|s| s.version.clone()),
                 uptime_s: summary.map(|s| s.uptime_s),
                 disk: summary.map(|s| s.disk),
+                max_encoding: summary.map(|s| s.max_encoding),
             }
         })
         .collect();
@@ -193,6 +200,7 @@ fn merge_group(group: u32, this_node: NodeId, views: &[(NodeId, &GroupStatus)]) 
         snapshot: base.and_then(|v| v.snapshot),
         replicas,
         last_error,
+        encoding: base.and_then(|v| v.encoding),
     }
 }
 
@@ -217,6 +225,7 @@ mod tests {
             fatal: None,
             snapshots_installed: Some(0),
             last_error: None,
+            encoding: Some(1),
         }
     }
 
@@ -235,6 +244,7 @@ mod tests {
                         log_bytes: 1,
                         index_bytes: 2,
                     },
+                    max_encoding: 1,
                 },
                 groups,
             }),

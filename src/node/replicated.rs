@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use dovetail_raft::{ProposeError, RaftNode};
 
-use super::mail_group::{decode_outcome, encode_txn, MailGroup};
+use super::mail_group::{decode_outcome, MailGroup};
 use crate::placement::group_of;
 use crate::service::{Consistency, MailService, ReadAck, ReadOptions, ServiceError, WriteAck};
 use crate::state_machine::GroupStateMachine;
+use crate::txn::encoding::encode_entry;
 use crate::txn::Txn;
 
 /// Largest encoded transaction accepted as one log entry. Bounds the size of a Raft entry (and of
@@ -57,7 +58,13 @@ impl MailService for ReplicatedNode {
 
     async fn write(&self, txn: Txn) -> Result<WriteAck, ServiceError> {
         let group = group_of(txn.op.user(), self.groups);
-        let entry = encode_txn(&txn);
+        // In the group's active encoding as this node has applied it: never ahead of the one
+        // the log really has, so every member can apply the entry.
+        let encoding = self
+            .raft
+            .with_app(group, MailGroup::encoding)
+            .map_err(service_error)?;
+        let entry = encode_entry(&txn, encoding)?;
         if entry.len() > MAX_ENTRY_BYTES {
             return Err(ServiceError::TooLarge {
                 size: entry.len(),

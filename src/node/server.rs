@@ -54,9 +54,10 @@ pub async fn run(
         )
     };
     let dirs: Vec<_> = (0..config.groups).map(|g| group_dir(&config, g)).collect();
+    let max_encoding = config.max_encoding();
     let raft = RaftNode::start(raft_config, peer_listener, move |group| {
         let machine = GroupStateMachine::open(&dirs[group as usize]).map_err(std::io::Error::other)?;
-        Ok(MailGroup::new(machine))
+        Ok(MailGroup::new(machine, max_encoding))
     })
     .await?;
     if config.bootstrap {
@@ -86,6 +87,7 @@ pub async fn run(
         config.node_id,
         config.api_advertise(),
         config.peer_advertise(),
+        config.max_encoding(),
         config.data_dir.clone(),
         started,
     ));
@@ -94,6 +96,12 @@ pub async fn run(
         (None, _) => PeerApi::new(&config.admin_token),
         (Some(cert), ca) => PeerApi::https(&config.admin_token, ca.as_ref().unwrap_or(cert))?,
     };
+    let gate = tokio::spawn(super::encoding_gate::run_encoding_gate(
+        raft.clone(),
+        info.clone(),
+        peers.clone(),
+        config.request_timeout(),
+    ));
     let admin = AdminState {
         raft: raft.clone(),
         info,
@@ -103,7 +111,12 @@ pub async fn run(
     };
     // Every admin route, /metrics included, sits behind the admin token; the dashboard page
     // holds no data and is public.
-    let app = require_bearer(api::client::router(node), client_token)
+    let client = if config.test_next_encoding {
+        api::client::router(node.clone()).merge(api::client::test_next_encoding_router(node))
+    } else {
+        api::client::router(node)
+    };
+    let app = require_bearer(client, client_token)
         .merge(require_bearer(api::admin::router(admin), admin_token))
         .merge(api::dashboard::router())
         .layer(axum::middleware::from_fn(super::metrics::track_requests));
@@ -136,6 +149,7 @@ pub async fn run(
         rebalancer.abort();
     }
     gauges.abort();
+    gate.abort();
     tracing::info!(node_id = config.node_id, "draining: flushing groups and the log");
     raft.shutdown().await?;
     Ok(())

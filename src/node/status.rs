@@ -37,6 +37,10 @@ pub struct NodeSummary {
     pub api_addr: String,
     pub peer_addr: String,
     pub disk: DiskUsage,
+    /// The highest log encoding this node applies (`txn::encoding`); 0 from a node of a release
+    /// before encodings, which does not report it.
+    #[serde(default)]
+    pub max_encoding: u8,
 }
 
 /// Bytes a node keeps on disk (apparent file sizes), measured at most `DISK_USAGE_MAX_AGE` ago.
@@ -72,6 +76,9 @@ pub struct GroupStatus {
     /// else the last proposal or read index that failed here (`"<n> s ago: ..."`), if any.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The group's active log encoding as of what this node applied.
+    #[serde(default)]
+    pub encoding: Option<u8>,
 }
 
 impl GroupStatus {
@@ -91,6 +98,7 @@ impl GroupStatus {
             fatal: m.fatal.clone(),
             snapshots_installed,
             last_error: m.fatal.clone(),
+            encoding: None,
         }
     }
 }
@@ -101,6 +109,8 @@ pub struct NodeInfo {
     pub node_id: NodeId,
     pub api_addr: String,
     pub peer_addr: String,
+    /// The highest log encoding this node applies.
+    pub max_encoding: u8,
     data_dir: PathBuf,
     started: Instant,
     /// The last measurement and when it was taken.
@@ -112,6 +122,7 @@ impl NodeInfo {
         node_id: NodeId,
         api_addr: String,
         peer_addr: String,
+        max_encoding: u8,
         data_dir: PathBuf,
         started: Instant,
     ) -> Self {
@@ -119,6 +130,7 @@ impl NodeInfo {
             node_id,
             api_addr,
             peer_addr,
+            max_encoding,
             data_dir,
             started,
             disk: Mutex::new(None),
@@ -150,6 +162,7 @@ impl NodeInfo {
             api_addr: self.api_addr.clone(),
             peer_addr: self.peer_addr.clone(),
             disk,
+            max_encoding: self.max_encoding,
         }
     }
 }
@@ -169,6 +182,7 @@ pub async fn node_status(raft: &RaftNode<MailGroup>, info: &std::sync::Arc<NodeI
                 .expect("every group below group_count exists for the node's lifetime");
             let mut status =
                 GroupStatus::from_metrics(&m, raft.with_app(g, |app| app.snapshots_installed()).ok());
+            status.encoding = raft.with_app(g, MailGroup::encoding).ok();
             if status.last_error.is_none() {
                 status.last_error = raft.last_error(g).ok().flatten().map(|(at, message)| {
                     let age = at.elapsed().unwrap_or_default().as_secs();
@@ -231,7 +245,14 @@ mod tests {
         std::fs::write(dir.path().join("raft-log/db"), [0u8; 7]).unwrap();
         std::fs::write(dir.path().join("groups/g0000/live/manifest"), [0u8; 5]).unwrap();
         std::fs::write(dir.path().join("node.log"), [0u8; 1000]).unwrap();
-        let info = NodeInfo::new(1, "a:1".into(), "a:2".into(), dir.path().into(), Instant::now());
+        let info = NodeInfo::new(
+            1,
+            "a:1".into(),
+            "a:2".into(),
+            1,
+            dir.path().into(),
+            Instant::now(),
+        );
         let usage = info.disk_usage();
         assert_eq!(
             usage,

@@ -60,6 +60,13 @@ impl<F: MailboxFiles> GroupState<F> {
             } => self.with_mailbox(user, mailbox, |index| {
                 expunge(index, position, uids, expected_guids)
             }),
+            Op::SetEncoding { version } => {
+                self.manifest.encoding = self.manifest.encoding.max(*version);
+                Ok(Outcome::EncodingSet {
+                    encoding: self.manifest.encoding,
+                })
+            }
+            Op::Probe { .. } => Ok(Outcome::Probed),
         }
     }
 

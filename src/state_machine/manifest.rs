@@ -14,7 +14,10 @@ use crate::index::LogPosition;
 use crate::txn::{Guid, Outcome};
 
 const MAGIC: [u8; 8] = *b"DVTLMFST";
-const VERSION: u32 = 1;
+/// The layout of a group in log encoding 0: the fields of [`Manifest`] but `encoding`.
+const VERSION_1: u32 = 1;
+/// The layout of a group in log encoding 1 or later: version 1's fields, then `encoding`.
+const VERSION_2: u32 = 2;
 const FRAME_HEADER: usize = 8 + 4 + 8 + 4;
 
 /// Most named client sessions (a `client_id` the client chose) a group remembers; past it the
@@ -60,6 +63,13 @@ pub struct Manifest {
     /// membership, stored here so that it is exactly as durable as `applied` and travels inside
     /// snapshots.
     pub consensus_meta: Vec<u8>,
+    /// The group's active log encoding (`txn::encoding`), raised only by a committed
+    /// `SetEncoding`. Not a field of the version 1 layout: a manifest of a group in encoding 0 is
+    /// written in layout 1, byte for byte as releases before encodings wrote it, and one in
+    /// encoding 1 or later in layout 2, which adds this field. So the layout follows the log,
+    /// and replicas at one position write the same bytes whatever build they run.
+    #[serde(skip)]
+    pub encoding: u8,
 }
 
 /// The last request of each client and its outcome (Raft thesis §6.3 client sessions).
@@ -188,11 +198,19 @@ impl Manifest {
 
     /// The framed encoding written to `live/manifest` and into snapshots.
     pub fn encode(&self) -> Vec<u8> {
-        let payload = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("encoding a manifest into memory cannot fail");
+        let standard = bincode::config::standard();
+        let (version, payload) = if self.encoding == 0 {
+            (VERSION_1, bincode::serde::encode_to_vec(self, standard))
+        } else {
+            (
+                VERSION_2,
+                bincode::serde::encode_to_vec((self, self.encoding), standard),
+            )
+        };
+        let payload = payload.expect("encoding a manifest into memory cannot fail");
         let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
         out.extend_from_slice(&payload);
@@ -214,9 +232,9 @@ impl Manifest {
             return Err(corrupt("not a Dovetail manifest (bad magic)".into()));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
+        if version != VERSION_1 && version != VERSION_2 {
             return Err(corrupt(format!(
-                "manifest version {version} is not supported (this build reads {VERSION})"
+                "manifest version {version} is not supported (this build reads {VERSION_1} and {VERSION_2})"
             )));
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
@@ -239,11 +257,24 @@ impl Manifest {
                 "checksum mismatch: stored {stored_crc:#x}, computed {crc:#x}"
             )));
         }
-        let (manifest, used): (Manifest, usize) =
-            // The limit bounds what a checksum-valid but hostile payload can make the decoder
-            // allocate; a real manifest is far smaller than the frame that carries it.
-            bincode::serde::decode_from_slice(payload, bincode::config::standard().with_limit::<MAX_MANIFEST_BYTES>())
-                .map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
+        // The limit bounds what a checksum-valid but hostile payload can make the decoder
+        // allocate; a real manifest is far smaller than the frame that carries it.
+        let limited = bincode::config::standard().with_limit::<MAX_MANIFEST_BYTES>();
+        let undecodable = |e: bincode::error::DecodeError| corrupt(format!("undecodable payload: {e}"));
+        let (manifest, used) = if version == VERSION_1 {
+            bincode::serde::decode_from_slice::<Manifest, _>(payload, limited).map_err(undecodable)?
+        } else {
+            let ((mut manifest, encoding), used) =
+                bincode::serde::decode_from_slice::<(Manifest, u8), _>(payload, limited)
+                    .map_err(undecodable)?;
+            if encoding == 0 {
+                return Err(corrupt(
+                    "layout 2 with log encoding 0 (written in layout 1)".into(),
+                ));
+            }
+            manifest.encoding = encoding;
+            (manifest, used)
+        };
         if used != payload.len() {
             return Err(corrupt(format!(
                 "{} bytes after the payload",
@@ -287,6 +318,49 @@ mod tests {
         let mut flipped = bytes.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert!(Manifest::decode(Path::new("m"), &flipped).is_err());
+    }
+
+    /// The layout follows the group's log encoding: layout 1 in encoding 0 (the bytes earlier
+    /// releases wrote), layout 2 — layout 1's fields, then the encoding — from encoding 1 on.
+    #[test]
+    fn the_layout_follows_the_log_encoding() {
+        let mut m = Manifest {
+            applied: Some(LogPosition::new(2, 9)),
+            uid_validity_max: 7,
+            ..Manifest::default()
+        };
+        let legacy = m.encode();
+        assert_eq!(&legacy[8..12], &VERSION_1.to_le_bytes());
+        let layout_1 = bincode::serde::encode_to_vec(&m, bincode::config::standard()).unwrap();
+        assert_eq!(
+            &legacy[FRAME_HEADER..],
+            &layout_1[..],
+            "layout 1 has no encoding field"
+        );
+        assert_eq!(Manifest::decode(Path::new("m"), &legacy).unwrap(), m);
+
+        m.encoding = 1;
+        let current = m.encode();
+        assert_eq!(&current[8..12], &VERSION_2.to_le_bytes());
+        assert_eq!(current.len(), legacy.len() + 1);
+        assert_eq!(Manifest::decode(Path::new("m"), &current).unwrap(), m);
+
+        // Layout 2 saying encoding 0 is not something this build writes.
+        let mut zero = current.clone();
+        let last = zero.len() - 1;
+        zero[last] = 0;
+        let crc = crc32c::crc32c(&zero[FRAME_HEADER..]);
+        zero[20..24].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            Manifest::decode(Path::new("m"), &zero),
+            Err(SmError::CorruptManifest { .. })
+        ));
+        let mut unknown = current;
+        unknown[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Manifest::decode(Path::new("m"), &unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("version 3 is not supported"));
     }
 
     #[test]

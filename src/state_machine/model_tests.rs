@@ -79,6 +79,7 @@ struct Model {
     boxes: BTreeMap<Guid, ModelMailbox>,
     uid_validity_max: u32,
     sessions: BTreeMap<String, (u64, Outcome)>,
+    encoding: u8,
 }
 
 impl Model {
@@ -341,6 +342,13 @@ impl Model {
                     guid_mismatch: UidSet::from_ascending(mismatch),
                 }
             }
+            Op::SetEncoding { version } => {
+                self.encoding = self.encoding.max(*version);
+                Outcome::EncodingSet {
+                    encoding: self.encoding,
+                }
+            }
+            Op::Probe { .. } => Outcome::Probed,
         }
     }
 
@@ -714,6 +722,7 @@ fn op_mailbox(op: &Op) -> &str {
         | Op::Store { mailbox, .. }
         | Op::Expunge { mailbox, .. } => mailbox,
         Op::RenameMailbox { from, .. } => from,
+        Op::SetEncoding { .. } | Op::Probe { .. } => "",
     }
 }
 

@@ -5,10 +5,12 @@
 //! internal dates of appended messages. UIDs and MODSEQs are *not* in the op: the state machine
 //! assigns them at apply time.
 //!
+//! - [`encoding`]: how a `Txn` becomes a log entry; the encodings a build can apply.
 //! - [`uid_set`]: `UidSet`, compact sets of UIDs.
 //! - [`validate`]: the checks every op passes before it is proposed (and again when applied).
 //! - [`outcome`]: `Outcome` and `Rejection`, the result of applying an op.
 
+pub mod encoding;
 pub mod outcome;
 pub mod uid_set;
 pub mod validate;
@@ -77,6 +79,13 @@ pub enum Op {
         #[serde(default)]
         expected_guids: Vec<(u32, Guid)>,
     },
+    /// The encoding gate: from this entry on, the group's log uses encoding `version`
+    /// ([`encoding`]). Proposed by a group's leader once every member can apply it; never lowers
+    /// the active encoding. Names no user.
+    SetEncoding { version: u8 },
+    /// Changes nothing but the session table; exists only in [`encoding::TEST_NEXT_ENCODING`], the
+    /// encoding a test build pretends is the next release's (the rolling-upgrade test).
+    Probe { user: String },
 }
 
 /// A message to append: its body lives elsewhere, identified by `guid`.
@@ -108,7 +117,9 @@ impl Op {
             | Op::DeleteMailbox { user, .. }
             | Op::Append { user, .. }
             | Op::Store { user, .. }
-            | Op::Expunge { user, .. } => user,
+            | Op::Expunge { user, .. }
+            | Op::Probe { user } => user,
+            Op::SetEncoding { .. } => "",
         }
     }
 
@@ -121,6 +132,8 @@ impl Op {
             Op::Append { .. } => "append",
             Op::Store { .. } => "store",
             Op::Expunge { .. } => "expunge",
+            Op::SetEncoding { .. } => "set_encoding",
+            Op::Probe { .. } => "probe",
         }
     }
 }

@@ -41,6 +41,12 @@ pub enum Outcome {
         guid_mismatch: UidSet,
     },
     Rejected(Rejection),
+    /// The group's active encoding after an [`crate::txn::Op::SetEncoding`].
+    EncodingSet {
+        encoding: u8,
+    },
+    /// A [`crate::txn::Op::Probe`] was applied.
+    Probed,
 }
 
 /// Why the state machine refused a transaction. Deterministic: every replica refuses alike.

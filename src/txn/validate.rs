@@ -62,6 +62,8 @@ pub enum TxnError {
     RenameToSelf { name: String },
     #[error("INBOX cannot be renamed or deleted")]
     InboxImmutable,
+    #[error("the encoding gate cannot go to encoding 0")]
+    ZeroEncoding,
 }
 
 /// System flags and keywords parsed from IMAP spellings.
@@ -78,6 +80,13 @@ pub fn validate(txn: &Txn) -> Result<(), TxnError> {
     check_client_id(&txn.client_id)?;
     if txn.request_seq == 0 {
         return Err(TxnError::ZeroRequestSeq);
+    }
+    if let Op::SetEncoding { version } = &txn.op {
+        return if *version == 0 {
+            Err(TxnError::ZeroEncoding)
+        } else {
+            Ok(())
+        };
     }
     check_user(txn.op.user())?;
     match &txn.op {
@@ -148,6 +157,8 @@ pub fn validate(txn: &Txn) -> Result<(), TxnError> {
                 });
             }
         }
+        Op::Probe { .. } => {}
+        Op::SetEncoding { .. } => unreachable!("returned above"),
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::read::{read, ReadQuery};
-use super::write::{now_seconds, random_guid, session, submit, write_response};
+use super::write::{now_seconds, random_guid, session, submit, write_response, SessionQuery};
 use crate::api::error::ApiError;
 use crate::api::extract::{JsonBody, PathParams, QueryParams};
 use crate::service::MailService;
@@ -27,14 +27,6 @@ pub(super) struct CreateBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct RenameBody {
     to: String,
-    client_id: Option<String>,
-    request_seq: Option<u64>,
-}
-
-/// The client session of a write without a body (delete).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SessionQuery {
     client_id: Option<String>,
     request_seq: Option<u64>,
 }

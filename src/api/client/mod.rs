@@ -27,6 +27,7 @@ mod changes;
 mod flags;
 mod mailboxes;
 mod messages;
+mod probe;
 mod read;
 mod write;
 
@@ -43,6 +44,14 @@ use crate::service::MailService;
 
 /// Largest request body accepted (413 above).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The route of the test op (`POST /v1/users/{user}/probe`, see `probe.rs`), merged beside the
+/// client API only on a node started with `--test-next-encoding`.
+pub fn test_next_encoding_router<S: MailService>(service: Arc<S>) -> Router {
+    Router::new()
+        .route("/v1/users/{user}/probe", post(probe::probe::<S>))
+        .with_state(service)
+}
 
 /// The client API router over a service.
 pub fn router<S: MailService>(service: Arc<S>) -> Router {

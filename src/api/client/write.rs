@@ -13,6 +13,14 @@ use crate::state_machine::manifest::{is_anonymous, ANONYMOUS_CLIENT_PREFIX};
 use crate::txn::validate::check_client_id;
 use crate::txn::{Guid, Op, Outcome, Txn};
 
+/// The client session of a write without a body (delete, probe), from its query string.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SessionQuery {
+    pub(super) client_id: Option<String>,
+    pub(super) request_seq: Option<u64>,
+}
+
 /// The client session of a write: given, or a fresh one-off id (no retry protection).
 pub(super) fn session(
     node_id: u64,
@@ -108,6 +116,8 @@ pub(super) fn write_response(ack: WriteAck, created: bool) -> Result<Response, A
         } => {
             json!({"modseq": modseq, "expunged": expunged.to_string(), "guid_mismatch": guid_mismatch.to_string()})
         }
+        Outcome::EncodingSet { encoding } => json!({"encoding": encoding}),
+        Outcome::Probed => json!({"probed": true}),
     };
     if let (Value::Object(body), Value::Object(result)) = (&mut body, result) {
         body.extend(result);
