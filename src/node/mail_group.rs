@@ -217,6 +217,25 @@ impl Application for MailGroup {
     }
 
     fn install_snapshot(&mut self, snapshot: &SnapshotFile) -> io::Result<LogPosition> {
+        // A group already past this node's encodings: installing it would leave the node with
+        // a group it cannot apply the next entry of. Stop here, as `apply` does.
+        let encoding = read_snapshot_manifest(snapshot.reader())
+            .map_err(io_error)?
+            .encoding;
+        if encoding > self.max_encoding {
+            tracing::error!(
+                encoding,
+                max = self.max_encoding,
+                "a snapshot of this group is in a log encoding this node cannot apply: the group stops here until the node runs a newer release"
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "snapshot in log encoding {encoding}, and this build applies encodings up to {}: upgrade this node",
+                    self.max_encoding
+                ),
+            ));
+        }
         let position = self
             .machine
             .install_snapshot(snapshot.reader())
@@ -361,6 +380,14 @@ mod tests {
                     .unwrap();
                 assert_eq!(decode_outcome(&outcomes[1]).unwrap(), Outcome::Probed);
                 assert_eq!(group.encoding(), TEST_NEXT_ENCODING);
+                // Nor does a node of the older build install a snapshot of the group now.
+                let snapshot = group.build_snapshot().unwrap();
+                let other = tempfile::tempdir().unwrap();
+                let mut older =
+                    MailGroup::new(GroupStateMachine::open(other.path()).unwrap(), CURRENT_ENCODING);
+                let error = older.install_snapshot(&snapshot.file).unwrap_err();
+                assert_eq!(error.kind(), io::ErrorKind::Unsupported);
+                assert_eq!(older.applied_state(), None, "nothing installed");
             } else {
                 let error = group.apply(at(3), b"m", &[gate(TEST_NEXT_ENCODING)]).unwrap_err();
                 assert_eq!(error.kind(), io::ErrorKind::Unsupported);
