@@ -3,8 +3,7 @@
 use std::path::Path;
 
 use crate::report::Report;
-use crate::run::FaultWindow;
-use crate::schema::Finals;
+use crate::schema::{FaultWindow, Finals};
 
 /// Loads a run directory, analyzes it again, rewrites `results.json` and `timeline.html`, and
 /// prints the summary and the verdict.
@@ -45,7 +44,7 @@ pub fn check_dir(dir: &Path) -> Result<Report, String> {
         }
     }
     finals.logs = Some(logs);
-    let report = Report::from_parts(config, events, finals, windows, run_errors);
+    let report = Report::new(config, events, finals, windows, run_errors);
     std::fs::write(
         dir.join("results.json"),
         serde_json::to_vec_pretty(&report.results_json()).unwrap_or_default(),

@@ -12,8 +12,7 @@ use serde_json::{json, Value};
 
 use crate::checker::{CheckResult, Validity};
 use crate::history::{Event, EventType};
-use crate::run::{FaultWindow, RunConfig};
-use crate::schema::Finals;
+use crate::schema::{FaultWindow, Finals};
 
 /// One operation on the timeline: process, invoke time, completion (time, outcome), `f`.
 type Span = (u64, u64, Option<(u64, EventType)>, String);
@@ -33,25 +32,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// Analyzes a run.
+    /// Analyzes a run: its configuration (`config.json`), history, final reads, fault windows
+    /// and the problems of the run itself; from the runner, or from a stored run (`check`).
     pub fn new(
-        config: &RunConfig,
-        events: &[Event],
-        finals: &Finals,
-        windows: &[FaultWindow],
-        run_errors: Vec<String>,
-    ) -> Report {
-        Report::from_parts(
-            serde_json::to_value(config).unwrap_or(Value::Null),
-            events.to_vec(),
-            finals.clone(),
-            windows.to_vec(),
-            run_errors,
-        )
-    }
-
-    /// Analyzes stored parts (`check <run-dir>`).
-    pub fn from_parts(
         config: Value,
         events: Vec<Event>,
         finals: Finals,

@@ -13,7 +13,6 @@
 pub mod control;
 pub mod http;
 pub mod nemesis;
-pub mod rng;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -27,9 +26,11 @@ use tokio::sync::{mpsc, Mutex};
 use self::control::{api_addr, node_name, Cluster};
 use self::http::{Answer, Api, Role};
 use self::nemesis::{Fault, Nemesis, NemesisKind};
-use self::rng::Rng;
 use self::workload::{ClientState, Workload, WorkloadKind};
 use crate::history::{Event, EventType};
+use crate::report::Report;
+use crate::rng::Rng;
+use crate::schema::FaultWindow;
 
 /// Everything a run needs; `--seed` with the same values replays the schedule.
 #[derive(Debug, Clone, Serialize)]
@@ -59,18 +60,6 @@ pub struct RunConfig {
     pub serve_flags: Vec<String>,
     /// Leave the cluster running after the run.
     pub keep_cluster: bool,
-}
-
-/// A fault window, for the report (`nemesis.jsonl`).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct FaultWindow {
-    pub start_ns: u64,
-    pub end_ns: Option<u64>,
-    pub label: String,
-    pub fault: Value,
-    /// Why injecting or healing failed, if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// What a run produced.
@@ -345,7 +334,8 @@ async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) ->
     );
 
     let windows = windows.lock().await.clone();
-    let report = crate::report::Report::new(config, &events, &finals, &windows, recovery_errors);
+    let config_json = serde_json::to_value(config).unwrap_or(Value::Null);
+    let report = Report::new(config_json, events, finals, windows, recovery_errors);
     report.write(dir)?;
     Ok(report.valid)
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::control::{api_addr, Cluster};
 use super::http::{Answer, Api, Role};
-use super::rng::Rng;
+use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]

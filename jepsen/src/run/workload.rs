@@ -26,8 +26,8 @@ use serde_json::{json, Value};
 
 use super::control::{api_addr, node_name, Cluster};
 use super::http::{Answer, Api, Role};
-use super::rng::Rng;
 use crate::history::EventType;
+use crate::rng::Rng;
 use crate::schema::{Finals, MailboxFinal, MessageRecord, NodeFinal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
