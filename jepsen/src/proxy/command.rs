@@ -64,14 +64,30 @@ pub enum Command {
 /// Upper bound of a latency or jitter, and of a timed refuse/blackhole.
 const MAX_MS: u64 = 60_000;
 
+/// Why a control line is not a command; the control port answers `error <this>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("'{word}' is not a number in 0..={max}")]
+    NotANumber { word: String, max: u64 },
+    #[error("direction '{word}' is not up, down or both")]
+    NotADirection { word: String },
+    #[error(
+        "unknown command '{line}' (latency up|down|both MS JITTER_MS, drop, refuse [S], blackhole [S], clean, status)"
+    )]
+    Unknown { line: String },
+}
+
 impl Command {
-    pub fn parse(line: &str) -> Result<Command, String> {
+    pub fn parse(line: &str) -> Result<Command, CommandError> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let number = |w: &str, max: u64| -> Result<u64, String> {
+        let number = |w: &str, max: u64| -> Result<u64, CommandError> {
             w.parse::<u64>()
                 .ok()
                 .filter(|n| *n <= max)
-                .ok_or_else(|| format!("'{w}' is not a number in 0..={max}"))
+                .ok_or_else(|| CommandError::NotANumber {
+                    word: w.to_string(),
+                    max,
+                })
         };
         match words.as_slice() {
             ["latency", direction, ms, jitter_ms] => {
@@ -79,7 +95,11 @@ impl Command {
                     "up" => Direction::Up,
                     "down" => Direction::Down,
                     "both" => Direction::Both,
-                    other => return Err(format!("direction '{other}' is not up, down or both")),
+                    other => {
+                        return Err(CommandError::NotADirection {
+                            word: other.to_string(),
+                        })
+                    }
                 };
                 let delay = Delay {
                     ms: number(ms, MAX_MS)?,
@@ -98,10 +118,9 @@ impl Command {
             }),
             ["clean"] => Ok(Command::Clean),
             ["status"] => Ok(Command::Status),
-            _ => Err(format!(
-                "unknown command '{}' (latency up|down|both MS JITTER_MS, drop, refuse [S], blackhole [S], clean, status)",
-                line.trim()
-            )),
+            _ => Err(CommandError::Unknown {
+                line: line.trim().to_string(),
+            }),
         }
     }
 }

@@ -42,7 +42,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Admit, Command, Delay, Direction, Settings};
+pub use command::{Admit, Command, CommandError, Delay, Direction, Settings};
 pub use server::{run, serve_control, serve_route, Route};
 pub use state::Proxy;
 

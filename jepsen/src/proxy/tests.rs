@@ -296,4 +296,17 @@ fn commands_parse_and_bad_ones_are_refused() {
     ] {
         assert!(Command::parse(bad).is_err(), "{bad:?} parsed");
     }
+    assert_eq!(
+        Command::parse("latency sideways 1 1"),
+        Err(CommandError::NotADirection {
+            word: "sideways".into()
+        })
+    );
+    assert_eq!(
+        Command::parse("refuse 999"),
+        Err(CommandError::NotANumber {
+            word: "999".into(),
+            max: 60
+        })
+    );
 }
