@@ -2,6 +2,9 @@
 //! serve` processes, node i on its own loopback address 127.0.0.(10+i), data in a temporary
 //! directory; node 1 bootstraps. Helpers: a small blocking HTTP client, `wait_until`, and
 //! process control (kill -9, SIGTERM, SIGSTOP/SIGCONT, restart).
+//!
+//! A randomized test takes its seed and generator from `rng.rs` beside this file
+//! (`#[path = "support/rng.rs"] mod rng;`).
 
 #![allow(dead_code)]
 
@@ -390,40 +393,6 @@ impl TestCluster {
             },
         );
         index
-    }
-}
-
-/// The seed of a randomized test: `DOVETAIL_TEST_SEED` if set (to replay), else the clock.
-/// Printed, so a failing run can be replayed.
-pub fn seed(test: &str) -> u64 {
-    let seed = std::env::var("DOVETAIL_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("{test}: seed {seed} (replay with DOVETAIL_TEST_SEED={seed})");
-    seed
-}
-
-/// A small deterministic generator (splitmix64) for tests.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
