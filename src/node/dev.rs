@@ -78,6 +78,9 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
             _ => {}
         }
     }
+    // Installed before any node starts: a signal during start-up stops the nodes started so far.
+    let shutdown = shutdown_signals()?;
+    tokio::pin!(shutdown);
     let mut children: Vec<Child> = Vec::new();
     for i in 1..=total {
         match spawn(&layout, &exe, i, &secrets) {
@@ -88,20 +91,15 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
             }
         }
     }
-    let mut ready = wait_for_leaders(
-        &api(1),
-        &secrets.admin_token,
-        config.groups,
-        Duration::from_secs(60),
-    )
-    .await;
-    for i in config.nodes + 1..=total {
-        if ready.is_ok() {
-            ready = wait_for_api(&api(i), &secrets.admin_token, Duration::from_secs(30))
-                .await
-                .map_err(|e| e.context(format!("spare node {i}")));
+    let ready = tokio::select! {
+        ready = wait_until_up(&layout, &secrets.admin_token) => ready,
+        (i, status) = first_exit(&mut children) => Err(anyhow::anyhow!("node {i} exited ({status})")),
+        () = &mut shutdown => {
+            println!("stopping...");
+            stop(&mut children).await;
+            return Ok(());
         }
-    }
+    };
     if let Err(e) = ready {
         stop(&mut children).await;
         anyhow::bail!(
@@ -179,7 +177,7 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
         api(1)
     );
     println!("Ctrl-C stops every node.");
-    shutdown_signal().await;
+    shutdown.await;
     println!("stopping...");
     stop(&mut children).await;
     Ok(())
@@ -197,12 +195,23 @@ fn spawn(layout: &ClusterLayout, exe: &Path, i: u64, secrets: &Secrets) -> anyho
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    shutdown_signals()
+        .expect("installing SIGINT and SIGTERM handlers")
+        .await
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM after this call: the handlers are installed
+/// here, not when the future is first polled.
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 async fn stop(children: &mut [Child]) {
@@ -232,6 +241,36 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     std::io::Write::write_all(&mut file, text.as_bytes())
+}
+
+/// The first node (id, status) to exit; polled every 200 ms.
+async fn first_exit(children: &mut [Child]) -> (u64, std::process::ExitStatus) {
+    loop {
+        for (i, child) in (1..).zip(children.iter_mut()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (i, status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every group has a leader in node 1's view (60 s) and every spare node's API
+/// answers (30 s each).
+async fn wait_until_up(layout: &ClusterLayout, admin_token: &str) -> anyhow::Result<()> {
+    wait_for_leaders(
+        &layout.node(1).api,
+        admin_token,
+        layout.groups,
+        Duration::from_secs(60),
+    )
+    .await?;
+    for spare in layout.nodes.iter().filter(|n| !layout.is_member(n.id)) {
+        wait_for_api(&spare.api, admin_token, Duration::from_secs(30))
+            .await
+            .map_err(|e| e.context(format!("spare node {}", spare.id)))?;
+    }
+    Ok(())
 }
 
 /// Polls `/admin/status` until every group reports a leader.
