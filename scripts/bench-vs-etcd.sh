@@ -13,9 +13,9 @@
 #     data under a temporary directory on disk, durable (no --unsafe-no-fsync: the WAL is
 #     fsync'd before a put is acknowledged). Driven through its JSON gateway: POST /v3/kv/put of
 #     a distinct key and a 100-byte value per request (scripts/bench/etcd-put.lua).
-#  3. Dovetail: 3 `dovetail serve` processes as `dovetail dev` starts them (API ports D+1..D+3,
-#     peer ports D+101..D+103, node 1 bootstraps, --groups G), fresh secret and tokens in the
-#     environment; `--users` users get an INBOX first; then it waits (up to 60 s) until the
+#  3. Dovetail: a 3-node `dovetail dev --base-port D --groups G` (API ports D+1..D+3, peer ports
+#     D+101..D+103, node 1 bootstraps, fresh secret and tokens; scripts/dev-lib.sh), data under
+#     the temporary directory; `--users` users get an INBOX first; then it waits (up to 60 s) until the
 #     groups' leaders are spread evenly over the nodes (node 1 bootstraps and leads most groups
 #     at first, the rebalancer moves one every 2 s), so no leader moves during a run; then
 #     appends of one message each with a GUID no other request uses, users in turn, so the
@@ -55,9 +55,11 @@
 # Any non-2xx answer or socket error (connect, read, write, timeout) is flagged in the table
 # with "!" and listed below it, and `"clean": false` in the JSON; the exit code stays 0 then.
 # Exit 1 on a failure to set up, 2 on a usage error. Every process it started is stopped on
-# exit (trap); the temporary directory is removed unless --keep (or a set-up failed: then it
-# is kept, with the logs, and named).
+# exit (trap), and nothing else; the temporary directory is removed unless --keep (or a set-up
+# failed: then it is kept, with the logs, and named).
 set -euo pipefail
+# shellcheck source=dev-lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/dev-lib.sh"
 
 usage() {
   sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -121,6 +123,7 @@ if [ -n "$SERVER_THREADS" ] && [ "$SERVER_THREADS" -lt 1 ]; then usage; fi
 # --- processes and clean-up ---------------------------------------------------------------------
 
 PIDS=()          # server processes (etcd members, dovetail nodes) of the running system
+                 # (Dovetail's are started and stopped by `dovetail dev`: dvt_dev_up/down)
 WRK_SHELLS=()    # subshells running wrk
 WORK=""
 FAILED=1         # cleared at the normal end; a failure keeps the temporary directory
@@ -145,6 +148,7 @@ cleanup() {
     pkill -TERM -P "$shell" 2>/dev/null || true
   done
   [ ${#WRK_SHELLS[@]} -eq 0 ] || stop_pids "${WRK_SHELLS[@]}"
+  dvt_dev_down
   [ ${#PIDS[@]} -eq 0 ] || stop_pids "${PIDS[@]}"
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ "$KEEP" = 1 ] || [ "$FAILED" = 1 ]; then
@@ -419,37 +423,15 @@ run_etcd() {
 
 # --- dovetail -----------------------------------------------------------------------------------
 
-random_hex() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
-
 run_dovetail() {
-  export DOVETAIL_CLIENT_TOKEN DOVETAIL_ADMIN_TOKEN DOVETAIL_CLUSTER_SECRET
-  DOVETAIL_CLIENT_TOKEN="$(random_hex)"
-  DOVETAIL_ADMIN_TOKEN="$(random_hex)"
-  DOVETAIL_CLUSTER_SECRET="$(random_hex)"
-  local i j
-  for i in 1 2 3; do
-    local dir="$WORK/dovetail/node$i" peers=()
-    mkdir -p "$dir"
-    for j in 1 2 3; do
-      [ "$j" = "$i" ] || peers+=(--peer "$j=127.0.0.1:$((DVT_PORT + 100 + j))/127.0.0.1:$((DVT_PORT + j))")
-    done
-    local bootstrap=()
-    [ "$i" = 1 ] && bootstrap=(--bootstrap)
-    "$BIN" serve --node-id "$i" --data-dir "$dir" --groups "$GROUPS_N" \
-      --api-listen "127.0.0.1:$((DVT_PORT + i))" --peer-listen "127.0.0.1:$((DVT_PORT + 100 + i))" \
-      ${SERVER_THREADS:+--worker-threads "$SERVER_THREADS"} \
-      "${peers[@]}" "${bootstrap[@]}" >/dev/null 2>"$dir/node.log" &
-    PIDS+=($!)
-  done
-  local ready=0
-  for _ in $(seq 1 300); do
-    if "$BIN" ctl status --node "http://127.0.0.1:$((DVT_PORT + 1))" 2>/dev/null | grep -q ', 0 without a leader'; then
-      ready=1
-      break
-    fi
-    sleep 0.2
-  done
-  [ "$ready" = 1 ] || die "dovetail did not elect every group's leader (logs: $WORK/dovetail/node*/node.log)"
+  local i
+  local serve_flags=()
+  [ -z "$SERVER_THREADS" ] || serve_flags=(-- --worker-threads "$SERVER_THREADS")
+  # Every group has a leader once it returns; the tokens are exported.
+  DVT_DEV_WAIT_S=90 dvt_dev_up "$BIN" "$WORK/dovetail" --nodes 3 --groups "$GROUPS_N" \
+    --base-port "$DVT_PORT" "${serve_flags[@]}" \
+    || die "dovetail did not elect every group's leader (logs: $WORK/dovetail/node*/node.log)"
+  PIDS=("${DVT_DEV_NODE_PIDS[@]}")
   USER_PREFIX="wrk-$NONCE_BASE-"
   for ((i = 0; i < USERS; i++)); do
     local code
@@ -481,7 +463,7 @@ run_dovetail() {
   for i in 1 2 3; do urls+=("http://127.0.0.1:$((DVT_PORT + i))"); done
   warm_up dovetail-append.lua "${urls[0]}" "${NONCE_BASE}ffff" 9 "$USER_PREFIX" "$USERS"
   for conns in $CONNECTIONS; do run_level dovetail "$conns" dovetail-append.lua "${urls[@]}"; sleep 1; done
-  stop_pids "${PIDS[@]}"
+  dvt_dev_down
   PIDS=()
 }
 

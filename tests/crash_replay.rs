@@ -27,9 +27,12 @@
 //! file in `live/` equal the uncrashed replica's, whose digest equals that of an in-memory replica
 //! fed the same log.
 //!
-//! Every test prints its seed; `DOVETAIL_SEED=<seed> cargo test --test crash_replay <test>`
-//! replays the same log, F, C, kill steps and damage (where exactly a kill lands within its step
-//! still depends on timing).
+//! Every test prints its seed (`tests/support/rng.rs`);
+//! `DOVETAIL_SEED=<seed> cargo test --test crash_replay <test>` replays the same log, F, C, kill
+//! steps and damage (where exactly a kill lands within its step still depends on timing).
+
+#[path = "support/rng.rs"]
+mod rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
@@ -39,11 +42,12 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dovetail::index::LogPosition;
 use dovetail::state_machine::{GroupState, GroupStateMachine, MemoryFiles, Recovery, SnapshotReader};
 use dovetail::txn::{Guid, NewMessage, Op, Outcome, StoreMode, Txn, UidSet};
+use rng::{seed, Rng};
 
 /// Entries in the log of the apply test, and directories crashed.
 const APPLY_ENTRIES: usize = 500;
@@ -59,7 +63,6 @@ const PAGE: u64 = 4096;
 /// Marks the child's progress lines on its stderr.
 const PROGRESS: &str = "progress: ";
 
-const ENV_SEED: &str = "DOVETAIL_SEED";
 const ENV_DIR: &str = "DOVETAIL_CRASH_DIR";
 const ENV_MODE: &str = "DOVETAIL_CRASH_MODE";
 const ENV_LOG_SEED: &str = "DOVETAIL_CRASH_LOG_SEED";
@@ -70,7 +73,7 @@ const ENV_SNAPSHOTS: &str = "DOVETAIL_CRASH_SNAPSHOTS";
 
 #[test]
 fn kill_during_apply_flush_checkpoint_and_recovery_then_replay_matches_uncrashed_replica() {
-    let seed = test_seed("kill_during_apply_flush_checkpoint_and_recovery");
+    let seed = seed("kill_during_apply_flush_checkpoint_and_recovery");
     let mut rng = Rng::new(seed);
     let log_seed = rng.next_u64();
     let entries = generate_log(log_seed, APPLY_ENTRIES);
@@ -113,7 +116,7 @@ fn kill_during_apply_flush_checkpoint_and_recovery_then_replay_matches_uncrashed
 
 #[test]
 fn kill_during_snapshot_install_recovers_old_or_new_state_then_replay_converges() {
-    let seed = test_seed("kill_during_snapshot_install");
+    let seed = seed("kill_during_snapshot_install");
     let mut rng = Rng::new(seed ^ 0x5eed_1057_a11d_0000);
     let entries = generate_log(rng.next_u64(), INSTALL_ENTRIES);
     let reference = Reference::build(&entries);
@@ -124,7 +127,7 @@ fn kill_during_snapshot_install_recovers_old_or_new_state_then_replay_converges(
         let group = dir.join("group");
         // The old state: a clean replica at `old`, with a checkpoint at or before it, or none.
         let old = rng.below(60) as usize;
-        let checkpoint_at = rng.chance(50).then(|| rng.below(old as u64 + 1) as usize);
+        let checkpoint_at = rng.chance(0.50).then(|| rng.below(old as u64 + 1) as usize);
         prepare_old_state(&group, &entries, old, checkpoint_at);
         // A follower that keeps falling behind installs ever newer snapshots of the same log.
         let mut positions: BTreeSet<usize> = BTreeSet::new();
@@ -287,11 +290,11 @@ struct KillPlan {
 impl KillPlan {
     fn draw(rng: &mut Rng) -> KillPlan {
         KillPlan {
-            early: rng.chance(15),
+            early: rng.chance(0.15),
             step: rng.unit(),
             // A quarter land just after the line, where the protocol changes state (the first
             // apply after a flush marks `live/` dirty).
-            stretch: if rng.chance(25) { 0.05 } else { 1.5 } * rng.unit(),
+            stretch: if rng.chance(0.25) { 0.05 } else { 1.5 } * rng.unit(),
         }
     }
 }
@@ -470,7 +473,7 @@ fn tear(group: &Path, rng: &mut Rng) -> usize {
     untrusted.retain(|p| !p.ends_with("DIRTY") && !p.ends_with("COMPLETE"));
     let mut damaged = 0;
     for path in untrusted {
-        if rng.chance(60) {
+        if rng.chance(0.60) {
             damage(&path, rng);
             damaged += 1;
         }
@@ -494,7 +497,7 @@ fn damage(path: &Path, rng: &mut Rng) {
             for _ in 0..rng.range(1, 3) {
                 let page = rng.below(pages.max(1));
                 let page_len = (len.saturating_sub(page * PAGE)).clamp(1, PAGE) as usize;
-                let bytes: Vec<u8> = if rng.chance(50) {
+                let bytes: Vec<u8> = if rng.chance(0.50) {
                     vec![0; page_len]
                 } else {
                     (0..page_len).map(|_| rng.next_u64() as u8).collect()
@@ -824,60 +827,6 @@ fn env_var(name: &str) -> String {
     env::var(name).unwrap_or_else(|_| panic!("child: {name} is not set"))
 }
 
-fn test_seed(test: &str) -> u64 {
-    let seed = match env::var(ENV_SEED) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{ENV_SEED}={s:?} is not a u64")),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos() as u64,
-    };
-    println!("{test}: seed {seed} (replay: {ENV_SEED}={seed} cargo test --test crash_replay {test})");
-    seed
-}
-
-/// splitmix64: tiny, seedable, good enough to pick test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`; `n` must be positive.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// Uniform in `0.0..1.0`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 const USERS: [&str; 3] = ["alice", "bob", "carol@example.org"];
 const MAILBOX_NAMES: [&str; 12] = [
     "INBOX",
@@ -977,10 +926,10 @@ impl LogGenerator {
     }
 
     fn next_op(&mut self, i: usize) -> Op {
-        if self.rng.chance(3) {
+        if self.rng.chance(0.03) {
             return self.invalid_op(i);
         }
-        if self.mailboxes.is_empty() || self.rng.chance(8) {
+        if self.mailboxes.is_empty() || self.rng.chance(0.08) {
             return self.create(i);
         }
         match self.rng.below(100) {
@@ -1052,7 +1001,7 @@ impl LogGenerator {
 
     fn append(&mut self, i: usize) -> Op {
         let key = self.pick_mailbox(false).expect("a mailbox exists");
-        let count = if self.rng.chance(70) {
+        let count = if self.rng.chance(0.70) {
             self.rng.range(1, 5)
         } else {
             self.rng.range(1, 50)
@@ -1080,7 +1029,7 @@ impl LogGenerator {
         let ranges: Vec<(u32, u32)> = (0..self.rng.range(1, 4))
             .map(|_| {
                 let first = self.rng.range(1, u64::from(uid_next) - 1) as u32;
-                let last = if self.rng.chance(50) {
+                let last = if self.rng.chance(0.50) {
                     first
                 } else {
                     first + self.rng.range(0, 20) as u32
@@ -1101,7 +1050,7 @@ impl LogGenerator {
         let modseq = self.mailboxes[&key].modseq;
         let unchanged_since = self
             .rng
-            .chance(25)
+            .chance(0.25)
             .then(|| modseq.saturating_sub(self.rng.below(4)));
         self.mailboxes.get_mut(&key).expect("picked").modseq += 1;
         Op::Store {
@@ -1117,7 +1066,7 @@ impl LogGenerator {
     fn expunge(&mut self) -> Op {
         let key = self.pick_mailbox(false).expect("a mailbox exists");
         let existing: Vec<u32> = self.mailboxes[&key].messages.keys().copied().collect();
-        let uids = if existing.is_empty() || self.rng.chance(30) {
+        let uids = if existing.is_empty() || self.rng.chance(0.30) {
             self.uids(&key)
         } else {
             let chosen: Vec<u32> = (0..self.rng.range(1, 8))
@@ -1126,12 +1075,12 @@ impl LogGenerator {
             UidSet::from_ranges(chosen.iter().map(|&u| (u, u))).expect("valid")
         };
         let mut expected_guids = Vec::new();
-        if self.rng.chance(30) {
+        if self.rng.chance(0.30) {
             for &(first, last) in uids.ranges() {
                 for uid in first..=last {
                     let real = self.mailboxes[&key].messages.get(&uid).copied();
                     let guid = match real {
-                        Some(guid) if self.rng.chance(80) => guid,
+                        Some(guid) if self.rng.chance(0.80) => guid,
                         _ => self.fresh_guid(),
                     };
                     expected_guids.push((uid, guid));

@@ -18,12 +18,16 @@
 //! determines it; that an O(1) open accepts damage inside records and tombstones but `verify`
 //! names it; that files on disk are byte-identical after a failed open.
 //!
-//! The proptests print their seed; replay one with `PROPTEST_RNG_SEED=<seed>`.
+//! The proptests print their seed (`tests/support/rng.rs`); replay one with
+//! `DOVETAIL_SEED=<seed> cargo test --test format_corruption <test>`.
 //!
 //! Two bugs this file found are pinned by regression tests: a snapshot stream whose file length
 //! field claims tens of GiB made the reader allocate that much before reading, and a manifest
 //! payload with a valid CRC but a huge string length made bincode allocate it; both aborted the
 //! process instead of returning a named error.
+
+#[path = "support/rng.rs"]
+mod rng;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,6 +42,7 @@ use dovetail::state_machine::{GroupState, GroupStateMachine, Manifest, MemoryFil
 use dovetail::txn::{NewMessage, Op, Outcome, StoreMode, Txn, UidSet};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
+use rng::seed;
 
 const INBOX_GUID: [u8; 16] = [0x11; 16];
 const ARCHIVE_GUID: [u8; 16] = [0x22; 16];
@@ -1134,20 +1139,11 @@ fn install_of_a_hostile_snapshot_changes_nothing() {
 // ---------------------------------------------------------------------------------------------
 // Fuzz-style properties: nothing panics.
 
+/// 256 cases per property, drawn from the printed seed (`DOVETAIL_SEED` replays them).
 fn fuzz_config() -> ProptestConfig {
-    let seed = std::env::var("PROPTEST_RNG_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("proptest seed: {seed} (replay with PROPTEST_RNG_SEED={seed})");
     ProptestConfig {
         cases: 256,
-        rng_seed: RngSeed::Fixed(seed),
+        rng_seed: RngSeed::Fixed(seed("format_corruption proptests")),
         ..ProptestConfig::default()
     }
 }

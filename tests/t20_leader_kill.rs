@@ -12,6 +12,8 @@
 //! the reader's successive status reads. Then the killed node restarts and catches up, every node
 //! is stopped at once, and the group's `live/` files are compared byte for byte.
 
+#[path = "support/rng.rs"]
+mod rng;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dovetail::placement::group_of;
+use rng::{seed, Rng};
 use serde_json::{json, Value};
-use support::{files_of, get, post, post_retrying, seed, wait_until, Retried, Rng, TestCluster};
+use support::{files_of, get, post, post_retrying, wait_until, Retried, TestCluster};
 
 const GROUPS: u32 = 2;
 const CLIENTS: u64 = 4;
@@ -153,7 +156,7 @@ fn acknowledged_appends_survive_leader_kill() {
             );
             let path = format!("{mailbox_path}/messages");
             std::thread::spawn(move || {
-                let mut rng = Rng(seed ^ (client + 1).wrapping_mul(0x1234_5678_9abc_def1));
+                let mut rng = Rng::new(seed ^ (client + 1).wrapping_mul(0x1234_5678_9abc_def1));
                 let client_id = format!("t20-kill-{client}");
                 let mut seq = 0;
                 while !stop.load(Ordering::SeqCst) {

@@ -11,13 +11,16 @@
 //! another node) returns the same UIDs and MODSEQ without applying anything. The killed node is
 //! restarted before the next round.
 
+#[path = "support/rng.rs"]
+mod rng;
 mod support;
 
 use std::time::{Duration, Instant};
 
 use dovetail::placement::group_of;
+use rng::{seed, Rng};
 use serde_json::{json, Value};
-use support::{get, post, post_retrying, seed, Retried, Rng, TestCluster};
+use support::{get, post, post_retrying, Retried, TestCluster};
 
 const GROUPS: u32 = 2;
 const USER: &str = "once@example.com";
@@ -35,7 +38,7 @@ fn status(cluster: &TestCluster, via: u64) -> Value {
 
 #[test]
 fn a_retried_request_is_applied_exactly_once() {
-    let mut rng = Rng(seed("t20_retry_exactly_once"));
+    let mut rng = Rng::new(seed("t20_retry_exactly_once"));
     let mut cluster = TestCluster::start(
         3,
         GROUPS,

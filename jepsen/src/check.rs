@@ -1,28 +1,56 @@
 //! `dovetail-jepsen check <run-dir>`: re-runs every checker on a stored run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::history::HistoryError;
 use crate::report::Report;
-use crate::run::FaultWindow;
-use crate::schema::Finals;
+use crate::schema::{FaultWindow, Finals};
+
+/// Why a stored run could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A file of the run is missing or unreadable.
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// A file of the run is not the JSON it should be.
+    #[error("{file}: {source}")]
+    Parse {
+        file: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("history.jsonl: {0}")]
+    History(#[from] HistoryError),
+    /// The new `results.json` or `timeline.html` could not be written.
+    #[error("{}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
 
 /// Loads a run directory, analyzes it again, rewrites `results.json` and `timeline.html`, and
 /// prints the summary and the verdict.
-pub fn check_dir(dir: &Path) -> Result<Report, String> {
-    let read =
-        |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
-    let config: serde_json::Value =
-        serde_json::from_slice(&read("config.json")?).map_err(|e| format!("config.json: {e}"))?;
-    let events = crate::history::read_jsonl(std::io::BufReader::new(&read("history.jsonl")?[..]))
-        .map_err(|e| format!("history.jsonl: {e}"))?;
+pub fn check_dir(dir: &Path) -> Result<Report, CheckError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|source| CheckError::Read { path, source })
+    };
+    let json = |file: &'static str| -> Result<serde_json::Value, CheckError> {
+        serde_json::from_slice(&read(file)?).map_err(|source| CheckError::Parse { file, source })
+    };
+    let config = json("config.json")?;
+    let events = crate::history::read_jsonl(std::io::BufReader::new(&read("history.jsonl")?[..]))?;
     let mut finals: Finals =
-        serde_json::from_slice(&read("final.json")?).map_err(|e| format!("final.json: {e}"))?;
+        serde_json::from_slice(&read("final.json")?).map_err(|source| CheckError::Parse {
+            file: "final.json",
+            source,
+        })?;
     let windows: Vec<FaultWindow> = String::from_utf8_lossy(&read("nemesis.jsonl")?)
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("nemesis.jsonl: {e}"))?;
+        .map_err(|source| CheckError::Parse {
+            file: "nemesis.jsonl",
+            source,
+        })?;
     let previous: serde_json::Value = read("results.json")
         .ok()
         .and_then(|r| serde_json::from_slice(&r).ok())
@@ -45,13 +73,16 @@ pub fn check_dir(dir: &Path) -> Result<Report, String> {
         }
     }
     finals.logs = Some(logs);
-    let report = Report::from_parts(config, events, finals, windows, run_errors);
-    std::fs::write(
-        dir.join("results.json"),
-        serde_json::to_vec_pretty(&report.results_json()).unwrap_or_default(),
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("timeline.html"), report.timeline_html()).map_err(|e| e.to_string())?;
+    let report = Report::new(config, events, finals, windows, run_errors);
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|source| CheckError::Write { path, source })
+    };
+    write(
+        "results.json",
+        &serde_json::to_vec_pretty(&report.results_json()).unwrap_or_default(),
+    )?;
+    write("timeline.html", report.timeline_html().as_bytes())?;
     report.print_summary();
     Ok(report)
 }

@@ -18,6 +18,10 @@
 //!     the shared machinery.
 //! - [`analysis`]: which checkers judge which workload; the run's verdict.
 //! - [`run`]: the runner (cluster control through `scripts/`, workloads, nemeses, HTTP client).
+//! - [`rng`]: the seeded generator of the runner's schedule: `tests/support/rng.rs`, the one every
+//!   randomized test of the workspace uses, included.
+//! - [`report`]: a run's files (results, timeline, plots) and verdict; [`check`] re-checks a
+//!   stored run.
 //! - [`proxy`]: the TCP proxy between peers that the `latency` and `drop` nemeses steer.
 //!
 //! Reading order for the checkers: `history`, `schema`, `checker` (the result type), `order`,
@@ -29,5 +33,7 @@ pub mod checker;
 pub mod history;
 pub mod proxy;
 pub mod report;
+#[path = "../../tests/support/rng.rs"]
+pub mod rng;
 pub mod run;
 pub mod schema;

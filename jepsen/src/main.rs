@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use dovetail_jepsen::rng::clock_seed;
 use dovetail_jepsen::run::nemesis::NemesisKind;
 use dovetail_jepsen::run::workload::WorkloadKind;
 use dovetail_jepsen::run::{run, RunConfig};
@@ -74,8 +75,9 @@ struct CommonArgs {
     /// Operations per second, all clients together.
     #[arg(long, default_value_t = 30.0)]
     rate: f64,
-    /// Seed of the operation and fault schedule (default: from the clock; printed).
-    #[arg(long)]
+    /// Seed of the operation and fault schedule (default: from the clock; printed). A suite's
+    /// runs take seed, seed + 1, ...
+    #[arg(long, env = "DOVETAIL_SEED")]
     seed: Option<u64>,
     /// Seconds of each fault.
     #[arg(long, default_value_t = 5)]
@@ -172,12 +174,6 @@ fn config(
         ],
         keep_cluster: common.keep_cluster,
     }
-}
-
-fn clock_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 async fn main_async(cli: Cli) -> i32 {

@@ -5,21 +5,30 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
 use crate::checker::{CheckResult, Validity};
 use crate::history::{Event, EventType};
-use crate::run::{FaultWindow, RunConfig};
-use crate::schema::Finals;
+use crate::schema::{FaultWindow, Finals};
 
 /// One operation on the timeline: process, invoke time, completion (time, outcome), `f`.
 type Span = (u64, u64, Option<(u64, EventType)>, String);
 
 pub const GOOD: &str = "Everything looks good!";
 pub const INVALID: &str = "Analysis invalid!";
+
+/// Why a report's files could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    /// plotters could not draw a plot.
+    #[error("{}: drawing: {reason}", path.display())]
+    Plot { path: PathBuf, reason: String },
+}
 
 pub struct Report {
     pub config: Value,
@@ -33,25 +42,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// Analyzes a run.
+    /// Analyzes a run: its configuration (`config.json`), history, final reads, fault windows
+    /// and the problems of the run itself; from the runner, or from a stored run (`check`).
     pub fn new(
-        config: &RunConfig,
-        events: &[Event],
-        finals: &Finals,
-        windows: &[FaultWindow],
-        run_errors: Vec<String>,
-    ) -> Report {
-        Report::from_parts(
-            serde_json::to_value(config).unwrap_or(Value::Null),
-            events.to_vec(),
-            finals.clone(),
-            windows.to_vec(),
-            run_errors,
-        )
-    }
-
-    /// Analyzes stored parts (`check <run-dir>`).
-    pub fn from_parts(
         config: Value,
         events: Vec<Event>,
         finals: Finals,
@@ -100,30 +93,33 @@ impl Report {
 
     /// Writes every file of the report into `dir` and prints the summary; the last line printed
     /// is the verdict.
-    pub fn write(&self, dir: &Path) -> Result<(), String> {
-        let io = |what: &str, e: std::io::Error| format!("{}: {e}", dir.join(what).display());
+    pub fn write(&self, dir: &Path) -> Result<(), ReportError> {
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).map_err(|source| ReportError::Write { path, source })
+        };
         let mut history = Vec::new();
-        crate::history::write_jsonl(&self.events, &mut history).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("history.jsonl"), history).map_err(|e| io("history.jsonl", e))?;
+        crate::history::write_jsonl(&self.events, &mut history).map_err(|source| ReportError::Write {
+            path: dir.join("history.jsonl"),
+            source,
+        })?;
+        write("history.jsonl", &history)?;
         let mut nemesis = String::new();
         for w in &self.windows {
             let _ = writeln!(nemesis, "{}", serde_json::to_string(w).unwrap_or_default());
         }
-        std::fs::write(dir.join("nemesis.jsonl"), nemesis).map_err(|e| io("nemesis.jsonl", e))?;
+        write("nemesis.jsonl", nemesis.as_bytes())?;
         let mut finals = self.finals.clone();
         finals.logs = None; // the logs are in logs/
-        std::fs::write(
-            dir.join("final.json"),
-            serde_json::to_vec_pretty(&finals).unwrap_or_default(),
-        )
-        .map_err(|e| io("final.json", e))?;
-        std::fs::write(
-            dir.join("results.json"),
-            serde_json::to_vec_pretty(&self.results_json()).unwrap_or_default(),
-        )
-        .map_err(|e| io("results.json", e))?;
-        std::fs::write(dir.join("timeline.html"), self.timeline_html())
-            .map_err(|e| io("timeline.html", e))?;
+        write(
+            "final.json",
+            &serde_json::to_vec_pretty(&finals).unwrap_or_default(),
+        )?;
+        write(
+            "results.json",
+            &serde_json::to_vec_pretty(&self.results_json()).unwrap_or_default(),
+        )?;
+        write("timeline.html", self.timeline_html().as_bytes())?;
         self.plots(dir)?;
         self.print_summary();
         Ok(())
@@ -245,7 +241,7 @@ impl Report {
 
     /// `latency.svg` (each operation's latency over time, by outcome) and `rate.svg` (completed
     /// operations per second, by outcome).
-    fn plots(&self, dir: &Path) -> Result<(), String> {
+    fn plots(&self, dir: &Path) -> Result<(), ReportError> {
         let spans = self.spans();
         let end_s = self.end_ns() as f64 / 1e9;
         let outcomes: [(EventType, RGBColor, &str); 3] = [
@@ -258,21 +254,28 @@ impl Report {
             .filter_map(|(_, start, done, _)| done.map(|(t, _)| (t - start) as f64 / 1e6))
             .fold(1.0f64, f64::max);
         let path = dir.join("latency.svg");
+        let failed = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: plotters::drawing::DrawingAreaErrorKind<std::io::Error>| ReportError::Plot {
+                path,
+                reason: e.to_string(),
+            }
+        };
         {
             let root = SVGBackend::new(&path, (1200, 500)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| e.to_string())?;
+            root.fill(&WHITE).map_err(failed(&path))?;
             let mut chart = ChartBuilder::on(&root)
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(50)
                 .build_cartesian_2d(0f64..end_s.max(1.0), (0.1f64..max_latency * 1.2).log_scale())
-                .map_err(|e| e.to_string())?;
+                .map_err(failed(&path))?;
             chart
                 .configure_mesh()
                 .x_desc("time (s)")
                 .y_desc("latency (ms)")
                 .draw()
-                .map_err(|e| e.to_string())?;
+                .map_err(failed(&path))?;
             for window in &self.windows {
                 let (a, b) = (
                     window.start_ns as f64 / 1e9,
@@ -283,7 +286,7 @@ impl Report {
                         [(a, 0.1), (b, max_latency * 1.2)],
                         RGBColor(0xf4, 0xc7, 0xc3).mix(0.4).filled(),
                     )))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(failed(&path))?;
             }
             for (kind, color, _) in outcomes {
                 chart
@@ -295,9 +298,9 @@ impl Report {
                         )),
                         _ => None,
                     }))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(failed(&path))?;
             }
-            root.present().map_err(|e| e.to_string())?;
+            root.present().map_err(failed(&path))?;
         }
         let seconds = end_s.ceil().max(1.0) as usize;
         let mut per_second: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
@@ -311,19 +314,19 @@ impl Report {
         let max_rate = per_second.values().flatten().copied().max().unwrap_or(1).max(1);
         let path = dir.join("rate.svg");
         let root = SVGBackend::new(&path, (1200, 400)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(failed(&path))?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(50)
             .build_cartesian_2d(0f64..seconds as f64, 0u32..max_rate + 1)
-            .map_err(|e| e.to_string())?;
+            .map_err(failed(&path))?;
         chart
             .configure_mesh()
             .x_desc("time (s)")
             .y_desc("completions per second")
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(failed(&path))?;
         for (_, color, name) in outcomes {
             if let Some(series) = per_second.get(name) {
                 chart
@@ -331,10 +334,10 @@ impl Report {
                         series.iter().enumerate().map(|(s, n)| (s as f64 + 0.5, *n)),
                         color.stroke_width(2),
                     ))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(failed(&path))?;
             }
         }
-        root.present().map_err(|e| e.to_string())?;
+        root.present().map_err(failed(&path))?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
-//! The JSON shapes of event values and of `final.json`: the contract between the runner, which
-//! writes them, and the checkers, which read them. The table of operations per workload is in
-//! [`crate::history`].
+//! The JSON shapes of event values, of `final.json` and of `nemesis.jsonl` lines: the contract
+//! between the runner, which writes them, and the checkers and the report, which read them. The
+//! table of operations per workload is in [`crate::history`].
 //!
 //! Every type ignores unknown fields, so the runner may store a server answer body whole. Field
 //! names are the server's (README "Client API").
@@ -176,6 +176,18 @@ impl Finals {
             .iter()
             .filter_map(|(name, n)| n.error.as_deref().map(|e| (name, e)))
     }
+}
+
+/// A fault window: one line of `nemesis.jsonl`, and a shaded band in the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultWindow {
+    pub start_ns: u64,
+    pub end_ns: Option<u64>,
+    pub label: String,
+    pub fault: Value,
+    /// Why injecting or healing failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

@@ -3,49 +3,36 @@
 
 Usage: scripts/bench/snapshot-catchup.py [MESSAGES=1000000]   (README "Performance")
 
-Starts three `dovetail serve` nodes ($DOVETAIL_BIN, default target/release/dovetail) on
-127.0.0.1 (API ports 7201-7204, peer ports 7301-7304; data under a temporary directory), one
-group, `--snapshot-interval 200 --log-retention 50`. Appends MESSAGES messages to one mailbox
-(batches of 1,000, 8 requests in flight), snapshots the group on every node (so the log behind
-it is purged), then starts node 4, adds it as a learner and times how long until its applied
-index reaches the leader's. Node 4 can only get there by the snapshot (the log it would need is
-gone): the script checks that it received one. Rate = snapshot bytes received / catch-up time.
+Starts `dovetail dev --nodes 3 --spare-nodes 1` ($DOVETAIL_BIN, default target/release/dovetail)
+on 127.0.0.1 (API ports 7201-7204, peer ports 7301-7304; data under a temporary directory), one
+group, every node with `--snapshot-interval 200 --log-retention 50`; node 4, the spare, runs from
+the start but belongs to no group. Appends MESSAGES messages to one mailbox (batches of 1,000,
+8 requests in flight), snapshots the group on every node (so the log behind it is purged), then
+adds node 4 as a learner and times how long until its applied index reaches the leader's. Node 4
+can only get there by the snapshot (the log it would need is gone): the script checks that it
+received one. Rate = snapshot bytes received / catch-up time. Stops only what it started (`dev`
+and its nodes).
 """
 import concurrent.futures
 import os
-import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
+from dvt_dev import DevCluster
 from dvt_http import request
 
 BIN = os.path.abspath(os.environ.get("DOVETAIL_BIN", "target/release/dovetail"))
 MESSAGES = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 BATCH = 1000
-API, PEER = 7200, 7300
-CLIENT, ADMIN, SECRET = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(16)
+API = 7200  # dev's base port: node i's API on API + i, its peer listener on API + 100 + i
+PEER = API + 100
+CLIENT = ADMIN = None  # the tokens of the cluster `dev` started
 
 
 def req(node, method, path, token, body=None, timeout=30):
     return request(API + node, method, path, token, body, timeout)
-
-
-def start(node, base, peers, bootstrap):
-    cmd = [BIN, "serve", "--node-id", str(node), "--data-dir", f"{base}/node{node}",
-           "--api-listen", f"127.0.0.1:{API + node}", "--peer-listen", f"127.0.0.1:{PEER + node}",
-           "--groups", "1", "--snapshot-interval", "200", "--log-retention", "50"]
-    for p in peers:
-        cmd += ["--peer", f"{p}=127.0.0.1:{PEER + p}/127.0.0.1:{API + p}"]
-    if bootstrap:
-        cmd.append("--bootstrap")
-    env = dict(os.environ, DOVETAIL_CLUSTER_SECRET=SECRET, DOVETAIL_CLIENT_TOKEN=CLIENT,
-               DOVETAIL_ADMIN_TOKEN=ADMIN, RUST_LOG="warn")
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=open(f"{base}/node{node}.log", "w"), stderr=subprocess.STDOUT)
 
 
 def group0(node):
@@ -71,11 +58,14 @@ def wait(what, cond, limit):
 
 
 def main():
+    global CLIENT, ADMIN
     base = tempfile.mkdtemp(prefix="dovetail-snapshot-bench-", dir=os.environ.get("TMPDIR", "/var/tmp"))
-    procs = []
+    cluster = DevCluster(BIN, base, nodes=3, groups=1, base_port=API, spare_nodes=1,
+                         serve_flags=["--snapshot-interval", "200", "--log-retention", "50"],
+                         env={"RUST_LOG": "warn"})
     try:
-        for n in (1, 2, 3):
-            procs.append(start(n, base, [p for p in (1, 2, 3) if p != n], n == 1))
+        cluster.start()
+        CLIENT, ADMIN = cluster.client_token, cluster.admin_token
         wait("a leader", lambda: (g := group0(1)) is not None and g.get("leader"), 30)
         s, v = req(1, "POST", "/v1/users/big/mailboxes", CLIENT, {"name": "INBOX"})
         assert s == 201, (s, v)
@@ -104,10 +94,8 @@ def main():
         target = group0(leader)["committed"]
         index_bytes = sum(os.path.getsize(os.path.join(d, f))
                           for d, _, fs in os.walk(f"{base}/node{leader}") for f in fs
-                          if "raft-log" not in d)
+                          if "raft-log" not in d and f != "node.log")
 
-        procs.append(start(4, base, [1, 2, 3], False))
-        wait("node 4's API", lambda: group0(4) is not None, 30)
         started = time.monotonic()
         s, v = req(1, "POST", "/admin/members/learners", ADMIN,
                    {"node_id": 4, "peer_addr": f"127.0.0.1:{PEER + 4}",
@@ -123,9 +111,7 @@ def main():
               f"{got / 1e6:.1f} MB received (the leader's data dir without its log: {index_bytes / 1e6:.1f} MB, live files and snapshot), "
               f"{took:.2f} s from add-learner to applied >= {target}: {got / 1e6 / took:.1f} MB/s")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
+        cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -1,14 +1,32 @@
 //! `dovetail dev --nodes N`: a local cluster of N real `dovetail serve` processes on 127.0.0.1,
 //! data under one directory, bootstrapped by node 1. Prints the API URLs and an example, and
-//! stops every node (SIGTERM, so they drain) on Ctrl-C.
+//! stops every node (SIGTERM, so they drain) on Ctrl-C or SIGTERM.
+//!
+//! For scripts (`scripts/bench/*`, `scripts/bench-vs-etcd.sh`): `--spare-nodes K` starts K more
+//! nodes outside the cluster (to be added as learners), flags after `--` go to every node's
+//! `serve`, and once every group has a leader `dev` writes `<data-dir>/dev.env` (the tokens and
+//! the cluster secret as `export` lines, mode 0600) and then `<data-dir>/dev.pids` (`ID PID` per
+//! line), so a script that started `dev` knows when the cluster is up, how to talk to it and
+//! which processes are its nodes. Both files of an earlier run are removed first.
+//!
+//! Node i's command line comes from [`launch::ClusterLayout`], which the multi-node tests use too.
 
-use std::path::PathBuf;
+pub mod launch;
+
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+pub use self::launch::{ClusterLayout, NodeAddrs, Secrets, Start};
+
+/// The env file `dev` writes into its data directory once the cluster is up.
+pub const ENV_FILE: &str = "dev.env";
+/// The node pids `dev` writes into its data directory after [`ENV_FILE`]: `ID PID` per line.
+pub const PIDS_FILE: &str = "dev.pids";
 
 #[derive(Debug, Clone, Args)]
 pub struct DevConfig {
@@ -24,46 +42,87 @@ pub struct DevConfig {
     /// Number of groups.
     #[arg(long, default_value_t = 16)]
     pub groups: u32,
+    /// More nodes (ids N+1, ...) started outside the cluster: in no group until added with
+    /// `POST /admin/members/learners`.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=9))]
+    pub spare_nodes: u64,
+    /// Flags for every node's `dovetail serve`, after `--` (e.g. `-- --snapshot-interval 200`).
+    #[arg(last = true)]
+    pub serve_flags: Vec<String>,
 }
 
 /// Runs the dev cluster until Ctrl-C (or SIGTERM).
 pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let secret = random_hex()?;
-    let client_token = random_hex()?;
-    let admin_token = random_hex()?;
-    let api = |i: u64| format!("127.0.0.1:{}", config.base_port as u64 + i);
-    let peer = |i: u64| format!("127.0.0.1:{}", config.base_port as u64 + 100 + i);
-    let mut children: Vec<Child> = Vec::new();
-    for i in 1..=config.nodes {
-        let dir = config.data_dir.join(format!("node{i}"));
-        std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join("node.log"))?;
-        let mut cmd = Command::new(&exe);
-        cmd.arg("serve")
-            .args(["--node-id", &i.to_string()])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--api-listen", &api(i), "--peer-listen", &peer(i)])
-            .args(["--groups", &config.groups.to_string()])
-            .env("DOVETAIL_CLUSTER_SECRET", &secret)
-            .env("DOVETAIL_CLIENT_TOKEN", &client_token)
-            .env("DOVETAIL_ADMIN_TOKEN", &admin_token)
-            .stdout(Stdio::null())
-            .stderr(log);
-        for j in (1..=config.nodes).filter(|&j| j != i) {
-            cmd.args(["--peer", &format!("{j}={}/{}", peer(j), api(j))]);
+    let secrets = Secrets::random()?;
+    let total = config.nodes + config.spare_nodes;
+    anyhow::ensure!(
+        u64::from(config.base_port) + 100 + total <= u64::from(u16::MAX),
+        "--base-port {} leaves no room for {total} nodes' peer ports (base + 100 + i)",
+        config.base_port
+    );
+    let layout = ClusterLayout::on_loopback(
+        config.nodes,
+        config.spare_nodes,
+        config.base_port,
+        &config.data_dir,
+        config.groups,
+        config.serve_flags.clone(),
+    );
+    let api = |i: u64| layout.node(i).api.clone();
+    let peer = |i: u64| layout.node(i).peer.clone();
+    // A script waiting for these files must not take an earlier run's for this one's.
+    for stale in [ENV_FILE, PIDS_FILE] {
+        match std::fs::remove_file(config.data_dir.join(stale)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
-        if i == 1 {
-            cmd.arg("--bootstrap");
-        }
-        children.push(cmd.spawn()?);
     }
-    let ready = wait_for_leaders(&api(1), &admin_token, config.groups, Duration::from_secs(60)).await;
+    // Installed before any node starts: a signal during start-up stops the nodes started so far.
+    let shutdown = shutdown_signals()?;
+    tokio::pin!(shutdown);
+    let mut children: Vec<Child> = Vec::new();
+    for i in 1..=total {
+        match spawn(&layout, &exe, i, &secrets) {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                stop(&mut children).await;
+                return Err(e.context(format!("starting node {i}")));
+            }
+        }
+    }
+    let ready = tokio::select! {
+        ready = wait_until_up(&layout, &secrets.admin_token) => ready,
+        (i, status) = first_exit(&mut children) => Err(anyhow::anyhow!("node {i} exited ({status})")),
+        () = &mut shutdown => {
+            println!("stopping...");
+            stop(&mut children).await;
+            return Ok(());
+        }
+    };
     if let Err(e) = ready {
         stop(&mut children).await;
         anyhow::bail!(
             "cluster did not come up: {e} (see {}/node*/node.log)",
+            config.data_dir.display()
+        );
+    }
+    // Live nodes' pids only: a script signals them.
+    let mut pids = String::new();
+    let mut exited = None;
+    for (i, child) in (1..).zip(children.iter_mut()) {
+        match (child.try_wait()?, child.id()) {
+            (None, Some(pid)) => pids += &format!("{i} {pid}\n"),
+            (status, _) => {
+                exited = Some((i, status));
+                break;
+            }
+        }
+    }
+    if let Some((i, status)) = exited {
+        stop(&mut children).await;
+        anyhow::bail!(
+            "node {i} exited ({status:?}; see {}/node{i}/node.log)",
             config.data_dir.display()
         );
     }
@@ -73,21 +132,27 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
         config.groups,
         config.data_dir.display()
     );
-    for i in 1..=config.nodes {
+    for i in 1..=total {
+        let spare = if layout.is_member(i) {
+            ""
+        } else {
+            "; spare: in no group until added as a learner"
+        };
         println!(
-            "  node {i}: http://{}   (peer {}, log {}/node{i}/node.log)",
+            "  node {i}: http://{}   (peer {}, log {}/node{i}/node.log{spare})",
             api(i),
             peer(i),
             config.data_dir.display()
         );
     }
-    let env_file = config.data_dir.join("dev.env");
-    write_private(
-        &env_file,
-        &format!(
-            "export DOVETAIL_CLIENT_TOKEN={client_token}\nexport DOVETAIL_ADMIN_TOKEN={admin_token}\nexport DOVETAIL_CLUSTER_SECRET={secret}\n"
-        ),
-    )?;
+    let env_file = config.data_dir.join(ENV_FILE);
+    write_private(&env_file, &secrets.env_file())?;
+    // Renamed into place: a script that sees the file sees all of it.
+    let pids_file = config.data_dir.join(PIDS_FILE);
+    let unfinished = pids_file.with_extension("pids.tmp");
+    std::fs::write(&unfinished, pids)?;
+    std::fs::rename(&unfinished, &pids_file)?;
+    let (client_token, admin_token) = (&secrets.client_token, &secrets.admin_token);
     println!(
         "Fresh secrets for this run (also in {}, mode 0600):",
         env_file.display()
@@ -112,20 +177,41 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
         api(1)
     );
     println!("Ctrl-C stops every node.");
-    shutdown_signal().await;
+    shutdown.await;
     println!("stopping...");
     stop(&mut children).await;
     Ok(())
 }
 
+/// Starts node `i` fresh, its stdout discarded and its stderr (the log) in `node<i>/node.log`.
+fn spawn(layout: &ClusterLayout, exe: &Path, i: u64, secrets: &Secrets) -> anyhow::Result<Child> {
+    let dir = layout.node_dir(i);
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.join("node.log"))?;
+    let mut command = Command::from(layout.command(exe, i, Start::Fresh, secrets));
+    command.stdout(Stdio::null()).stderr(log);
+    Ok(command.spawn()?)
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    shutdown_signals()
+        .expect("installing SIGINT and SIGTERM handlers")
+        .await
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM after this call: the handlers are installed
+/// here, not when the future is first polled.
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 async fn stop(children: &mut [Child]) {
@@ -145,13 +231,6 @@ async fn stop(children: &mut [Child]) {
     }
 }
 
-/// 24 random bytes in hex: a fresh secret.
-fn random_hex() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Writes a file only its owner can read.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -162,6 +241,36 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     std::io::Write::write_all(&mut file, text.as_bytes())
+}
+
+/// The first node (id, status) to exit; polled every 200 ms.
+async fn first_exit(children: &mut [Child]) -> (u64, std::process::ExitStatus) {
+    loop {
+        for (i, child) in (1..).zip(children.iter_mut()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (i, status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every group has a leader in node 1's view (60 s) and every spare node's API
+/// answers (30 s each).
+async fn wait_until_up(layout: &ClusterLayout, admin_token: &str) -> anyhow::Result<()> {
+    wait_for_leaders(
+        &layout.node(1).api,
+        admin_token,
+        layout.groups,
+        Duration::from_secs(60),
+    )
+    .await?;
+    for spare in layout.nodes.iter().filter(|n| !layout.is_member(n.id)) {
+        wait_for_api(&spare.api, admin_token, Duration::from_secs(30))
+            .await
+            .map_err(|e| e.context(format!("spare node {}", spare.id)))?;
+    }
+    Ok(())
 }
 
 /// Polls `/admin/status` until every group reports a leader.
@@ -186,6 +295,18 @@ async fn wait_for_leaders(api: &str, admin_token: &str, groups: u32, limit: Dura
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     anyhow::bail!("{last}")
+}
+
+/// Polls `/admin/status` until it answers 200.
+async fn wait_for_api(api: &str, admin_token: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match http_get(api, "/admin/status", Some(admin_token)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => anyhow::bail!("{api}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// A minimal HTTP/1.1 GET returning the body of a 200 response.

@@ -2,17 +2,22 @@
 //! reference model (`BTreeMap`s, no index files) must agree on every outcome and every read;
 //! two replicas — in memory and on disk — must end byte-identical; and DESIGN.md §6 invariants
 //! 1, 2, 3, 5 and 6 must hold after every step. Failing cases shrink and print their input;
-//! proptest records failing seeds beside this file for replay.
+//! proptest records failing seeds beside this file for replay. Each run draws its cases from a
+//! printed seed (`tests/support/rng.rs`): `DOVETAIL_SEED=<seed> cargo test -p dovetail --lib
+//! model_tests` replays it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
+use proptest::test_runner::{FileFailurePersistence, RngSeed};
 
 use super::{GroupState, GroupStateMachine, MemoryFiles};
 use crate::index::{flag_bits, LogPosition};
 use crate::txn::validate::{canonical_mailbox_name, parse_flags, validate};
 use crate::txn::{Guid, NewMessage, Op, Outcome, Rejection, StoreMode, Txn, UidSet};
+
+#[path = "../../tests/support/rng.rs"]
+mod rng;
 
 const USERS: &[&str] = &["alice", "bob"];
 const NAMES: &[&str] = &["INBOX", "inbox", "A", "A/B", "A/B/C", "B", "INBOX/x", "Été"];
@@ -648,6 +653,7 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 64,
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        rng_seed: RngSeed::Fixed(rng::seed("state_machine::model_tests")),
         ..ProptestConfig::default()
     })]
 

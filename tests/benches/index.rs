@@ -25,7 +25,10 @@
 //!
 //! Run: `cargo bench --bench index`; a quick run of each once: `cargo bench --bench index -- --test`.
 //! The random UIDs and positions come from a fixed seed, printed at start; override it with
-//! `DOVETAIL_BENCH_SEED=<u64>`.
+//! `DOVETAIL_SEED=<u64>` (`tests/support/rng.rs`).
+
+#[path = "../support/rng.rs"]
+mod rng;
 
 use std::cell::{OnceCell, RefCell};
 use std::hint::black_box;
@@ -36,6 +39,7 @@ use criterion::{BatchSize, Criterion, Throughput};
 use dovetail::index::{flag_bits, LogPosition, MailboxIndex, MmapStorage, Record, VecStorage};
 use dovetail::state_machine::{GroupState, GroupStateMachine, MemoryFiles};
 use dovetail::txn::{NewMessage, Op, Outcome, Txn};
+use rng::{seed_or, Rng};
 
 const MESSAGES: u32 = 1_000_000;
 /// Records appended to the base mailbox before it is reset.
@@ -44,23 +48,6 @@ const LOOKUP_UIDS: usize = 4096;
 const CHANGED: usize = 100;
 const MAILBOX_GUID: [u8; 16] = [0xbe; 16];
 const USER: &str = "bench@example.org";
-
-/// SplitMix64: small, seedable, good enough to pick UIDs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// UID of the `i`-th message: one in eleven UIDs is missing, as after expunges.
 fn uid_of(i: u32) -> u32 {
@@ -96,7 +83,7 @@ struct IndexFixture {
 
 fn build_index_fixture(seed: u64) -> IndexFixture {
     let started = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let image = MailboxIndex::<VecStorage>::empty_image(MAILBOX_GUID, 1);
     let mut index = MailboxIndex::open(VecStorage::from_bytes(image)).unwrap();
     let base_modseq = index.next_modseq();
@@ -107,7 +94,7 @@ fn build_index_fixture(seed: u64) -> IndexFixture {
     let new_modseq = index.next_modseq();
     let mut positions: Vec<usize> = Vec::new();
     while positions.len() < CHANGED {
-        let p = rng.below(MESSAGES as usize);
+        let p = rng.below(u64::from(MESSAGES)) as usize;
         if !positions.contains(&p) {
             positions.push(p);
         }
@@ -122,7 +109,7 @@ fn build_index_fixture(seed: u64) -> IndexFixture {
     let path = dir.path().join("bench.idx");
     std::fs::write(&path, &image).unwrap();
     let lookup_uids = (0..LOOKUP_UIDS)
-        .map(|_| uid_of(rng.below(MESSAGES as usize) as u32))
+        .map(|_| uid_of(rng.below(u64::from(MESSAGES)) as u32))
         .collect();
     eprintln!(
         "fixture: {MESSAGES} records, {} MB file, built in {:?}",
@@ -216,11 +203,8 @@ fn restore(fixture: &GroupFixture) -> GroupState<MemoryFiles> {
 }
 
 fn bench_index(c: &mut Criterion) {
-    let seed = std::env::var("DOVETAIL_BENCH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x05ee_dd0e_7a11);
-    eprintln!("seed: {seed} (override with DOVETAIL_BENCH_SEED)");
+    // Fixed unless DOVETAIL_SEED: every run measures the same lookups.
+    let seed = seed_or("index bench", 0x05ee_dd0e_7a11);
     // Built on first use, so a filtered run pays only for what it runs; dropped (and the
     // temporary file removed) at the end of this function.
     let index_fixture: OnceCell<IndexFixture> = OnceCell::new();

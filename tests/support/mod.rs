@@ -1,21 +1,38 @@
 //! The shared fixture of the multi-node tests: `TestCluster::start(n)` runs n real `dovetail
 //! serve` processes, node i on its own loopback address 127.0.0.(10+i), data in a temporary
-//! directory; node 1 bootstraps. Helpers: a small blocking HTTP client, `wait_until`, and
-//! process control (kill -9, SIGTERM, SIGSTOP/SIGCONT, restart).
+//! directory; node 1 bootstraps. Each node's command line comes from the library's
+//! `dovetail::node::dev::ClusterLayout`, as `dovetail dev`'s do. Helpers: a small blocking HTTP
+//! client, `wait_until`, and process control (kill -9, SIGTERM, SIGSTOP/SIGCONT, restart).
+//!
+//! A randomized test takes its seed and generator from `rng.rs` beside this file
+//! (`#[path = "support/rng.rs"] mod rng;`).
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use dovetail::node::dev::{ClusterLayout, NodeAddrs, Secrets, Start};
 use serde_json::Value;
 
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 pub const CLIENT_TOKEN: &str = "test-client-token-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Every test cluster's secrets.
+pub fn secrets() -> Secrets {
+    Secrets {
+        cluster_secret: SECRET.into(),
+        client_token: CLIENT_TOKEN.into(),
+        admin_token: ADMIN_TOKEN.into(),
+    }
+}
+
+/// Flags every test node runs with before the test's own: quick heartbeats and elections.
+const TEST_SERVE_FLAGS: [&str; 4] = ["--heartbeat-ms", "100", "--election-timeout-ms", "600"];
 
 /// The token a path needs: the admin token for `/admin/...` and `/metrics`, else the client token.
 pub fn token_for(path: &str) -> &'static str {
@@ -36,45 +53,67 @@ pub struct NodeProcess {
 
 pub struct TestCluster {
     pub nodes: Vec<NodeProcess>,
-    pub groups: u32,
-    pub extra_args: Vec<String>,
+    /// Every node's addresses and flags; the nodes' command lines come from it.
+    pub layout: ClusterLayout,
     _dir: tempfile::TempDir,
 }
 
-/// An API and a peer address on `ip`, on two free ports (bound and released; the tests' own
-/// processes are the only users). Both are bound at once: two binds in turn may be handed the
-/// same port, and a node whose two listeners collide exits at start.
-fn free_addrs(ip: &str) -> (String, String) {
-    let api = TcpListener::bind((ip, 0)).unwrap();
-    let peer = TcpListener::bind((ip, 0)).unwrap();
+/// Node `id`'s API and peer addresses: its own loopback address 127.0.0.(10+id), two free ports
+/// (bound and released; the tests' own processes are the only users). Both are bound at once:
+/// two binds in turn may be handed the same port, and a node whose two listeners collide exits
+/// at start.
+fn free_node_addrs(id: u64) -> NodeAddrs {
+    let ip = format!("127.0.0.{}", 10 + id);
+    let api = TcpListener::bind((ip.as_str(), 0)).unwrap();
+    let peer = TcpListener::bind((ip.as_str(), 0)).unwrap();
     let port = |l: &TcpListener| l.local_addr().unwrap().port();
-    (format!("{ip}:{}", port(&api)), format!("{ip}:{}", port(&peer)))
+    NodeAddrs {
+        id,
+        api: format!("{ip}:{}", port(&api)),
+        peer: format!("{ip}:{}", port(&peer)),
+    }
+}
+
+impl NodeProcess {
+    /// Not started yet.
+    fn new(layout: &ClusterLayout, node: &NodeAddrs) -> NodeProcess {
+        NodeProcess {
+            id: node.id,
+            api: node.api.clone(),
+            peer: node.peer.clone(),
+            dir: layout.node_dir(node.id),
+            child: None,
+        }
+    }
 }
 
 impl TestCluster {
     /// Starts `n` nodes with `groups` groups and waits until every group has a leader.
     pub fn start(n: u64, groups: u32, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let nodes: Vec<NodeProcess> = (1..=n)
-            .map(|id| {
-                let (api, peer) = free_addrs(&format!("127.0.0.{}", 10 + id));
-                NodeProcess {
-                    id,
-                    api,
-                    peer,
-                    dir: dir.path().join(format!("node{id}")),
-                    child: None,
-                }
-            })
+        let layout = ClusterLayout {
+            data_dir: dir.path().to_path_buf(),
+            groups,
+            nodes: (1..=n).map(free_node_addrs).collect(),
+            members: n as usize,
+            serve_flags: TEST_SERVE_FLAGS
+                .iter()
+                .chain(extra_args)
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let nodes = layout
+            .nodes
+            .iter()
+            .map(|node| NodeProcess::new(&layout, node))
             .collect();
         let mut cluster = TestCluster {
             nodes,
-            groups,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            layout,
             _dir: dir,
         };
         for id in 1..=n {
-            cluster.spawn(id, id == 1);
+            cluster.spawn(id, Start::Fresh);
         }
         cluster.wait_for_leaders(Duration::from_secs(60));
         cluster
@@ -84,41 +123,24 @@ impl TestCluster {
         &self.nodes[(id - 1) as usize]
     }
 
-    fn spawn(&mut self, id: u64, bootstrap: bool) {
-        let peers: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|p| p.id != id)
-            .map(|p| format!("{}={}/{}", p.id, p.peer, p.api))
-            .collect();
-        let node = &self.nodes[(id - 1) as usize];
-        std::fs::create_dir_all(&node.dir).unwrap();
+    /// Starts node `id`'s process, its stderr appended to `node.log` in its directory.
+    fn spawn(&mut self, id: u64, start: Start) {
+        let dir = self.layout.node_dir(id);
+        std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(node.dir.join("node.log"))
+            .open(dir.join("node.log"))
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dovetail"));
-        cmd.arg("serve")
-            .args(["--node-id", &id.to_string(), "--groups", &self.groups.to_string()])
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .args(["--api-listen", &node.api, "--peer-listen", &node.peer])
-            .args(["--heartbeat-ms", "100", "--election-timeout-ms", "600"])
-            .args(&self.extra_args)
-            .env("DOVETAIL_CLUSTER_SECRET", SECRET)
-            .env("DOVETAIL_CLIENT_TOKEN", CLIENT_TOKEN)
-            .env("DOVETAIL_ADMIN_TOKEN", ADMIN_TOKEN)
+        let exe = Path::new(env!("CARGO_BIN_EXE_dovetail"));
+        let child = self
+            .layout
+            .command(exe, id, start, &secrets())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log);
-        for p in &peers {
-            cmd.args(["--peer", p]);
-        }
-        if bootstrap {
-            cmd.arg("--bootstrap");
-        }
-        let child = cmd.spawn().unwrap();
+            .stderr(log)
+            .spawn()
+            .unwrap();
         self.nodes[(id - 1) as usize].child = Some(child);
     }
 
@@ -195,7 +217,7 @@ impl TestCluster {
 
     pub fn restart(&mut self, id: u64) {
         assert!(self.node(id).child.is_none(), "node {id} is still running");
-        self.spawn(id, false);
+        self.spawn(id, Start::Restart);
     }
 
     /// The node's log, for failure messages.
@@ -393,40 +415,6 @@ impl TestCluster {
     }
 }
 
-/// The seed of a randomized test: `DOVETAIL_TEST_SEED` if set (to replay), else the clock.
-/// Printed, so a failing run can be replayed.
-pub fn seed(test: &str) -> u64 {
-    let seed = std::env::var("DOVETAIL_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("{test}: seed {seed} (replay with DOVETAIL_TEST_SEED={seed})");
-    seed
-}
-
-/// A small deterministic generator (splitmix64) for tests.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The answer to a write retried across nodes.
 #[derive(Debug, Clone)]
 pub enum Retried {
@@ -467,16 +455,10 @@ impl TestCluster {
     /// Returns its id once its API answers.
     pub fn add_node(&mut self) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        let (api, peer) = free_addrs(&format!("127.0.0.{}", 10 + id));
-        let dir = self._dir.path().join(format!("node{id}"));
-        self.nodes.push(NodeProcess {
-            id,
-            api,
-            peer,
-            dir,
-            child: None,
-        });
-        self.spawn(id, false);
+        self.layout.nodes.push(free_node_addrs(id));
+        self.nodes
+            .push(NodeProcess::new(&self.layout, self.layout.node(id)));
+        self.spawn(id, Start::Fresh);
         let api = self.node(id).api.clone();
         wait_until(
             Duration::from_secs(30),

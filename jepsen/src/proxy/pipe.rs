@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Admit, Direction, Proxy};
+use super::command::{Admit, Direction};
+use super::state::Proxy;
 
 /// How long the proxy waits for its upstream connection before resetting the node's side.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -3,6 +3,7 @@
 //! `blackhole` keep new ones from the peer, `clean` restores everything; the control port
 //! speaks its line protocol.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ async fn proxied_echo() -> (Arc<Proxy>, SocketAddr) {
     let proxy = Proxy::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve_route(listener, target.to_string()));
+    tokio::spawn(serve_route(proxy.clone(), listener, target.to_string()));
     (proxy, addr)
 }
 
@@ -225,7 +226,7 @@ async fn an_unreachable_peer_resets_the_nodes_connection() {
     let proxy = Proxy::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve_route(listener, target.to_string()));
+    tokio::spawn(serve_route(proxy.clone(), listener, target.to_string()));
     let mut stream = TcpStream::connect(addr).await.unwrap();
     assert!(is_dead(&mut stream, Duration::from_secs(2)).await);
     assert!(command(&proxy, "status").contains("\"upstream_failures\":1"));
@@ -236,7 +237,7 @@ async fn the_control_port_speaks_one_line_each_way() {
     let proxy = Proxy::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(proxy.clone().serve_control(listener));
+    tokio::spawn(serve_control(proxy.clone(), listener));
     let ask = |line: &'static str| async move {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(line.as_bytes()).await.unwrap();
@@ -295,4 +296,17 @@ fn commands_parse_and_bad_ones_are_refused() {
     ] {
         assert!(Command::parse(bad).is_err(), "{bad:?} parsed");
     }
+    assert_eq!(
+        Command::parse("latency sideways 1 1"),
+        Err(CommandError::NotADirection {
+            word: "sideways".into()
+        })
+    );
+    assert_eq!(
+        Command::parse("refuse 999"),
+        Err(CommandError::NotANumber {
+            word: "999".into(),
+            max: 60
+        })
+    );
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::http::Api;
+use super::error::RunError;
+use super::http::{Api, RequestError};
 
 /// One node's API address (the layout of `scripts/netns-lib.sh`).
 pub fn api_addr(node: u32) -> String {
@@ -53,7 +54,7 @@ impl Cluster {
         nodes: u32,
         groups: u32,
         serve_flags: &[String],
-    ) -> Result<Cluster, String> {
+    ) -> Result<Cluster, RunError> {
         let cluster = Cluster {
             nodes,
             groups,
@@ -83,14 +84,20 @@ impl Cluster {
         args.extend(serve_flags.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         cluster.script("netns-cluster.sh", &args)?;
-        let env = std::fs::read_to_string(state_dir.join("env"))
-            .map_err(|e| format!("{}: {e}", state_dir.join("env").display()))?;
-        let token = |name: &str| {
+        let env_path = state_dir.join("env");
+        let env = std::fs::read_to_string(&env_path).map_err(|source| RunError::File {
+            path: env_path.clone(),
+            source,
+        })?;
+        let token = |name: &'static str| {
             env.lines()
                 .filter_map(|l| l.trim().strip_prefix("export "))
                 .find_map(|l| l.strip_prefix(&format!("{name}=")))
                 .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
-                .ok_or_else(|| format!("{name} missing from the env file"))
+                .ok_or_else(|| RunError::MissingToken {
+                    name,
+                    path: env_path.clone(),
+                })
         };
         Ok(Cluster {
             client_token: token("DOVETAIL_CLIENT_TOKEN")?,
@@ -100,22 +107,22 @@ impl Cluster {
     }
 
     /// Runs `scripts/<name> args...` with this cluster's state directory.
-    pub fn script(&self, name: &str, args: &[&str]) -> Result<(), String> {
+    pub fn script(&self, name: &str, args: &[&str]) -> Result<(), RunError> {
         run_script(&self.scripts, &self.state_dir, name, args)
     }
 
     /// [`Cluster::script`] off the runtime's threads.
-    pub async fn run_script(&self, name: &'static str, args: Vec<String>) -> Result<(), String> {
+    pub async fn run_script(&self, name: &'static str, args: Vec<String>) -> Result<(), RunError> {
         let (scripts, state_dir) = (self.scripts.clone(), self.state_dir.clone());
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_script(&scripts, &state_dir, name, &args)
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|source| RunError::Task { task: name, source })?
     }
 
-    pub fn down(&self) -> Result<(), String> {
+    pub fn down(&self) -> Result<(), RunError> {
         self.script("netns-cluster.sh", &["down"])
     }
 
@@ -129,13 +136,14 @@ impl Cluster {
     }
 
     /// Every group's leader as `node`'s `/admin/status` reports it.
-    pub async fn leaders(&self, api: &Api, node: u32) -> Result<BTreeMap<u32, Option<u32>>, String> {
+    pub async fn leaders(&self, api: &Api, node: u32) -> Result<BTreeMap<u32, Option<u32>>, RunError> {
+        let addr = api_addr(node);
         let status = api
-            .admin_get(&api_addr(node), "/admin/status", Duration::from_secs(2))
+            .admin_get(&addr, "/admin/status", Duration::from_secs(2))
             .await?;
         Ok(status["groups"]
             .as_array()
-            .ok_or("no groups in /admin/status")?
+            .ok_or(RunError::NoGroups { addr })?
             .iter()
             .map(|g| {
                 (
@@ -148,20 +156,21 @@ impl Cluster {
 
     /// Waits until every node answers, every group has one leader all agree on, and every node
     /// has applied what its group's leader has committed. Returns the last view on failure.
-    pub async fn wait_converged(&self, api: &Api, limit: Duration) -> Result<(), String> {
+    pub async fn wait_converged(&self, api: &Api, limit: Duration) -> Result<(), RunError> {
         let deadline = Instant::now() + limit;
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
             match self.converged(api).await {
                 Ok(()) => return Ok(()),
-                Err(e) => last = e,
+                Err(unsettled) => last = unsettled.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        Err(format!("the cluster did not converge within {limit:?}: {last}"))
+        Err(RunError::NotConverged { limit, last })
     }
 
-    async fn converged(&self, api: &Api) -> Result<(), String> {
+    /// `Err`: the first thing found that is not settled yet.
+    async fn converged(&self, api: &Api) -> Result<(), Unsettled> {
         let mut views: Vec<Value> = Vec::new();
         for node in 1..=self.nodes {
             views.push(
@@ -172,7 +181,10 @@ impl Cluster {
         for group in 0..self.groups as usize {
             let leaders: Vec<&Value> = views.iter().map(|v| &v["groups"][group]["leader"]).collect();
             if leaders[0].is_null() || leaders.iter().any(|l| *l != leaders[0]) {
-                return Err(format!("group {group}: leaders {leaders:?}"));
+                return Err(Unsettled::Leaders {
+                    group,
+                    leaders: leaders.into_iter().cloned().collect(),
+                });
             }
             let leader = leaders[0].as_u64().unwrap_or(0) as usize;
             let committed = &views[leader - 1]["groups"][group]["committed"];
@@ -185,11 +197,12 @@ impl Cluster {
                     .chain(g["learners"].as_array().into_iter().flatten())
                     .any(|m| m.as_u64() == Some(i as u64 + 1));
                 if is_member && g["applied"] != *committed {
-                    return Err(format!(
-                        "group {group}: node {} applied {} of {committed}",
-                        i + 1,
-                        g["applied"]
-                    ));
+                    return Err(Unsettled::Behind {
+                        group,
+                        node: i + 1,
+                        applied: g["applied"].clone(),
+                        committed: committed.clone(),
+                    });
                 }
             }
         }
@@ -197,23 +210,48 @@ impl Cluster {
     }
 }
 
+/// What keeps a cluster from having converged.
+#[derive(Debug, thiserror::Error)]
+enum Unsettled {
+    /// A node does not answer `/admin/status`.
+    #[error(transparent)]
+    Unreachable(#[from] RequestError),
+    /// A group without a leader, or whose nodes name different ones.
+    #[error("group {group}: leaders {leaders:?}")]
+    Leaders { group: usize, leaders: Vec<Value> },
+    /// A member has not applied its leader's commit index yet.
+    #[error("group {group}: node {node} applied {applied} of {committed}")]
+    Behind {
+        group: usize,
+        node: usize,
+        applied: Value,
+        committed: Value,
+    },
+}
+
 /// Runs `<scripts>/<name> args...` with `DOVETAIL_NETNS_DIR=<state_dir>`; the error carries the
 /// script's output.
-fn run_script(scripts: &Path, state_dir: &Path, name: &str, args: &[&str]) -> Result<(), String> {
+fn run_script(scripts: &Path, state_dir: &Path, name: &str, args: &[&str]) -> Result<(), RunError> {
     let out = std::process::Command::new("bash")
         .arg(scripts.join(name))
         .args(args)
         .env("DOVETAIL_NETNS_DIR", state_dir)
         .output()
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|source| RunError::ScriptStart {
+            script: name.to_string(),
+            source,
+        })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{name} {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(RunError::ScriptFailed {
+            script: name.to_string(),
+            args: args.join(" "),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
     }
 }

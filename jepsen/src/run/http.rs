@@ -22,6 +22,47 @@ pub enum Answer {
     Unknown(String),
 }
 
+impl Answer {
+    /// `Ok(body)` if the server answered with a status `accept` takes, else why not.
+    pub fn accepted(
+        self,
+        accept: impl Fn(u16) -> bool,
+        method: &str,
+        addr: &str,
+        path: &str,
+    ) -> Result<Value, RequestError> {
+        match self {
+            Answer::Http(status, body) if accept(status) => Ok(body),
+            Answer::Http(status, body) => Err(RequestError::Refused {
+                request: format!("{method} {path} on {addr}"),
+                status,
+                body,
+            }),
+            Answer::NotSent(e) => Err(RequestError::NotSent(e)),
+            Answer::Unknown(e) => Err(RequestError::NoAnswer(e)),
+        }
+    }
+}
+
+/// Why a request did not get the answer it needed; the kinds tell a retry that is safe (nothing
+/// sent, or an answer that refused) from one that may apply the request twice.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    /// The server answered, with a status the caller does not accept.
+    #[error("{request}: HTTP {status}: {body}")]
+    Refused {
+        request: String,
+        status: u16,
+        body: Value,
+    },
+    /// The connection could not be made: the request was certainly not sent.
+    #[error("{0}")]
+    NotSent(String),
+    /// Sent, or maybe sent, without an answer: it may or may not take effect.
+    #[error("{0}")]
+    NoAnswer(String),
+}
+
 /// Which token a request carries.
 #[derive(Debug, Clone, Copy)]
 pub enum Role {
@@ -100,11 +141,9 @@ impl Api {
     }
 
     /// An admin GET expected to answer 200 with JSON.
-    pub async fn admin_get(&self, addr: &str, path: &str, timeout: Duration) -> Result<Value, String> {
-        match self.call(Role::Admin, addr, "GET", path, None, timeout).await {
-            Answer::Http(200, v) => Ok(v),
-            Answer::Http(s, v) => Err(format!("GET {path} on {addr}: HTTP {s}: {v}")),
-            Answer::NotSent(e) | Answer::Unknown(e) => Err(e),
-        }
+    pub async fn admin_get(&self, addr: &str, path: &str, timeout: Duration) -> Result<Value, RequestError> {
+        self.call(Role::Admin, addr, "GET", path, None, timeout)
+            .await
+            .accepted(|status| status == 200, "GET", addr, path)
     }
 }

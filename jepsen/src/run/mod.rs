@@ -11,9 +11,9 @@
 //! verify every replica, and runs the checkers.
 
 pub mod control;
+mod error;
 pub mod http;
 pub mod nemesis;
-pub mod rng;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -27,9 +27,13 @@ use tokio::sync::{mpsc, Mutex};
 use self::control::{api_addr, node_name, Cluster};
 use self::http::{Answer, Api, Role};
 use self::nemesis::{Fault, Nemesis, NemesisKind};
-use self::rng::Rng;
 use self::workload::{ClientState, Workload, WorkloadKind};
 use crate::history::{Event, EventType};
+use crate::report::Report;
+use crate::rng::Rng;
+use crate::schema::FaultWindow;
+
+pub use self::error::RunError;
 
 /// Everything a run needs; `--seed` with the same values replays the schedule.
 #[derive(Debug, Clone, Serialize)]
@@ -61,18 +65,6 @@ pub struct RunConfig {
     pub keep_cluster: bool,
 }
 
-/// A fault window, for the report (`nemesis.jsonl`).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct FaultWindow {
-    pub start_ns: u64,
-    pub end_ns: Option<u64>,
-    pub label: String,
-    pub fault: Value,
-    /// Why injecting or healing failed, if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 /// What a run produced.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -88,7 +80,7 @@ fn since(start: Instant) -> u64 {
 }
 
 /// Runs one test; the report lands in `<store>/<workload>-<nemesis>/<timestamp>/`.
-pub async fn run(config: RunConfig) -> Result<RunOutcome, String> {
+pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
     let nemesis_name = serde_json::to_value(config.nemesis)
         .ok()
         .and_then(|v| v.as_str().map(String::from))
@@ -103,7 +95,10 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, String> {
         format!("{}-{:03}", now.as_secs(), now.subsec_millis())
     };
     let dir = test_dir.join(&stamp);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| RunError::File {
+        path: dir.clone(),
+        source,
+    })?;
     println!(
         "run {}: {} workload, {nemesis_name} nemesis, {} nodes, seed {}",
         dir.display(),
@@ -111,11 +106,15 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, String> {
         config.nodes,
         config.seed
     );
+    let config_path = dir.join("config.json");
     std::fs::write(
-        dir.join("config.json"),
+        &config_path,
         serde_json::to_vec_pretty(&config).unwrap_or_default(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|source| RunError::File {
+        path: config_path,
+        source,
+    })?;
 
     let cluster = {
         let config = config.clone();
@@ -131,7 +130,10 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, String> {
             )
         })
         .await
-        .map_err(|e| e.to_string())??
+        .map_err(|source| RunError::Task {
+            task: "starting the cluster",
+            source,
+        })??
     };
     let result = run_on(&config, &cluster, &dir).await;
     for node in 1..=cluster.nodes {
@@ -157,7 +159,7 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, String> {
 }
 
 /// The run proper, on a cluster that is up; returns whether the analysis is valid.
-async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) -> Result<bool, String> {
+async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) -> Result<bool, RunError> {
     let api = Api::new(&cluster.client_token, &cluster.admin_token);
     let mut rng = Rng::new(config.seed);
     let expected_ops = (config.time_limit_s as f64 * config.rate) as u64;
@@ -274,7 +276,10 @@ async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) ->
     for client in clients {
         let _ = client.await;
     }
-    let events = collector.await.map_err(|e| e.to_string())?;
+    let events = collector.await.map_err(|source| RunError::Task {
+        task: "collecting the history",
+        source,
+    })?;
     println!(
         "{:>7.1}s  load stopped: {} operations; healing everything",
         start.elapsed().as_secs_f64(),
@@ -298,12 +303,12 @@ async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) ->
     }
     for (script, args) in scripts {
         if let Err(e) = cluster.run_script(script, args).await {
-            recovery_errors.push(e);
+            recovery_errors.push(e.to_string());
         }
     }
     let recovered_at = Instant::now();
     if let Err(e) = cluster.wait_converged(&api, Duration::from_secs(90)).await {
-        recovery_errors.push(e);
+        recovery_errors.push(e.to_string());
     }
     println!(
         "{:>7.1}s  recovered in {:.1}s{}",
@@ -345,7 +350,8 @@ async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) ->
     );
 
     let windows = windows.lock().await.clone();
-    let report = crate::report::Report::new(config, &events, &finals, &windows, recovery_errors);
+    let config_json = serde_json::to_value(config).unwrap_or(Value::Null);
+    let report = Report::new(config_json, events, finals, windows, recovery_errors);
     report.write(dir)?;
     Ok(report.valid)
 }

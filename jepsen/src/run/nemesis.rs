@@ -10,8 +10,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::control::{api_addr, Cluster};
-use super::http::{Answer, Api, Role};
-use super::rng::Rng;
+use super::error::RunError;
+use super::http::{Api, RequestError, Role};
+use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -287,7 +288,7 @@ fn node_args(nodes: &[u32]) -> Vec<String> {
 }
 
 /// Injects `fault`.
-pub async fn inject(fault: &Fault, cluster: &Cluster, api: &Api) -> Result<(), String> {
+pub async fn inject(fault: &Fault, cluster: &Cluster, api: &Api) -> Result<(), RunError> {
     match fault {
         Fault::Partition { spec, .. } => cluster.run_script("partition.sh", vec![spec.clone()]).await,
         Fault::Kill { nodes, .. } => {
@@ -331,7 +332,7 @@ pub async fn inject(fault: &Fault, cluster: &Cluster, api: &Api) -> Result<(), S
 }
 
 /// Undoes `fault`.
-pub async fn heal(fault: &Fault, cluster: &Cluster, api: &Api) -> Result<(), String> {
+pub async fn heal(fault: &Fault, cluster: &Cluster, api: &Api) -> Result<(), RunError> {
     match fault {
         Fault::Partition { .. } => cluster.run_script("heal.sh", vec![]).await,
         Fault::Kill { nodes, .. } => {
@@ -381,6 +382,9 @@ pub async fn heal(fault: &Fault, cluster: &Cluster, api: &Api) -> Result<(), Str
     }
 }
 
+/// How long a membership change is retried.
+const MEMBERSHIP_LIMIT: Duration = Duration::from_secs(60);
+
 /// Sends an idempotent admin request through any node but `avoid` until one answers 2xx
 /// (membership changes are idempotent; 503 means retry).
 async fn admin_until_ok(
@@ -390,9 +394,9 @@ async fn admin_until_ok(
     path: &str,
     body: Option<&serde_json::Value>,
     avoid: Option<u32>,
-) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
+) -> Result<(), RunError> {
+    let deadline = std::time::Instant::now() + MEMBERSHIP_LIMIT;
+    let mut last = RequestError::NotSent("no node tried".into());
     let mut attempt = 0u32;
     while std::time::Instant::now() < deadline {
         attempt += 1;
@@ -400,22 +404,21 @@ async fn admin_until_ok(
         if Some(via) == avoid && cluster.nodes > 1 {
             continue;
         }
+        let addr = api_addr(via);
         match api
-            .call(
-                Role::Admin,
-                &api_addr(via),
-                method,
-                path,
-                body,
-                Duration::from_secs(20),
-            )
+            .call(Role::Admin, &addr, method, path, body, Duration::from_secs(20))
             .await
+            .accepted(|status| (200..300).contains(&status), method, &addr, path)
         {
-            Answer::Http(s, _) if (200..300).contains(&s) => return Ok(()),
-            Answer::Http(s, v) => last = format!("HTTP {s}: {v}"),
-            Answer::NotSent(e) | Answer::Unknown(e) => last = e,
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(format!("{method} {path}: {last}"))
+    Err(RunError::Membership {
+        method: method.to_string(),
+        path: path.to_string(),
+        limit: MEMBERSHIP_LIMIT,
+        last: Box::new(last),
+    })
 }

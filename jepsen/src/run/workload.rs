@@ -25,9 +25,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::control::{api_addr, node_name, Cluster};
-use super::http::{Answer, Api, Role};
-use super::rng::Rng;
+use super::error::RunError;
+use super::http::{Answer, Api, RequestError, Role};
 use crate::history::EventType;
+use crate::rng::Rng;
 use crate::schema::{Finals, MailboxFinal, MessageRecord, NodeFinal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -149,7 +150,7 @@ impl Workload {
     /// Creates the mailboxes (and the flags workload's registers) before the clients start.
     /// Returns the appends it made, `(invoke value, ok value)`, for the history: the checkers
     /// must know every acknowledged message.
-    pub async fn setup(&mut self, cluster: &Cluster, api: &Api) -> Result<Vec<(Value, Value)>, String> {
+    pub async fn setup(&mut self, cluster: &Cluster, api: &Api) -> Result<Vec<(Value, Value)>, RunError> {
         let mut appends = Vec::new();
         let mailboxes: Vec<(String, String)> = self.mailboxes().cloned().collect();
         for (user, mailbox) in mailboxes {
@@ -177,7 +178,7 @@ impl Workload {
                 appends.push((invoke, answer.clone()));
                 let (first, last) = (answer["first_uid"].as_u64(), answer["last_uid"].as_u64());
                 let (Some(first), Some(last)) = (first, last) else {
-                    return Err(format!("setup append answered {answer}"));
+                    return Err(RunError::SetupAnswer { answer });
                 };
                 self.registers
                     .insert(key(&user, &mailbox), (first as u32..=last as u32).collect());
@@ -416,6 +417,9 @@ impl Workload {
     }
 }
 
+/// Attempts of a setup request, half a second apart.
+const SETUP_ATTEMPTS: u32 = 60;
+
 /// Sends a setup request through the nodes in turn until one answers with an accepted status.
 async fn retry(
     cluster: &Cluster,
@@ -424,26 +428,31 @@ async fn retry(
     path: &str,
     body: &Value,
     accept: &[u16],
-) -> Result<Value, String> {
-    let mut last = String::new();
-    for attempt in 0..60u32 {
-        let node = 1 + attempt % cluster.nodes;
+) -> Result<Value, RunError> {
+    let mut last = RequestError::NotSent("no node tried".into());
+    for attempt in 0..SETUP_ATTEMPTS {
+        let addr = api_addr(1 + attempt % cluster.nodes);
         match api
             .call(
                 Role::Client,
-                &api_addr(node),
+                &addr,
                 method,
                 path,
                 Some(body),
                 Duration::from_secs(10),
             )
             .await
+            .accepted(|status| accept.contains(&status), method, &addr, path)
         {
-            Answer::Http(s, v) if accept.contains(&s) => return Ok(v),
-            Answer::Http(s, v) => last = format!("HTTP {s}: {v}"),
-            Answer::NotSent(e) | Answer::Unknown(e) => last = e,
+            Ok(value) => return Ok(value),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(format!("setup {method} {path}: {last}"))
+    Err(RunError::Setup {
+        method: method.to_string(),
+        path: path.to_string(),
+        attempts: SETUP_ATTEMPTS,
+        last: Box::new(last),
+    })
 }
