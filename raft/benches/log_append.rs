@@ -10,13 +10,16 @@
 //!
 //! The db lives in a temporary directory under `$TMPDIR` (default `/tmp`): put it on the disk
 //! that matters. Run: `cargo bench -p dovetail-raft --bench log_append`; a quick run of each
-//! once: `cargo bench -p dovetail-raft --bench log_append -- --test`.
+//! once: `cargo bench -p dovetail-raft --bench log_append -- --test`. The log db opens with the
+//! defaults (`LogDbOptions`) unless `DOVETAIL_BENCH_SEGMENT_BYTES` / `DOVETAIL_BENCH_RESERVE_BYTES`
+//! say otherwise (to compare with sled's 512 KiB segments and no reserve, as before the reserve
+//! existed: `DOVETAIL_BENCH_SEGMENT_BYTES=524288 DOVETAIL_BENCH_RESERVE_BYTES=0`).
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use dovetail_raft::type_config::{Batch, Entry, LeaderId, LogId, Request, TypeConfig};
-use dovetail_raft::{GroupLogStore, LogDb};
+use dovetail_raft::{GroupLogStore, LogDb, LogDbOptions};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::type_config::TypeConfigExt;
@@ -47,8 +50,16 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let dir = tempfile::tempdir().expect("temporary directory");
+    let env = |name: &str| std::env::var(name).ok().map(|v| v.parse().expect("a number"));
+    let defaults = LogDbOptions::default();
+    let options = LogDbOptions {
+        segment_bytes: env("DOVETAIL_BENCH_SEGMENT_BYTES")
+            .map_or(defaults.segment_bytes, |v: u64| v as usize),
+        reserve_bytes: env("DOVETAIL_BENCH_RESERVE_BYTES").unwrap_or(defaults.reserve_bytes),
+    };
+    eprintln!("log db options: {options:?}");
     let db = runtime
-        .block_on(async { LogDb::open(dir.path()) })
+        .block_on(async { LogDb::open_with(dir.path(), options) })
         .expect("open log db");
     let mut criterion = Criterion::default()
         .configure_from_args()

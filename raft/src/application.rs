@@ -10,12 +10,27 @@
 //!   back the latest one from `applied_state`, and carry it inside snapshots, so that a state
 //!   restored from disk or from a snapshot knows its consensus position without the log.
 //! - Errors are fatal for the group: openraft stops it. Expected, deterministic refusals of a
-//!   request belong in the response bytes.
+//!   request belong in the response bytes. One exception: an error of kind
+//!   [`io::ErrorKind::StorageFull`] (see [`is_out_of_space`]) from `apply`, a snapshot or a flush
+//!   means the disk is full and a retry may succeed; the raft crate waits and retries the same
+//!   call (the same entry, in the same state: a failed `apply` must leave what it applied so far
+//!   such that applying the entry again finishes it exactly once) instead of stopping the group.
 //! - Snapshots are files in the application's own stream format; the raft crate only moves them.
 
 use std::io;
 
 use crate::{LogPosition, Request, SnapshotFile};
+
+/// Whether an error means the disk (or a quota) is full: the call may be retried later.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(28) | Some(122)) // ENOSPC, EDQUOT on Linux
+}
+
+/// How long the raft crate waits before retrying a call that failed for want of space.
+pub const OUT_OF_SPACE_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A snapshot the application has built or installed.
 #[derive(Debug)]

@@ -41,8 +41,8 @@ pub mod type_config;
 
 use serde::{Deserialize, Serialize};
 
-pub use application::{Application, SnapshotInfo, SnapshotJob};
-pub use log_store::{GroupLogStore, LogDb, LogDbStats, LogStoreError};
+pub use application::{is_out_of_space, Application, SnapshotInfo, SnapshotJob};
+pub use log_store::{GroupLogStore, LogDb, LogDbOptions, LogDbStats, LogStoreError, ReserveStatus};
 pub use node::{GroupMetrics, GroupRole, ProposeError, Proposed, RaftNode, RaftNodeConfig, RaftNodeError};
 pub use snapshot_file::SnapshotFile;
 pub use type_config::{

@@ -11,7 +11,9 @@
 //! slow disk never stalls the runtime threads that carry heartbeats.
 //!
 //! Any application error is returned to openraft as an `io::Error`, which openraft turns into a
-//! `StorageError`: the group stops rather than diverging (DESIGN §4, STYLE "Errors").
+//! `StorageError`: the group stops rather than diverging (ARCHITECTURE.md §8, STYLE "Errors"). Except a
+//! full disk ([`is_out_of_space`]): applying, building or installing a snapshot then waits and
+//! retries the same call, so the group comes back by itself once there is space.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +22,9 @@ use futures_util::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
+use crate::application::{is_out_of_space, OUT_OF_SPACE_RETRY};
 use crate::type_config::{
     GroupId, LogId, Response, Responses, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -113,6 +117,8 @@ pub type GroupRaft<A> = openraft::Raft<TypeConfig, AppStateMachine<A>>;
 pub struct AppStateMachine<A: Application> {
     group_id: GroupId,
     app: Arc<Mutex<A>>,
+    /// The node's shutdown signal: a call waiting for disk space gives up on it.
+    shutdown: watch::Receiver<bool>,
     /// The membership as of the last applied entry; written into each entry's consensus meta.
     /// Invariant: equal to the membership in the application's stored meta.
     membership: StoredMembership,
@@ -120,7 +126,11 @@ pub struct AppStateMachine<A: Application> {
 
 impl<A: Application> AppStateMachine<A> {
     /// Wraps `app`, reading its stored position.
-    pub fn new(group_id: GroupId, app: Arc<Mutex<A>>) -> io::Result<AppStateMachine<A>> {
+    pub fn new(
+        group_id: GroupId,
+        app: Arc<Mutex<A>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<AppStateMachine<A>> {
         let stored = lock_app(&app)?.applied_state();
         let membership = match stored {
             Some((_, meta)) => ConsensusMeta::decode(&meta)?.membership,
@@ -129,6 +139,7 @@ impl<A: Application> AppStateMachine<A> {
         Ok(AppStateMachine {
             group_id,
             app,
+            shutdown,
             membership,
         })
     }
@@ -151,22 +162,65 @@ impl<A: Application> AppStateMachine<A> {
 }
 
 /// Builds a snapshot through the application. The application's `build_snapshot` is expected
-/// to freeze its view quickly (copies or hard links, DESIGN §5); it runs on the blocking pool.
+/// to freeze its view quickly (copies or hard links, ARCHITECTURE.md §10); it runs on the blocking pool.
 pub struct AppSnapshotBuilder<A: Application> {
     group_id: GroupId,
     app: Arc<Mutex<A>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Runs `attempt` until it succeeds or fails for a reason other than a full disk, waiting
+/// [`OUT_OF_SPACE_RETRY`] between attempts (and saying so once); at shutdown the full-disk error
+/// is returned instead (the group stops; what was not applied is replayed from the log).
+async fn until_space<T, F, Fut>(
+    group_id: GroupId,
+    what: &str,
+    shutdown: &watch::Receiver<bool>,
+    mut attempt: F,
+) -> io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
+    let mut waited = false;
+    loop {
+        match attempt().await {
+            Err(e) if is_out_of_space(&e) && !*shutdown.borrow() => {
+                if !waited {
+                    tracing::warn!(group_id, error = %e, "{what} waits for disk space");
+                    waited = true;
+                }
+                tokio::time::sleep(OUT_OF_SPACE_RETRY).await;
+            }
+            result => {
+                if waited && result.is_ok() {
+                    tracing::info!(group_id, "{what}: done after waiting for disk space");
+                }
+                return result;
+            }
+        }
+    }
 }
 
 impl<A: Application> RaftSnapshotBuilder<TypeConfig> for AppSnapshotBuilder<A> {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let info = match with_app_blocking(&self.app, |app| app.begin_snapshot()).await? {
-            SnapshotJob::Done(info) => info,
-            SnapshotJob::Pending(finish) => tokio::task::spawn_blocking(finish)
-                .await
-                .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))??,
-        };
+        let app = &self.app;
+        let info = until_space(
+            self.group_id,
+            "building a snapshot",
+            &self.shutdown,
+            || async move {
+                match with_app_blocking(app, |app| app.begin_snapshot()).await? {
+                    SnapshotJob::Done(info) => Ok(info),
+                    SnapshotJob::Pending(finish) => tokio::task::spawn_blocking(finish)
+                        .await
+                        .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?,
+                }
+            },
+        )
+        .await?;
         let meta = ConsensusMeta::decode(&info.consensus_meta)?;
         tracing::info!(group_id = self.group_id, position = %info.position, bytes = info.file.len(), "built snapshot");
         Ok(Snapshot {
@@ -207,14 +261,24 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
             let log_id = entry.log_id;
             let position = position_of(&log_id);
             let response = {
-                let mut app = lock_app(&self.app)?;
                 match entry.payload {
                     EntryPayload::Normal(batch) => {
                         let meta = ConsensusMeta {
                             last_applied: log_id,
                             membership: self.membership.clone(),
                         };
-                        let responses = app.apply(position, &meta.encode(), &batch.0)?;
+                        let meta = meta.encode();
+                        // A full disk: the entry waits for space, then applies (the
+                        // application left it so that a retry finishes it once). The lock is
+                        // not held while waiting, so reads go on.
+                        let app = &self.app;
+                        let requests = &batch.0;
+                        let responses = until_space(self.group_id, "applying", &self.shutdown, || {
+                            let applied =
+                                lock_app(app).and_then(|mut app| app.apply(position, &meta, requests));
+                            std::future::ready(applied)
+                        })
+                        .await?;
                         if responses.len() != batch.0.len() && responder.is_some() {
                             return Err(io::Error::other(format!(
                                 "group {}: the application answered {} of the {} requests at {position}",
@@ -230,7 +294,7 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
                             last_applied: log_id,
                             membership: self.membership.clone(),
                         };
-                        app.apply_blank(position, &meta.encode())?;
+                        lock_app(&self.app)?.apply_blank(position, &meta.encode())?;
                         Responses::default()
                     }
                     EntryPayload::Membership(membership) => {
@@ -239,7 +303,7 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
                             last_applied: log_id,
                             membership: stored.clone(),
                         };
-                        app.apply_blank(position, &meta.encode())?;
+                        lock_app(&self.app)?.apply_blank(position, &meta.encode())?;
                         self.membership = stored;
                         Responses::default()
                     }
@@ -256,6 +320,7 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
         AppSnapshotBuilder {
             group_id: self.group_id,
             app: self.app.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 
@@ -265,7 +330,13 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
         let expected = meta.last_log_id.as_ref().map(position_of);
-        let installed = with_app_blocking(&self.app, move |app| app.install_snapshot(&snapshot)).await?;
+        let snapshot = Arc::new(snapshot);
+        let app = &self.app;
+        let installed = until_space(self.group_id, "installing a snapshot", &self.shutdown, || {
+            let file = snapshot.clone();
+            with_app_blocking(app, move |app| app.install_snapshot(&file))
+        })
+        .await?;
         if Some(installed) != expected {
             return Err(corrupt(format!(
                 "group {}: installed snapshot covers {installed}, openraft expected {expected:?}",

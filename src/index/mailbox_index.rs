@@ -360,22 +360,59 @@ impl<S: Storage> MailboxIndex<S> {
         Tombstone::decode(&self.storage.bytes()[at..at + TOMBSTONE_SIZE])
     }
 
+    /// Makes room for `additional` more records now, so that appending them cannot fail: the
+    /// state machine calls it before it changes anything of a transaction, so a full disk fails
+    /// the transaction whole. The capacity is the one appending them one by one would reach
+    /// (the growth rule applied step by step), so the file's bytes do not depend on it.
+    pub fn reserve_records(&mut self, additional: usize) -> Result<(), IndexError> {
+        let needed = self.header.message_count as u64 + additional as u64;
+        let mut capacity = self.header.record_capacity;
+        while (capacity as u64) < needed && capacity < u32::MAX {
+            capacity = grown_capacity(capacity, capacity.saturating_add(1));
+        }
+        if capacity > self.header.record_capacity {
+            self.grow_records_to(capacity)?;
+        }
+        Ok(())
+    }
+
+    /// Makes room for `additional` more tombstones now, as `expunge` would (the same capacity).
+    pub fn reserve_tombstones(&mut self, additional: usize) -> Result<(), IndexError> {
+        let needed = self.header.tombstone_count as usize + additional;
+        if needed > self.header.tombstone_capacity as usize {
+            self.grow_tombstones(u32::try_from(needed).expect("tombstone count fits u32"))?;
+        }
+        Ok(())
+    }
+
     /// Grows the record area to hold at least `needed` records, moving the tombstones after it.
     fn grow_records(&mut self, needed: u32) -> Result<(), IndexError> {
+        self.grow_records_to(grown_capacity(self.header.record_capacity, needed))
+    }
+
+    /// Grows the record area to `capacity` records. On an error nothing changed.
+    fn grow_records_to(&mut self, capacity: u32) -> Result<(), IndexError> {
         let old_tombstones = self.header.tombstones_offset();
         let tombstone_bytes = self.header.tombstone_count as usize * TOMBSTONE_SIZE;
-        self.header.record_capacity = grown_capacity(self.header.record_capacity, needed);
+        let mut grown = self.header;
+        grown.record_capacity = capacity;
+        self.storage.grow(grown.file_len())?;
+        self.header = grown;
         let new_tombstones = self.header.tombstones_offset();
-        self.storage.grow(self.header.file_len())?;
         let bytes = self.storage.bytes_mut();
         bytes.copy_within(old_tombstones..old_tombstones + tombstone_bytes, new_tombstones);
         bytes[old_tombstones..new_tombstones].fill(0);
         Ok(())
     }
 
+    /// Grows the tombstone area to hold at least `needed` tombstones. On an error nothing
+    /// changed.
     fn grow_tombstones(&mut self, needed: u32) -> Result<(), IndexError> {
-        self.header.tombstone_capacity = grown_capacity(self.header.tombstone_capacity, needed);
-        self.storage.grow(self.header.file_len())
+        let mut grown = self.header;
+        grown.tombstone_capacity = grown_capacity(self.header.tombstone_capacity, needed);
+        self.storage.grow(grown.file_len())?;
+        self.header = grown;
+        Ok(())
     }
 
     /// Raises `highest_modseq`; returns the new value. The state machine calls this once per
@@ -598,6 +635,87 @@ mod tests {
             size: 100,
             ..Record::default()
         }
+    }
+
+    /// Storage whose growth fails once `full` is set, as on a full disk.
+    struct FullDisk(VecStorage, bool);
+
+    impl Storage for FullDisk {
+        fn bytes(&self) -> &[u8] {
+            self.0.bytes()
+        }
+        fn bytes_mut(&mut self) -> &mut [u8] {
+            self.0.bytes_mut()
+        }
+        fn grow(&mut self, len: usize) -> Result<(), IndexError> {
+            if !self.1 || len <= self.0.bytes().len() {
+                return self.0.grow(len);
+            }
+            Err(IndexError::io(
+                "<full>",
+                "growing",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ))
+        }
+        fn flush(&mut self) -> Result<(), IndexError> {
+            Ok(())
+        }
+        fn path(&self) -> &std::path::Path {
+            self.0.path()
+        }
+    }
+
+    /// Reserving room for many records at once grows the file exactly as appending them one by
+    /// one would: the bytes are the same, tombstones included.
+    #[test]
+    fn reserving_records_grows_like_appending_them_one_by_one() {
+        for count in [1, 31, 32, 33, 100, 1000] {
+            let mut one_by_one = new_index();
+            let mut reserved = new_index();
+            for ix in [&mut one_by_one, &mut reserved] {
+                let m = ix.next_modseq();
+                for uid in 1..=40 {
+                    ix.append(&record(uid, m)).unwrap();
+                }
+                let m = ix.next_modseq();
+                ix.expunge(&[0, 3, 7], m).unwrap();
+            }
+            reserved.reserve_records(count).unwrap();
+            let m = one_by_one.next_modseq();
+            assert_eq!(reserved.next_modseq(), m);
+            for uid in 100..100 + count as u32 {
+                one_by_one.append(&record(uid, m)).unwrap();
+                reserved.append(&record(uid, m)).unwrap();
+            }
+            one_by_one.commit_header(LogPosition { term: 1, index: 9 });
+            reserved.commit_header(LogPosition { term: 1, index: 9 });
+            assert_eq!(one_by_one.header(), reserved.header(), "{count} records");
+            assert!(one_by_one.bytes() == reserved.bytes(), "{count} records");
+        }
+    }
+
+    /// A growth that fails (a full disk) leaves the index exactly as it was.
+    #[test]
+    fn a_failed_growth_changes_nothing() {
+        let image = MailboxIndex::<VecStorage>::empty_image([1; 16], 7);
+        let mut ix = MailboxIndex::open(FullDisk(VecStorage::from_bytes(image), false)).unwrap();
+        let m = ix.next_modseq();
+        for uid in 1..=32 {
+            ix.append(&record(uid, m)).unwrap();
+        }
+        ix.commit_header(LogPosition { term: 1, index: 1 });
+        ix.storage.1 = true;
+        let (header, bytes) = (*ix.header(), ix.bytes().to_vec());
+        assert!(ix.reserve_records(1).is_err());
+        assert!(ix.append(&record(33, m)).is_err());
+        assert_eq!(ix.header(), &header);
+        assert!(ix.bytes() == bytes.as_slice());
+        // Tombstones beyond the capacity fail the expunge before it changes anything.
+        let m2 = ix.next_modseq();
+        let expunged: Vec<usize> = (0..32).collect();
+        assert!(ix.expunge(&expunged, m2).is_err());
+        assert_eq!(ix.len(), 32);
+        assert!(ix.bytes() == bytes.as_slice());
     }
 
     #[test]

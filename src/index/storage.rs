@@ -12,7 +12,8 @@ use super::error::IndexError;
 pub trait Storage {
     fn bytes(&self) -> &[u8];
     fn bytes_mut(&mut self) -> &mut [u8];
-    /// Grows (never shrinks) the region to `len` bytes; new bytes are zero.
+    /// Grows (never shrinks) the region to `len` bytes; new bytes are zero. On an error the
+    /// region is as it was (a full disk changes nothing).
     fn grow(&mut self, len: usize) -> Result<(), IndexError>;
     /// Makes every write so far durable.
     fn flush(&mut self) -> Result<(), IndexError>;
@@ -63,8 +64,30 @@ impl Storage for VecStorage {
     }
 }
 
+/// Gives `file` real blocks for its first `len` bytes and makes it at least that long.
+///
+/// A file grown with `set_len` is sparse, and a write through the mapping into a hole needs a
+/// block from the file system at the moment of the page fault: on a full disk the process gets
+/// SIGBUS instead of an error. With the blocks allocated first, a full disk is an error here,
+/// before anything is written. File systems without `fallocate` fall back to `set_len`.
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len_arg =
+        libc::off_t::try_from(len).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a plain syscall on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_arg) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len.max(file.metadata()?.len())),
+        _ => Err(error),
+    }
+}
+
 /// A file mapped shared and writable: reads and writes go straight to the page cache, and
-/// `flush` is an `msync`.
+/// `flush` is an `msync`. Every byte of the file has a block on disk (see [`allocate`]).
 ///
 /// Safety of the mapping: the file lives in a group directory that one process holds an
 /// exclusive lock on (`GroupStateMachine::open`), and nothing else in that process truncates it,
@@ -77,7 +100,8 @@ pub struct MmapStorage {
 }
 
 impl MmapStorage {
-    /// Creates `path` (which must not exist) with `initial` as its content and maps it.
+    /// Creates `path` (which must not exist) with `initial` as its content and maps it. On an
+    /// error (a full disk) the file is removed again.
     pub fn create(path: &Path, initial: &[u8]) -> Result<MmapStorage, IndexError> {
         assert!(!initial.is_empty(), "an index file is never empty");
         let file = OpenOptions::new()
@@ -86,11 +110,19 @@ impl MmapStorage {
             .create_new(true)
             .open(path)
             .map_err(|e| IndexError::io(path, "creating", e))?;
-        file.set_len(initial.len() as u64)
-            .map_err(|e| IndexError::io(path, "sizing", e))?;
-        let mut storage = MmapStorage::map(path, file)?;
-        storage.map.copy_from_slice(initial);
-        Ok(storage)
+        let sized = allocate(&file, initial.len() as u64)
+            .map_err(|e| IndexError::io(path, "allocating", e))
+            .and_then(|()| MmapStorage::map(path, file));
+        match sized {
+            Ok(mut storage) => {
+                storage.map.copy_from_slice(initial);
+                Ok(storage)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
     }
 
     /// Opens and maps an existing file. The caller decodes and checks it.
@@ -111,6 +143,11 @@ impl MmapStorage {
                 needed: 8,
                 actual: 0,
             });
+        }
+        // Files written by releases before allocation may have holes; give them blocks now if
+        // the disk has room (best effort: a full disk must not keep a group from opening).
+        if let Err(e) = allocate(&file, len) {
+            tracing::warn!(file = %path.display(), error = %e, "could not allocate the blocks of an index file");
         }
         MmapStorage::map(path, file)
     }
@@ -135,16 +172,29 @@ impl Storage for MmapStorage {
         &mut self.map
     }
     fn grow(&mut self, len: usize) -> Result<(), IndexError> {
-        if len <= self.map.len() {
+        let old_len = self.map.len();
+        if len <= old_len {
             return Ok(());
         }
-        self.file
-            .set_len(len as u64)
-            .map_err(|e| IndexError::io(&self.path, "growing", e))?;
-        // SAFETY: as in `map`; the old mapping is replaced (and unmapped) here.
-        self.map = unsafe { MmapMut::map_mut(&self.file) }
-            .map_err(|e| IndexError::io(&self.path, "remapping", e))?;
-        Ok(())
+        let grown = allocate(&self.file, len as u64)
+            .map_err(|e| IndexError::io(&self.path, "growing", e))
+            .and_then(|()| {
+                // SAFETY: as in `map`; the old mapping is replaced (and unmapped) on success.
+                unsafe { MmapMut::map_mut(&self.file) }
+                    .map_err(|e| IndexError::io(&self.path, "remapping", e))
+            });
+        match grown {
+            Ok(map) => {
+                self.map = map;
+                Ok(())
+            }
+            Err(e) => {
+                // A failed allocation may have extended the file partly: back to the length the
+                // header describes, so the file still opens.
+                let _ = self.file.set_len(old_len as u64);
+                Err(e)
+            }
+        }
     }
     fn flush(&mut self) -> Result<(), IndexError> {
         self.map

@@ -33,8 +33,22 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, DecodeError> {
     Ok(outcome)
 }
 
+/// The raft layer's view of a state machine failure: a full disk keeps its kind
+/// (`StorageFull`), which the raft layer waits out instead of stopping the group.
 fn io_error(e: SmError) -> io::Error {
-    io::Error::other(e.to_string())
+    if e.is_out_of_space() {
+        io::Error::new(io::ErrorKind::StorageFull, e.to_string())
+    } else {
+        io::Error::other(e.to_string())
+    }
+}
+
+/// Why a flush or snapshot waits: an entry is half applied.
+fn apply_incomplete() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        "an entry is half applied, waiting for disk space: no flush or snapshot until it is done",
+    )
 }
 
 /// A group that keeps changing is flushed at most this often (see [`MailGroup::periodic_flush`]).
@@ -52,6 +66,12 @@ pub struct MailGroup {
     snapshots_installed: u64,
     /// The applied position at the previous periodic flush offer.
     applied_at_last_offer: Option<LogPosition>,
+    /// Set while the last entry's apply failed for want of disk space part way (the raft layer
+    /// retries it): the requests before the failing one are applied and in the session table,
+    /// the applied position is not advanced. Nothing of that in-between state may be written
+    /// out (a flush or a checkpoint would record changes of an entry beyond the position it
+    /// names); the retry finishes it (the applied requests answer from the session table).
+    apply_incomplete: bool,
 }
 
 impl MailGroup {
@@ -62,6 +82,7 @@ impl MailGroup {
             max_encoding,
             snapshots_installed: 0,
             applied_at_last_offer: None,
+            apply_incomplete: false,
         }
     }
 
@@ -143,7 +164,16 @@ impl Application for MailGroup {
                 }
             }
         }
-        let outcomes = self.machine.apply_batch(position, &txns).map_err(io_error)?;
+        let outcomes = match self.machine.apply_batch(position, &txns) {
+            Ok(outcomes) => {
+                self.apply_incomplete = false;
+                outcomes
+            }
+            Err(e) => {
+                self.apply_incomplete = e.is_out_of_space();
+                return Err(io_error(e));
+            }
+        };
         let outcomes = outcomes.unwrap_or_else(|| {
             let already = Outcome::Rejected(Rejection::Invalid {
                 message: format!("log entry {position} was already applied"),
@@ -162,6 +192,10 @@ impl Application for MailGroup {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.apply_incomplete {
+            // Left dirty: recovery restores the checkpoint and replays the log.
+            return Ok(());
+        }
         self.machine.flush().map_err(io_error)
     }
 
@@ -189,6 +223,9 @@ impl Application for MailGroup {
     }
 
     fn build_snapshot(&mut self) -> io::Result<SnapshotInfo> {
+        if self.apply_incomplete {
+            return Err(apply_incomplete());
+        }
         let info = self.machine.checkpoint().map_err(io_error)?;
         Ok(SnapshotInfo {
             file: SnapshotFile::open(&info.path)?,
@@ -201,6 +238,9 @@ impl Application for MailGroup {
     /// (about a sixth of the time for a large group, `cargo bench --bench index -- checkpoint`);
     /// the `fsync` and the rename run without the lock, while the group goes on applying.
     fn begin_snapshot(&mut self) -> io::Result<SnapshotJob> {
+        if self.apply_incomplete {
+            return Err(apply_incomplete());
+        }
         let pending = self.machine.begin_checkpoint().map_err(io_error)?;
         Ok(SnapshotJob::Pending(Box::new(move || {
             let info = pending.finish().map_err(io_error)?;

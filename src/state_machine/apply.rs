@@ -1,6 +1,6 @@
 //! The per-op apply logic: where UIDs, UIDVALIDITY and MODSEQ are assigned.
 //!
-//! Determinism rules (DESIGN.md §3): everything written is a function of the op and the state
+//! Determinism rules (ARCHITECTURE.md §7): everything written is a function of the op and the state
 //! before it. UID = `uid_next` at apply time; one new MODSEQ (`highest_modseq + 1`) per op that
 //! changes a mailbox, none for an op that changes nothing; UIDVALIDITY = max(proposed, group
 //! high-water mark + 1); internal dates come from the op. Maps are `BTreeMap`s.
@@ -235,6 +235,8 @@ fn append<S: crate::index::Storage>(
     if u64::from(first_uid) + messages.len() as u64 > u64::from(u32::MAX) {
         return Ok(Outcome::Rejected(Rejection::UidSpaceExhausted));
     }
+    // Every byte the append needs, before any is written: a full disk fails the op whole.
+    index.reserve_records(messages.len())?;
     if !all_keywords.is_empty() {
         index.register_keywords(&all_keywords);
     }
@@ -348,6 +350,9 @@ fn expunge<S: crate::index::Storage>(
     let modseq = if positions.is_empty() {
         None
     } else {
+        // Room for the tombstones before anything changes: a full disk fails the op whole
+        // (the MODSEQ included, which a retry must not see raised twice).
+        index.reserve_tombstones(positions.len())?;
         let modseq = index.next_modseq();
         index.expunge(&positions, modseq)?;
         index.commit_header(position);

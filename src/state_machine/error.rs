@@ -32,7 +32,27 @@ pub enum SmError {
     },
 }
 
+/// Whether an I/O error means the file system is out of space (or quota).
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+}
+
 impl SmError {
+    /// Whether the failure is a full disk: the operation changed nothing and may be retried
+    /// once there is space again.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            SmError::Io { source, .. } | SmError::Index(IndexError::Io { source, .. }) => {
+                is_out_of_space(source)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, source: io::Error) -> SmError {
         SmError::Io {
             path: path.into(),

@@ -1,7 +1,7 @@
 //! [`GroupLogStore`]: one group's Raft log and vote, implementing openraft's `RaftLogStorage`
 //! and `RaftLogReader` on top of the node's shared [`LogDb`](super::LogDb).
 //!
-//! Durability contract (DESIGN §4, openraft's storage docs):
+//! Durability contract (ARCHITECTURE.md §8, openraft's storage docs):
 //! - `append` applies the entries to sled (readable at once) and returns; the `IOFlushed`
 //!   callback fires only after a group-commit fsync that started after the write.
 //! - `save_vote`, `truncate_after` and `purge` return only after such an fsync.

@@ -16,6 +16,7 @@ use super::codec;
 use super::error::LogStoreError;
 use super::flusher::{Flusher, LogWrite};
 use super::group_log_store::GroupLogStore;
+use super::reserve::{self, LogReserve, ReserveStatus};
 use crate::GroupId;
 
 /// Counters of the log db since it was opened, as [`LogDb::stats`] reads them from the flusher.
@@ -53,6 +54,8 @@ struct LogDbInner {
     db: sled::Db,
     flusher: Arc<Flusher>,
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    reserve: Arc<LogReserve>,
+    reserve_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// One store per group, so every handle to a group shares its write lock.
     groups: Mutex<HashMap<GroupId, GroupLogStore>>,
 }
@@ -68,6 +71,26 @@ impl fmt::Debug for LogDb {
 /// How long [`open_sled`] waits for sled's file lock to be released.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
+/// How a log db is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogDbOptions {
+    /// sled's segment size for a new db (an existing one keeps its own):
+    /// [`reserve::SEGMENT_BYTES`] by default.
+    pub segment_bytes: usize,
+    /// What the log keeps written ahead of its segments in use ([`reserve`]): by default
+    /// [`reserve::DEFAULT_RESERVE_BYTES`].
+    pub reserve_bytes: u64,
+}
+
+impl Default for LogDbOptions {
+    fn default() -> Self {
+        LogDbOptions {
+            segment_bytes: reserve::SEGMENT_BYTES,
+            reserve_bytes: reserve::DEFAULT_RESERVE_BYTES,
+        }
+    }
+}
+
 /// Opens the sled database at `path`, waiting up to [`LOCK_WAIT`] for its file lock.
 ///
 /// sled 0.34 releases the lock only when the last of its background threads (flusher, IO-buffer
@@ -75,12 +98,17 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// close-then-reopen in one process would otherwise fail at random. A lock that stays held
 /// (another live process on the same directory) still fails, after the wait, with sled's
 /// "could not acquire lock" error.
-fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
+fn open_sled(path: &Path, segment_bytes: usize) -> Result<sled::Db, sled::Error> {
     let deadline = Instant::now() + LOCK_WAIT;
+    let segment_bytes = reserve::existing_segment_bytes(path).unwrap_or(segment_bytes);
     loop {
         // sled's own background flush stays on (every 500 ms): it bounds how long writes that
         // do not wait for durability (the committed log id) stay volatile.
-        match sled::Config::new().path(path).flush_every_ms(Some(500)).open() {
+        let config = sled::Config::new()
+            .path(path)
+            .segment_size(segment_bytes)
+            .flush_every_ms(Some(500));
+        match config.open() {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
             {
@@ -96,6 +124,11 @@ impl LogDb {
     ///
     /// Must be called inside a tokio runtime. Blocks while sled recovers its log.
     pub fn open(path: impl AsRef<Path>) -> Result<LogDb, LogStoreError> {
+        LogDb::open_with(path, LogDbOptions::default())
+    }
+
+    /// [`LogDb::open`] with options.
+    pub fn open_with(path: impl AsRef<Path>, options: LogDbOptions) -> Result<LogDb, LogStoreError> {
         let path = path.as_ref().to_path_buf();
         // `close` waits for the flusher thread on the blocking pool.
         tokio::runtime::Handle::try_current().map_err(|_| LogStoreError::NoRuntime { path: path.clone() })?;
@@ -104,7 +137,7 @@ impl LogDb {
             source,
         };
 
-        let db = open_sled(&path).map_err(open_error)?;
+        let db = open_sled(&path, options.segment_bytes).map_err(open_error)?;
         match db.get(codec::FORMAT_KEY).map_err(open_error)? {
             Some(found) if found.as_ref() == codec::FORMAT => {}
             Some(found) => {
@@ -126,6 +159,8 @@ impl LogDb {
 
         let (flusher, thread) = Flusher::start(path.clone(), db.clone(), data_file)
             .map_err(|e| open_error(sled::Error::Io(e)))?;
+        let (reserve, reserve_thread) = LogReserve::start(db.clone(), options.reserve_bytes)
+            .map_err(|e| open_error(sled::Error::Io(e)))?;
 
         Ok(LogDb {
             inner: Arc::new(LogDbInner {
@@ -133,6 +168,8 @@ impl LogDb {
                 db,
                 flusher,
                 flusher_thread: Mutex::new(Some(thread)),
+                reserve,
+                reserve_thread: Mutex::new(Some(reserve_thread)),
                 groups: Mutex::new(HashMap::new()),
             }),
         })
@@ -179,6 +216,12 @@ impl LogDb {
         }
     }
 
+    /// The log's reserve of written-ahead space as of its last top-up ([`reserve`]): short when
+    /// the disk is full.
+    pub fn reserve(&self) -> ReserveStatus {
+        self.inner.reserve.status()
+    }
+
     /// Makes every write made so far durable, including the ones that do not wait for it
     /// (`save_committed`). For orderly shutdown. Errors name the pseudo group `GroupId::MAX`.
     pub async fn sync(&self) -> Result<(), LogStoreError> {
@@ -196,6 +239,16 @@ impl LogDb {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         self.inner.flusher.close();
+        self.inner.reserve.stop();
+        let reserve_thread = self
+            .inner
+            .reserve_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(reserve_thread) = reserve_thread {
+            let _ = tokio::task::spawn_blocking(move || reserve_thread.join()).await;
+        }
         if let Some(thread) = thread {
             let joined = tokio::task::spawn_blocking(move || thread.join()).await;
             if !matches!(joined, Ok(Ok(()))) {

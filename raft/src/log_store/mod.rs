@@ -6,6 +6,8 @@
 //!   groups into as few fsyncs as the disk allows.
 //! - [`group_log_store`]: [`GroupLogStore`], one group's log and vote; implements openraft's
 //!   `RaftLogStorage` and `RaftLogReader`.
+//! - [`reserve`]: keeps the log file written ahead of the segments in use, so a full disk shows
+//!   up as a short reserve ([`ReserveStatus`]) instead of a failed log write.
 //! - [`tail`]: [`tail::Tail`], a group's last entries kept decoded, which answers the reads that
 //!   follow every write.
 //! - [`codec`]: the on-disk layout (trees, keys, bincode 2 values).
@@ -19,6 +21,7 @@ pub mod error;
 pub mod flusher;
 pub mod group_log_store;
 pub mod log_db;
+pub mod reserve;
 pub mod tail;
 
 #[cfg(test)]
@@ -26,4 +29,5 @@ mod tests;
 
 pub use error::LogStoreError;
 pub use group_log_store::GroupLogStore;
-pub use log_db::{LogDb, LogDbStats};
+pub use log_db::{LogDb, LogDbOptions, LogDbStats};
+pub use reserve::ReserveStatus;

@@ -162,8 +162,8 @@ mod tests {
     //! that checks the invariant and reads after every step. (`log_store/tests/tail.rs` compares
     //! a whole store's reads with sled's.)
 
+    use crate::log_store::tests::rng::{seed, Rng};
     use std::collections::BTreeMap;
-    use std::time::{SystemTime, UNIX_EPOCH};
 
     use openraft::vote::RaftLeaderIdExt;
 
@@ -245,36 +245,6 @@ mod tests {
         assert_eq!(tail.read(&from(4), usize::MAX), None);
     }
 
-    /// xorshift64*: deterministic, no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
-
-    /// The seed of a randomized test: `DOVETAIL_SEED` if set, else the clock. Printed, so that a
-    /// failure can be replayed with `DOVETAIL_SEED=<seed>`.
-    fn seed() -> u64 {
-        let seed = match std::env::var("DOVETAIL_SEED") {
-            Ok(seed) => seed.parse().expect("DOVETAIL_SEED is a u64"),
-            Err(_) => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64,
-        };
-        eprintln!("seed {seed} (replay with DOVETAIL_SEED={seed})");
-        seed
-    }
-
     /// The log as sled holds it: entries by index, each with its encoded size. Unlike openraft,
     /// the model lets writes leave holes and overwrite the middle of the log.
     type Model = BTreeMap<u64, (Entry, usize)>;
@@ -325,8 +295,8 @@ mod tests {
 
     #[test]
     fn the_tail_agrees_with_a_model_of_the_log() {
-        let seed = seed();
-        let mut rng = Rng(seed | 1);
+        let seed = seed("the_tail_agrees_with_a_model_of_the_log");
+        let mut rng = Rng::new(seed);
         let mut tail = Tail::default();
         let mut model = Model::new();
         let mut term = 1;

@@ -138,12 +138,13 @@ impl<A: Application> RaftNode<A> {
             config.snapshot_chunk_bytes,
         )
         .with_min_raft_rpc_timeout(std::time::Duration::from_millis(config.election_timeout_ms_min));
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let mut groups = Vec::with_capacity(config.group_count as usize);
         for group_id in 0..config.group_count {
             let app = Arc::new(Mutex::new(
                 make_app(group_id).map_err(io_error(format!("create application of group {group_id}")))?,
             ));
-            let state_machine = AppStateMachine::new(group_id, app.clone())
+            let state_machine = AppStateMachine::new(group_id, app.clone(), shutdown_rx.clone())
                 .map_err(io_error(format!("read applied state of group {group_id}")))?;
             let network = GroupNetwork::new(router.clone(), group_id);
             let raft = Raft::new(
@@ -167,7 +168,6 @@ impl<A: Application> RaftNode<A> {
         }
         let table = Arc::new(GroupTable { groups, staging_dir });
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks: Vec<JoinHandle<()>> = (0..config.group_count)
             .map(|group_id| {
                 tokio::spawn(leader_changes::count_leader_changes(
@@ -398,8 +398,9 @@ async fn on_app<A: Application>(group: &Group<A>, flush: fn(&mut A) -> io::Resul
 }
 
 /// Offers every group's application a flush every `interval` (`periodic_flush`: the application
-/// decides whether it is due). A group whose application cannot flush
-/// is stopped: it must not keep acknowledging writes it cannot make durable.
+/// decides whether it is due). A flush that fails for want of disk space is offered again later
+/// (the log keeps everything it would have written; recovery replays it). A group whose
+/// application cannot flush for another reason is stopped.
 async fn flush_periodically<A: Application>(
     table: Arc<GroupTable<A>>,
     interval: std::time::Duration,
@@ -411,9 +412,15 @@ async fn flush_periodically<A: Application>(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         for (group_id, group) in table.groups.iter().enumerate() {
-            if let Err(e) = on_app(group, A::periodic_flush).await {
-                tracing::error!(group_id, error = %e, "application flush failed; stopping the group");
-                let _ = group.raft.shutdown().await;
+            match on_app(group, A::periodic_flush).await {
+                Ok(()) => {}
+                Err(e) if crate::is_out_of_space(&e) => {
+                    tracing::warn!(group_id, error = %e, "application flush waits for disk space");
+                }
+                Err(e) => {
+                    tracing::error!(group_id, error = %e, "application flush failed; stopping the group");
+                    let _ = group.raft.shutdown().await;
+                }
             }
         }
     }

@@ -11,7 +11,7 @@ use std::process::Command;
 use openraft::storage::{LogState, RaftLogReader, RaftLogStorage};
 
 use super::{append_durable, blank, log_id, normal};
-use crate::log_store::{codec, GroupLogStore, LogDb, LogStoreError};
+use crate::log_store::{codec, GroupLogStore, LogDb, LogDbOptions, LogStoreError};
 use crate::type_config::{Entry, TypeConfig, Vote};
 
 const CRASH_DIR_ENV: &str = "DOVETAIL_RAFT_CRASH_CHILD_DIR";
@@ -181,8 +181,13 @@ async fn open_waits_for_a_lock_released_soon_but_not_forever() {
 }
 
 const SEGMENTS_CHILD_DIR_ENV: &str = "DOVETAIL_RAFT_SEGMENTS_CHILD_DIR";
-/// sled 0.34's default segment size (the log db does not change it).
+/// sled 0.34's default segment size, which this test opens its db with (new log dbs use larger
+/// ones, `reserve::SEGMENT_BYTES`), and no reserve: the tail initialization alone is under test.
 const SLED_SEGMENT_BYTES: u64 = 512 * 1024;
+const SMALL_SEGMENTS: LogDbOptions = LogDbOptions {
+    segment_bytes: SLED_SEGMENT_BYTES as usize,
+    reserve_bytes: 0,
+};
 /// Entries of ~1 KiB written by [`segments_child`]: about 4 MiB, eight segments and more.
 const SEGMENT_TEST_ENTRIES: u64 = 4000;
 const SEGMENT_TEST_PURGED: u64 = 2500;
@@ -216,7 +221,7 @@ async fn log_file_tail_is_initialized_and_recovers_after_abort() {
         "the file ends mid-segment: {file_len}"
     );
 
-    let db = LogDb::open(dir.path()).expect("reopen after abort");
+    let db = LogDb::open_with(dir.path(), SMALL_SEGMENTS).expect("reopen after abort");
     let mut store = db.group(5).unwrap();
     assert_eq!(
         store.get_log_state().await.unwrap(),
@@ -272,7 +277,7 @@ async fn segments_child() {
     let Some(dir) = std::env::var_os(SEGMENTS_CHILD_DIR_ENV) else {
         return;
     };
-    let db = LogDb::open(&dir).unwrap();
+    let db = LogDb::open_with(&dir, SMALL_SEGMENTS).unwrap();
     let mut store = db.group(5).unwrap();
     for first in (1..=SEGMENT_TEST_ENTRIES).step_by(100) {
         let batch = (first..first + 100).map(kib_entry).collect();

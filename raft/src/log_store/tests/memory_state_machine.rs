@@ -36,7 +36,7 @@ impl MemoryStateMachine {
 }
 
 /// A frozen copy of the state, taken when the builder is created, so building runs concurrently
-/// with apply (DESIGN §5).
+/// with apply (ARCHITECTURE.md §10).
 pub(super) struct MemorySnapshotBuilder {
     machine: MemoryStateMachine,
     meta: SnapshotMeta,

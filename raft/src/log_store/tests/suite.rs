@@ -1,5 +1,5 @@
 //! openraft's storage test suite, run against a fresh [`LogDb`] in a temporary directory for
-//! each of its cases (DESIGN §5: "Validate the log store with openraft's storage test suite").
+//! each of its cases (ARCHITECTURE.md §10: "Validate the log store with openraft's storage test suite").
 
 use openraft::testing::log::{StoreBuilder, Suite};
 

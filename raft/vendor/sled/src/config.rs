@@ -353,6 +353,7 @@ impl Config {
             inner: config,
             file: Arc::new(file),
             initialized: Arc::default(),
+            tip: Arc::default(),
         };
 
         Db::start_inner(config)
@@ -443,7 +444,12 @@ impl Config {
         });
 
         // seal config in a Config
-        RunningConfig { inner: self, file: Arc::new(file), initialized: Arc::default() }
+        RunningConfig {
+            inner: self,
+            file: Arc::new(file),
+            initialized: Arc::default(),
+            tip: Arc::default(),
+        }
     }
 
     fn gen_temp_path() -> PathBuf {
@@ -793,6 +799,10 @@ pub struct RunningConfig {
     /// [`RunningConfig::initialize_through`]. `None` until the first buffer write reads the
     /// file's length. (Dovetail's change, see `raft/vendor/README.md`.)
     pub(crate) initialized: Arc<Mutex<Option<u64>>>,
+    /// The segment accountant's tip: the end of the highest segment in use. sled writes only
+    /// below it, and grows it one segment at a time. (Dovetail's change, see
+    /// [`RunningConfig::reserve_ahead`].)
+    pub(crate) tip: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[allow(unsafe_code)]
@@ -842,25 +852,70 @@ impl RunningConfig {
     /// the end through [`RunningConfig::truncated_to`] before sled reuses the space.
     pub(crate) fn initialize_through(&self, end: u64) -> std::io::Result<()> {
         let mut initialized = self.initialized.lock();
+        let segment = self.segment_size as u64;
+        self.zero_fill(&mut initialized, end.div_ceil(segment) * segment)
+    }
+
+    /// Writes zeros from the known initialized end up to `target` (if it is further), under the
+    /// caller's lock. On an error (ENOSPC) the mark records how far the zeros got.
+    fn zero_fill(
+        &self,
+        initialized: &mut Option<u64>,
+        target: u64,
+    ) -> std::io::Result<()> {
         let known = match *initialized {
             Some(known) => known,
             None => self.file.metadata()?.len(),
         };
-        if known >= end {
-            *initialized = Some(known);
+        *initialized = Some(known);
+        if known >= target {
             return Ok(());
         }
-        let segment = self.segment_size as u64;
-        let target = end.div_ceil(segment) * segment;
         let zeros = vec![0_u8; usize::try_from((target - known).min(1 << 16)).unwrap()];
         let mut at = known;
         while at < target {
             let len = usize::try_from((target - at).min(zeros.len() as u64)).unwrap();
             crate::pagecache::pwrite_all(&self.file, &zeros[..len], at)?;
             at += len as u64;
+            *initialized = Some(at);
         }
-        *initialized = Some(target);
         Ok(())
+    }
+
+    /// Records the segment accountant's tip (see [`RunningConfig::reserve_ahead`]).
+    pub(crate) fn set_tip(&self, tip: u64) {
+        self.tip.store(tip, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keeps at least `bytes` of the log file written (with zeros) beyond the tip (the end of
+    /// the highest segment in use), rounded up to whole segments, and returns how many bytes are
+    /// written beyond the tip now.
+    ///
+    /// (Dovetail's change, see `raft/vendor/README.md`.) Meant to be called off the write path,
+    /// periodically: sled writes only below the tip and grows it a segment at a time, so with a
+    /// reserve of at least a segment its buffer writes land in blocks that already exist and
+    /// never need new space from the file system (nor write zeros inline). A full disk shows up
+    /// here, as an error of this call, while sled still has the reserve for the writes in
+    /// flight, instead of as a failed buffer write, which sled treats as fatal (its global
+    /// error). The zeros are the ones `initialize_through` would otherwise write later.
+    pub fn reserve_ahead(&self, bytes: u64) -> std::io::Result<u64> {
+        let segment = self.segment_size as u64;
+        loop {
+            // One chunk at a time, so buffer writes (which take the same lock in
+            // `initialize_through`) wait for at most one chunk of zeros.
+            let mut initialized = self.initialized.lock();
+            let tip = self.tip.load(std::sync::atomic::Ordering::SeqCst);
+            let target = (tip + bytes).div_ceil(segment) * segment;
+            let known = match *initialized {
+                Some(known) => known,
+                None => self.file.metadata()?.len(),
+            };
+            *initialized = Some(known);
+            if known >= target {
+                return Ok(known - tip);
+            }
+            self.zero_fill(&mut initialized, target.min(known + (1 << 20)))?;
+        }
     }
 
     /// Records that the file was truncated to `len` (see [`RunningConfig::initialize_through`]).

@@ -427,6 +427,17 @@ impl Db {
         self.context.pagecache.size_on_disk()
     }
 
+    /// Keeps at least `bytes` of the log file written ahead of the segments in use, so that
+    /// sled's buffer writes never need new space from the file system; returns the bytes
+    /// written ahead now, or the error (ENOSPC) that stopped the zeros short. A temporary
+    /// database is left alone (0). (Dovetail's change, see `raft/vendor/README.md`.)
+    pub fn reserve_log_space(&self, bytes: u64) -> std::io::Result<u64> {
+        if self.context.pagecache.config.temporary {
+            return Ok(0);
+        }
+        self.context.pagecache.config.reserve_ahead(bytes)
+    }
+
     /// Traverses all files and calculates their total physical
     /// size, then traverses all pages and calculates their
     /// total logical size, then divides the physical size

@@ -504,6 +504,8 @@ impl SegmentAccountant {
             "SA starting with tip {} stable {} free {:?}",
             ret.tip, ret.max_stabilized_lsn, ret.free,
         );
+        // Dovetail: the log reserve is kept ahead of the tip (RunningConfig::reserve_ahead).
+        ret.config.set_tip(ret.tip);
 
         Ok(ret)
     }
@@ -994,6 +996,8 @@ impl SegmentAccountant {
         }
 
         self.tip += self.config.segment_size as LogOffset;
+        // Dovetail: the log reserve is kept ahead of the tip (RunningConfig::reserve_ahead).
+        self.config.set_tip(self.tip);
 
         trace!("advancing file tip from {} to {}", lid, self.tip);
 
@@ -1087,6 +1091,7 @@ impl SegmentAccountant {
         );
 
         self.tip = at;
+        self.config.set_tip(at);
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
