@@ -12,6 +12,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== import cycles (no two files of a crate import from each other, directly or not)"
+python3 scripts/check-import-cycles.py --self-test
+python3 scripts/check-import-cycles.py
+
+echo "== design citations (every ARCHITECTURE.md § a code comment cites exists)"
+python3 scripts/check-doc-refs.py --self-test
+python3 scripts/check-doc-refs.py
+
 # Installs Debian package $1 (providing command $1) as root when it is missing; on failure says
 # which tests ($2) will fail, and goes on.
 install_if_missing() {

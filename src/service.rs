@@ -28,7 +28,7 @@ pub struct ReadAck<R> {
     pub value: R,
 }
 
-/// How fresh a read must be (DESIGN.md §7).
+/// How fresh a read must be (ARCHITECTURE.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {

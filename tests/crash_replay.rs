@@ -1,7 +1,7 @@
 //! Crash safety of `GroupStateMachine`: a replica killed at any instant — while it applies,
 //! flushes, checkpoints, recovers or installs a snapshot — and whose unsynced pages are then torn,
 //! reopens, replays the same log and ends with `live/` files byte-identical to those of a replica
-//! that never crashed (DESIGN.md §4, invariant 7).
+//! that never crashed (ARCHITECTURE.md §8, invariant 7).
 //!
 //! How it is provoked: the test binary re-executes itself as a child (the `child_process` test,
 //! a no-op unless `DOVETAIL_CRASH_DIR` is set; libtest and nextest both accept `--exact <name>`).

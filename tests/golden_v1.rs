@@ -2,7 +2,7 @@
 //! and the committed bytes must keep decoding to the same mailbox state.
 //!
 //! Property: format v1 is a contract. The files a replica writes are a pure function of the log
-//! (DESIGN.md §3), so a fixed log gives fixed bytes; and a build that reads v1 reads these files.
+//! (ARCHITECTURE.md §7), so a fixed log gives fixed bytes; and a build that reads v1 reads these files.
 //!
 //! How it is provoked: `golden_log()` — fixed mailbox and message GUIDs, internal dates, proposed
 //! UIDVALIDITYs, client sessions and log positions; creates, appends with flags and keywords,

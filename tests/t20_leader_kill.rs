@@ -1,5 +1,5 @@
 //! An acknowledged append survives kill -9 of its group's leader, and failover neither loses nor
-//! duplicates nor rebinds a UID (DESIGN §6 invariants 1, 2 and 4, 7). A 3-node cluster of real
+//! duplicates nor rebinds a UID (ARCHITECTURE.md §6 invariants 1, 2 and 4, 7). A 3-node cluster of real
 //! processes; several client threads stream appends into one mailbox, each with its own
 //! `client_id` and increasing `request_seq`, sending to random nodes and retrying a failed or
 //! timed-out request with the same `(client_id, request_seq)` against the next node until it is

@@ -1,4 +1,4 @@
-//! A whole-cluster restart loses nothing and the UID space moves on (DESIGN §6 invariants 2, 4
+//! A whole-cluster restart loses nothing and the UID space moves on (ARCHITECTURE.md §6 invariants 2, 4
 //! and 5). A 3-node cluster of real processes; several users spread over at least two groups get
 //! mailboxes (created, one renamed, one deleted), appended messages, flag stores and an expunge,
 //! each write with a `client_id` and `request_seq`. The test records every mailbox's status and

@@ -1,5 +1,5 @@
 //! A write whose result the client never saw, retried with the same `(client_id, request_seq)`
-//! through another node, is applied exactly once (Raft thesis §6.3 client sessions; DESIGN §6
+//! through another node, is applied exactly once (Raft thesis §6.3 client sessions; ARCHITECTURE.md §6
 //! invariants 1 and 4). A 3-node cluster of real processes; in each of several rounds a client
 //! sends an append of two messages to the group's leader and the leader is killed with SIGKILL
 //! a few milliseconds later (the delay varies by round and seed: before the request arrives,

@@ -1,5 +1,5 @@
 //! Paused nodes: without a quorum a write fails fast with 503, and a paused leader is replaced
-//! (DESIGN §6 invariants 4, 7 and 9). A 3-node cluster of real processes with a 1.5 s request
+//! (ARCHITECTURE.md §6 invariants 4, 7 and 9). A 3-node cluster of real processes with a 1.5 s request
 //! deadline. First two of the three nodes are paused with SIGSTOP (once keeping the group's
 //! leader running, once keeping a follower, whose forward to the paused leader cannot be
 //! answered): a write to the running node must answer 503 `unavailable` well within 5 s, and a

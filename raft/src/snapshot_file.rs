@@ -2,7 +2,7 @@
 //!
 //! openraft leaves the snapshot representation to the state machine (`RaftStateMachine::
 //! SnapshotData`). A Dovetail group snapshot is its index files plus its session table, packed by
-//! the domain into one file (DESIGN §4). Keeping it a file rather than a `Vec<u8>` bounds memory
+//! the domain into one file (ARCHITECTURE.md §8). Keeping it a file rather than a `Vec<u8>` bounds memory
 //! no matter how large a group grows, and an open handle keeps the bytes alive while they are
 //! streamed to a follower, even if the state machine meanwhile replaces (unlinks) its snapshot.
 //!

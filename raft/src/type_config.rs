@@ -20,7 +20,7 @@ use std::fmt;
 use openraft::RaftTypeConfig;
 use serde::{Deserialize, Serialize};
 
-/// Identifies a node for the lifetime of the cluster. Invariant: never reused (DESIGN §5).
+/// Identifies a node for the lifetime of the cluster. Invariant: never reused (ARCHITECTURE.md §10).
 pub type NodeId = u64;
 
 /// Identifies a Raft group (one log, one state machine) within the cluster. Groups are numbered

@@ -1,6 +1,6 @@
 //! Property tests: random transaction sequences applied to the state machine and to a plain
 //! reference model (`BTreeMap`s, no index files) must agree on every outcome and every read;
-//! two replicas — in memory and on disk — must end byte-identical; and DESIGN.md §6 invariants
+//! two replicas — in memory and on disk — must end byte-identical; and ARCHITECTURE.md §6 invariants
 //! 1, 2, 3, 5 and 6 must hold after every step. Failing cases shrink and print their input;
 //! proptest records failing seeds beside this file for replay. Each run draws its cases from a
 //! printed seed (`tests/support/rng.rs`): `DOVETAIL_SEED=<seed> cargo test -p dovetail --lib

@@ -1,5 +1,5 @@
 //! The `flags` checker: each message's flags are a linearizable register with compare-and-set by
-//! UNCHANGEDSINCE (DESIGN.md §6 invariants 5 and 9; RFC 7162).
+//! UNCHANGEDSINCE (ARCHITECTURE.md §6 invariants 5 and 9; RFC 7162).
 //!
 //! # Operations read
 //! - `append`: invoke `{"mailbox", "messages": [{"guid", "flags": [..]}]}`, ok `{"uid_validity",

@@ -1,5 +1,5 @@
 //! The `list` checker: a mailbox without expunges is the list of its UIDs in append order, and
-//! the log orders appends once for every replica (DESIGN.md §6 invariants 1, 7, 8).
+//! the log orders appends once for every replica (ARCHITECTURE.md §6 invariants 1, 7, 8).
 //!
 //! # Operations read
 //! - `read`: invoke `{"mailbox", "consistency"}`, ok `{"messages": [{"uid", "guid"}]}`: the whole

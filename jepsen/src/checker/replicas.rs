@@ -1,4 +1,4 @@
-//! The `replicas` checker: the replicas hold the same data at the end (DESIGN.md §6 invariant 7).
+//! The `replicas` checker: the replicas hold the same data at the end (ARCHITECTURE.md §6 invariant 7).
 //!
 //! Two inputs are understood (`final.json` field `verify`):
 //! - the answer of `POST /admin/verify`: `{"clean", "divergences": [{group, mailbox_guid, user,

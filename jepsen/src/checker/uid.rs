@@ -1,4 +1,4 @@
-//! The `uid` checker (DESIGN.md §6 invariants 1 and 2; RFC 9051's UID rules).
+//! The `uid` checker (ARCHITECTURE.md §6 invariants 1 and 2; RFC 9051's UID rules).
 //!
 //! # Operations read
 //! - `append`: invoke `{"mailbox", "messages": [{"guid"}]}`, ok `{"uid_validity", "first_uid",

@@ -1,7 +1,7 @@
 //! [`RaftNodeConfig`]: what a node needs to start, with defaults sized for 16-256 groups on a
 //! couple of cores; [`ConfigError`] when it cannot start one.
 //!
-//! Every group runs its own timers (DESIGN §5), so with 256 groups a 50 ms heartbeat would be
+//! Every group runs its own timers (ARCHITECTURE.md §10), so with 256 groups a 50 ms heartbeat would be
 //! 5,000 heartbeats a second per peer. The defaults (150 ms heartbeat, 1-2 s election timeout)
 //! keep that near 1,700/s per peer on one shared connection, and leave an election timeout long
 //! enough that a busy runtime thread does not start spurious elections.
@@ -33,7 +33,7 @@ pub enum ConfigError {
 /// Configuration of a [`RaftNode`](super::RaftNode).
 #[derive(Clone)]
 pub struct RaftNodeConfig {
-    /// This node's id. Invariant: never reused by another node (DESIGN §5).
+    /// This node's id. Invariant: never reused by another node (ARCHITECTURE.md §10).
     pub node_id: NodeId,
     /// Directory for the log db (`<data_dir>/raft-log`) and staged incoming snapshots
     /// (`<data_dir>/snapshot-staging`).
@@ -52,7 +52,7 @@ pub struct RaftNodeConfig {
     /// builds one automatically. Default `Some(5000)`.
     pub snapshot_logs_since_last: Option<u64>,
     /// Entries kept in the log behind the latest snapshot. A follower lagging by less catches up
-    /// from the log; beyond it, from a snapshot (DESIGN §4). Default 1000.
+    /// from the log; beyond it, from a snapshot (ARCHITECTURE.md §8). Default 1000.
     pub max_in_snapshot_log_to_keep: u64,
     /// How often `Application::periodic_flush` runs for every group (`Application::flush` runs
     /// once at shutdown). Default 500 ms.

@@ -1,7 +1,7 @@
 //! The request paths of [`RaftNode`]: proposals, read indexes, applied waits and management
 //! operations, each run on the group's leader — here if this node leads, else forwarded.
 //!
-//! openraft does not forward (DESIGN §5), so `RaftNode::on_leader` does: it asks the leader
+//! openraft does not forward (ARCHITECTURE.md §10), so `RaftNode::on_leader` does: it asks the leader
 //! named by local metrics (or by the last `NotLeader` hint), follows hints at once, and backs
 //! off (20 ms doubling to 200 ms) when there is no leader or the leader cannot finish, until the
 //! deadline. A retried proposal may commit twice if an earlier attempt's answer was lost; the
@@ -178,7 +178,7 @@ impl<A: Application> RaftNode<A> {
 
     /// Obtains a linearizable read index from the group's leader: once this node has applied
     /// the returned position ([`RaftNode::wait_applied`]), a local read reflects every write
-    /// committed before this call began (DESIGN §7).
+    /// committed before this call began (ARCHITECTURE.md §5).
     pub async fn read_index(
         &self,
         group_id: GroupId,
