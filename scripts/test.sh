@@ -47,6 +47,8 @@ install_if_missing iptables "the netns scripts test and the Jepsen suite"
 # As root, network namespaces are available, so the netns test fails instead of skipping.
 if [ "$(id -u)" = 0 ]; then
   export DOVETAIL_REQUIRE_NETNS=1
+  # ... and the tests that mount small file systems (tests/t52_disk_full.rs) too.
+  export DOVETAIL_REQUIRE_ROOT=1
 fi
 
 echo "== tests"

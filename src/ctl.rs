@@ -334,7 +334,14 @@ fn status_table(o: &ClusterOverview) -> String {
                 opt(n.disk.as_ref().map(|d| bytes(d.log_bytes))),
                 opt(n.disk.as_ref().map(|d| bytes(d.index_bytes))),
                 led.to_string(),
-                n.error.clone().unwrap_or_default(),
+                n.error
+                    .clone()
+                    .or_else(|| {
+                        n.storage_alarm
+                            .as_ref()
+                            .map(|alarm| format!("STORAGE ALARM: {alarm}"))
+                    })
+                    .unwrap_or_default(),
             ]
         })
         .collect();

@@ -62,6 +62,9 @@ pub enum ServiceError {
     /// The encoded transaction is larger than one log entry may be.
     #[error("the transaction is {size} bytes encoded; at most {max} fit in one log entry (split the batch)")]
     TooLarge { size: usize, max: usize },
+    /// This node's disk is (nearly) full: it takes no writes until space returns (reads work).
+    #[error("{reason}")]
+    NoSpace { reason: String },
     /// The op needs a log encoding the group has not enabled yet (a rolling upgrade is not
     /// finished): a client mistake for now, not a reason to retry soon.
     #[error(transparent)]

@@ -39,6 +39,11 @@ pub mod state_machine;
 pub mod transport;
 pub mod type_config;
 
+/// The seeded generator of every randomized test of the workspace (one file, included).
+#[cfg(test)]
+#[path = "../../tests/support/rng.rs"]
+pub(crate) mod test_rng;
+
 use serde::{Deserialize, Serialize};
 
 pub use application::{is_out_of_space, Application, SnapshotInfo, SnapshotJob};

@@ -66,6 +66,9 @@ pub enum ErrorCode {
     PeerRefused,
     /// No leader or quorum before the deadline, or another member did not answer: retry.
     Unavailable,
+    /// This node's disk is (nearly) full (its storage alarm): no writes through it until space
+    /// returns; reads work, and so do writes through other nodes.
+    InsufficientStorage,
     ShuttingDown,
 }
 
@@ -96,6 +99,7 @@ impl ErrorCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::BadCopy | ErrorCode::PeerRefused => StatusCode::BAD_GATEWAY,
             ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -171,6 +175,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
             ServiceError::TooLarge { .. } => ErrorCode::TooLarge,
             ServiceError::NotEnabled(_) => ErrorCode::NotEnabled,
+            ServiceError::NoSpace { .. } => ErrorCode::InsufficientStorage,
             ServiceError::Internal { .. } => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
@@ -186,6 +191,7 @@ impl From<ProposeError> for ApiError {
             ProposeError::Timeout { .. } => ErrorCode::Unavailable,
             ProposeError::Shutdown => ErrorCode::ShuttingDown,
             ProposeError::UnknownGroup { .. } => ErrorCode::NoSuchGroup,
+            ProposeError::NoSpace { .. } => ErrorCode::InsufficientStorage,
             ProposeError::Fatal { .. } => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
@@ -283,6 +289,7 @@ mod tests {
             (PeerRefused, "peer_refused", 502),
             (Unavailable, "unavailable", 503),
             (ShuttingDown, "shutting_down", 503),
+            (InsufficientStorage, "insufficient_storage", 507),
         ];
         for (code, text, status) in expected {
             assert_eq!(serde_json::to_value(code).unwrap(), text, "{code:?}");

@@ -202,6 +202,18 @@ pub struct ServeConfig {
     /// threads per node mean fewer cross-thread wake-ups per request.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub worker_threads: Option<u64>,
+    /// Below this many free bytes on the data directory's file system the node raises its
+    /// storage alarm: it refuses writes (507) and hands its leaderships over, and clears the alarm
+    /// by itself once the space is back (`node::disk_monitor`).
+    #[arg(long, default_value_t = 256 << 20)]
+    pub min_free_bytes: u64,
+    /// The Raft log's quota: above it the storage alarm is raised as for a full disk.
+    #[arg(long, default_value_t = 8 << 30, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub max_log_bytes: u64,
+    /// What the Raft log keeps written ahead of its segments, so that a full disk is noticed
+    /// while the log still has room to finish the writes in flight.
+    #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub log_reserve_bytes: u64,
     /// For the rolling-upgrade test only: this node applies and reports the log encoding the
     /// next release would add (`txn::encoding::TEST_NEXT_ENCODING`, with its test op), as a
     /// newer build would; without it the node is that test's older build.

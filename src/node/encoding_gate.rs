@@ -26,7 +26,7 @@ use crate::txn::encoding::encode_entry;
 use crate::txn::{Op, Txn};
 
 /// How often the gate looks at the groups this node leads.
-pub const GATE_INTERVAL: Duration = Duration::from_secs(2);
+pub const GATE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a member's status may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);

@@ -47,6 +47,13 @@ pub const GROUP_MAILBOXES: &str = "dovetail_group_mailboxes";
 /// Gauge, label `group`: messages in those mailboxes (the sum of their index headers' counts).
 pub const GROUP_MESSAGES: &str = "dovetail_group_messages";
 
+/// Gauge: 1 while this node's storage alarm is raised (it refuses writes), else 0.
+pub const STORAGE_ALARM: &str = "dovetail_storage_alarm";
+/// Gauge: bytes free on the data directory's file system, as the disk monitor last saw.
+pub const DISK_FREE_BYTES: &str = "dovetail_disk_free_bytes";
+/// Gauge: bytes the Raft log has written ahead of its segments in use (its reserve).
+pub const LOG_RESERVE_BYTES: &str = "dovetail_log_reserve_bytes";
+
 /// How often the gauge task samples every group.
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -114,9 +121,30 @@ fn describe() {
     );
     describe_gauge!(GROUP_MAILBOXES, "Mailboxes of the group held by this node");
     describe_gauge!(
+        STORAGE_ALARM,
+        "1 while this node refuses writes for want of disk space"
+    );
+    describe_gauge!(
+        DISK_FREE_BYTES,
+        Unit::Bytes,
+        "Free bytes on the data directory's file system"
+    );
+    describe_gauge!(
+        LOG_RESERVE_BYTES,
+        Unit::Bytes,
+        "Bytes the Raft log has written ahead of its segments"
+    );
+    describe_gauge!(
         GROUP_MESSAGES,
         "Messages in the group's mailboxes held by this node"
     );
+}
+
+/// Records what the disk monitor saw (`disk_monitor.rs`).
+pub fn record_storage(alarm: bool, free_bytes: u64, log_reserve_bytes: u64) {
+    gauge!(STORAGE_ALARM).set(if alarm { 1.0 } else { 0.0 });
+    gauge!(DISK_FREE_BYTES).set(free_bytes as f64);
+    gauge!(LOG_RESERVE_BYTES).set(log_reserve_bytes as f64);
 }
 
 /// Middleware (`axum::middleware::from_fn(track_requests)`, as a `Router::layer`): counts each

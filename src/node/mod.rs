@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: `ServeConfig`, the flags of `dovetail serve`.
 //! - [`dev`]: `dovetail dev`, a local cluster of real processes.
+//! - [`disk_monitor`]: the storage alarm: a full disk stops writes through the node, not the node.
 //! - [`encoding_gate`]: a leader raises its group's log encoding once every member applies it.
 //! - [`listener`]: `ApiListener`, the API accept loop with a connection cap and optional TLS.
 //! - [`mail_group`]: `MailGroup`, a group's state machine as the raft layer's `Application`.
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod dev;
+pub mod disk_monitor;
 pub mod encoding_gate;
 pub mod listener;
 pub mod mail_group;

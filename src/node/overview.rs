@@ -36,6 +36,9 @@ pub struct NodeReport {
     /// The highest log encoding the member applies.
     #[serde(default)]
     pub max_encoding: Option<u8>,
+    /// Why the member refuses writes (its storage alarm), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_alarm: Option<String>,
 }
 
 /// One group across the cluster.
@@ -115,6 +118,7 @@ pub fn merge(this_node: NodeId, answers: &BTreeMap<NodeId, MemberAnswer>) -> Clu
                 uptime_s: summary.map(|s| s.uptime_s),
                 disk: summary.map(|s| s.disk),
                 max_encoding: summary.map(|s| s.max_encoding),
+                storage_alarm: summary.and_then(|s| s.storage.alarm.clone()),
             }
         })
         .collect();
@@ -245,6 +249,7 @@ mod tests {
                         index_bytes: 2,
                     },
                     max_encoding: 1,
+                    storage: Default::default(),
                 },
                 groups,
             }),

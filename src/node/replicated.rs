@@ -45,6 +45,9 @@ fn service_error(e: ProposeError) -> ServiceError {
             reason: e.to_string(),
         },
         ProposeError::Shutdown => ServiceError::ShuttingDown,
+        ProposeError::NoSpace { .. } => ServiceError::NoSpace {
+            reason: e.to_string(),
+        },
         ProposeError::Fatal { .. } | ProposeError::UnknownGroup { .. } => ServiceError::Internal {
             message: e.to_string(),
         },

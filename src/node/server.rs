@@ -46,6 +46,7 @@ pub async fn run(
         snapshot_logs_since_last: Some(config.snapshot_interval),
         max_in_snapshot_log_to_keep: config.log_retention,
         peer_tls: config.peer_tls(),
+        log_reserve_bytes: config.log_reserve_bytes,
         ..RaftNodeConfig::new(
             config.node_id,
             config.data_dir.clone(),
@@ -96,6 +97,15 @@ pub async fn run(
         (None, _) => PeerApi::new(&config.admin_token),
         (Some(cert), ca) => PeerApi::https(&config.admin_token, ca.as_ref().unwrap_or(cert))?,
     };
+    let disk = tokio::spawn(super::disk_monitor::run_disk_monitor(
+        raft.clone(),
+        config.data_dir.clone(),
+        super::disk_monitor::DiskLimits {
+            min_free_bytes: config.min_free_bytes,
+            max_log_bytes: config.max_log_bytes,
+        },
+        info.storage.clone(),
+    ));
     let gate = tokio::spawn(super::encoding_gate::run_encoding_gate(
         raft.clone(),
         info.clone(),
@@ -150,6 +160,7 @@ pub async fn run(
     }
     gauges.abort();
     gate.abort();
+    disk.abort();
     tracing::info!(node_id = config.node_id, "draining: flushing groups and the log");
     raft.shutdown().await?;
     Ok(())

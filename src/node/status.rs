@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dovetail_raft::{GroupMetrics, NodeId, RaftNode};
@@ -41,6 +41,9 @@ pub struct NodeSummary {
     /// before encodings, which does not report it.
     #[serde(default)]
     pub max_encoding: u8,
+    /// The storage alarm and what the disk monitor last saw.
+    #[serde(default)]
+    pub storage: StorageReport,
 }
 
 /// Bytes a node keeps on disk (apparent file sizes), measured at most `DISK_USAGE_MAX_AGE` ago.
@@ -103,6 +106,17 @@ impl GroupStatus {
     }
 }
 
+/// What `/admin/status` reports of the node's storage (`node.storage`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageReport {
+    /// Why the node refuses writes, if it does (the storage alarm).
+    pub alarm: Option<String>,
+    pub free_bytes: u64,
+    pub log_bytes: u64,
+    /// What the Raft log has written ahead of its segments in use.
+    pub log_reserve_bytes: u64,
+}
+
 /// What a node knows about itself beyond Raft, fixed when `run` starts.
 #[derive(Debug)]
 pub struct NodeInfo {
@@ -111,6 +125,8 @@ pub struct NodeInfo {
     pub peer_addr: String,
     /// The highest log encoding this node applies.
     pub max_encoding: u8,
+    /// Kept current by the disk monitor.
+    pub storage: Arc<Mutex<StorageReport>>,
     data_dir: PathBuf,
     started: Instant,
     /// The last measurement and when it was taken.
@@ -131,6 +147,7 @@ impl NodeInfo {
             api_addr,
             peer_addr,
             max_encoding,
+            storage: Arc::default(),
             data_dir,
             started,
             disk: Mutex::new(None),
@@ -163,6 +180,11 @@ impl NodeInfo {
             peer_addr: self.peer_addr.clone(),
             disk,
             max_encoding: self.max_encoding,
+            storage: self
+                .storage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 }

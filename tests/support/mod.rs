@@ -90,6 +90,17 @@ impl NodeProcess {
 impl TestCluster {
     /// Starts `n` nodes with `groups` groups and waits until every group has a leader.
     pub fn start(n: u64, groups: u32, extra_args: &[&str]) -> TestCluster {
+        TestCluster::start_prepared(n, groups, extra_args, |_, _| {})
+    }
+
+    /// [`TestCluster::start`], calling `prepare(id, dir)` on each node's (created, empty) data
+    /// directory before its process starts: to mount a small file system there, say.
+    pub fn start_prepared(
+        n: u64,
+        groups: u32,
+        extra_args: &[&str],
+        mut prepare: impl FnMut(u64, &Path),
+    ) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let layout = ClusterLayout {
             data_dir: dir.path().to_path_buf(),
@@ -113,6 +124,9 @@ impl TestCluster {
             _dir: dir,
         };
         for id in 1..=n {
+            let node_dir = cluster.layout.node_dir(id);
+            std::fs::create_dir_all(&node_dir).unwrap();
+            prepare(id, &node_dir);
             cluster.spawn(id, Start::Fresh);
         }
         cluster.wait_for_leaders(Duration::from_secs(60));
@@ -123,14 +137,20 @@ impl TestCluster {
         &self.nodes[(id - 1) as usize]
     }
 
-    /// Starts node `id`'s process, its stderr appended to `node.log` in its directory.
+    /// Where node `id`'s log goes: beside its data directory, not in it, so that a test that
+    /// fills the node's file system still reads what the node said.
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.layout.data_dir.join(format!("node{id}.log"))
+    }
+
+    /// Starts node `id`'s process, its stderr appended to its log ([`TestCluster::log_path`]).
     fn spawn(&mut self, id: u64, start: Start) {
         let dir = self.layout.node_dir(id);
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("node.log"))
+            .open(self.log_path(id))
             .unwrap();
         let exe = Path::new(env!("CARGO_BIN_EXE_dovetail"));
         let child = self
@@ -144,24 +164,40 @@ impl TestCluster {
         self.nodes[(id - 1) as usize].child = Some(child);
     }
 
-    /// Waits until every group has a leader in the view of every running node.
+    /// Waits until every group has a leader in the view of every running node, and has moved
+    /// to the log encoding every running node applies (a new cluster's leaders raise it with a
+    /// log entry shortly after they are elected: tests that count entries start after it).
     pub fn wait_for_leaders(&self, limit: Duration) {
         let running: Vec<&NodeProcess> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
         let deadline = Instant::now() + limit;
-        let led = |n: &NodeProcess| {
+        let common_encoding = || {
+            running
+                .iter()
+                .map(|n| {
+                    get(&n.api, "/admin/status")
+                        .ok()
+                        .and_then(|(_, v)| v["node"]["max_encoding"].as_u64())
+                        .unwrap_or(0)
+                })
+                .min()
+                .unwrap_or(0)
+        };
+        let led_at = |n: &NodeProcess, encoding: u64| {
             get(&n.api, "/admin/status").is_ok_and(|(s, v)| {
                 s == 200
-                    && v["groups"]
-                        .as_array()
-                        .is_some_and(|g| g.iter().all(|g| !g["leader"].is_null()))
+                    && v["groups"].as_array().is_some_and(|g| {
+                        g.iter()
+                            .all(|g| !g["leader"].is_null() && g["encoding"].as_u64() >= Some(encoding))
+                    })
             })
         };
+        let led = |n: &NodeProcess| led_at(n, common_encoding());
         while !running.iter().all(|n| led(n)) {
             if Instant::now() >= deadline {
                 // Name the nodes that never got there, with the end of their logs.
                 let mut report = String::new();
                 for n in running.iter().filter(|n| !led(n)) {
-                    let log = std::fs::read_to_string(n.dir.join("node.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(self.log_path(n.id)).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(15).collect();
                     report += &format!("\n--- node {} ({}), last log lines:\n", n.id, n.api);
                     for line in tail.into_iter().rev() {
@@ -222,7 +258,7 @@ impl TestCluster {
 
     /// The node's log, for failure messages.
     pub fn log(&self, id: u64) -> String {
-        std::fs::read_to_string(self.node(id).dir.join("node.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
     }
 
     /// The directory of `group` on node `id`.

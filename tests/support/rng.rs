@@ -9,8 +9,8 @@
 //! in `tests/benches/`, `#[path = "../../tests/support/rng.rs"]` in the library's property tests
 //! (`src/state_machine/model_tests.rs`, whose proptest runner takes its `rng_seed` from [`seed`])
 //! and in `dovetail-jepsen` (`jepsen/src/lib.rs`: the runner's schedule, whose `--seed` also
-//! reads `DOVETAIL_SEED`), and `#[path = "../../../../tests/support/rng.rs"]` in the raft
-//! crate's log store tests (`raft/src/log_store/tests/mod.rs`).
+//! reads `DOVETAIL_SEED`), and `#[path = "../../tests/support/rng.rs"] mod test_rng;` in the raft
+//! crate's root (`raft/src/lib.rs`, for its tests).
 
 // Every includer uses a part of this file.
 #![allow(dead_code)]

@@ -162,7 +162,7 @@ mod tests {
     //! that checks the invariant and reads after every step. (`log_store/tests/tail.rs` compares
     //! a whole store's reads with sled's.)
 
-    use crate::log_store::tests::rng::{seed, Rng};
+    use crate::test_rng::{seed, Rng};
     use std::collections::BTreeMap;
 
     use openraft::vote::RaftLeaderIdExt;

@@ -62,6 +62,9 @@ pub struct RaftNodeConfig {
     /// Snapshot transfer chunk size. Default 1 MiB.
     pub snapshot_chunk_bytes: usize,
     /// Mutual TLS on peer connections (see `transport::tls`); `None`: plain TCP.
+    /// What the Raft log keeps written ahead of its segments, so a full disk is noticed while
+    /// the log still has room (`log_store/reserve.rs`). Default 16 MiB.
+    pub log_reserve_bytes: u64,
     pub peer_tls: Option<PeerTlsFiles>,
 }
 
@@ -106,6 +109,7 @@ impl RaftNodeConfig {
             app_flush_interval_ms: 500,
             max_peer_connections: 256,
             snapshot_chunk_bytes: 1 << 20,
+            log_reserve_bytes: crate::log_store::reserve::DEFAULT_RESERVE_BYTES,
             peer_tls: None,
         }
     }

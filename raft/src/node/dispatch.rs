@@ -11,6 +11,7 @@ use openraft::raft::SnapshotResponse;
 use openraft::{ChangeMembers, ReadPolicy};
 
 use super::proposals::Proposals;
+use super::storage_alarm::StorageAlarm;
 use crate::state_machine::{position_of, GroupRaft};
 use crate::transport::wire::{
     AdminRequest, ForwardReply, ReadIndexReply, RemoteError, RequestBody, ResponseBody,
@@ -33,6 +34,8 @@ pub(crate) struct Group<A: Application> {
 pub(crate) struct GroupTable<A: Application> {
     pub groups: Vec<Group<A>>,
     pub staging_dir: PathBuf,
+    /// Raised while the node's disk is full (see `storage_alarm.rs`).
+    pub alarm: StorageAlarm,
 }
 
 impl<A: Application> GroupTable<A> {
@@ -127,6 +130,12 @@ impl<A: Application> Handler for GroupTable<A> {
         let group = self.get(group_id).ok_or(RemoteError::UnknownGroup { group_id })?;
         let raft = &group.raft;
         match body {
+            RequestBody::AppendEntries(rpc) if !rpc.entries.is_empty() && self.alarm.reason().is_some() => {
+                Err(RemoteError::NoSpace {
+                    group_id,
+                    reason: self.alarm.reason().unwrap_or_default(),
+                })
+            }
             RequestBody::AppendEntries(rpc) => raft
                 .append_entries(rpc)
                 .await
@@ -147,6 +156,15 @@ impl<A: Application> Handler for GroupTable<A> {
                 .await
                 .map(ResponseBody::TransferLeader)
                 .map_err(|e| group_stopped(group_id, e)),
+            RequestBody::Forward(_) if self.alarm.reason().is_some() => {
+                Ok(ResponseBody::Forward(ForwardReply::Failed {
+                    // The forwarding node retries (at the next leader: this one is handing over).
+                    reason: format!(
+                        "the leader refuses writes: {}",
+                        self.alarm.reason().unwrap_or_default()
+                    ),
+                }))
+            }
             RequestBody::Forward(request) => Ok(ResponseBody::Forward(local_write(group, request).await)),
             RequestBody::ReadIndex => Ok(ResponseBody::ReadIndex(local_read_index(raft).await)),
             RequestBody::Admin(request) => Ok(ResponseBody::Forward(local_admin(raft, request).await)),
@@ -169,6 +187,10 @@ impl<A: Application> Handler for GroupTable<A> {
 
     fn staging_dir(&self) -> &Path {
         &self.staging_dir
+    }
+
+    fn refuses_writes(&self) -> Option<String> {
+        self.alarm.reason()
     }
 }
 

@@ -23,6 +23,10 @@ pub enum ProposeError {
     Fatal { group_id: GroupId, reason: String },
     #[error("unknown group {group_id}")]
     UnknownGroup { group_id: GroupId },
+    /// This node's disk is (nearly) full: it takes no new writes until its storage alarm clears
+    /// ([`super::RaftNode::set_storage_alarm`]). Reads still work.
+    #[error("node {node_id} refuses writes: {reason}")]
+    NoSpace { node_id: crate::NodeId, reason: String },
 }
 
 /// Why starting, bootstrapping or a management operation failed.

@@ -8,6 +8,7 @@
 //! - [`proposals`]: a leader's per-group queue that coalesces waiting requests into one entry.
 //! - [`requests`]: propose, read index, applied waits and membership operations, forwarded to
 //!   the leader as needed.
+//! - [`storage_alarm`]: the node's switch for a full disk: no new entries, no leadership.
 //! - this file: start, bootstrap, metrics, local reads, the periodic application flush, shutdown.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod leader_changes;
 pub mod proposals;
 pub mod requests;
+pub mod storage_alarm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -37,7 +39,8 @@ pub use requests::Proposed;
 use crate::state_machine::{lock_app, position_of, AppStateMachine};
 use crate::transport::{self, ClusterSecret, GroupNetwork, Router};
 use crate::type_config::{GroupId, Node, NodeId};
-use crate::{Application, LogDb, LogPosition};
+use crate::{Application, LogDb, LogDbOptions, LogPosition, ReserveStatus};
+use storage_alarm::StorageAlarm;
 
 /// A group's role on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +124,13 @@ impl<A: Application> RaftNode<A> {
         }
         std::fs::create_dir_all(&staging_dir)
             .map_err(io_error(format!("create {}", staging_dir.display())))?;
-        let log_db = LogDb::open(config.data_dir.join("raft-log"))?;
+        let log_db = LogDb::open_with(
+            config.data_dir.join("raft-log"),
+            LogDbOptions {
+                reserve_bytes: config.log_reserve_bytes,
+                ..LogDbOptions::default()
+            },
+        )?;
         let peer_addr = peer_listener
             .local_addr()
             .map_err(io_error("peer listener address".to_string()))?;
@@ -166,7 +175,11 @@ impl<A: Application> RaftNode<A> {
                 proposals: Arc::default(),
             });
         }
-        let table = Arc::new(GroupTable { groups, staging_dir });
+        let table = Arc::new(GroupTable {
+            groups,
+            staging_dir,
+            alarm: StorageAlarm::default(),
+        });
 
         let mut tasks: Vec<JoinHandle<()>> = (0..config.group_count)
             .map(|group_id| {
@@ -208,6 +221,69 @@ impl<A: Application> RaftNode<A> {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.node_id
+    }
+
+    /// The Raft log's reserve of written-ahead space (short when the disk is full).
+    pub fn log_reserve(&self) -> ReserveStatus {
+        self.inner.log_db.reserve()
+    }
+
+    /// Why this node refuses writes (its storage alarm), if it does.
+    pub fn storage_alarm(&self) -> Option<String> {
+        self.inner.table.alarm.reason()
+    }
+
+    /// Raises (`Some(reason)`) or clears (`None`) the storage alarm (see `storage_alarm.rs`).
+    /// Meant to be called on every check of the node's disk: while raised, each call also asks
+    /// the groups this node still leads to hand leadership over (at most once a second each).
+    pub async fn set_storage_alarm(&self, reason: Option<String>) {
+        let table = &self.inner.table;
+        let raised = reason.is_some();
+        let previous = table.alarm.set(reason.clone());
+        if previous.is_some() != raised {
+            for group in &table.groups {
+                group.raft.runtime_config().elect(!raised);
+            }
+            match &reason {
+                Some(reason) => tracing::error!(
+                    node_id = self.inner.node_id,
+                    %reason,
+                    "storage alarm raised: this node takes no writes, leads no group and stands for no election until it clears; reads go on"
+                ),
+                None => tracing::info!(
+                    node_id = self.inner.node_id,
+                    "storage alarm cleared: writes and elections resume"
+                ),
+            }
+        }
+        if !raised {
+            return;
+        }
+        let now = std::time::Instant::now();
+        for group_id in 0..self.group_count() {
+            let Ok(metrics) = self.metrics(group_id) else {
+                continue;
+            };
+            if metrics.role != GroupRole::Leader || !table.alarm.step_down_due(group_id, now) {
+                continue;
+            }
+            // The voter with the most of the log: it can take over without catching up first.
+            let matched = metrics.matched_log_index.unwrap_or_default();
+            let target = metrics
+                .voters
+                .iter()
+                .filter(|&&voter| voter != self.inner.node_id)
+                .max_by_key(|&&voter| matched.get(&voter).copied().flatten());
+            if let Some(&to) = target {
+                let group = &table.groups[group_id as usize];
+                match group.raft.trigger().transfer_leader(to).await {
+                    Ok(()) => tracing::warn!(group_id, to, "storage alarm: handing leadership over"),
+                    Err(e) => {
+                        tracing::warn!(group_id, to, error = %e, "storage alarm: could not hand leadership over")
+                    }
+                }
+            }
+        }
     }
 
     /// The address the peer listener is bound to.

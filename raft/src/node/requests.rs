@@ -152,6 +152,12 @@ impl<A: Application> RaftNode<A> {
         deadline: Instant,
     ) -> Result<Proposed, ProposeError> {
         let group = self.group(group_id)?;
+        if let Some(reason) = self.inner.table.alarm.reason() {
+            return Err(ProposeError::NoSpace {
+                node_id: self.inner.node_id,
+                reason,
+            });
+        }
         let result = self
             .on_leader(group_id, deadline, |target, remaining| {
                 let request = Request(request.clone());

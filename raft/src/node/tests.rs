@@ -26,6 +26,8 @@ struct TestState {
     snapshot: Option<(PathBuf, LogPosition, Vec<u8>)>,
     snapshots_built: usize,
     snapshots_installed: Arc<AtomicUsize>,
+    /// The next this many applies fail as on a full disk (`StorageFull`), changing nothing.
+    full_disk_applies: usize,
 }
 
 /// A test application: requests are appended to a list; the response is the list length.
@@ -68,6 +70,10 @@ impl Application for TestApp {
             return Ok(Vec::new());
         }
         let mut state = self.state();
+        if state.full_disk_applies > 0 {
+            state.full_disk_applies -= 1;
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left (test)"));
+        }
         let mut responses = Vec::with_capacity(requests.len());
         for request in requests {
             state.applied.push(request.0.clone());
@@ -560,5 +566,114 @@ async fn t20_a_restarted_leader_does_not_resume_its_old_term() {
     if now.role == GroupRole::Leader {
         assert!(now.current_term > term, "leader again in the old term {term}");
     }
+    cluster.shutdown().await;
+}
+
+/// A full disk delays applying, it does not stop the group: applies that fail with
+/// `StorageFull` are retried (every `OUT_OF_SPACE_RETRY`) until they succeed, on the leader (the
+/// client's answer waits) and on a follower (it catches up), each entry applied exactly once;
+/// the group never reports a fatal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_a_full_disk_delays_applying_but_does_not_stop_the_group() {
+    let cluster = TestCluster::start(fast).await;
+    let leaders = cluster.wait_for_leaders().await;
+    let group_id = 1;
+    let leader = leaders[&group_id];
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    for node_id in [leader, follower] {
+        cluster.states[&(node_id, group_id)]
+            .lock()
+            .unwrap()
+            .full_disk_applies = 4;
+    }
+    let started = Instant::now();
+    let proposed = cluster
+        .node(leader)
+        .propose(group_id, b"after the disk filled".to_vec(), deadline(10))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= crate::application::OUT_OF_SPACE_RETRY * 3,
+        "the leader answered after its applies were retried, {:?}",
+        started.elapsed()
+    );
+    for node_id in 1..=3 {
+        cluster
+            .node(node_id)
+            .wait_applied(group_id, proposed.position.index, deadline(10))
+            .await
+            .unwrap();
+        let applied = cluster.applied(node_id, group_id);
+        assert_eq!(
+            applied
+                .iter()
+                .filter(|r| r.as_slice() == b"after the disk filled")
+                .count(),
+            1,
+            "node {node_id} applied it once"
+        );
+        assert_eq!(cluster.node(node_id).metrics(group_id).unwrap().fatal, None);
+    }
+    cluster.shutdown().await;
+}
+
+/// The storage alarm: a node in alarm refuses proposals made on it (`NoSpace`), turns back
+/// proposals forwarded to it, hands over the groups it leads and takes no entries, while the
+/// other two keep writing; once cleared it catches up and leads again if asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_a_node_in_storage_alarm_takes_no_writes_and_leads_nothing() {
+    let cluster = TestCluster::start(fast).await;
+    let leaders = cluster.wait_for_leaders().await;
+    let full = leaders[&0];
+    cluster
+        .node(full)
+        .set_storage_alarm(Some("disk full (test)".into()))
+        .await;
+    assert!(matches!(
+        cluster.node(full).propose(0, b"x".to_vec(), deadline(5)).await,
+        Err(ProposeError::NoSpace { .. })
+    ));
+    wait_until(
+        Duration::from_secs(10),
+        "the node in alarm leads no group",
+        || {
+            (0..GROUPS)
+                .all(|g| {
+                    let leader = cluster.node(full).metrics(g).unwrap().current_leader;
+                    leader.is_some() && leader != Some(full)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let other = (1..=3).find(|id| *id != full).unwrap();
+    let written = cluster
+        .node(other)
+        .propose(0, b"while one node is full".to_vec(), deadline(10))
+        .await
+        .unwrap();
+    // The full node took no entry: it applied nothing past what it had.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!cluster
+        .applied(full, 0)
+        .iter()
+        .any(|r| r.as_slice() == b"while one node is full"));
+    assert_eq!(cluster.node(full).metrics(0).unwrap().fatal, None);
+
+    cluster.node(full).set_storage_alarm(None).await;
+    cluster
+        .node(full)
+        .wait_applied(0, written.position.index, deadline(10))
+        .await
+        .unwrap();
+    assert!(cluster
+        .applied(full, 0)
+        .iter()
+        .any(|r| r.as_slice() == b"while one node is full"));
+    cluster
+        .node(full)
+        .propose(0, b"after".to_vec(), deadline(10))
+        .await
+        .unwrap();
     cluster.shutdown().await;
 }

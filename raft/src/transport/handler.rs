@@ -28,4 +28,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Where incoming snapshots are staged; on the same file system as the application's data.
     fn staging_dir(&self) -> &Path;
+
+    /// Why this node takes no data now (its disk is full), if it does not: incoming snapshots
+    /// are then refused before a byte is staged.
+    fn refuses_writes(&self) -> Option<String> {
+        None
+    }
 }

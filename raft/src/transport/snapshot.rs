@@ -176,6 +176,11 @@ where
 {
     let header: SnapshotHeader = io_timeout(MIN_IO_TIMEOUT, "header", wire::read_value(stream)).await?;
     let group_id = header.group_id;
+    if let Some(reason) = handler.refuses_writes() {
+        return Err(CallError::Network(format!(
+            "snapshot for group {group_id} refused: {reason}"
+        )));
+    }
     let temp = tempfile::NamedTempFile::new_in(handler.staging_dir())
         .map_err(|e| CallError::Network(format!("snapshot staging file: {e}")))?;
     let std_file = temp

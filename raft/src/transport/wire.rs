@@ -105,6 +105,9 @@ pub enum RemoteError {
     /// its Raft refused the request; `reason` is openraft's fatal error.
     #[error("{reason}")]
     Fatal { group_id: GroupId, reason: String },
+    /// The receiver's disk is full: it takes no entries now (heartbeats and votes still work).
+    #[error("group {group_id}: the receiver refuses entries: {reason}")]
+    NoSpace { group_id: GroupId, reason: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,10 +1,6 @@
 //! Tests of the log store: openraft's storage suite, durability across a reopen, group commit,
 //! purging in steps.
 
-/// The seeded generator of every randomized test of the workspace (one file, included).
-#[path = "../../../../tests/support/rng.rs"]
-pub(crate) mod rng;
-
 mod durability;
 mod group_commit;
 mod memory_state_machine;

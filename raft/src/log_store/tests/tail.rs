@@ -9,8 +9,8 @@ use openraft::storage::{RaftLogReader, RaftLogStorage};
 
 use super::{append_durable, log_id, normal};
 use crate::log_store::tail::{TAIL_MAX_BYTES, TAIL_MAX_ENTRIES};
-use crate::log_store::tests::rng::{seed, Rng};
 use crate::log_store::LogDb;
+use crate::test_rng::{seed, Rng};
 use crate::type_config::Entry;
 
 fn entry(rng: &mut Rng, term: u64, index: u64) -> Entry {
