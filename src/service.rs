@@ -62,6 +62,10 @@ pub enum ServiceError {
     /// The encoded transaction is larger than one log entry may be.
     #[error("the transaction is {size} bytes encoded; at most {max} fit in one log entry (split the batch)")]
     TooLarge { size: usize, max: usize },
+    /// The user's group stopped on this node (a storage failure, or a log encoding this node's
+    /// release cannot apply): other nodes may still serve it.
+    #[error("{reason}")]
+    GroupStopped { reason: String },
     /// This node's disk is (nearly) full: it takes no writes until space returns (reads work).
     #[error("{reason}")]
     NoSpace { reason: String },

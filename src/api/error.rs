@@ -66,6 +66,9 @@ pub enum ErrorCode {
     PeerRefused,
     /// No leader or quorum before the deadline, or another member did not answer: retry.
     Unavailable,
+    /// The group stopped on this node (a storage failure, or a log encoding its release cannot
+    /// apply: `ctl groups` says which); other nodes may serve it.
+    GroupStopped,
     /// This node's disk is (nearly) full (its storage alarm): no writes through it until space
     /// returns; reads work, and so do writes through other nodes.
     InsufficientStorage,
@@ -100,6 +103,7 @@ impl ErrorCode {
             ErrorCode::BadCopy | ErrorCode::PeerRefused => StatusCode::BAD_GATEWAY,
             ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::GroupStopped => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -176,6 +180,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLarge { .. } => ErrorCode::TooLarge,
             ServiceError::NotEnabled(_) => ErrorCode::NotEnabled,
             ServiceError::NoSpace { .. } => ErrorCode::InsufficientStorage,
+            ServiceError::GroupStopped { .. } => ErrorCode::GroupStopped,
             ServiceError::Internal { .. } => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
@@ -192,7 +197,7 @@ impl From<ProposeError> for ApiError {
             ProposeError::Shutdown => ErrorCode::ShuttingDown,
             ProposeError::UnknownGroup { .. } => ErrorCode::NoSuchGroup,
             ProposeError::NoSpace { .. } => ErrorCode::InsufficientStorage,
-            ProposeError::Fatal { .. } => ErrorCode::Internal,
+            ProposeError::Fatal { .. } => ErrorCode::GroupStopped,
         };
         ApiError::new(code, e.to_string())
     }
@@ -290,6 +295,7 @@ mod tests {
             (Unavailable, "unavailable", 503),
             (ShuttingDown, "shutting_down", 503),
             (InsufficientStorage, "insufficient_storage", 507),
+            (GroupStopped, "group_stopped", 503),
         ];
         for (code, text, status) in expected {
             assert_eq!(serde_json::to_value(code).unwrap(), text, "{code:?}");
@@ -319,7 +325,7 @@ mod tests {
                     group_id: 3,
                     reason: "disk".into(),
                 },
-                ErrorCode::Internal,
+                ErrorCode::GroupStopped,
             ),
         ];
         for (e, code) in cases {

@@ -48,7 +48,10 @@ fn service_error(e: ProposeError) -> ServiceError {
         ProposeError::NoSpace { .. } => ServiceError::NoSpace {
             reason: e.to_string(),
         },
-        ProposeError::Fatal { .. } | ProposeError::UnknownGroup { .. } => ServiceError::Internal {
+        ProposeError::Fatal { .. } => ServiceError::GroupStopped {
+            reason: e.to_string(),
+        },
+        ProposeError::UnknownGroup { .. } => ServiceError::Internal {
             message: e.to_string(),
         },
     }

@@ -49,6 +49,8 @@ pub struct NodeProcess {
     pub peer: String,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Flags of this node only, after the cluster's (see [`TestCluster::restart_with`]).
+    pub own_flags: Vec<String>,
 }
 
 pub struct TestCluster {
@@ -83,6 +85,7 @@ impl NodeProcess {
             peer: node.peer.clone(),
             dir: layout.node_dir(node.id),
             child: None,
+            own_flags: Vec::new(),
         }
     }
 }
@@ -156,6 +159,7 @@ impl TestCluster {
         let child = self
             .layout
             .command(exe, id, start, &secrets())
+            .args(&self.nodes[(id - 1) as usize].own_flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -254,6 +258,13 @@ impl TestCluster {
     pub fn restart(&mut self, id: u64) {
         assert!(self.node(id).child.is_none(), "node {id} is still running");
         self.spawn(id, Start::Restart);
+    }
+
+    /// Restarts node `id` with `flags` of its own (replacing any it had) after the cluster's:
+    /// a different release of the node, say.
+    pub fn restart_with(&mut self, id: u64, flags: &[&str]) {
+        self.nodes[(id - 1) as usize].own_flags = flags.iter().map(|f| f.to_string()).collect();
+        self.restart(id);
     }
 
     /// The node's log, for failure messages.
