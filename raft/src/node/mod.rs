@@ -39,6 +39,9 @@ use crate::transport::{self, ClusterSecret, GroupNetwork, Router};
 use crate::type_config::{GroupId, Node, NodeId};
 use crate::{Application, LogDb, LogPosition};
 
+/// The directory of a node's log db (every group's Raft log) under its data directory.
+pub const LOG_DB_DIR: &str = "raft-log";
+
 /// A group's role on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupRole {
@@ -121,7 +124,7 @@ impl<A: Application> RaftNode<A> {
         }
         std::fs::create_dir_all(&staging_dir)
             .map_err(io_error(format!("create {}", staging_dir.display())))?;
-        let log_db = LogDb::open(config.data_dir.join("raft-log"))?;
+        let log_db = LogDb::open(config.data_dir.join(LOG_DB_DIR))?;
         let peer_addr = peer_listener
             .local_addr()
             .map_err(io_error("peer listener address".to_string()))?;
