@@ -46,13 +46,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use openraft::vote::RaftLeaderId;
+use openraft::vote::{RaftLeaderId, RaftLeaderIdExt};
 use serde::{Deserialize, Serialize};
 
 use crate::log_store::{LogDb, LogStoreError};
 use crate::node::LOG_DB_DIR;
 use crate::state_machine::{position_of, ConsensusMeta};
-use crate::type_config::{GroupId, Membership, Node, NodeId, StoredMembership, Vote};
+use crate::type_config::{GroupId, LeaderId, LogId, Membership, Node, NodeId, StoredMembership, Vote};
 use crate::LogPosition;
 
 /// A group's members as a backup records them and a restore names them: ids and addresses.
@@ -117,6 +117,17 @@ pub fn read_cut(consensus_meta: &[u8]) -> Result<ConsensusCut, RestoreError> {
 /// The consensus metadata of a state restored into a new cluster: the same last applied log id
 /// as `consensus_meta`, and `members` as the membership in force from there on.
 pub fn reseat_membership(consensus_meta: &[u8], members: &GroupMembers) -> Result<Vec<u8>, RestoreError> {
+    let cut = read_cut(consensus_meta)?;
+    consensus_meta_at(cut.last_applied, cut.leader, members)
+}
+
+/// The consensus metadata of a state whose last applied entry is at `last_applied`, written by
+/// the leader `leader`, with `members` in force (since that entry).
+pub fn consensus_meta_at(
+    last_applied: LogPosition,
+    leader: NodeId,
+    members: &GroupMembers,
+) -> Result<Vec<u8>, RestoreError> {
     let invalid = |reason: String| RestoreError::Membership { reason };
     if members.voters.is_empty() {
         return Err(invalid("no voter".into()));
@@ -134,15 +145,18 @@ pub fn reseat_membership(consensus_meta: &[u8], members: &GroupMembers) -> Resul
     if members.nodes.contains_key(&0) {
         return Err(invalid("node ids start at 1".into()));
     }
-    let meta = decode(consensus_meta)?;
     let membership = Membership::new(vec![members.voters.clone()], members.nodes.clone())
         .map_err(|e| invalid(e.to_string()))?;
-    let reseated = ConsensusMeta {
-        last_applied: meta.last_applied,
-        membership: StoredMembership::new(Some(meta.last_applied), membership),
+    let log_id = LogId::new(
+        LeaderId::new_committed(last_applied.term, leader),
+        last_applied.index,
+    );
+    let meta = ConsensusMeta {
+        last_applied: log_id,
+        membership: StoredMembership::new(Some(log_id), membership),
     };
-    debug_assert_eq!(members_of(reseated.membership.membership()), *members);
-    Ok(reseated.encode())
+    debug_assert_eq!(members_of(meta.membership.membership()), *members);
+    Ok(meta.encode())
 }
 
 /// Seeds group `group_id`'s empty log in `log_db` for node `node_id` of a new cluster, whose
@@ -187,10 +201,8 @@ pub async fn seed_node_logs(
 #[cfg(test)]
 mod tests {
     use openraft::storage::{RaftLogReader, RaftLogStorage};
-    use openraft::vote::RaftLeaderIdExt;
 
     use super::*;
-    use crate::type_config::{LeaderId, LogId};
 
     fn node(port: u16) -> Node {
         Node {
