@@ -308,18 +308,24 @@ async fn backup(args: &CtlArgs, api: &Api, dir: &std::path::Path, out: &mut Stri
         );
         return Ok(0);
     }
+    let size = |path: &str| {
+        manifest
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .map_or(0, |f| f.bytes)
+    };
     let rows: Vec<Vec<String>> = manifest
         .groups
         .iter()
-        .zip(&manifest.files)
-        .map(|(g, f)| {
+        .map(|g| {
             vec![
                 g.group.to_string(),
                 g.cut.to_string(),
                 g.read_index.to_string(),
                 g.users.to_string(),
                 g.mailboxes.to_string(),
-                bytes(f.bytes),
+                bytes(size(&g.file)),
             ]
         })
         .collect();

@@ -109,7 +109,7 @@ pub async fn mailbox_image(
 /// A copy of a whole group at a linearizable cut: the group's snapshot stream in a temporary
 /// file that nothing else refers to (gone once closed).
 #[derive(Debug)]
-pub struct GroupCopy {
+pub struct CutCopy {
     /// The read index obtained from the group's leader before the copy was taken.
     pub read_index: LogPosition,
     /// The applied position the copy holds. Invariant: `cut.index >= read_index.index`.
@@ -128,7 +128,7 @@ pub async fn group_copy(
     raft: &RaftNode<MailGroup>,
     group: u32,
     deadline: Instant,
-) -> Result<GroupCopy, ReplicaError> {
+) -> Result<CutCopy, ReplicaError> {
     let read_index = raft.read_index(group, deadline).await?;
     raft.wait_applied(group, read_index.index, deadline).await?;
     let (file, cut, bytes) = on_group(raft, group, |app| app.export_copy())
@@ -137,18 +137,19 @@ pub async fn group_copy(
             out_of_space: dovetail_raft::is_out_of_space(&source),
             source,
         })?;
-    if cut.is_none_or(|cut| cut.index < read_index.index) {
-        debug_assert!(
-            false,
-            "group {group}: copy at {cut:?} below the read index {read_index}"
-        );
+    let at_or_above = cut.is_some_and(|cut| cut.index >= read_index.index);
+    debug_assert!(
+        at_or_above,
+        "group {group}: copy at {cut:?} below the read index {read_index}"
+    );
+    if !at_or_above {
         return Err(ReplicaError::CutBelowReadIndex {
             group,
             cut,
             read_index: read_index.index,
         });
     }
-    Ok(GroupCopy {
+    Ok(CutCopy {
         read_index,
         cut,
         file,

@@ -126,7 +126,8 @@ impl TestCluster {
         }
     }
 
-    /// Starts every node (`Start::Fresh`: node 1 bootstraps) and waits until every group has a
+    /// Starts every node as `start` says (`Start::Fresh`: node 1 bootstraps; `Start::Restart`:
+    /// nobody does, as on data directories a restore prepared) and waits until every group has a
     /// leader.
     pub fn start_all(&mut self, start: Start) {
         for id in 1..=self.nodes.len() as u64 {
