@@ -61,6 +61,9 @@ pub enum Command {
     Bench(crate::bench::BenchConfig),
     /// Inspect and steer a running cluster through its admin API.
     Ctl(crate::ctl::CtlArgs),
+    /// Seed the data directory of one node of a new cluster from a backup (`ctl backup`); run it
+    /// once per node, with the same backup and --peer list.
+    Restore(crate::backup::restore::RestoreArgs),
     /// Decode an index file, manifest, snapshot or group directory into text or JSON.
     Dump {
         /// An `.idx` file, `manifest`, `checkpoint.snap`, or a group directory.
@@ -111,6 +114,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .enable_all()
                 .build()?;
             Ok(runtime.block_on(crate::ctl::run(args)))
+        }
+        Command::Restore(args) => {
+            let report = crate::backup::restore::restore(&args)?;
+            print!("{}", report.describe());
+            Ok(0)
         }
         Command::Dump { path, json, limit } => {
             let dump = crate::dump::dump_path(&path, limit)?;

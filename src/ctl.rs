@@ -14,6 +14,8 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use serde_json::{json, Value};
 
+use crate::backup::take::{take_backup, Source};
+use crate::backup::BackupError;
 use crate::node::overview::ClusterOverview;
 use crate::node::peer_api::{error_chain, http_client, ClientTlsError};
 use crate::node::verify::VerifyReport;
@@ -46,6 +48,9 @@ pub enum CtlError {
     },
     #[error("{url}: no answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
+    /// `backup` failed: nothing usable was written.
+    #[error("backup: {0}")]
+    Backup(#[from] BackupError),
     /// A 2xx answer that is not what the command expects.
     #[error("not a {expected}: {error}")]
     UnexpectedAnswer {
@@ -135,6 +140,13 @@ pub enum CtlCommand {
         #[arg(long)]
         group: Vec<u32>,
     },
+    /// Copy every group, each at a linearizable cut, into a new directory (restore it into a
+    /// new cluster with `dovetail restore`). Writes go on meanwhile.
+    Backup {
+        /// The directory to write: must not exist, or be empty.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Replace one replica's copy of one mailbox by a healthy replica's copy.
     Repair {
         #[arg(long)]
@@ -171,6 +183,9 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, CtlError> 
         return Err(CtlError::NoToken);
     }
     let api = Api::new(args)?;
+    if let CtlCommand::Backup { out: dir } = &args.command {
+        return backup(args, &api, dir, out).await;
+    }
     let (method, path, body) = match &args.command {
         CtlCommand::Status | CtlCommand::Groups | CtlCommand::Members => {
             ("GET", "/admin/cluster".to_string(), None)
@@ -207,6 +222,7 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, CtlError> 
                 json!({ "groups": group })
             }),
         ),
+        CtlCommand::Backup { .. } => unreachable!("taken above"),
         CtlCommand::Repair {
             group,
             mailbox,
@@ -265,6 +281,69 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, CtlError> 
             Ok(0)
         }
     }
+}
+
+/// `ctl backup`: each group's line on stderr as it is done, then a table (or the manifest as
+/// JSON) of what was written.
+async fn backup(args: &CtlArgs, api: &Api, dir: &std::path::Path, out: &mut String) -> Result<i32, CtlError> {
+    let source = Source {
+        base: api.base.clone(),
+        token: args.token.clone(),
+        ca_cert: args.ca_cert.clone(),
+        timeout: api.timeout,
+    };
+    let started = std::time::Instant::now();
+    let manifest = take_backup(&source, dir, |copy| {
+        eprintln!(
+            "group {}: cut {} (read index {}), {} mailboxes",
+            copy.group, copy.cut, copy.read_index, copy.mailboxes
+        );
+    })
+    .await?;
+    if args.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&manifest).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let size = |path: &str| {
+        manifest
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .map_or(0, |f| f.bytes)
+    };
+    let rows: Vec<Vec<String>> = manifest
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.group.to_string(),
+                g.cut.to_string(),
+                g.read_index.to_string(),
+                g.users.to_string(),
+                g.mailboxes.to_string(),
+                bytes(size(&g.file)),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["GROUP", "CUT", "READ INDEX", "USERS", "MAILBOXES", "SIZE"],
+        &rows,
+    ));
+    let total: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    let _ = writeln!(
+        out,
+        "backup of {} groups ({}) from node {} in {:.2?}: {}",
+        manifest.group_count,
+        bytes(total),
+        manifest.cluster.served_by,
+        started.elapsed(),
+        dir.display()
+    );
+    Ok(0)
 }
 
 /// A table with columns padded to their widest cell.

@@ -14,6 +14,8 @@
 //! - [`service`]: `MailService`, the seam between the HTTP API and the replicated node.
 //! - [`api`]: the whole HTTP surface (axum): client and admin routes, dashboard, JSON errors.
 //! - [`placement`]: which group a user's mailboxes belong to.
+//! - [`backup`]: `dovetail ctl backup` and `dovetail restore`: a consistent copy of every group,
+//!   checksummed, and the seeding of a new cluster's nodes from it.
 //! - [`bench`]: `dovetail bench`, a load generator against a cluster's HTTP API.
 //! - [`ctl`]: `dovetail ctl`, the operator's command line over the admin API.
 //! - [`dump`]: human- and machine-readable dumps of index files and group directories.
@@ -24,6 +26,7 @@
 //! `api::client` (and `api::error`), `node::replicated`, `node::mail_group`, `node::server`.
 
 pub mod api;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod ctl;

@@ -126,6 +126,12 @@ fn admin_endpoints_verify_and_repair() {
         ),
         (
             "GET",
+            format!("/admin/groups/{GROUPS}/backup"),
+            404,
+            "no_such_group",
+        ),
+        (
+            "GET",
             format!("/admin/groups/{group}/mailboxes/nothex/image"),
             400,
             "invalid",

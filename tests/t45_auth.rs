@@ -134,6 +134,7 @@ fn every_route_refuses_without_the_right_token() {
         ),
         ("POST", format!("/admin/groups/{group}/snapshot"), None),
         ("POST", "/admin/snapshot".into(), None),
+        ("GET", format!("/admin/groups/{group}/backup"), None),
         ("GET", "/metrics".into(), None),
     ];
     let mut checked = 0;

@@ -20,6 +20,9 @@
 //! - [`state_machine`]: [`state_machine::AppStateMachine`], openraft's `RaftStateMachine` over an
 //!   [`Application`]; [`state_machine::GroupRaft`], the openraft instance that drives it; the
 //!   versioned `consensus_meta` encoding.
+//! - [`restore`]: the consensus side of backup and restore: a group's cut and membership as its
+//!   consensus metadata says, and seeding a node of a new cluster from a backup (why that is
+//!   sound against openraft's startup is in its docs).
 //! - [`transport`]: the peer transport: one authenticated, pipelined TCP connection per peer
 //!   for all groups (openraft-multi `GroupRouter`), snapshot streaming, forwarding RPCs.
 //! - [`node`]: [`RaftNode`], the API the domain uses: start, initialize, propose (forwarded to
@@ -28,12 +31,13 @@
 //!   facade (log append and fsync latency, snapshot transfers, leader changes).
 //!
 //! Reading order: `type_config`, then `log_store` (its own docs give the order inside), then
-//! `state_machine`, `transport`, `node`.
+//! `state_machine`, `transport`, `node`, `restore`.
 
 pub mod application;
 pub mod log_store;
 pub mod metrics;
 pub mod node;
+pub mod restore;
 pub mod snapshot_file;
 pub mod state_machine;
 pub mod transport;

@@ -220,7 +220,13 @@ impl From<ReplicaError> for ApiError {
         match e {
             ReplicaError::Group(e) => e.into(),
             ReplicaError::Damaged(_) => ApiError::new(ErrorCode::Damaged, e.to_string()),
-            ReplicaError::TaskFailed { .. } | ReplicaError::Vanished => ApiError::internal(e.to_string()),
+            ReplicaError::Copy {
+                out_of_space: true, ..
+            } => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+            ReplicaError::TaskFailed { .. }
+            | ReplicaError::Vanished
+            | ReplicaError::Copy { .. }
+            | ReplicaError::CutBelowReadIndex { .. } => ApiError::internal(e.to_string()),
         }
     }
 }

@@ -104,6 +104,17 @@ impl MailGroup {
     pub fn machine_mut(&mut self) -> &mut GroupStateMachine {
         &mut self.machine
     }
+
+    /// A copy of the group as it stands, for a backup (see
+    /// `GroupStateMachine::export_to_temp_file`): the snapshot stream in a temporary file, the
+    /// position it covers and its length. Refused (as a full disk, which passes) while an entry
+    /// is half applied: the copy would hold changes of an entry beyond the position it names.
+    pub fn export_copy(&self) -> io::Result<(std::fs::File, Option<LogPosition>, u64)> {
+        if self.apply_incomplete {
+            return Err(apply_incomplete());
+        }
+        self.machine.export_to_temp_file().map_err(io_error)
+    }
 }
 
 /// The snapshot in the checkpoint file at `path`, described by its own manifest.

@@ -23,7 +23,12 @@ use crate::state_machine::GroupStateMachine;
 
 /// The directory of group `group` under a node's data directory.
 pub fn group_dir(config: &ServeConfig, group: u32) -> std::path::PathBuf {
-    config.data_dir.join("groups").join(format!("g{group:04}"))
+    group_dir_in(&config.data_dir, group)
+}
+
+/// The directory of group `group` under the node data directory `data_dir`.
+pub fn group_dir_in(data_dir: &std::path::Path, group: u32) -> std::path::PathBuf {
+    data_dir.join("groups").join(format!("g{group:04}"))
 }
 
 /// Runs a node until `shutdown` resolves, then drains: stops accepting requests, lets requests

@@ -402,6 +402,23 @@ impl GroupStateMachine {
         Ok(pending)
     }
 
+    /// Writes the group as it stands, as a snapshot stream, to a file of its own that nothing else
+    /// refers to: an unnamed temporary file in the group directory (`O_TMPFILE`), gone once
+    /// closed, also after a crash. Returns the file (at its end), the position it covers and its
+    /// length. For a backup, which streams it out while the group goes on applying; like
+    /// [`begin_checkpoint`](Self::begin_checkpoint) it is written with the group borrowed.
+    pub fn export_to_temp_file(&self) -> Result<(File, Option<LogPosition>, u64), SmError> {
+        let file = tempfile::tempfile_in(&self.dir)
+            .map_err(|e| SmError::io(&self.dir, "creating a temporary file in", e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        let bytes = self
+            .state
+            .export_snapshot(&mut out)
+            .map_err(|e| SmError::io(&self.dir, "writing a copy of the group in", e))?;
+        drop(out);
+        Ok((file, self.state.applied(), bytes))
+    }
+
     fn take_stamp(&mut self) -> u64 {
         let stamp = self.next_stamp;
         self.next_stamp += 1;

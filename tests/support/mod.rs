@@ -57,6 +57,8 @@ pub struct TestCluster {
     pub nodes: Vec<NodeProcess>,
     /// Every node's addresses and flags; the nodes' command lines come from it.
     pub layout: ClusterLayout,
+    /// The cluster's secret and tokens: [`secrets`] unless the test chose others.
+    pub secrets: Secrets,
     _dir: tempfile::TempDir,
 }
 
@@ -93,17 +95,15 @@ impl NodeProcess {
 impl TestCluster {
     /// Starts `n` nodes with `groups` groups and waits until every group has a leader.
     pub fn start(n: u64, groups: u32, extra_args: &[&str]) -> TestCluster {
-        TestCluster::start_prepared(n, groups, extra_args, |_, _| {})
+        let mut cluster = TestCluster::prepare(n, groups, extra_args, secrets());
+        cluster.start_all(Start::Fresh);
+        cluster
     }
 
-    /// [`TestCluster::start`], calling `prepare(id, dir)` on each node's (created, empty) data
-    /// directory before its process starts: to mount a small file system there, say.
-    pub fn start_prepared(
-        n: u64,
-        groups: u32,
-        extra_args: &[&str],
-        mut prepare: impl FnMut(u64, &Path),
-    ) -> TestCluster {
+    /// The layout of `n` nodes (addresses, data directories, flags) with `secrets`, none started
+    /// yet: for a test that prepares their data directories first (such as a restore), then
+    /// calls [`TestCluster::start_all`].
+    pub fn prepare(n: u64, groups: u32, extra_args: &[&str], secrets: Secrets) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let layout = ClusterLayout {
             data_dir: dir.path().to_path_buf(),
@@ -121,19 +121,56 @@ impl TestCluster {
             .iter()
             .map(|node| NodeProcess::new(&layout, node))
             .collect();
-        let mut cluster = TestCluster {
+        TestCluster {
             nodes,
             layout,
+            secrets,
             _dir: dir,
-        };
+        }
+    }
+
+    /// Starts every node as `start` says (`Start::Fresh`: node 1 bootstraps; `Start::Restart`:
+    /// nobody does, as on data directories a restore prepared) and waits until every group has a
+    /// leader.
+    pub fn start_all(&mut self, start: Start) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.spawn(id, start);
+        }
+        self.wait_for_leaders(Duration::from_secs(60));
+    }
+
+    /// [`TestCluster::start`], calling `prepare(id, dir)` on each node's (created, empty) data
+    /// directory before its process starts: to mount a small file system there, say.
+    pub fn start_prepared(
+        n: u64,
+        groups: u32,
+        extra_args: &[&str],
+        mut prepare: impl FnMut(u64, &Path),
+    ) -> TestCluster {
+        let mut cluster = TestCluster::prepare(n, groups, extra_args, secrets());
         for id in 1..=n {
             let node_dir = cluster.layout.node_dir(id);
             std::fs::create_dir_all(&node_dir).unwrap();
             prepare(id, &node_dir);
-            cluster.spawn(id, Start::Fresh);
         }
-        cluster.wait_for_leaders(Duration::from_secs(60));
+        cluster.start_all(Start::Fresh);
         cluster
+    }
+
+    /// A request to node `id` with this cluster's token for the path (see [`token_for`]).
+    pub fn call(
+        &self,
+        id: u64,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> std::io::Result<(u16, Value)> {
+        let token = if token_for(path) == ADMIN_TOKEN {
+            &self.secrets.admin_token
+        } else {
+            &self.secrets.client_token
+        };
+        request_as(&self.node(id).api, method, path, body, Some(token))
     }
 
     pub fn node(&self, id: u64) -> &NodeProcess {
@@ -158,7 +195,7 @@ impl TestCluster {
         let exe = Path::new(env!("CARGO_BIN_EXE_dovetail"));
         let child = self
             .layout
-            .command(exe, id, start, &secrets())
+            .command(exe, id, start, &self.secrets)
             .args(&self.nodes[(id - 1) as usize].own_flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -178,7 +215,7 @@ impl TestCluster {
             running
                 .iter()
                 .map(|n| {
-                    get(&n.api, "/admin/status")
+                    self.call(n.id, "GET", "/admin/status", None)
                         .ok()
                         .and_then(|(_, v)| v["node"]["max_encoding"].as_u64())
                         .unwrap_or(0)
@@ -187,7 +224,7 @@ impl TestCluster {
                 .unwrap_or(0)
         };
         let led_at = |n: &NodeProcess, encoding: u64| {
-            get(&n.api, "/admin/status").is_ok_and(|(s, v)| {
+            self.call(n.id, "GET", "/admin/status", None).is_ok_and(|(s, v)| {
                 s == 200
                     && v["groups"].as_array().is_some_and(|g| {
                         g.iter()
@@ -217,7 +254,7 @@ impl TestCluster {
 
     /// The leader of `group` as node `via` sees it.
     pub fn leader_of(&self, group: u32, via: u64) -> Option<u64> {
-        let (_, v) = get(&self.node(via).api, "/admin/status").ok()?;
+        let (_, v) = self.call(via, "GET", "/admin/status", None).ok()?;
         v["groups"][group as usize]["leader"].as_u64()
     }
 
@@ -410,7 +447,7 @@ pub fn files_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec
 impl TestCluster {
     /// Node `id`'s `/admin/status` entry for `group`, or `None` if the node does not answer.
     pub fn group_status(&self, id: u64, group: u32) -> Option<Value> {
-        let (s, v) = get(&self.node(id).api, "/admin/status").ok()?;
+        let (s, v) = self.call(id, "GET", "/admin/status", None).ok()?;
         (s == 200).then(|| v["groups"][group as usize].clone())
     }
 
@@ -506,18 +543,20 @@ impl TestCluster {
         self.nodes
             .push(NodeProcess::new(&self.layout, self.layout.node(id)));
         self.spawn(id, Start::Fresh);
-        let api = self.node(id).api.clone();
         wait_until(
             Duration::from_secs(30),
             &format!("node {id} serves its API"),
-            || get(&api, "/admin/status").is_ok_and(|(s, _)| s == 200),
+            || {
+                self.call(id, "GET", "/admin/status", None)
+                    .is_ok_and(|(s, _)| s == 200)
+            },
         );
         id
     }
 
     /// How many groups each node leads, as node `via` sees it (nodes leading none are absent).
     pub fn leader_counts(&self, via: u64) -> Option<std::collections::BTreeMap<u64, usize>> {
-        let (s, v) = get(&self.node(via).api, "/admin/status").ok()?;
+        let (s, v) = self.call(via, "GET", "/admin/status", None).ok()?;
         if s != 200 {
             return None;
         }

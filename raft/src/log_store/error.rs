@@ -75,6 +75,11 @@ pub enum LogStoreError {
         source: Arc<io::Error>,
     },
 
+    /// A restore was asked to seed a group whose log already holds entries, a vote or a
+    /// purge: only a new node's empty log is seeded (`crate::restore`).
+    #[error("group {group_id}: the log is not empty; a restore seeds only the log of a new node")]
+    NotEmpty { group_id: GroupId },
+
     /// The log db was closed (or its flusher stopped) before the write could be made durable.
     #[error("group {group_id}: log db closed before {action} was durable")]
     Closed { group_id: GroupId, action: String },

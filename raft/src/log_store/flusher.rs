@@ -54,6 +54,7 @@ pub(crate) enum LogWrite {
     Vote,
     Truncate { after: Option<u64> },
     Purge { upto: u64 },
+    Seed { upto: u64 },
     Sync,
 }
 
@@ -65,6 +66,8 @@ impl fmt::Display for LogWrite {
             LogWrite::Truncate { after: Some(index) } => write!(f, "truncate after {index}"),
             LogWrite::Truncate { after: None } => write!(f, "truncate of the whole log"),
             LogWrite::Purge { upto } => write!(f, "purge up to {upto}"),
+            // A new node's log seeded from a backup (`crate::restore`).
+            LogWrite::Seed { upto } => write!(f, "seed from a backup up to {upto}"),
             LogWrite::Sync => write!(f, "sync"),
         }
     }

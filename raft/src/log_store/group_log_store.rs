@@ -400,6 +400,42 @@ impl GroupLogStore {
             .await
     }
 
+    /// Seeds an empty group's log as a node's log stands after it installed a snapshot covering
+    /// everything up to `last_applied` and purged the entries it replaces: `last_applied` is the
+    /// last purged log id (so also the last log id, with no entry in the tree) and the committed
+    /// one, and `vote` is the saved vote. For the first start of a node restored from a backup
+    /// (`crate::restore`). Returns once durable. A log that holds anything (an entry, a vote, a
+    /// committed or purged id) is refused: seeding never overwrites a node's own history.
+    pub(crate) async fn seed(&self, last_applied: LogId, vote: Vote) -> Result<(), LogStoreError> {
+        let group_id = self.inner.group_id;
+        let write = LogWrite::Seed {
+            upto: last_applied.index(),
+        };
+        let action = || write.to_string();
+        let purged = self.encode(&last_applied, || format!("last purged log id {last_applied}"))?;
+        let vote_bytes = self.encode(&vote, || format!("vote {vote}"))?;
+        {
+            let _write = self.write_lock();
+            let empty = self.inner.entries.is_empty() && self.inner.meta.is_empty();
+            if !empty {
+                return Err(LogStoreError::NotEmpty { group_id });
+            }
+            let result: sled::transaction::TransactionResult<(), ()> = self.inner.meta.transaction(|meta| {
+                meta.insert(codec::LAST_PURGED_KEY, purged.as_slice())?;
+                meta.insert(codec::COMMITTED_KEY, purged.as_slice())?;
+                meta.insert(codec::VOTE_KEY, vote_bytes.as_slice())?;
+                Ok(())
+            });
+            result.map_err(|error| match error {
+                sled::transaction::TransactionError::Storage(source) => self.sled_error(action)(source),
+                sled::transaction::TransactionError::Abort(()) => {
+                    unreachable!("the transaction never aborts")
+                }
+            })?;
+        }
+        self.inner.flusher.flush(group_id, write).await
+    }
+
     fn write_committed(&self, committed: Option<LogId>) -> Result<(), LogStoreError> {
         let action = || format!("save committed {committed:?}");
         let _write = self.write_lock();

@@ -42,6 +42,9 @@ use crate::type_config::{GroupId, Node, NodeId};
 use crate::{Application, LogDb, LogDbOptions, LogPosition, ReserveStatus};
 use storage_alarm::StorageAlarm;
 
+/// The directory of a node's log db (every group's Raft log) under its data directory.
+pub const LOG_DB_DIR: &str = "raft-log";
+
 /// A group's role on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupRole {
@@ -125,7 +128,7 @@ impl<A: Application> RaftNode<A> {
         std::fs::create_dir_all(&staging_dir)
             .map_err(io_error(format!("create {}", staging_dir.display())))?;
         let log_db = LogDb::open_with(
-            config.data_dir.join("raft-log"),
+            config.data_dir.join(LOG_DB_DIR),
             LogDbOptions {
                 reserve_bytes: config.log_reserve_bytes,
                 ..LogDbOptions::default()

@@ -195,6 +195,94 @@ impl TestCluster {
         cluster
     }
 
+    /// Three nodes of a new cluster, each restored from one backup as `crate::restore` seeds
+    /// a node: every group's application stands at `at` (written by node 9 of an old cluster
+    /// {7, 8, 9}) with `applied` as its state and current snapshot, its consensus metadata
+    /// naming the new members {1, 2, 3}; every group's log is seeded. Nobody initializes.
+    async fn start_restored(
+        tune: fn(&mut RaftNodeConfig),
+        at: LogPosition,
+        applied: &[Vec<u8>],
+    ) -> TestCluster {
+        use openraft::vote::RaftLeaderIdExt;
+
+        use crate::restore::{reseat_membership, seed_node_logs, GroupMembers};
+        use crate::state_machine::ConsensusMeta;
+        use crate::type_config::{LeaderId, LogId, Membership, StoredMembership};
+
+        let mut cluster = TestCluster {
+            dir: tempfile::tempdir().unwrap(),
+            nodes: Vec::new(),
+            addrs: Vec::new(),
+            states: BTreeMap::new(),
+            tune,
+        };
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            cluster.addrs.push(listener.local_addr().unwrap());
+            cluster.nodes.push(None);
+            listeners.push(listener);
+        }
+        let old_node = |id: NodeId| Node {
+            peer_addr: format!("192.0.2.{id}:7100"),
+            api_addr: format!("192.0.2.{id}:7000"),
+        };
+        let old_membership = Membership::new(
+            vec![[7, 8, 9].into_iter().collect()],
+            (7..=9).map(|id| (id, old_node(id))).collect::<BTreeMap<_, _>>(),
+        )
+        .unwrap();
+        let last_applied = LogId::new(LeaderId::new_committed(at.term, 9), at.index);
+        let old_meta = ConsensusMeta {
+            last_applied,
+            membership: StoredMembership::new(Some(last_applied), old_membership),
+        }
+        .encode();
+        let members = GroupMembers {
+            voters: (1..=3).collect(),
+            learners: Default::default(),
+            nodes: (1..=3)
+                .map(|id: NodeId| {
+                    let addr = cluster.addrs[id as usize - 1].to_string();
+                    (
+                        id,
+                        Node {
+                            peer_addr: addr.clone(),
+                            api_addr: addr,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let meta = reseat_membership(&old_meta, &members).unwrap();
+        for node_id in 1..=3 {
+            let data_dir = cluster.dir.path().join(format!("node-{node_id}"));
+            let app_dir = data_dir.join("app");
+            std::fs::create_dir_all(&app_dir).unwrap();
+            let body: SnapshotBody = (applied.to_vec(), at, meta.clone());
+            let path = app_dir.join("restored");
+            std::fs::write(
+                &path,
+                bincode::serde::encode_to_vec(&body, bincode::config::standard()).unwrap(),
+            )
+            .unwrap();
+            for group_id in 0..GROUPS {
+                let state = cluster.states.entry((node_id, group_id)).or_default();
+                let mut state = state.lock().unwrap();
+                state.applied = applied.to_vec();
+                state.last = Some((at, meta.clone()));
+                state.snapshot = Some((path.clone(), at, meta.clone()));
+            }
+            let groups: Vec<(GroupId, Vec<u8>)> = (0..GROUPS).map(|g| (g, meta.clone())).collect();
+            seed_node_logs(&data_dir, node_id, &groups).await.unwrap();
+        }
+        for (i, listener) in listeners.into_iter().enumerate() {
+            cluster.start_node(i as NodeId + 1, listener).await;
+        }
+        cluster
+    }
+
     async fn start_node(&mut self, node_id: NodeId, listener: TcpListener) {
         let data_dir = self.dir.path().join(format!("node-{node_id}"));
         let mut config = RaftNodeConfig::new(node_id, &data_dir, GROUPS, SECRET);
@@ -675,5 +763,77 @@ async fn t20_a_node_in_storage_alarm_takes_no_writes_and_leads_nothing() {
         .propose(0, b"after".to_vec(), deadline(10))
         .await
         .unwrap();
+    cluster.shutdown().await;
+}
+
+/// A new cluster restored from a backup (`crate::restore`): three nodes whose groups stand at
+/// (5, 40) of an old cluster, with their logs seeded (purged through (5, 40), a vote of term 5)
+/// and the new members in the state's consensus metadata. Started without `initialize`, every
+/// group elects a leader at a term above 5 with the new voters; proposals through every node
+/// commit at indexes above 40 and apply on every node after the backup's state, none of which is
+/// applied again; a node restarted afterwards resumes as any node does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_nodes_restored_from_a_backup_elect_above_its_term_and_go_on() {
+    let at = LogPosition::new(5, 40);
+    let backup: Vec<Vec<u8>> = vec![b"backed up 1".to_vec(), b"backed up 2".to_vec()];
+    let mut cluster = TestCluster::start_restored(fast, at, &backup).await;
+    let leaders = cluster.wait_for_leaders().await;
+    for group_id in 0..GROUPS {
+        let m = cluster.node(leaders[&group_id]).metrics(group_id).unwrap();
+        assert!(
+            m.current_term > at.term,
+            "group {group_id}: leader of term {}",
+            m.current_term
+        );
+        assert_eq!(m.voters, (1..=3).collect(), "group {group_id}");
+        assert_eq!(m.purged_log_index, Some(at.index), "group {group_id}");
+        let mut last = at;
+        for i in 0..3u8 {
+            let proposed = cluster
+                .node(NodeId::from(i % 3 + 1))
+                .propose(group_id, vec![b'n', i], deadline(10))
+                .await
+                .unwrap();
+            assert!(
+                proposed.position > last,
+                "group {group_id}: {} after {last}",
+                proposed.position
+            );
+            assert_eq!(
+                proposed.response,
+                (backup.len() as u64 + u64::from(i) + 1).to_le_bytes().to_vec(),
+                "appended after the backup's state"
+            );
+            last = proposed.position;
+        }
+        let mut expected = backup.clone();
+        expected.extend((0..3u8).map(|i| vec![b'n', i]));
+        for node_id in 1..=3 {
+            cluster
+                .node(node_id)
+                .wait_applied(group_id, last.index, deadline(5))
+                .await
+                .unwrap();
+            assert_eq!(
+                cluster.applied(node_id, group_id),
+                expected,
+                "node {node_id} group {group_id}"
+            );
+        }
+    }
+    let restarted = (1..=3).find(|id| *id != leaders[&0]).unwrap();
+    cluster.stop_node(restarted).await;
+    let written = cluster
+        .node(leaders[&0])
+        .propose(0, b"while away".to_vec(), deadline(10))
+        .await
+        .unwrap();
+    cluster.restart_node(restarted).await;
+    cluster
+        .node(restarted)
+        .wait_applied(0, written.position.index, deadline(10))
+        .await
+        .unwrap();
+    assert_eq!(cluster.applied(restarted, 0), cluster.applied(leaders[&0], 0));
     cluster.shutdown().await;
 }

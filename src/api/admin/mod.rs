@@ -12,6 +12,7 @@
 //! POST   /admin/groups/{group}/mailboxes/{guid}/repair  replace one replica's copy  {"replica"?, "source"?}
 //! POST   /admin/groups/{group}/snapshot              build a snapshot of one group on this node
 //! POST   /admin/snapshot                             build a snapshot of every group on this node
+//! GET    /admin/groups/{group}/backup                a copy of one group at a linearizable cut (ctl backup)
 //! GET    /admin/groups/{group}/digests               this replica's per-mailbox digests (verify)
 //! GET    /admin/groups/{group}/mailboxes/{guid}/image  this replica's copy of a mailbox file (repair)
 //! GET    /metrics                                    Prometheus text format
@@ -23,11 +24,12 @@
 //! node, 503 when no leader or quorum answered in time.
 //!
 //! One file per concern: `cluster` (status and overview), `members` (membership),
-//! `leadership` (transfer and rebalance), `verify`, `repair`, `snapshots`, `digests` (digests
+//! `leadership` (transfer and rebalance), `verify`, `repair`, `snapshots`, `backup`, `digests` (digests
 //! and images, which verify and repair read from every replica) and `metrics`; `state` is what
 //! they share. The logic they call lives in `node`: the overview's merge and verify's
 //! comparison (both pure), the repair loop, the leader plan.
 
+mod backup;
 mod cluster;
 mod digests;
 mod leadership;
@@ -52,6 +54,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(verify::routes())
         .merge(repair::routes())
         .merge(snapshots::routes())
+        .merge(backup::routes())
         .merge(digests::routes())
         .merge(metrics::routes())
         .with_state(state)
