@@ -144,6 +144,23 @@ impl<A: Application> AppStateMachine<A> {
         })
     }
 
+    /// `membership`'s invariant: what the application stored last says the same (debug builds).
+    fn debug_assert_membership_stored(&self) {
+        if cfg!(debug_assertions) {
+            let stored = lock_app(&self.app)
+                .ok()
+                .and_then(|app| app.applied_state())
+                .and_then(|(_, meta)| ConsensusMeta::decode(&meta).ok())
+                .map(|meta| meta.membership);
+            debug_assert_eq!(
+                stored.as_ref(),
+                Some(&self.membership),
+                "invariant: group {}'s membership equals the one its application stored",
+                self.group_id
+            );
+        }
+    }
+
     fn snapshot_of(&self, info: SnapshotInfo) -> io::Result<Snapshot> {
         let meta = ConsensusMeta::decode(&info.consensus_meta)?;
         if position_of(&meta.last_applied) != info.position {
@@ -305,6 +322,7 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
                         };
                         lock_app(&self.app)?.apply_blank(position, &meta.encode())?;
                         self.membership = stored;
+                        self.debug_assert_membership_stored();
                         Responses::default()
                     }
                 }

@@ -343,7 +343,18 @@ impl GroupStateMachine {
             sync_dir(&live)?;
             self.dirty = Some(Instant::now());
         }
+        self.debug_assert_dirty_mark();
         Ok(())
+    }
+
+    /// `dirty`'s invariant: `Some` exactly when `live/DIRTY` exists (debug builds: a `stat`).
+    fn debug_assert_dirty_mark(&self) {
+        debug_assert_eq!(
+            self.dirty.is_some(),
+            self.dir.join(LIVE).join(DIRTY).exists(),
+            "invariant: the dirty mark in memory and live/DIRTY agree ({})",
+            self.dir.display()
+        );
     }
 
     /// Makes everything applied so far durable in `live/`, and clears the dirty mark.
@@ -365,6 +376,7 @@ impl GroupStateMachine {
         fs::remove_file(&dirty).map_err(|e| SmError::io(dirty, "removing", e))?;
         sync_dir(&live)?;
         self.dirty = None;
+        self.debug_assert_dirty_mark();
         Ok(())
     }
 

@@ -110,6 +110,12 @@ impl<F: MailboxFiles> GroupState<F> {
             });
         }
         self.manifest.applied = Some(position);
+        debug_assert_eq!(
+            outcomes.len(),
+            txns.len(),
+            "invariant: one outcome per request of a batch"
+        );
+        self.debug_assert_files_not_ahead();
         Ok(Some(outcomes))
     }
 
@@ -149,6 +155,23 @@ impl<F: MailboxFiles> GroupState<F> {
         }
         self.manifest.applied = Some(position);
         Ok(true)
+    }
+
+    /// The manifest's invariant: no file records a position past the group's (debug builds,
+    /// over the files changed since the last flush).
+    fn debug_assert_files_not_ahead(&self) {
+        if cfg!(debug_assertions) {
+            let applied = self.manifest.applied.map_or(0, |a| a.index);
+            for guid in &self.touched {
+                if let Some(index) = self.mailboxes.get(guid) {
+                    debug_assert!(
+                        index.header().applied.index <= applied,
+                        "invariant: mailbox file at {} past the group's {applied}",
+                        index.header().applied
+                    );
+                }
+            }
+        }
     }
 
     /// Checks that `position` is the next entry: false if already applied, an error on a gap.

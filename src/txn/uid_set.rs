@@ -48,7 +48,15 @@ impl UidSet {
                 _ => merged.push((start, end)),
             }
         }
-        Ok(UidSet { ranges: merged })
+        let set = UidSet { ranges: merged };
+        debug_assert!(set.holds_invariant(), "{set:?}");
+        Ok(set)
+    }
+
+    /// The type's invariant: sorted ranges, each `1 <= start <= end`, a missing UID between two.
+    fn holds_invariant(&self) -> bool {
+        self.ranges.iter().all(|&(start, end)| 1 <= start && start <= end)
+            && self.ranges.windows(2).all(|w| w[0].1.saturating_add(1) < w[1].0)
     }
 
     /// Builds a set from UIDs given in increasing order (as the state machine produces them).
