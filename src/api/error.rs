@@ -50,6 +50,8 @@ pub enum ErrorCode {
     TooManyMailboxes,
     /// A request older than the client's last one (its session has moved on).
     StaleRequest,
+    /// The client's `request_seq` was already used for a different request.
+    RequestReused,
     /// UNCHANGEDSINCE failed for every UID asked.
     ConditionFailed,
     /// The op needs a log encoding the group has not enabled (a rolling upgrade is not done).
@@ -94,6 +96,7 @@ impl ErrorCode {
             | ErrorCode::UidValidityExhausted
             | ErrorCode::TooManyMailboxes
             | ErrorCode::StaleRequest
+            | ErrorCode::RequestReused
             | ErrorCode::ConditionFailed
             | ErrorCode::NotEnabled
             | ErrorCode::Damaged => StatusCode::CONFLICT,
@@ -156,8 +159,42 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Most bytes of a client's input an error message quotes: a 10 KB bad name is not echoed.
+pub const MAX_QUOTED_BYTES: usize = 64;
+
+/// `input` cut to at most [`MAX_QUOTED_BYTES`] (on a character boundary), marked when cut.
+pub fn quoted(input: &str) -> String {
+    if input.len() <= MAX_QUOTED_BYTES {
+        return input.to_string();
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &input[..end], input.len())
+}
+
 impl From<TxnError> for ApiError {
     fn from(e: TxnError) -> ApiError {
+        // The message quotes at most MAX_QUOTED_BYTES of the offending input.
+        let e = match e {
+            TxnError::InvalidMailboxName { name, reason } => TxnError::InvalidMailboxName {
+                name: quoted(&name),
+                reason,
+            },
+            TxnError::InvalidName { what, name, reason } => TxnError::InvalidName {
+                what,
+                name: quoted(&name),
+                reason,
+            },
+            TxnError::InvalidKeyword { keyword, reason } => TxnError::InvalidKeyword {
+                keyword: quoted(&keyword),
+                reason,
+            },
+            TxnError::UnknownSystemFlag { flag } => TxnError::UnknownSystemFlag { flag: quoted(&flag) },
+            TxnError::RenameToSelf { name } => TxnError::RenameToSelf { name: quoted(&name) },
+            e => e,
+        };
         ApiError::invalid(e.to_string())
     }
 }
@@ -258,6 +295,7 @@ impl From<Rejection> for ApiError {
             Rejection::UidValidityExhausted => ErrorCode::UidValidityExhausted,
             Rejection::TooManyMailboxes { .. } => ErrorCode::TooManyMailboxes,
             Rejection::StaleRequest { .. } => ErrorCode::StaleRequest,
+            Rejection::RequestReused { .. } => ErrorCode::RequestReused,
             Rejection::Invalid { .. } => ErrorCode::Invalid,
         };
         ApiError::new(code, r.to_string())
@@ -290,6 +328,7 @@ mod tests {
             (UidValidityExhausted, "uid_validity_exhausted", 409),
             (TooManyMailboxes, "too_many_mailboxes", 409),
             (StaleRequest, "stale_request", 409),
+            (RequestReused, "request_reused", 409),
             (ConditionFailed, "condition_failed", 409),
             (NotEnabled, "not_enabled", 409),
             (Damaged, "damaged", 409),

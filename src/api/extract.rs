@@ -89,6 +89,42 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
+/// A name as the client API takes it: in Unicode NFC, so that names that look alike (`café` typed
+/// with a combining accent or a precomposed one) are one name (RFC 5198, RFC 6855).
+pub fn nfc(name: String) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    if unicode_normalization::is_nfc(&name) {
+        name
+    } else {
+        name.nfc().collect()
+    }
+}
+
+/// `{user}` of a client route, percent-decoded and in NFC ([`nfc`]).
+pub struct UserPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParams(user) = PathParams::<String>::from_request_parts(parts, state).await?;
+        Ok(UserPath(nfc(user)))
+    }
+}
+
+/// `{user}` and `{mailbox}` of a client route, percent-decoded and in NFC ([`nfc`]).
+pub struct MailboxPath(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for MailboxPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParams((user, mailbox)) =
+            PathParams::<(String, String)>::from_request_parts(parts, state).await?;
+        Ok(MailboxPath(nfc(user), nfc(mailbox)))
+    }
+}
+
 /// 400 for a path that does not fit the route's parameters; a route whose parameters do not fit
 /// its handler is this program's bug (500).
 fn path_rejection(rejection: PathRejection) -> ApiError {

@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::SmError;
-use super::manifest::{Manifest, SessionCheck};
+use super::manifest::{request_digest, Manifest, SessionCheck};
 use crate::index::{LogPosition, MailboxIndex, Storage, VecStorage};
-use crate::txn::{validate::validate, Guid, Outcome, Rejection, Txn};
+use crate::txn::{validate::validate_in, Guid, Outcome, Rejection, Txn};
 
 /// Creates and removes the storage of mailbox files.
 pub trait MailboxFiles {
@@ -122,14 +122,25 @@ impl<F: MailboxFiles> GroupState<F> {
     /// One transaction at `position`, which `advance_to` accepted: the session check, then
     /// validation and the operation.
     fn apply_txn(&mut self, position: LogPosition, txn: &Txn) -> Result<Outcome, SmError> {
+        // From log encoding 2 on, a session remembers what its last request was: the same
+        // (client_id, request_seq) with other content is refused, not answered as a retry.
+        let digest = (self.manifest.encoding >= 2).then(|| request_digest(&txn.op));
+        let stored_digest = self.manifest.sessions.digest(&txn.client_id);
         let outcome = match self.manifest.sessions.check(&txn.client_id, txn.request_seq) {
+            SessionCheck::Duplicate(_)
+                if digest.is_some() && stored_digest.is_some() && digest != stored_digest =>
+            {
+                Outcome::Rejected(Rejection::RequestReused {
+                    request_seq: txn.request_seq,
+                })
+            }
             SessionCheck::Duplicate(first) => first.clone(),
             SessionCheck::Stale { last_seq } => Outcome::Rejected(Rejection::StaleRequest {
                 request_seq: txn.request_seq,
                 last_seq,
             }),
             SessionCheck::New => {
-                let outcome = match validate(txn) {
+                let outcome = match validate_in(txn, self.manifest.encoding) {
                     Err(e) => Outcome::Rejected(Rejection::Invalid {
                         message: e.to_string(),
                     }),
@@ -141,6 +152,9 @@ impl<F: MailboxFiles> GroupState<F> {
                     position.index,
                     outcome.clone(),
                 );
+                if let Some(digest) = digest {
+                    self.manifest.sessions.set_digest(&txn.client_id, digest);
+                }
                 outcome
             }
         };
@@ -203,5 +217,65 @@ impl<F: MailboxFiles> GroupState<F> {
             digest = digest.rotate_left(17) ^ u64::from(crc);
         }
         digest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::test_txns::{append, create_inbox};
+    use crate::txn::Op;
+
+    fn gate(version: u8) -> Txn {
+        Txn {
+            client_id: "anon-1-encoding".into(),
+            request_seq: u64::from(version),
+            op: Op::SetEncoding { version },
+        }
+    }
+
+    /// From log encoding 2 on, the same `(client_id, request_seq)` with another request is
+    /// refused (`RequestReused`) instead of answered with the first request's outcome; a true
+    /// retry still gets that outcome, applied once. Before encoding 2 the content is not looked
+    /// at (sessions recorded then carry no digest).
+    #[test]
+    fn a_reused_request_seq_with_other_content_is_refused_from_encoding_2() {
+        for encoding in [0, 2] {
+            let mut sm = GroupState::in_memory();
+            let mut index = 0;
+            let mut at = |sm: &mut GroupState<MemoryFiles>, txn: &Txn| {
+                index += 1;
+                sm.apply(LogPosition::new(1, index), txn).unwrap().unwrap()
+            };
+            if encoding > 0 {
+                assert_eq!(at(&mut sm, &gate(encoding)), Outcome::EncodingSet { encoding });
+            }
+            at(&mut sm, &create_inbox());
+            let first = at(&mut sm, &append("eo", 5, 1));
+            assert!(
+                matches!(first, Outcome::Appended { first_uid: 1, .. }),
+                "{first:?}"
+            );
+            // The same pair, another request (another message).
+            let reused = at(&mut sm, &append("eo", 5, 2));
+            if encoding >= 2 {
+                assert_eq!(
+                    reused,
+                    Outcome::Rejected(Rejection::RequestReused { request_seq: 5 })
+                );
+            } else {
+                assert_eq!(reused, first, "before encoding 2, a duplicate by its pair alone");
+            }
+            // A true retry is still answered with the first outcome, and nothing is applied twice,
+            // also when the node that took it chose another internal date.
+            assert_eq!(at(&mut sm, &append("eo", 5, 1)), first);
+            let mut later = append("eo", 5, 1);
+            if let Op::Append { messages, .. } = &mut later.op {
+                messages[0].internal_date += 60;
+            }
+            assert_eq!(at(&mut sm, &later), first);
+            let inbox = sm.mailbox_index("u", "INBOX").unwrap();
+            assert_eq!(inbox.len(), 1);
+        }
     }
 }

@@ -16,8 +16,11 @@ use crate::txn::{Guid, Outcome};
 const MAGIC: [u8; 8] = *b"DVTLMFST";
 /// The layout of a group in log encoding 0: the fields of [`Manifest`] but `encoding`.
 const VERSION_1: u32 = 1;
-/// The layout of a group in log encoding 1 or later: version 1's fields, then `encoding`.
+/// The layout of a group in log encoding 1: version 1's fields, then `encoding`.
 const VERSION_2: u32 = 2;
+/// The layout of a group in log encoding 2 or later: version 2's fields, then the sessions'
+/// request digests (client id -> digest, for the sessions that have one).
+const VERSION_3: u32 = 3;
 const FRAME_HEADER: usize = 8 + 4 + 8 + 4;
 
 /// Most named client sessions (a `client_id` the client chose) a group remembers; past it the
@@ -92,6 +95,42 @@ pub struct Session {
     pub request_seq: u64,
     pub log_index: u64,
     pub outcome: Outcome,
+    /// From log encoding 2 on: a digest of the request ([`request_digest`]), so that a retry
+    /// with the same `(client_id, request_seq)` but another request is refused instead of
+    /// answered with this outcome. Not part of layouts 1 and 2 (the manifest's layout 3 carries
+    /// the digests beside the table).
+    #[serde(skip)]
+    pub digest: Option<RequestDigest>,
+}
+
+/// 128 bits of the SHA-256 of what a client asked for (see [`request_digest`]).
+pub type RequestDigest = [u8; 16];
+
+/// The digest of `op` that sessions remember from log encoding 2 on: of what the client asked
+/// for, not of what the node that took the request chose for it — a retry through another node
+/// (or later) is the same request though it gets another proposed mailbox GUID and UIDVALIDITY
+/// (a create) or internal date (an append without one). So those fields are zeroed first.
+pub fn request_digest(op: &crate::txn::Op) -> RequestDigest {
+    use sha2::Digest;
+
+    use crate::txn::Op;
+    let mut asked = op.clone();
+    match &mut asked {
+        Op::CreateMailbox {
+            mailbox_guid,
+            uid_validity,
+            ..
+        } => {
+            *mailbox_guid = [0; 16];
+            *uid_validity = 0;
+        }
+        Op::Append { messages, .. } => messages.iter_mut().for_each(|m| m.internal_date = 0),
+        _ => {}
+    }
+    let encoded = bincode::serde::encode_to_vec(&asked, bincode::config::standard())
+        .expect("encoding into memory cannot fail");
+    let hash = sha2::Sha256::digest(&encoded);
+    hash[..16].try_into().expect("16 of 32 bytes")
 }
 
 /// What the session table says about an incoming request.
@@ -129,6 +168,7 @@ impl SessionTable {
                 request_seq,
                 log_index,
                 outcome,
+                digest: None,
             },
         );
         if let Some(old) = previous {
@@ -157,6 +197,30 @@ impl SessionTable {
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Session)> {
         self.sessions.iter()
+    }
+
+    pub fn contains(&self, client_id: &str) -> bool {
+        self.sessions.contains_key(client_id)
+    }
+
+    /// The digest of `client_id`'s last request, if it was recorded with one.
+    pub fn digest(&self, client_id: &str) -> Option<RequestDigest> {
+        self.sessions.get(client_id)?.digest
+    }
+
+    /// Records the digest of `client_id`'s last request (just recorded).
+    pub fn set_digest(&mut self, client_id: &str, digest: RequestDigest) {
+        if let Some(session) = self.sessions.get_mut(client_id) {
+            session.digest = Some(digest);
+        }
+    }
+
+    /// Every recorded digest, by client id (what layout 3 stores beside the table).
+    fn digests(&self) -> BTreeMap<&str, RequestDigest> {
+        self.sessions
+            .iter()
+            .filter_map(|(client_id, session)| Some((client_id.as_str(), session.digest?)))
+            .collect()
     }
 }
 
@@ -199,13 +263,16 @@ impl Manifest {
     /// The framed encoding written to `live/manifest` and into snapshots.
     pub fn encode(&self) -> Vec<u8> {
         let standard = bincode::config::standard();
-        let (version, payload) = if self.encoding == 0 {
-            (VERSION_1, bincode::serde::encode_to_vec(self, standard))
-        } else {
-            (
+        let (version, payload) = match self.encoding {
+            0 => (VERSION_1, bincode::serde::encode_to_vec(self, standard)),
+            1 => (
                 VERSION_2,
                 bincode::serde::encode_to_vec((self, self.encoding), standard),
-            )
+            ),
+            _ => (
+                VERSION_3,
+                bincode::serde::encode_to_vec((self, self.encoding, self.sessions.digests()), standard),
+            ),
         };
         let payload = payload.expect("encoding a manifest into memory cannot fail");
         let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
@@ -232,9 +299,9 @@ impl Manifest {
             return Err(corrupt("not a Dovetail manifest (bad magic)".into()));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != VERSION_1 && version != VERSION_2 {
+        if !(VERSION_1..=VERSION_3).contains(&version) {
             return Err(corrupt(format!(
-                "manifest version {version} is not supported (this build reads {VERSION_1} and {VERSION_2})"
+                "manifest version {version} is not supported (this build reads {VERSION_1} to {VERSION_3})"
             )));
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
@@ -261,19 +328,44 @@ impl Manifest {
         // allocate; a real manifest is far smaller than the frame that carries it.
         let limited = bincode::config::standard().with_limit::<MAX_MANIFEST_BYTES>();
         let undecodable = |e: bincode::error::DecodeError| corrupt(format!("undecodable payload: {e}"));
-        let (manifest, used) = if version == VERSION_1 {
-            bincode::serde::decode_from_slice::<Manifest, _>(payload, limited).map_err(undecodable)?
-        } else {
-            let ((mut manifest, encoding), used) =
-                bincode::serde::decode_from_slice::<(Manifest, u8), _>(payload, limited)
-                    .map_err(undecodable)?;
-            if encoding == 0 {
-                return Err(corrupt(
-                    "layout 2 with log encoding 0 (written in layout 1)".into(),
-                ));
+        let (manifest, used) = match version {
+            VERSION_1 => {
+                bincode::serde::decode_from_slice::<Manifest, _>(payload, limited).map_err(undecodable)?
             }
-            manifest.encoding = encoding;
-            (manifest, used)
+            VERSION_2 => {
+                let ((mut manifest, encoding), used) =
+                    bincode::serde::decode_from_slice::<(Manifest, u8), _>(payload, limited)
+                        .map_err(undecodable)?;
+                if encoding != 1 {
+                    return Err(corrupt(format!(
+                        "layout 2 with log encoding {encoding} (it is written in layout 1 or 3)"
+                    )));
+                }
+                manifest.encoding = encoding;
+                (manifest, used)
+            }
+            _ => {
+                type Layout3 = (Manifest, u8, BTreeMap<String, RequestDigest>);
+                let ((mut manifest, encoding, digests), used) =
+                    bincode::serde::decode_from_slice::<Layout3, _>(payload, limited).map_err(undecodable)?;
+                if encoding < 2 {
+                    return Err(corrupt(format!(
+                        "layout 3 with log encoding {encoding} (it is written in layout 1 or 2)"
+                    )));
+                }
+                for (client_id, digest) in digests {
+                    if manifest.sessions.digest(&client_id).is_some()
+                        || !manifest.sessions.contains(&client_id)
+                    {
+                        return Err(corrupt(format!(
+                            "a request digest for client {client_id:?}, which has no session"
+                        )));
+                    }
+                    manifest.sessions.set_digest(&client_id, digest);
+                }
+                manifest.encoding = encoding;
+                (manifest, used)
+            }
         };
         if used != payload.len() {
             return Err(corrupt(format!(
@@ -356,11 +448,28 @@ mod tests {
             Err(SmError::CorruptManifest { .. })
         ));
         let mut unknown = current;
-        unknown[8..12].copy_from_slice(&3u32.to_le_bytes());
+        unknown[8..12].copy_from_slice(&4u32.to_le_bytes());
         assert!(Manifest::decode(Path::new("m"), &unknown)
             .unwrap_err()
             .to_string()
-            .contains("version 3 is not supported"));
+            .contains("version 4 is not supported"));
+
+        // Encoding 2: layout 3, the sessions' request digests beside them.
+        m.encoding = 2;
+        m.sessions.record("c", 4, 9, Outcome::Probed);
+        m.sessions.record("d", 1, 9, Outcome::Probed);
+        m.sessions.set_digest("c", [7; 16]);
+        let with_digests = m.encode();
+        assert_eq!(&with_digests[8..12], &VERSION_3.to_le_bytes());
+        let back = Manifest::decode(Path::new("m"), &with_digests).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(
+            (back.sessions.digest("c"), back.sessions.digest("d")),
+            (Some([7; 16]), None)
+        );
+        // A digest is part of the state: a manifest that differs only in one differs in bytes.
+        m.sessions.set_digest("c", [8; 16]);
+        assert_ne!(m.encode(), with_digests);
     }
 
     #[test]

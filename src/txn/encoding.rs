@@ -15,6 +15,10 @@
 //!   snapshots of older clusters hold it.
 //! - Encoding 1: [`ENTRY_MAGIC`], the encoding number, then the bincode 2 of the `Txn`. Adds the
 //!   gate op itself and the manifest layout with the active encoding (`state_machine/manifest.rs`).
+//! - Encoding 2: the same wire layout. Exactly-once sessions remember a digest of each request
+//!   (a reused `(client_id, request_seq)` with other content is rejected, `RequestReused`;
+//!   manifest layout 3), and names follow stricter rules on apply (NFC, no invisible or bidi
+//!   control characters, no path-like user names: `validate::validate_in`).
 //!
 //! A legacy entry starts with the length of its client id (1 to 64, a one-byte varint), so it can
 //! never start with [`ENTRY_MAGIC`]; an entry starting with anything else is garbage, rejected
@@ -26,7 +30,7 @@ use super::{Op, Txn};
 pub const ENTRY_MAGIC: u8 = 0xD7;
 
 /// The highest encoding this build can apply and propose.
-pub const CURRENT_ENCODING: u8 = 1;
+pub const CURRENT_ENCODING: u8 = 2;
 
 /// The encoding a test build pretends to be the next release's (`--test-next-encoding`): it
 /// adds [`Op::Probe`]. Lets the rolling-upgrade test move a cluster from this build to a
@@ -160,9 +164,11 @@ mod tests {
 
     #[test]
     fn an_encoding_above_the_builds_is_unsupported_not_garbage() {
-        let bytes = encode_entry(&set_encoding(2), TEST_NEXT_ENCODING).unwrap();
+        let bytes = encode_entry(&set_encoding(TEST_NEXT_ENCODING), TEST_NEXT_ENCODING).unwrap();
         match decode_entry(&bytes, CURRENT_ENCODING) {
-            Err(EntryError::Unsupported { encoding: 2, max: 1 }) => {}
+            Err(EntryError::Unsupported { encoding, max }) => {
+                assert_eq!((encoding, max), (TEST_NEXT_ENCODING, CURRENT_ENCODING))
+            }
             other => panic!("expected Unsupported, got {other:?}"),
         }
         assert!(decode_entry(&bytes, TEST_NEXT_ENCODING).is_ok());

@@ -73,6 +73,10 @@ pub enum Rejection {
     StaleRequest { request_seq: u64, last_seq: u64 },
     #[error("invalid transaction: {message}")]
     Invalid { message: String },
+    /// From log encoding 2 on: the client's last request had this `request_seq` but other
+    /// content (a client reusing a sequence number for a new request).
+    #[error("request_seq {request_seq} of this client was used for another request")]
+    RequestReused { request_seq: u64 },
 }
 
 impl Outcome {

@@ -64,6 +64,13 @@ pub enum TxnError {
     InboxImmutable,
     #[error("the encoding gate cannot go to encoding 0")]
     ZeroEncoding,
+    /// A name against the rules of log encoding 2 and later (`check_name_text`).
+    #[error("invalid {what} {name:?}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        reason: &'static str,
+    },
 }
 
 /// System flags and keywords parsed from IMAP spellings.
@@ -75,8 +82,96 @@ pub struct ParsedFlags {
     pub keywords: Vec<String>,
 }
 
-/// Checks a whole transaction.
+/// Checks a whole transaction by the rules of this build's log encoding (what the API proposes).
 pub fn validate(txn: &Txn) -> Result<(), TxnError> {
+    validate_in(txn, super::encoding::CURRENT_ENCODING)
+}
+
+/// Checks a whole transaction by the rules of log encoding `encoding` (the state machine applies
+/// a group's entries by its active encoding's rules, so every replica decides alike).
+pub fn validate_in(txn: &Txn, encoding: u8) -> Result<(), TxnError> {
+    validate_encoding_0(txn)?;
+    if encoding >= 2 {
+        check_names_v2(&txn.op)?;
+    }
+    Ok(())
+}
+
+/// The names rules from log encoding 2 on: user and mailbox names in Unicode NFC (RFC 5198;
+/// IMAP's UTF-8 names, RFC 6855), with no default-ignorable code point (bidi controls, zero-width
+/// characters: names that look alike must be the same name); user names that are no path (`.`,
+/// `..`, `/`, `\`) nor an IMAP wildcard (`*`, `%`).
+fn check_names_v2(op: &Op) -> Result<(), TxnError> {
+    let user = op.user();
+    if !user.is_empty() {
+        check_name_text("user name", user)?;
+        if user == "." || user == ".." || user.contains(['/', '\\', '*', '%']) {
+            return Err(TxnError::InvalidName {
+                what: "user name",
+                name: user.to_string(),
+                reason: "looks like a path or an IMAP wildcard (., .., /, \\, *, %)",
+            });
+        }
+    }
+    let mailboxes: &[&String] = match op {
+        Op::CreateMailbox { mailbox, .. }
+        | Op::DeleteMailbox { mailbox, .. }
+        | Op::Append { mailbox, .. }
+        | Op::Store { mailbox, .. }
+        | Op::Expunge { mailbox, .. } => &[mailbox],
+        Op::RenameMailbox { from, to, .. } => &[from, to],
+        Op::SetEncoding { .. } | Op::Probe { .. } => &[],
+    };
+    for mailbox in mailboxes {
+        check_name_text("mailbox name", mailbox)?;
+    }
+    Ok(())
+}
+
+/// Whether `c` is a default-ignorable code point (Unicode's `Default_Ignorable_Code_Point`,
+/// DerivedCoreProperties.txt): drawn as nothing, so two names differing in them look the same.
+/// The bidi controls (U+061C, U+200E-200F, U+202A-202E, U+2066-2069) are among them.
+pub fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
+/// A name's text by the rules of log encoding 2: NFC, no default-ignorable code point.
+pub fn check_name_text(what: &'static str, name: &str) -> Result<(), TxnError> {
+    let reason = if name.chars().any(is_default_ignorable) {
+        "contains an invisible or bidi control character"
+    } else if !unicode_normalization::is_nfc(name) {
+        "is not in Unicode NFC (normalize it first)"
+    } else {
+        return Ok(());
+    };
+    Err(TxnError::InvalidName {
+        what,
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// Checks a whole transaction by the rules of log encoding 0 (and 1).
+fn validate_encoding_0(txn: &Txn) -> Result<(), TxnError> {
     check_client_id(&txn.client_id)?;
     if txn.request_seq == 0 {
         return Err(TxnError::ZeroRequestSeq);
@@ -352,6 +447,53 @@ pub fn check_keyword(keyword: &str) -> Result<(), TxnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn create(user: &str, mailbox: &str) -> Txn {
+        Txn {
+            client_id: "c".into(),
+            request_seq: 1,
+            op: Op::CreateMailbox {
+                user: user.into(),
+                mailbox: mailbox.into(),
+                mailbox_guid: [1; 16],
+                uid_validity: 1,
+            },
+        }
+    }
+
+    /// Names that look alike are one name from log encoding 2 on: only NFC, nothing invisible,
+    /// no user name that is a path or a wildcard. Encodings 0 and 1 keep their rules, so old
+    /// log entries apply as they did.
+    #[test]
+    fn encoding_2_names_are_nfc_visible_and_not_paths() {
+        let nfc = "caf\u{e9}";
+        let nfd = "cafe\u{301}";
+        for (user, mailbox) in [
+            ("alice", nfd),
+            (nfd, "INBOX"),
+            ("alice", "in\u{202e}box"),
+            ("al\u{200b}ice", "INBOX"),
+            (".", "INBOX"),
+            ("..", "INBOX"),
+            ("a/b", "INBOX"),
+            ("a*", "INBOX"),
+            ("a%", "INBOX"),
+            ("a\\b", "INBOX"),
+        ] {
+            let txn = create(user, mailbox);
+            assert!(
+                matches!(validate_in(&txn, 2), Err(TxnError::InvalidName { .. })),
+                "{user:?} {mailbox:?}"
+            );
+            assert_eq!(
+                validate_in(&txn, 1),
+                Ok(()),
+                "{user:?} {mailbox:?} before encoding 2"
+            );
+        }
+        assert_eq!(validate_in(&create("alice", nfc), 2), Ok(()));
+        assert_eq!(validate_in(&create(nfc, "Archive/2024"), 2), Ok(()));
+    }
     use crate::txn::StoreMode;
 
     fn txn(op: Op) -> Txn {

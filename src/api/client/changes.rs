@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::read::{read, ReadQuery};
 use crate::api::error::ApiError;
-use crate::api::extract::{PathParams, QueryParams};
+use crate::api::extract::{MailboxPath, QueryParams};
 use crate::service::MailService;
 use crate::txn::validate::check_mailbox_name;
 
@@ -23,7 +23,7 @@ pub(super) struct ChangesQuery {
 
 pub(super) async fn changes<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams((user, mailbox)): PathParams<(String, String)>,
+    MailboxPath(user, mailbox): MailboxPath,
     QueryParams(q): QueryParams<ChangesQuery>,
 ) -> Result<Response, ApiError> {
     check_mailbox_name(&mailbox)?;

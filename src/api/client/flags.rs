@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::write::{session, submit, write_response};
 use crate::api::error::ApiError;
-use crate::api::extract::{parse_guid, parse_uids, JsonBody, PathParams};
+use crate::api::extract::{parse_guid, parse_uids, JsonBody, MailboxPath};
 use crate::service::MailService;
 use crate::txn::{Op, StoreMode};
 
@@ -38,7 +38,7 @@ pub(super) struct ExpungeBody {
 
 pub(super) async fn store<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams((user, mailbox)): PathParams<(String, String)>,
+    MailboxPath(user, mailbox): MailboxPath,
     JsonBody(body): JsonBody<StoreBody>,
 ) -> Result<Response, ApiError> {
     let client = session(service.node_id(), body.client_id, body.request_seq)?;
@@ -55,7 +55,7 @@ pub(super) async fn store<S: MailService>(
 
 pub(super) async fn expunge<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams((user, mailbox)): PathParams<(String, String)>,
+    MailboxPath(user, mailbox): MailboxPath,
     JsonBody(body): JsonBody<ExpungeBody>,
 ) -> Result<Response, ApiError> {
     let client = session(service.node_id(), body.client_id, body.request_seq)?;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::read::{read, ReadQuery};
 use super::write::{now_seconds, random_guid, session, submit, write_response, SessionQuery};
 use crate::api::error::ApiError;
-use crate::api::extract::{JsonBody, PathParams, QueryParams};
+use crate::api::extract::{nfc, JsonBody, MailboxPath, QueryParams, UserPath};
 use crate::service::MailService;
 use crate::state_machine::MailboxSummary;
 use crate::txn::validate::check_mailbox_name;
@@ -38,7 +38,7 @@ struct MailboxList {
 
 pub(super) async fn list<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams(user): PathParams<String>,
+    UserPath(user): UserPath,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
     read(&*service, user, query, |g, user| {
@@ -51,13 +51,13 @@ pub(super) async fn list<S: MailService>(
 
 pub(super) async fn create<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams(user): PathParams<String>,
+    UserPath(user): UserPath,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Response, ApiError> {
     let client = session(service.node_id(), body.client_id, body.request_seq)?;
     let op = Op::CreateMailbox {
         user,
-        mailbox: body.name,
+        mailbox: nfc(body.name),
         mailbox_guid: random_guid(),
         uid_validity: u32::try_from(now_seconds()).unwrap_or(u32::MAX).max(1),
     };
@@ -66,7 +66,7 @@ pub(super) async fn create<S: MailService>(
 
 pub(super) async fn status<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams((user, mailbox)): PathParams<(String, String)>,
+    MailboxPath(user, mailbox): MailboxPath,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
     check_mailbox_name(&mailbox)?;
@@ -78,7 +78,7 @@ pub(super) async fn status<S: MailService>(
 
 pub(super) async fn delete<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams((user, mailbox)): PathParams<(String, String)>,
+    MailboxPath(user, mailbox): MailboxPath,
     QueryParams(query): QueryParams<SessionQuery>,
 ) -> Result<Response, ApiError> {
     let client = session(service.node_id(), query.client_id, query.request_seq)?;
@@ -90,14 +90,14 @@ pub(super) async fn delete<S: MailService>(
 
 pub(super) async fn rename<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams((user, mailbox)): PathParams<(String, String)>,
+    MailboxPath(user, mailbox): MailboxPath,
     JsonBody(body): JsonBody<RenameBody>,
 ) -> Result<Response, ApiError> {
     let client = session(service.node_id(), body.client_id, body.request_seq)?;
     let op = Op::RenameMailbox {
         user,
         from: mailbox,
-        to: body.to,
+        to: nfc(body.to),
     };
     write_response(submit(&*service, client, op).await?, false)
 }

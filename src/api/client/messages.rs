@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::read::{read, ReadQuery};
 use super::write::{now_seconds, session, submit, write_response};
 use crate::api::error::ApiError;
-use crate::api::extract::{parse_guid, JsonBody, PathParams, QueryParams};
+use crate::api::extract::{parse_guid, JsonBody, MailboxPath, QueryParams};
 use crate::service::MailService;
 use crate::state_machine::MessageView;
 use crate::txn::validate::check_mailbox_name;
@@ -55,7 +55,7 @@ struct Messages {
 
 pub(super) async fn append<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams((user, mailbox)): PathParams<(String, String)>,
+    MailboxPath(user, mailbox): MailboxPath,
     JsonBody(body): JsonBody<AppendBody>,
 ) -> Result<Response, ApiError> {
     let client = session(service.node_id(), body.client_id, body.request_seq)?;
@@ -82,7 +82,7 @@ pub(super) async fn append<S: MailService>(
 
 pub(super) async fn fetch<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams((user, mailbox)): PathParams<(String, String)>,
+    MailboxPath(user, mailbox): MailboxPath,
     QueryParams(q): QueryParams<FetchQuery>,
 ) -> Result<Response, ApiError> {
     check_mailbox_name(&mailbox)?;

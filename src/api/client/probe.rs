@@ -10,13 +10,13 @@ use axum::response::Response;
 
 use super::write::{session, submit, write_response, SessionQuery};
 use crate::api::error::ApiError;
-use crate::api::extract::{PathParams, QueryParams};
+use crate::api::extract::{QueryParams, UserPath};
 use crate::service::MailService;
 use crate::txn::Op;
 
 pub(super) async fn probe<S: MailService>(
     State(service): State<Arc<S>>,
-    PathParams(user): PathParams<String>,
+    UserPath(user): UserPath,
     QueryParams(query): QueryParams<SessionQuery>,
 ) -> Result<Response, ApiError> {
     let client = session(service.node_id(), query.client_id, query.request_seq)?;
