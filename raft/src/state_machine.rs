@@ -55,9 +55,8 @@ impl ConsensusMeta {
     pub fn decode(bytes: &[u8]) -> io::Result<ConsensusMeta> {
         match bytes.split_first() {
             Some((&CONSENSUS_META_VERSION, rest)) => {
-                let (meta, read) =
-                    bincode::serde::decode_from_slice::<ConsensusMeta, _>(rest, bincode::config::standard())
-                        .map_err(|e| corrupt(format!("consensus meta: {e}")))?;
+                let (meta, read) = crate::decode::decode_from_slice::<ConsensusMeta>(rest)
+                    .map_err(|e| corrupt(format!("consensus meta: {e}")))?;
                 if read != rest.len() {
                     return Err(corrupt(format!(
                         "consensus meta: {} trailing bytes",
@@ -470,5 +469,41 @@ mod tests {
         let mut trailing = bytes;
         trailing.push(0);
         assert!(ConsensusMeta::decode(&trailing).is_err());
+    }
+
+    /// Consensus metadata whose node address claims 2^40 bytes is corrupt, not an allocation of
+    /// that size (it is read at every start, from the manifest).
+    #[test]
+    fn consensus_meta_claiming_a_huge_length_is_corrupt() {
+        let log_id = LogId::new(LeaderId::new_committed(4, 2), 17);
+        let nodes = [(
+            1,
+            Node {
+                peer_addr: "p".into(),
+                api_addr: "a".into(),
+            },
+        )];
+        let membership = Membership::new(
+            vec![[1].into_iter().collect()],
+            nodes.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .unwrap();
+        let bytes = ConsensusMeta {
+            last_applied: log_id,
+            membership: StoredMembership::new(Some(log_id), membership),
+        }
+        .encode();
+        let at = bytes
+            .windows(2)
+            .position(|w| w == [1, b'a'])
+            .expect("the API address");
+        let mut huge = bytes[..at].to_vec();
+        huge.push(253);
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        huge.extend_from_slice(&bytes[at + 1..]);
+        assert_eq!(
+            ConsensusMeta::decode(&huge).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 }

@@ -197,8 +197,7 @@ where
                 "snapshot for group {group_id}: chunk of {len} bytes out of bounds"
             )));
         }
-        let mut chunk = vec![0u8; len];
-        io_timeout(MIN_IO_TIMEOUT * 6, "chunk", stream.read_exact(&mut chunk)).await?;
+        let chunk = io_timeout(MIN_IO_TIMEOUT * 6, "chunk", wire::read_payload(stream, len)).await?;
         if crc32c::crc32c(&chunk) != crc {
             return Err(CallError::Network(format!(
                 "snapshot for group {group_id}: CRC mismatch in chunk at offset {received}"
