@@ -190,6 +190,12 @@ where
         let len = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(prefix[4..].try_into().expect("4 bytes"));
         if len == 0 {
+            // The end marker is all zeros; anything else in it is damage, not to be ignored.
+            if crc != 0 {
+                return Err(CallError::Network(format!(
+                    "snapshot for group {group_id}: end marker carries checksum {crc:#x}"
+                )));
+            }
             break;
         }
         if len > MAX_CHUNK_BYTES || received + len as u64 > header.len {
