@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::index::{Header, MailboxIndex, VecStorage};
 use crate::state_machine::apply::hex;
 use crate::state_machine::read::flag_names;
-use crate::state_machine::snapshot::{index_file_name, MANIFEST_FILE};
-use crate::state_machine::{GroupState, Manifest};
+use crate::state_machine::snapshot::{check_index_against_manifest, index_file_name, MANIFEST_FILE};
+use crate::state_machine::{GroupState, Manifest, SmError};
 
 /// Why a dump failed outright (damage inside a readable file is reported in the dump instead).
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +109,20 @@ pub fn dump_path(path: &Path, limit: usize) -> Result<Dump, DumpError> {
                     path: file.clone(),
                     source,
                 })?;
+                let index = dump_index(bytes, file, limit)?;
+                // The cross-checks a node makes when it opens the directory.
+                let inconsistent = |reason: String| SmError::Inconsistent {
+                    dir: live.clone(),
+                    reason: format!("{}: {reason}", index_file_name(guid)),
+                };
+                if index.header.mailbox_guid != *guid {
+                    return Err(inconsistent("holds the index of another mailbox".into()).into());
+                }
+                check_index_against_manifest(&index.header, &manifest).map_err(inconsistent)?;
                 mailboxes.push(MailboxDump {
                     user: user.clone(),
                     name: name.clone(),
-                    index: dump_index(bytes, file, limit)?,
+                    index,
                 });
             }
         }
@@ -120,6 +130,8 @@ pub fn dump_path(path: &Path, limit: usize) -> Result<Dump, DumpError> {
     }
     let bytes = fs::read(path).map_err(io)?;
     if bytes.starts_with(b"DVTLSNAP") {
+        // Every check an install makes (`StreamCheck`): a stream a node would refuse is not
+        // dumped as if it were sound.
         let group = GroupState::import_snapshot(bytes.as_slice())?;
         let manifest = group.manifest();
         let mut mailboxes = Vec::new();

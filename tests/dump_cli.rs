@@ -141,3 +141,48 @@ fn dumps_group_directories_files_and_checkpoints() {
     assert!(err.contains("not a Dovetail index file"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A checkpoint whose stream header disagrees with its manifest (byte 24 is inside the header's
+/// applied index, which no checksum covers) is refused by dump as by install: exit 2 and the
+/// named disagreement, not a dump of the manifest's view with exit 0. And a group directory
+/// whose index file records a change after the manifest's applied position is refused as a
+/// node's open refuses it.
+#[test]
+fn dump_refuses_what_install_and_open_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v1/checkpoint.snap");
+    let (code, _, err) = dump(&[golden.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let mut bytes = std::fs::read(&golden).unwrap();
+    bytes[24] ^= 1;
+    let flipped = dir.path().join("checkpoint.snap");
+    std::fs::write(&flipped, &bytes).unwrap();
+    let (code, _, err) = dump(&[flipped.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the stream header says applied"), "{err}");
+    // Install refuses the same stream with the same reason (one check, `StreamCheck`).
+    let mut group = GroupStateMachine::open(&dir.path().join("group")).unwrap();
+    let install = group.install_snapshot(bytes.as_slice()).unwrap_err();
+    assert!(
+        install.to_string().contains("the stream header says applied"),
+        "{install}"
+    );
+
+    // An index file ahead of its manifest, header checksum intact.
+    let group_dir = dir.path().join("built");
+    build_group(&group_dir);
+    let idx = group_dir.join("live").join(format!("{}.idx", "aa".repeat(16)));
+    let mut image = std::fs::read(&idx).unwrap();
+    image[80..88].copy_from_slice(&99u64.to_le_bytes()); // applied index: 99 > 4
+    let crc = crc32c::crc32c(&image[..252]);
+    image[252..256].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&idx, &image).unwrap();
+    let (code, _, err) = dump(&[group_dir.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("after the group's applied position"), "{err}");
+    let open = GroupStateMachine::open(&group_dir).unwrap_err();
+    assert!(
+        open.to_string().contains("after the group's applied position"),
+        "{open}"
+    );
+}

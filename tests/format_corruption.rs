@@ -18,6 +18,13 @@
 //! determines it; that an O(1) open accepts damage inside records and tombstones but `verify`
 //! names it; that files on disk are byte-identical after a failed open.
 //!
+//! Every header field of every structure, bit by bit: the index header (its CRC; and, with the
+//! CRC recomputed, the cross-checks with the manifest that catch a changed mailbox GUID,
+//! UIDVALIDITY or applied position), the manifest frame (each field named in the error), the
+//! snapshot stream's headers (refused alike by import, `dovetail dump`, install and restore),
+//! and on the peer protocol the handshake (through a relay that flips one bit), a frame's
+//! length prefix and a snapshot transfer's chunk headers and end marker.
+//!
 //! The proptests print their seed (`tests/support/rng.rs`); replay one with
 //! `DOVETAIL_SEED=<seed> cargo test --test format_corruption <test>`.
 //!
@@ -759,9 +766,6 @@ fn manifest_payload_with_huge_string_length_is_refused() {
 
 const SNAPSHOT_FIXED: usize = 8 + 4 + 1 + 8 + 8 + 4;
 
-/// Where the stream header's applied flag, term and index live: not covered by any CRC.
-const SNAPSHOT_APPLIED: std::ops::Range<usize> = 12..29;
-
 /// A snapshot stream with correct per-file CRCs around arbitrary files.
 fn snapshot_stream(applied: Option<LogPosition>, files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = b"DVTLSNAP".to_vec();
@@ -831,20 +835,16 @@ fn snapshot_truncated_anywhere_is_corrupt_snapshot() {
 #[test]
 fn snapshot_flipped_bytes_are_refused() {
     let stream = sample_snapshot();
-    let digest = sample_group().digest();
     for pos in 0..stream.len() {
         for mask in MASKS {
             let mut damaged = stream.clone();
             damaged[pos] ^= mask;
             let case = format!("byte {pos} ^ {mask:#04x}");
+            // The stream header's applied position, which no checksum covers, used to be
+            // accepted here when it disagreed with the manifest (only install compared them);
+            // every reader now makes the same cross-checks (`StreamCheck`).
             match GroupState::import_snapshot(&damaged[..]) {
                 Err(SmError::CorruptSnapshot { .. }) => {}
-                // Finding: `import_snapshot` ignores the stream header's applied position (only
-                // the install path compares it with the manifest). The state it builds is still
-                // exactly the original one, taken from the CRC-checked manifest.
-                Ok(state) if SNAPSHOT_APPLIED.contains(&pos) => {
-                    assert_eq!(state.digest(), digest, "{case}");
-                }
                 other => panic!("{case}: expected CorruptSnapshot, got {other:?}"),
             }
         }
@@ -1291,4 +1291,488 @@ fn helpers_agree_with_the_format() {
     assert_eq!(field_at(offsets::HEADER_CRC), ("header_crc", FIXED_HEADER_SIZE));
     assert_eq!(field_at(offsets::RESERVED + 5), ("reserved", offsets::HEADER_CRC));
     assert_eq!(image.len(), h.file_len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every header field of every structure: flipped, it is a named error in every reader, never a
+// panic and never silently accepted. (Index header bytes: `every_fixed_header_byte_flip_is_named`
+// above; the cross-checks that catch a changed field whose checksum was recomputed: below.)
+
+/// A directory on a memory file system when there is one: the install and restore cases below
+/// sync every file they unpack.
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new().prefix("dovetail-test-").tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+/// The fields of a snapshot stream, in order: (name, start, length). File contents are left
+/// out (each file's CRC32C covers its bytes; the flip tests above show it).
+fn snapshot_fields(stream: &[u8]) -> Vec<(String, usize, usize)> {
+    let mut fields: Vec<(String, usize, usize)> = [
+        ("magic", 0, 8),
+        ("version", 8, 4),
+        ("applied flag", 12, 1),
+        ("applied term", 13, 8),
+        ("applied index", 21, 8),
+        ("file count", 29, 4),
+    ]
+    .iter()
+    .map(|&(n, s, l)| (n.to_string(), s, l))
+    .collect();
+    let count = u32::from_le_bytes(stream[29..33].try_into().unwrap());
+    let mut at = SNAPSHOT_FIXED;
+    for i in 0..count {
+        let name_len = u16::from_le_bytes(stream[at..at + 2].try_into().unwrap()) as usize;
+        fields.push((format!("file {i} name length"), at, 2));
+        fields.push((format!("file {i} name"), at + 2, name_len));
+        at += 2 + name_len;
+        let len = u64::from_le_bytes(stream[at..at + 8].try_into().unwrap()) as usize;
+        fields.push((format!("file {i} length"), at, 8));
+        fields.push((format!("file {i} crc32c"), at + 8, 4));
+        at += 12 + len;
+    }
+    fields.push(("trailer".to_string(), at, 8));
+    assert_eq!(at + 8, stream.len(), "the fields cover the stream");
+    fields
+}
+
+/// Every bit of every field of the snapshot stream's headers (the stream header, each file's
+/// name, length and checksum, the trailer) flipped: import (what `dovetail dump` reads), dump
+/// itself, install and a dirty group's restore from it as a checkpoint all refuse it with a
+/// named error, and a refused install leaves the group as it was. Before `StreamCheck`, import
+/// and dump accepted a stream whose header disagreed with its manifest.
+#[test]
+fn every_snapshot_stream_field_flipped_is_refused_by_every_reader() {
+    let stream = sample_snapshot();
+    let fields = snapshot_fields(&stream);
+    let scratch = scratch_dir();
+    let mut machine = GroupStateMachine::open(&scratch.path().join("installing")).unwrap();
+    let before = machine.state().digest();
+    let file = scratch.path().join("checkpoint.snap");
+    let restoring = scratch.path().join("restoring");
+    let mut cases = 0;
+    for (field, start, len) in &fields {
+        for byte in *start..start + len {
+            for bit in 0..8 {
+                let mut damaged = stream.clone();
+                damaged[byte] ^= 1 << bit;
+                let case = format!("{field}: byte {byte} bit {bit}");
+                cases += 1;
+                assert_corrupt_snapshot(GroupState::import_snapshot(&damaged[..]), &case);
+                fs::write(&file, &damaged).unwrap();
+                match dovetail::dump::dump_path(&file, 10) {
+                    Err(_) => {}
+                    Ok(dump) => panic!("{case}: dump accepted it: {:?}", dump.healthy()),
+                }
+                assert_corrupt_snapshot(
+                    machine.install_snapshot(&damaged[..]),
+                    &format!("install, {case}"),
+                );
+                assert_eq!(
+                    machine.state().digest(),
+                    before,
+                    "{case}: a refused install changed the group"
+                );
+                // Restore (every fourth bit: each one syncs a directory's worth of files).
+                if bit % 4 == 0 {
+                    let _ = fs::remove_dir_all(&restoring);
+                    fs::create_dir_all(restoring.join("live")).unwrap();
+                    fs::write(restoring.join("live/DIRTY"), b"").unwrap();
+                    fs::write(restoring.join("checkpoint.snap"), &damaged).unwrap();
+                    match GroupStateMachine::open(&restoring) {
+                        Err(SmError::CorruptSnapshot { .. }) => {}
+                        other => panic!(
+                            "restore, {case}: expected CorruptSnapshot, got {:?}",
+                            other.map(|_| "a group")
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases > 1000, "{cases} cases");
+}
+
+/// Each field of the manifest's frame (magic, layout version, payload length, payload CRC32C)
+/// flipped, bit by bit: `CorruptManifest`, and the reason names the field.
+#[test]
+fn every_manifest_frame_field_flipped_is_named() {
+    let bytes = sample_group().manifest().encode();
+    let path = Path::new("manifest");
+    for (field, start, len, reason) in [
+        ("magic", 0, 8, "bad magic"),
+        ("version", 8, 4, "is not supported"),
+        ("payload length", 12, 8, "frame says"),
+        ("payload crc32c", 20, 4, "checksum mismatch"),
+    ] {
+        for byte in start..start + len {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[byte] ^= 1 << bit;
+                let case = format!("{field}: byte {byte} bit {bit}");
+                match Manifest::decode(path, &damaged) {
+                    // A version flipped to the other layout this build reads: the payload is
+                    // not of that layout, which its decode names.
+                    Err(SmError::CorruptManifest { reason: found, .. })
+                        if found.contains(reason) || (field == "version" && found.contains("payload")) => {}
+                    // A length flipped above the decode limit is named as such.
+                    Err(SmError::CorruptManifest { reason: found, .. })
+                        if field == "payload length" && found.contains("exceeds the limit") => {}
+                    other => panic!("{case}: expected a CorruptManifest naming the {field}, got {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// Header fields an index's own checks cannot judge once its header checksum is recomputed —
+/// the mailbox GUID, UIDVALIDITY and the applied position — are caught by the cross-checks with
+/// the manifest wherever a group's files are read together: a snapshot stream (import, install,
+/// dump) and a group's `live/` at open.
+#[test]
+fn index_header_fields_are_cross_checked_with_the_manifest() {
+    let group = sample_group();
+    let manifest = group.manifest().encode();
+    let inbox = group.mailboxes()[&INBOX_GUID].bytes().to_vec();
+    let archive = group.mailboxes()[&ARCHIVE_GUID].bytes().to_vec();
+    let applied = group.applied().unwrap();
+    let uid_validity_max = group.manifest().uid_validity_max;
+    type Change = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "mailbox_guid",
+            Box::new(|b| b[offsets::MAILBOX_GUID] ^= 1),
+            "holds the index of another mailbox",
+        ),
+        (
+            "uid_validity above the high-water mark",
+            Box::new(move |b| put_u32(b, offsets::UID_VALIDITY, uid_validity_max + 1)),
+            "above the group's high-water mark",
+        ),
+        (
+            "applied index after the manifest's",
+            Box::new(move |b| put_u64(b, offsets::APPLIED_INDEX, applied.index + 1)),
+            "after the group's applied position",
+        ),
+        (
+            "applied term after the manifest's at its index",
+            Box::new(move |b| {
+                put_u64(b, offsets::APPLIED_INDEX, applied.index);
+                put_u64(b, offsets::APPLIED_TERM, applied.term + 1);
+            }),
+            "after the group's applied position",
+        ),
+    ];
+    let root = scratch_dir();
+    for (field, change, reason) in cases {
+        let mut damaged = inbox.clone();
+        change(&mut damaged);
+        reseal(&mut damaged);
+        open_image(&damaged).unwrap_or_else(|e| panic!("{field}: the index alone opens, got {e}"));
+        let stream = snapshot_stream(
+            Some(applied),
+            &[
+                ("manifest", &manifest),
+                (&index_file_name(&INBOX_GUID), &damaged),
+                (&index_file_name(&ARCHIVE_GUID), &archive),
+            ],
+        );
+        match GroupState::import_snapshot(&stream[..]) {
+            Err(SmError::CorruptSnapshot { reason: found }) => {
+                assert!(found.contains(reason), "{field}: {found}")
+            }
+            other => panic!("{field}: import gave {:?}", other.map(|g| g.digest())),
+        }
+        let dir = root.path().join(field.replace(' ', "-"));
+        build_group_dir(&dir);
+        fs::write(live_index_path(&dir), &damaged).unwrap();
+        match GroupStateMachine::open(&dir) {
+            Err(SmError::Inconsistent { reason: found, .. }) => {
+                assert!(found.contains(reason), "{field}: {found}")
+            }
+            other => panic!("{field}: open gave {:?}", other.map(|m| m.applied())),
+        }
+        let error = dovetail::dump::dump_path(&dir, 10).unwrap_err().to_string();
+        assert!(error.contains(reason), "{field}: dump: {error}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The peer protocol's headers: the handshake, a frame's length prefix, a snapshot chunk's
+// length and checksum.
+
+mod peer {
+    use std::collections::BTreeMap;
+    use std::io;
+    use std::path::Path;
+
+    use dovetail_raft::transport::auth::{client_handshake, server_handshake, ConnectionKind};
+    use dovetail_raft::transport::handler::Handler;
+    use dovetail_raft::transport::wire::{self, RequestBody, RequestFrame, ResponseBody, SnapshotHeader};
+    use dovetail_raft::transport::{ClusterSecret, RemoteError};
+    use dovetail_raft::{
+        GroupId, LeaderId, LogId, Membership, Node, Request, Snapshot, SnapshotMeta, StoredMembership,
+        TypeConfig, Vote,
+    };
+    use openraft::raft::SnapshotResponse;
+    use openraft::vote::RaftLeaderIdExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A handshake through a relay that flips one bit, server to client or client to server.
+    async fn handshake(
+        to_client: Option<(usize, u8)>,
+        to_server: Option<(usize, u8)>,
+    ) -> (io::Result<()>, io::Result<(u64, ConnectionKind)>) {
+        let secret = ClusterSecret::new("field-test-secret");
+        let (mut client, relay_client) = tokio::io::duplex(1024);
+        let (mut server, relay_server) = tokio::io::duplex(1024);
+        let (rc_read, rc_write) = tokio::io::split(relay_client);
+        let (rs_read, rs_write) = tokio::io::split(relay_server);
+        let up = tokio::spawn(relay_half(rc_read, rs_write, to_server));
+        let down = tokio::spawn(relay_half(rs_read, rc_write, to_client));
+        let server_secret = secret.clone();
+        let server_task = tokio::spawn(async move {
+            let result = server_handshake(&mut server, &server_secret).await;
+            drop(server);
+            result
+        });
+        let client_result = client_handshake(&mut client, &secret, 42, ConnectionKind::Rpc).await;
+        drop(client);
+        let server_result = server_task.await.unwrap();
+        up.abort();
+        down.abort();
+        (client_result, server_result)
+    }
+
+    /// Relays one direction of a connection, flipping bit `bit` of byte `at` as it passes.
+    async fn relay_half(
+        mut from: tokio::io::ReadHalf<tokio::io::DuplexStream>,
+        mut to: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        flip: Option<(usize, u8)>,
+    ) {
+        let mut passed = 0usize;
+        let mut buf = [0u8; 256];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some((at, bit)) = flip {
+                if (passed..passed + n).contains(&at) {
+                    buf[at - passed] ^= 1 << bit;
+                }
+            }
+            passed += n;
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    /// Every bit of every field of the handshake flipped on the way — the server's magic,
+    /// version, nonce and proof; the client's connection kind, node id, nonce and proof — and
+    /// the handshake fails on at least one side: no flipped field is accepted, and the server
+    /// never accepts a node id or kind the client did not send.
+    #[tokio::test]
+    async fn every_handshake_field_flipped_is_refused() {
+        let (client, server) = handshake(None, None).await;
+        client.unwrap();
+        assert_eq!(server.unwrap(), (42, ConnectionKind::Rpc));
+        let to_client = [
+            ("magic", 0, 4),
+            ("version", 4, 1),
+            ("server nonce", 5, 32),
+            ("server proof", 37, 32),
+        ];
+        let to_server = [
+            ("kind", 0, 1),
+            ("node id", 1, 8),
+            ("client nonce", 9, 32),
+            ("client proof", 41, 32),
+        ];
+        for (towards_client, fields) in [(true, &to_client), (false, &to_server)] {
+            for &(field, start, len) in fields.iter() {
+                for byte in start..start + len {
+                    for bit in 0..8u8 {
+                        let flip = Some((byte, bit));
+                        let (client, server) = if towards_client {
+                            handshake(flip, None).await
+                        } else {
+                            handshake(None, flip).await
+                        };
+                        assert!(
+                            client.is_err() || server.is_err(),
+                            "{field}: byte {byte} bit {bit}: both sides accepted"
+                        );
+                        if let Ok(accepted) = server {
+                            assert_eq!(
+                                accepted,
+                                (42, ConnectionKind::Rpc),
+                                "{field}: byte {byte} bit {bit}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A frame's length prefix with any bit flipped: the frame is refused (too large, the
+    /// stream ends inside it, or its payload does not decode whole), never read as another
+    /// frame. (The payload itself has no checksum of its own: see ARCHITECTURE.md §9.)
+    #[tokio::test]
+    async fn every_frame_length_bit_flipped_is_refused() {
+        let frames = [
+            RequestFrame {
+                id: 7,
+                group_id: 3,
+                body: RequestBody::Forward(Request(b"some request bytes".to_vec())),
+            },
+            RequestFrame {
+                id: 8,
+                group_id: 3,
+                body: RequestBody::ReadIndex,
+            },
+        ];
+        for frame in &frames {
+            let bytes = wire::encode(frame).unwrap();
+            for byte in 0..4 {
+                for bit in 0..8 {
+                    let mut damaged = bytes.clone();
+                    damaged[byte] ^= 1 << bit;
+                    // What follows the frame on the connection: more frames.
+                    damaged.extend_from_slice(&bytes);
+                    let result = match wire::read_frame(&mut &damaged[..]).await {
+                        Ok(Some(payload)) => wire::decode::<RequestFrame>(&payload).map(|_| ()),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    assert!(
+                        result.is_err(),
+                        "{:?}: prefix byte {byte} bit {bit} accepted",
+                        frame.body.name()
+                    );
+                }
+            }
+        }
+    }
+
+    struct Accept {
+        dir: tempfile::TempDir,
+    }
+
+    impl Handler for Accept {
+        async fn handle(&self, group_id: GroupId, _: RequestBody) -> Result<ResponseBody, RemoteError> {
+            Err(RemoteError::UnknownGroup { group_id })
+        }
+        async fn install_snapshot(
+            &self,
+            _: GroupId,
+            vote: Vote,
+            _: Snapshot,
+        ) -> Result<SnapshotResponse<TypeConfig>, RemoteError> {
+            Ok(SnapshotResponse::new(vote))
+        }
+        fn staging_dir(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+
+    /// A snapshot transfer's framing — each chunk's length and CRC32C, and the end marker —
+    /// with any bit flipped: the receiver refuses the transfer (a checksum mismatch, a chunk out
+    /// of bounds, a short stream, a wrong total, a non-zero end marker) and installs nothing.
+    #[tokio::test]
+    async fn every_snapshot_chunk_field_flipped_is_refused() {
+        let data = super::sample_snapshot();
+        let log_id = LogId::new(LeaderId::new_committed(3, 1), 6);
+        let nodes: BTreeMap<u64, Node> = [(1, Node::default())].into_iter().collect();
+        let header = SnapshotHeader {
+            group_id: 0,
+            vote: Vote::new_committed(3, 1),
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id),
+                last_membership: StoredMembership::new(
+                    Some(log_id),
+                    Membership::new(vec![[1].into()], nodes).unwrap(),
+                ),
+            },
+            len: data.len() as u64,
+        };
+        let mut transfer = wire::encode(&header).unwrap();
+        let mut fields = Vec::new();
+        for (i, chunk) in data.chunks(4096).enumerate() {
+            fields.push((format!("chunk {i} length"), transfer.len(), 4));
+            fields.push((format!("chunk {i} crc32c"), transfer.len() + 4, 4));
+            transfer.extend((chunk.len() as u32).to_le_bytes());
+            transfer.extend(crc32c::crc32c(chunk).to_le_bytes());
+            transfer.extend(chunk);
+        }
+        fields.push(("end marker length".into(), transfer.len(), 4));
+        fields.push(("end marker crc32c".into(), transfer.len() + 4, 4));
+        transfer.extend([0u8; 8]);
+        let handler = Accept {
+            dir: super::scratch_dir(),
+        };
+        let receive = |bytes: Vec<u8>| {
+            let handler = &handler;
+            async move {
+                let mut stream = ReplayStream(std::io::Cursor::new(bytes));
+                dovetail_raft::transport::snapshot::receive(&mut stream, handler, 2).await
+            }
+        };
+        receive(transfer.clone()).await.expect("the transfer as sent");
+        for (field, start, len) in &fields {
+            for byte in *start..start + len {
+                for bit in 0..8 {
+                    let mut damaged = transfer.clone();
+                    damaged[byte] ^= 1 << bit;
+                    assert!(
+                        receive(damaged).await.is_err(),
+                        "{field}: byte {byte} bit {bit} accepted"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A connection that delivers `bytes` and then ends; writes vanish.
+    struct ReplayStream(std::io::Cursor<Vec<u8>>);
+
+    impl tokio::io::AsyncRead for ReplayStream {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for ReplayStream {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
 }

@@ -12,6 +12,8 @@
 //!   openraft types it implies ([`Entry`], [`LogId`], [`Vote`], ...).
 //! - [`application`]: [`Application`], what the domain provides per group (apply, snapshots);
 //!   the raft crate adapts it to openraft's state machine trait.
+//! - [`decode`]: bincode decoding of stored or received bytes with a limit set by the input, so
+//!   that no length field sizes an allocation.
 //! - [`snapshot_file`]: [`SnapshotFile`], the snapshot data of Dovetail state machines: one
 //!   file on disk, read by position.
 //! - [`log_store`]: the sled log store. [`LogDb`] is a node's one `sled::Db` with its
@@ -34,6 +36,7 @@
 //! `state_machine`, `transport`, `node`, `restore`.
 
 pub mod application;
+pub mod decode;
 pub mod log_store;
 pub mod metrics;
 pub mod node;

@@ -55,9 +55,8 @@ impl ConsensusMeta {
     pub fn decode(bytes: &[u8]) -> io::Result<ConsensusMeta> {
         match bytes.split_first() {
             Some((&CONSENSUS_META_VERSION, rest)) => {
-                let (meta, read) =
-                    bincode::serde::decode_from_slice::<ConsensusMeta, _>(rest, bincode::config::standard())
-                        .map_err(|e| corrupt(format!("consensus meta: {e}")))?;
+                let (meta, read) = crate::decode::decode_from_slice::<ConsensusMeta>(rest)
+                    .map_err(|e| corrupt(format!("consensus meta: {e}")))?;
                 if read != rest.len() {
                     return Err(corrupt(format!(
                         "consensus meta: {} trailing bytes",
@@ -361,6 +360,25 @@ impl<A: Application> RaftStateMachine<TypeConfig> for AppStateMachine<A> {
                 self.group_id
             )));
         }
+        // The snapshot's metadata came in a frame without a checksum of its own (the snapshot
+        // header); the consensus metadata stored inside the snapshot, which per-chunk and
+        // per-file checksums cover, must say the same: they were one value at the sender.
+        let stored = lock_app(&self.app)?.applied_state();
+        let stored = stored
+            .map(|(_, bytes)| ConsensusMeta::decode(&bytes))
+            .transpose()?;
+        match stored {
+            Some(stored)
+                if Some(stored.last_applied) == meta.last_log_id
+                    && stored.membership == meta.last_membership => {}
+            other => {
+                return Err(corrupt(format!(
+                    "group {}: the snapshot's own consensus metadata ({:?}) disagrees with the metadata it was sent with ({meta:?})",
+                    self.group_id,
+                    other.map(|m| (m.last_applied, m.membership))
+                )));
+            }
+        }
         self.membership = meta.last_membership.clone();
         tracing::info!(group_id = self.group_id, position = %installed, "installed snapshot");
         Ok(())
@@ -378,6 +396,70 @@ mod tests {
 
     use super::*;
     use crate::type_config::{LeaderId, Membership, Node};
+
+    /// An application whose snapshot file is nothing but its consensus metadata.
+    struct MetaOnly(Option<(LogPosition, Vec<u8>)>);
+
+    impl Application for MetaOnly {
+        fn applied_state(&self) -> Option<(LogPosition, Vec<u8>)> {
+            self.0.clone()
+        }
+        fn apply(&mut self, _: LogPosition, _: &[u8], _: &[crate::Request]) -> io::Result<Vec<Vec<u8>>> {
+            unreachable!("not applied in this test")
+        }
+        fn apply_blank(&mut self, _: LogPosition, _: &[u8]) -> io::Result<()> {
+            unreachable!("not applied in this test")
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn build_snapshot(&mut self) -> io::Result<SnapshotInfo> {
+            unreachable!("not built in this test")
+        }
+        fn current_snapshot(&self) -> io::Result<Option<SnapshotInfo>> {
+            Ok(None)
+        }
+        fn install_snapshot(&mut self, snapshot: &SnapshotFile) -> io::Result<LogPosition> {
+            let bytes = snapshot.read_to_vec()?;
+            let position = position_of(&ConsensusMeta::decode(&bytes)?.last_applied);
+            self.0 = Some((position, bytes));
+            Ok(position)
+        }
+    }
+
+    fn membership_of(voters: &[u64]) -> Membership {
+        let nodes: std::collections::BTreeMap<_, _> = voters.iter().map(|&v| (v, Node::default())).collect();
+        Membership::new(vec![voters.iter().copied().collect()], nodes).unwrap()
+    }
+
+    /// The snapshot header's metadata travels in a frame without a checksum; an install whose
+    /// snapshot says otherwise inside (where checksums cover it) fails the group, naming the
+    /// disagreement, instead of giving openraft a membership the state does not have.
+    #[tokio::test]
+    async fn an_installed_snapshot_must_carry_the_metadata_it_was_sent_with() {
+        let log_id = LogId::new(LeaderId::new_committed(4, 2), 17);
+        let inside = ConsensusMeta {
+            last_applied: log_id,
+            membership: StoredMembership::new(Some(log_id), membership_of(&[1, 2])),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot");
+        std::fs::write(&path, inside.encode()).unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let install = |sent: SnapshotMeta| {
+            let mut machine =
+                AppStateMachine::new(1, Arc::new(Mutex::new(MetaOnly(None))), shutdown.clone()).unwrap();
+            let file = SnapshotFile::open(&path).unwrap();
+            async move { machine.install_snapshot(&sent, file).await }
+        };
+        install(inside.snapshot_meta()).await.unwrap();
+        let other_membership = SnapshotMeta {
+            last_log_id: Some(log_id),
+            last_membership: StoredMembership::new(Some(log_id), membership_of(&[1, 2, 3])),
+        };
+        let error = install(other_membership).await.unwrap_err();
+        assert!(error.to_string().contains("disagrees"), "{error}");
+    }
 
     #[test]
     fn consensus_meta_round_trips_and_rejects_garbage() {
@@ -405,5 +487,41 @@ mod tests {
         let mut trailing = bytes;
         trailing.push(0);
         assert!(ConsensusMeta::decode(&trailing).is_err());
+    }
+
+    /// Consensus metadata whose node address claims 2^40 bytes is corrupt, not an allocation of
+    /// that size (it is read at every start, from the manifest).
+    #[test]
+    fn consensus_meta_claiming_a_huge_length_is_corrupt() {
+        let log_id = LogId::new(LeaderId::new_committed(4, 2), 17);
+        let nodes = [(
+            1,
+            Node {
+                peer_addr: "p".into(),
+                api_addr: "a".into(),
+            },
+        )];
+        let membership = Membership::new(
+            vec![[1].into_iter().collect()],
+            nodes.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .unwrap();
+        let bytes = ConsensusMeta {
+            last_applied: log_id,
+            membership: StoredMembership::new(Some(log_id), membership),
+        }
+        .encode();
+        let at = bytes
+            .windows(2)
+            .position(|w| w == [1, b'a'])
+            .expect("the API address");
+        let mut huge = bytes[..at].to_vec();
+        huge.push(253);
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        huge.extend_from_slice(&bytes[at + 1..]);
+        assert_eq!(
+            ConsensusMeta::decode(&huge).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 }

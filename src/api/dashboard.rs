@@ -19,7 +19,9 @@ const POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 
 
 /// `GET /`. Not behind any token: merge it outside the authenticated routers.
 pub fn router() -> Router {
-    Router::new().route("/", get(page))
+    Router::new()
+        .route("/", get(page))
+        .method_not_allowed_fallback(super::ApiError::method_not_allowed)
 }
 
 async fn page() -> impl IntoResponse {

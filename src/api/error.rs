@@ -139,6 +139,17 @@ impl ApiError {
         self.code.status()
     }
 
+    /// The answer to a path no route has (a router's fallback).
+    pub async fn no_such_route() -> ApiError {
+        ApiError::new(ErrorCode::NotFound, "no such route")
+    }
+
+    /// The answer to a method a route does not take (a router's `method_not_allowed_fallback`):
+    /// every router of the API sets it, so a 405 carries the JSON error body too.
+    pub async fn method_not_allowed() -> ApiError {
+        ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+    }
+
     /// Another member, `node_id`, refused a request this node made or passed on (4xx: 502
     /// `peer_refused`, with its answer) or did not answer (503 `unavailable`).
     pub fn peer_failure(node_id: u64, e: PeerApiError) -> ApiError {

@@ -156,7 +156,8 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
 /// A GUID as 32 hex digits.
 pub fn parse_guid(text: &str) -> Result<Guid, ApiError> {
     let invalid = || ApiError::invalid(format!("GUID {text:?} is not 32 hex digits"));
-    if text.len() != 32 || !text.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would also take a sign (`+f`).
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid());
     }
     let mut guid = [0u8; 16];
@@ -169,4 +170,26 @@ pub fn parse_guid(text: &str) -> Result<Guid, ApiError> {
 /// A UID set in IMAP syntax (`1:5,9`).
 pub fn parse_uids(text: &str) -> Result<UidSet, ApiError> {
     UidSet::parse(text).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GUID is 32 hex digits and nothing else: `+f+f...` (which `u8::from_str_radix` reads
+    /// as hex) used to be taken as a GUID, a second spelling of one.
+    #[test]
+    fn guids_are_hex_digits_only() {
+        assert_eq!(parse_guid(&"0f".repeat(16)).unwrap(), [0x0f; 16]);
+        assert_eq!(parse_guid(&"AB".repeat(16)).unwrap(), [0xab; 16]);
+        for bad in [
+            "+f".repeat(16),
+            "-0".repeat(16),
+            "0f".repeat(15),
+            "g0".repeat(16),
+            "é".repeat(16),
+        ] {
+            assert!(parse_guid(&bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -29,7 +29,7 @@ pub fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
 }
 
 pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, DecodeError> {
-    let (outcome, _) = bincode::serde::decode_from_slice::<Outcome, _>(bytes, bincode::config::standard())?;
+    let (outcome, _) = dovetail_raft::decode::decode_from_slice::<Outcome>(bytes)?;
     Ok(outcome)
 }
 
@@ -301,6 +301,25 @@ mod tests {
     use super::*;
     use crate::txn::encoding::{encode_entry, CURRENT_ENCODING};
     use crate::txn::test_txns::{append, create_inbox};
+
+    /// An outcome (the leader's answer, forwarded between nodes) whose message length claims
+    /// 2^40 bytes is a decode error, not an allocation of that size.
+    #[test]
+    fn an_outcome_claiming_a_huge_length_is_an_error() {
+        let outcome = Outcome::Rejected(Rejection::NoSuchMailbox { mailbox: "x".into() });
+        let bytes = encode_outcome(&outcome);
+        assert_eq!(decode_outcome(&bytes).unwrap(), outcome);
+        assert_eq!(
+            &bytes[bytes.len() - 2..],
+            &[1, b'x'],
+            "the name's length and byte"
+        );
+        let mut huge = bytes[..bytes.len() - 2].to_vec();
+        huge.push(253);
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        huge.push(b'x');
+        assert!(decode_outcome(&huge).is_err());
+    }
 
     /// A request carrying `txn` in the legacy encoding, the active one of a new group.
     fn entry(txn: &Txn) -> Request {

@@ -31,6 +31,28 @@ pub fn group_dir_in(data_dir: &std::path::Path, group: u32) -> std::path::PathBu
     data_dir.join("groups").join(format!("g{group:04}"))
 }
 
+/// The whole HTTP surface of a node: the client routes behind the client token (with the test
+/// op's route on a node started with `--test-next-encoding`), every admin route, /metrics
+/// included, behind the admin token, and the dashboard page, which holds no data and is public.
+/// What the API listener serves, and what the API fuzz targets drive.
+pub fn http_app(
+    node: Arc<ReplicatedNode>,
+    admin: AdminState,
+    client_token: BearerToken,
+    admin_token: BearerToken,
+    test_next_encoding: bool,
+) -> axum::Router {
+    let client = if test_next_encoding {
+        api::client::router(node.clone()).merge(api::client::test_next_encoding_router(node))
+    } else {
+        api::client::router(node)
+    };
+    require_bearer(client, client_token)
+        .merge(require_bearer(api::admin::router(admin), admin_token))
+        .merge(api::dashboard::router())
+        .layer(axum::middleware::from_fn(super::metrics::track_requests))
+}
+
 /// Runs a node until `shutdown` resolves, then drains: stops accepting requests, lets requests
 /// in flight finish, flushes every group and syncs the log.
 pub async fn run(
@@ -124,17 +146,7 @@ pub async fn run(
         timeout: config.request_timeout() * 3,
         metrics: metrics_handle.clone(),
     };
-    // Every admin route, /metrics included, sits behind the admin token; the dashboard page
-    // holds no data and is public.
-    let client = if config.test_next_encoding {
-        api::client::router(node.clone()).merge(api::client::test_next_encoding_router(node))
-    } else {
-        api::client::router(node)
-    };
-    let app = require_bearer(client, client_token)
-        .merge(require_bearer(api::admin::router(admin), admin_token))
-        .merge(api::dashboard::router())
-        .layer(axum::middleware::from_fn(super::metrics::track_requests));
+    let app = http_app(node, admin, client_token, admin_token, config.test_next_encoding);
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,

@@ -34,7 +34,8 @@ use super::error::SmError;
 use super::group_state::{GroupState, MailboxFiles};
 use super::manifest::Manifest;
 use super::snapshot::{
-    check_files_match, index_file_name, parse_index_file_name, SnapshotReader, MANIFEST_FILE,
+    check_files_match, check_index_against_manifest, index_file_name, parse_index_file_name, SnapshotReader,
+    StreamCheck, MANIFEST_FILE,
 };
 use crate::index::{LogPosition, MailboxIndex, MmapStorage};
 use crate::txn::{Guid, Outcome, Rejection, Txn};
@@ -547,32 +548,12 @@ fn unpack_into<R: Read>(incoming: &Path, input: &mut R) -> Result<Option<LogPosi
     fs::create_dir_all(incoming).map_err(|e| SmError::io(incoming, "creating", e))?;
     let mut reader = SnapshotReader::new(input)?;
     let header = reader.header();
-    let mut manifest = None;
-    let mut guids = std::collections::BTreeSet::new();
+    let mut check = StreamCheck::new(header);
     while let Some((name, bytes)) = reader.next_file()? {
-        if name == MANIFEST_FILE {
-            manifest = Some(Manifest::decode(Path::new(&name), &bytes)?);
-        } else {
-            let guid = parse_index_file_name(&name).expect("reader checked names");
-            let index = MailboxIndex::open(crate::index::VecStorage::from_bytes(bytes.clone()))?;
-            if index.header().mailbox_guid != guid {
-                return Err(SmError::CorruptSnapshot {
-                    reason: format!("{name} holds the index of another mailbox"),
-                });
-            }
-            guids.insert(guid);
-        }
-        write_file_synced(&incoming.join(&name), &bytes)?;
+        let file = check.file(&name, bytes)?;
+        write_file_synced(&incoming.join(&name), file.bytes())?;
     }
-    let manifest = manifest.ok_or_else(|| SmError::CorruptSnapshot {
-        reason: "no manifest".into(),
-    })?;
-    if manifest.applied != header.applied {
-        return Err(SmError::CorruptSnapshot {
-            reason: "manifest and stream header disagree on the applied position".into(),
-        });
-    }
-    check_files_match(&manifest, guids)?;
+    check.finish()?;
     write_file_synced(&incoming.join(COMPLETE), b"")?;
     sync_dir(incoming)?;
     Ok(header.applied)
@@ -632,6 +613,10 @@ fn load_live(live: &Path) -> Result<GroupState<DirFiles>, SmError> {
                 reason: format!("{name} holds the index of another mailbox"),
             });
         }
+        check_index_against_manifest(index.header(), &manifest).map_err(|reason| SmError::Inconsistent {
+            dir: live.to_path_buf(),
+            reason: format!("{name}: {reason}"),
+        })?;
         mailboxes.insert(guid, index);
     }
     check_files_match(&manifest, mailboxes.keys().copied().collect()).map_err(|e| SmError::Inconsistent {

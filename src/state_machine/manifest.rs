@@ -46,7 +46,7 @@ pub const ANONYMOUS_CLIENT_PREFIX: &str = "anon-";
 /// it stays near 230 KB. Part of the replicated behaviour, like [`MAX_SESSIONS`].
 pub const MAX_ANONYMOUS_SESSIONS: usize = 4_096;
 
-/// Largest manifest payload decoded (256 MiB): bounds allocations when decoding damaged input.
+/// Largest manifest payload decoded (256 MiB): a frame claiming more is refused unread.
 pub const MAX_MANIFEST_BYTES: usize = 256 << 20;
 
 /// Most mailboxes one user may have.
@@ -324,17 +324,16 @@ impl Manifest {
                 "checksum mismatch: stored {stored_crc:#x}, computed {crc:#x}"
             )));
         }
-        // The limit bounds what a checksum-valid but hostile payload can make the decoder
-        // allocate; a real manifest is far smaller than the frame that carries it.
-        let limited = bincode::config::standard().with_limit::<MAX_MANIFEST_BYTES>();
+        // A checksum-valid but hostile payload (a length field claiming 2^40 bytes) must not
+        // size an allocation: the decode is bounded by the payload's length.
         let undecodable = |e: bincode::error::DecodeError| corrupt(format!("undecodable payload: {e}"));
         let (manifest, used) = match version {
             VERSION_1 => {
-                bincode::serde::decode_from_slice::<Manifest, _>(payload, limited).map_err(undecodable)?
+                dovetail_raft::decode::decode_from_slice::<Manifest>(payload).map_err(undecodable)?
             }
             VERSION_2 => {
                 let ((mut manifest, encoding), used) =
-                    bincode::serde::decode_from_slice::<(Manifest, u8), _>(payload, limited)
+                    dovetail_raft::decode::decode_from_slice::<(Manifest, u8)>(payload)
                         .map_err(undecodable)?;
                 if encoding != 1 {
                     return Err(corrupt(format!(
@@ -347,7 +346,7 @@ impl Manifest {
             _ => {
                 type Layout3 = (Manifest, u8, BTreeMap<String, RequestDigest>);
                 let ((mut manifest, encoding, digests), used) =
-                    bincode::serde::decode_from_slice::<Layout3, _>(payload, limited).map_err(undecodable)?;
+                    dovetail_raft::decode::decode_from_slice::<Layout3>(payload).map_err(undecodable)?;
                 if encoding < 2 {
                     return Err(corrupt(format!(
                         "layout 3 with log encoding {encoding} (it is written in layout 1 or 2)"

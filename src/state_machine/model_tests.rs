@@ -13,7 +13,7 @@ use proptest::test_runner::{FileFailurePersistence, RngSeed};
 
 use super::{GroupState, GroupStateMachine, MemoryFiles};
 use crate::index::{flag_bits, LogPosition};
-use crate::txn::validate::{canonical_mailbox_name, parse_flags, validate};
+use crate::txn::validate::{canonical_mailbox_name, parse_flags, validate_in};
 use crate::txn::{Guid, NewMessage, Op, Outcome, Rejection, StoreMode, Txn, UidSet};
 
 #[path = "../../tests/support/rng.rs"]
@@ -100,7 +100,7 @@ impl Model {
                 });
             }
         }
-        let outcome = match validate(txn) {
+        let outcome = match validate_in(txn, self.encoding) {
             Err(e) => Outcome::Rejected(Rejection::Invalid {
                 message: e.to_string(),
             }),

@@ -10,15 +10,17 @@
 //! Integers little-endian. File names are `manifest` or `<32 hex digits>.idx`; anything else
 //! (a path, `..`) is refused, so a hostile stream cannot write outside the target directory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 
 use super::error::SmError;
 use super::group_state::{GroupState, MailboxFiles};
 use super::manifest::Manifest;
-use crate::index::{LogPosition, MailboxIndex, VecStorage};
+use crate::index::{Header, LogPosition, MailboxIndex, VecStorage};
 use crate::state_machine::apply::hex;
 use crate::state_machine::MemoryFiles;
+use crate::txn::Guid;
 
 const MAGIC: [u8; 8] = *b"DVTLSNAP";
 const TRAILER: [u8; 8] = *b"DVTLEND\0";
@@ -208,25 +210,17 @@ pub fn repack_snapshot<R: Read, W: Write>(
 }
 
 impl GroupState<MemoryFiles> {
-    /// Builds an in-memory group from a snapshot stream, checking every file.
+    /// Builds an in-memory group from a snapshot stream, checking every file ([`StreamCheck`]).
     pub fn import_snapshot<R: Read>(input: R) -> Result<GroupState<MemoryFiles>, SmError> {
         let mut reader = SnapshotReader::new(input)?;
-        let mut manifest = None;
+        let mut check = StreamCheck::new(reader.header());
         let mut mailboxes = std::collections::BTreeMap::new();
         while let Some((name, bytes)) = reader.next_file()? {
-            if name == MANIFEST_FILE {
-                manifest = Some(Manifest::decode(name.as_ref(), &bytes)?);
-            } else {
-                let guid = parse_index_file_name(&name).expect("reader checked names");
-                let index = MailboxIndex::open(VecStorage::from_bytes(bytes))?;
-                if index.header().mailbox_guid != guid {
-                    return Err(corrupt(&format!("{name} holds the index of another mailbox")));
-                }
-                mailboxes.insert(guid, index);
+            if let CheckedFile::Index { guid, index } = check.file(&name, bytes)? {
+                mailboxes.insert(guid, *index);
             }
         }
-        let manifest = manifest.ok_or_else(|| corrupt("no manifest"))?;
-        check_files_match(&manifest, mailboxes.keys().copied().collect())?;
+        let manifest = check.finish()?;
         Ok(GroupState::new(MemoryFiles, manifest, mailboxes))
     }
 }
@@ -238,6 +232,129 @@ pub fn read_snapshot_manifest<R: Read>(input: R) -> Result<Manifest, SmError> {
         Some((name, bytes)) if name == MANIFEST_FILE => Manifest::decode(name.as_ref(), &bytes),
         _ => Err(corrupt("the first file is not the manifest")),
     }
+}
+
+/// A file of a snapshot stream that passed [`StreamCheck::file`].
+#[derive(Debug)]
+pub enum CheckedFile {
+    /// The manifest, as it was in the stream (the check keeps it decoded).
+    Manifest { bytes: Vec<u8> },
+    /// A mailbox index whose header opened and names the mailbox its file name does.
+    Index {
+        guid: Guid,
+        index: Box<MailboxIndex<VecStorage>>,
+    },
+}
+
+impl CheckedFile {
+    /// The file's bytes, as the stream carried them.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            CheckedFile::Manifest { bytes } => bytes,
+            CheckedFile::Index { index, .. } => index.bytes(),
+        }
+    }
+}
+
+/// The checks of a whole snapshot stream beyond each file's own checksum, made by every reader
+/// of one — install and restore (`group_machine::unpack_into`), import
+/// ([`GroupState::import_snapshot`]) and `dovetail dump` — so that none of them accepts a stream
+/// another refuses. File by file: the manifest comes first and once, no index file comes twice,
+/// and an index file's header opens (O(1)) and names the mailbox of its file name. At the end:
+/// the stream header and the manifest agree on the applied position, the manifest names exactly
+/// the index files present, and each of them agrees with the manifest
+/// ([`check_index_against_manifest`]). The stream header carries no checksum of its own: these
+/// cross-checks are what cover it.
+#[derive(Debug)]
+pub struct StreamCheck {
+    header: SnapshotHeader,
+    manifest: Option<Manifest>,
+    /// The header of every index file so far.
+    indexes: BTreeMap<Guid, Header>,
+}
+
+impl StreamCheck {
+    pub fn new(header: SnapshotHeader) -> StreamCheck {
+        StreamCheck {
+            header,
+            manifest: None,
+            indexes: BTreeMap::new(),
+        }
+    }
+
+    /// Checks the next file of the stream (its name and checksum already checked by
+    /// [`SnapshotReader::next_file`]).
+    pub fn file(&mut self, name: &str, bytes: Vec<u8>) -> Result<CheckedFile, SmError> {
+        if name == MANIFEST_FILE {
+            if self.manifest.is_some() || !self.indexes.is_empty() {
+                return Err(corrupt("the manifest is not the first file, or comes twice"));
+            }
+            self.manifest = Some(Manifest::decode(name.as_ref(), &bytes)?);
+            return Ok(CheckedFile::Manifest { bytes });
+        }
+        if self.manifest.is_none() {
+            return Err(corrupt("the first file is not the manifest"));
+        }
+        let guid =
+            parse_index_file_name(name).ok_or_else(|| corrupt(&format!("unexpected file name {name:?}")))?;
+        let index = MailboxIndex::open(VecStorage::with_path(bytes, PathBuf::from(name)))?;
+        if index.header().mailbox_guid != guid {
+            return Err(corrupt(&format!("{name} holds the index of another mailbox")));
+        }
+        if self.indexes.insert(guid, *index.header()).is_some() {
+            return Err(corrupt(&format!("{name} comes twice")));
+        }
+        Ok(CheckedFile::Index {
+            guid,
+            index: Box::new(index),
+        })
+    }
+
+    /// The cross-checks of the whole stream, once its last file was read (and the trailer
+    /// checked); returns the manifest.
+    pub fn finish(self) -> Result<Manifest, SmError> {
+        let manifest = self.manifest.ok_or_else(|| corrupt("no manifest"))?;
+        if manifest.applied != self.header.applied {
+            return Err(corrupt(&format!(
+                "the stream header says applied {}, the manifest {}",
+                describe(self.header.applied),
+                describe(manifest.applied)
+            )));
+        }
+        check_files_match(&manifest, self.indexes.keys().copied().collect())?;
+        for (guid, header) in &self.indexes {
+            check_index_against_manifest(header, &manifest)
+                .map_err(|reason| corrupt(&format!("{}: {reason}", index_file_name(guid))))?;
+        }
+        Ok(manifest)
+    }
+}
+
+fn describe(applied: Option<LogPosition>) -> String {
+    applied.map_or_else(|| "nothing".to_string(), |a| a.to_string())
+}
+
+/// What an index file's header must agree with in its group's manifest: it records a change
+/// at or before the manifest's applied position (a file changes only by an entry the group
+/// applied), and its UIDVALIDITY is at most the group's high-water mark (every UIDVALIDITY
+/// handed out raised it). Checked wherever a group's files are read together: a snapshot
+/// stream ([`StreamCheck`]), a group's `live/` at open, `dovetail dump` of a group directory.
+pub fn check_index_against_manifest(header: &Header, manifest: &Manifest) -> Result<(), String> {
+    let applied = manifest.applied.unwrap_or_default();
+    if header.applied > applied {
+        return Err(format!(
+            "records a change at {}, after the group's applied position {}",
+            header.applied,
+            describe(manifest.applied)
+        ));
+    }
+    if header.uid_validity > manifest.uid_validity_max {
+        return Err(format!(
+            "UIDVALIDITY {} is above the group's high-water mark {}",
+            header.uid_validity, manifest.uid_validity_max
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that the manifest names exactly the mailbox files present.
@@ -400,6 +517,36 @@ mod tests {
         }
     }
 
+    /// The files of a small group's snapshot: the manifest, then INBOX's index.
+    fn files() -> (SnapshotHeader, Vec<(String, Vec<u8>)>) {
+        let mut group = GroupState::in_memory();
+        group.apply(LogPosition::new(1, 1), &create_inbox()).unwrap();
+        group.apply(LogPosition::new(1, 2), &append("c", 2, 2)).unwrap();
+        let mut stream = Vec::new();
+        group.export_snapshot(&mut stream).unwrap();
+        let mut reader = SnapshotReader::new(stream.as_slice()).unwrap();
+        let mut files = Vec::new();
+        while let Some(file) = reader.next_file().unwrap() {
+            files.push(file);
+        }
+        (reader.header(), files)
+    }
+
+    fn check(header: SnapshotHeader, files: &[(String, Vec<u8>)]) -> Result<Manifest, SmError> {
+        let mut check = StreamCheck::new(header);
+        for (name, bytes) in files {
+            check.file(name, bytes.clone())?;
+        }
+        check.finish()
+    }
+
+    fn refused(result: Result<Manifest, SmError>, reason: &str) {
+        match result {
+            Err(SmError::CorruptSnapshot { reason: found }) => assert!(found.contains(reason), "{found}"),
+            other => panic!("expected CorruptSnapshot ({reason}), got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_repacked_stream_carries_the_edited_manifest_and_the_same_files() {
         let bytes = stream();
@@ -428,6 +575,70 @@ mod tests {
         let mut again = Vec::new();
         repack_snapshot(&bytes[..], &mut again, |_| {}).unwrap();
         assert_eq!(again, bytes);
+    }
+
+    #[test]
+    fn a_stream_is_checked_as_a_whole() {
+        let (header, files) = files();
+        assert_eq!(check(header, &files).unwrap().applied, header.applied);
+        let (manifest, inbox) = (files[0].clone(), files[1].clone());
+        refused(
+            check(header, &[inbox.clone(), manifest.clone()]),
+            "the first file is not the manifest",
+        );
+        refused(
+            check(header, &[manifest.clone(), manifest.clone(), inbox.clone()]),
+            "comes twice",
+        );
+        refused(
+            check(header, &[manifest.clone(), inbox.clone(), inbox.clone()]),
+            "comes twice",
+        );
+        refused(check(header, std::slice::from_ref(&manifest)), "is missing");
+        refused(
+            check(header, std::slice::from_ref(&inbox)),
+            "the first file is not the manifest",
+        );
+        let other = SnapshotHeader {
+            applied: Some(LogPosition::new(1, 3)),
+            ..header
+        };
+        refused(
+            check(other, &files),
+            "the stream header says applied 1-3, the manifest 1-2",
+        );
+        let none = SnapshotHeader {
+            applied: None,
+            ..header
+        };
+        refused(check(none, &files), "applied nothing, the manifest 1-2");
+        // An index file under the name of another mailbox.
+        let renamed = (index_file_name(&[0xee; 16]), inbox.1.clone());
+        match check(header, &[manifest.clone(), renamed]) {
+            Err(SmError::CorruptSnapshot { reason }) => {
+                assert!(reason.contains("another mailbox"), "{reason}")
+            }
+            other => panic!("renamed index: got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_index_must_agree_with_its_manifest() {
+        let (_, files) = files();
+        let manifest = Manifest::decode("m".as_ref(), &files[0].1).unwrap();
+        let index = MailboxIndex::open(VecStorage::from_bytes(files[1].1.clone())).unwrap();
+        let mut header = *index.header();
+        check_index_against_manifest(&header, &manifest).unwrap();
+        header.applied = LogPosition::new(1, 3);
+        let reason = check_index_against_manifest(&header, &manifest).unwrap_err();
+        assert!(
+            reason.contains("after the group's applied position 1-2"),
+            "{reason}"
+        );
+        header.applied = LogPosition::new(1, 2);
+        header.uid_validity = manifest.uid_validity_max + 1;
+        let reason = check_index_against_manifest(&header, &manifest).unwrap_err();
+        assert!(reason.contains("above the group's high-water mark"), "{reason}");
     }
 
     #[test]

@@ -98,6 +98,11 @@ pub fn encode_entry(txn: &Txn, encoding: u8) -> Result<Vec<u8>, NotEnabled> {
 /// Decodes a log entry, by a build that applies encodings up to `max`: its encoding and its txn.
 pub fn decode_entry(bytes: &[u8], max: u8) -> Result<(u8, Txn), EntryError> {
     let (encoding, payload) = match bytes {
+        // Encoding 0 has no header: `ENTRY_MAGIC, 0` is no entry of any encoding (a second way
+        // to write an encoding-0 entry, which no build writes).
+        [ENTRY_MAGIC, 0, ..] => {
+            return Err(EntryError::Garbage("encoding 0 after the entry magic".into()));
+        }
         [ENTRY_MAGIC, encoding, payload @ ..] => (*encoding, payload),
         [first, ..] if (1..=super::validate::MAX_CLIENT_ID_LEN as u8).contains(first) => (0, bytes),
         _ => return Err(EntryError::Garbage("not a log entry of any encoding".into())),
@@ -105,8 +110,10 @@ pub fn decode_entry(bytes: &[u8], max: u8) -> Result<(u8, Txn), EntryError> {
     if encoding > max {
         return Err(EntryError::Unsupported { encoding, max });
     }
-    let (txn, used): (Txn, usize) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
-        .map_err(|e| EntryError::Garbage(e.to_string()))?;
+    // Bounded by the entry's length: a length field claiming more than the entry holds is
+    // garbage, never an allocation of its size (`dovetail_raft::decode`).
+    let (txn, used): (Txn, usize) =
+        dovetail_raft::decode::decode_from_slice(payload).map_err(|e| EntryError::Garbage(e.to_string()))?;
     if used != payload.len() {
         return Err(EntryError::Garbage(format!(
             "{} trailing bytes after the transaction",
@@ -224,5 +231,48 @@ mod tests {
         let mut longer = encode_entry(&create_inbox(), 1).unwrap();
         longer.push(0);
         assert!(matches!(decode_entry(&longer, 1), Err(EntryError::Garbage(_))));
+    }
+
+    /// Regression (fuzz target `log_entry`, whose round trip of every entry that decodes found
+    /// it): `ENTRY_MAGIC, 0` then a transaction decoded as an encoding-0 entry, a second
+    /// spelling of encoding 0 that no build writes (encoding 0 is the bare transaction).
+    #[test]
+    fn the_entry_magic_never_introduces_encoding_0() {
+        let mut bytes = vec![ENTRY_MAGIC, 0];
+        bytes.extend(encode_entry(&create_inbox(), 0).unwrap());
+        assert!(matches!(
+            decode_entry(&bytes, CURRENT_ENCODING),
+            Err(EntryError::Garbage(_))
+        ));
+        let found = b"\xd7\x00\x00\x00\x00\x00\x00\x01\x00\x00\x02\x09fuzz-s\x00\x02eed\x10\x06\x01";
+        assert!(matches!(
+            decode_entry(found, CURRENT_ENCODING),
+            Err(EntryError::Garbage(_))
+        ));
+    }
+
+    /// Regression (fuzz target `log_entry`): an entry whose string or list length claims far
+    /// more than the entry holds — client id "c", request 1, a create whose user name claims
+    /// 2^40 bytes (varint 253, then a u64) — made the decoder allocate the claimed length before
+    /// reading it, aborting the process on every replica that applied the entry. It is garbage,
+    /// rejected alike everywhere.
+    #[test]
+    fn a_length_claiming_more_than_the_entry_is_garbage_not_an_allocation() {
+        let mut bytes = vec![1, b'c', 1, 0, 253];
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        bytes.extend_from_slice(b"alice");
+        assert!(matches!(
+            decode_entry(&bytes, CURRENT_ENCODING),
+            Err(EntryError::Garbage(_))
+        ));
+        // The same claim in a list of messages (the input the fuzzer found has one of 3.4e9).
+        let mut append = encode_entry(&crate::txn::test_txns::append("c", 2, 7), 1).unwrap();
+        let messages_at = append.len() - (16 + 1 + 5 + 1) - 1;
+        assert_eq!(append[messages_at], 1, "the message count");
+        append.splice(messages_at..=messages_at, [252, 0x78, 0xe2, 0xa7, 0xca]);
+        assert!(matches!(
+            decode_entry(&append, CURRENT_ENCODING),
+            Err(EntryError::Garbage(_))
+        ));
     }
 }

@@ -82,11 +82,6 @@ pub struct ParsedFlags {
     pub keywords: Vec<String>,
 }
 
-/// Checks a whole transaction by the rules of this build's log encoding (what the API proposes).
-pub fn validate(txn: &Txn) -> Result<(), TxnError> {
-    validate_in(txn, super::encoding::CURRENT_ENCODING)
-}
-
 /// Checks a whole transaction by the rules of log encoding `encoding` (the state machine applies
 /// a group's entries by its active encoding's rules, so every replica decides alike).
 pub fn validate_in(txn: &Txn, encoding: u8) -> Result<(), TxnError> {
@@ -554,8 +549,8 @@ mod tests {
                 unchanged_since: None,
             })
         };
-        assert_eq!(validate(&store(UidSet::new())), Err(TxnError::EmptyUidSet));
-        validate(&store(UidSet::parse("1:3").unwrap())).unwrap();
+        assert_eq!(validate_in(&store(UidSet::new()), 2), Err(TxnError::EmptyUidSet));
+        validate_in(&store(UidSet::parse("1:3").unwrap()), 2).unwrap();
         let append = |size, messages: usize| {
             txn(Op::Append {
                 user: "u".into(),
@@ -572,22 +567,25 @@ mod tests {
             })
         };
         assert!(matches!(
-            validate(&append(1 << 40, 1)),
+            validate_in(&append(1 << 40, 1), 2),
             Err(TxnError::MessageTooLarge { .. })
         ));
-        assert_eq!(validate(&append(10, 0)), Err(TxnError::EmptyAppend));
+        assert_eq!(validate_in(&append(10, 0), 2), Err(TxnError::EmptyAppend));
         assert!(matches!(
-            validate(&append(10, 10_001)),
+            validate_in(&append(10, 10_001), 2),
             Err(TxnError::TooManyMessages { .. })
         ));
         let mut t = append(10, 1);
         t.client_id = String::new();
-        assert!(matches!(validate(&t), Err(TxnError::InvalidClientId { .. })));
+        assert!(matches!(
+            validate_in(&t, 2),
+            Err(TxnError::InvalidClientId { .. })
+        ));
         let rename = txn(Op::RenameMailbox {
             user: "u".into(),
             from: "inbox".into(),
             to: "x".into(),
         });
-        assert_eq!(validate(&rename), Err(TxnError::InboxImmutable));
+        assert_eq!(validate_in(&rename, 2), Err(TxnError::InboxImmutable));
     }
 }

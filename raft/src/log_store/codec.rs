@@ -5,7 +5,9 @@
 //! - Default tree, key [`FORMAT_KEY`]: the format tag [`FORMAT`]; checked on open.
 //! - Tree `raft/group/{group_id}/log`: one entry per key. Key: the log index as 8 big-endian
 //!   bytes, so sled's byte order is numeric order. Value: the openraft entry, bincode 2
-//!   (`config::standard()`: little-endian, varint integers) through serde.
+//!   (`config::standard()`: little-endian, varint integers) through serde, decoded with a limit
+//!   set by the value's length (`crate::decode`). sled checks a CRC32 of every record it reads
+//!   back; the reader checks that a key holds the entry of its index.
 //! - Tree `raft/group/{group_id}/meta`: keys [`VOTE_KEY`], [`COMMITTED_KEY`],
 //!   [`LAST_PURGED_KEY`]; values bincode 2 as above. An absent key means `None`.
 //!
@@ -56,14 +58,15 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+/// Encodes a value as the log store writes it. Public for the fuzz corpus (`tests/fuzz/targets/seeds.rs`).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
     bincode::serde::encode_to_vec(value, config())
 }
 
 /// Decodes a whole value; trailing bytes are an error, since they mean the value is not what
-/// the reader thinks it is.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())?;
+/// the reader thinks it is. Public for the fuzz targets (`tests/fuzz/targets/peer.rs`).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    let (value, read) = crate::decode::decode_from_slice(bytes)?;
     if read != bytes.len() {
         return Err(bincode::error::DecodeError::OtherString(format!(
             "{} trailing bytes after a {}-byte value",
@@ -74,9 +77,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::er
     Ok(value)
 }
 
-/// Reads the log id at the front of an encoded entry, leaving the payload undecoded.
-pub(crate) fn decode_log_id_prefix(entry_bytes: &[u8]) -> Result<LogId, bincode::error::DecodeError> {
-    let (log_id, _) = bincode::serde::decode_from_slice(entry_bytes, config())?;
+/// Reads the log id at the front of an encoded entry, leaving the payload undecoded. Public for
+/// the fuzz targets.
+pub fn decode_log_id_prefix(entry_bytes: &[u8]) -> Result<LogId, bincode::error::DecodeError> {
+    let (log_id, _) = crate::decode::decode_from_slice(entry_bytes)?;
     Ok(log_id)
 }
 
@@ -115,6 +119,24 @@ mod tests {
         let encoded = encode(&entry).unwrap();
         assert_eq!(encoded, GOLDEN_ENTRY);
         assert_eq!(encode(&Vote::new_committed(5, 1)).unwrap(), GOLDEN_VOTE);
+    }
+
+    /// Regression (fuzz target `raft_log_values`): a stored entry whose request length claims
+    /// 2^40 bytes made the decoder allocate it before reading (an abort at startup, reading the
+    /// log). It is a decode error, for the whole entry and for the log id at its front alike.
+    #[test]
+    fn an_entry_claiming_a_huge_request_is_a_decode_error() {
+        let mut bytes = GOLDEN_ENTRY[..7].to_vec();
+        bytes.push(253);
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        bytes.extend_from_slice(&[0xAB, 0xCD]);
+        assert!(decode::<Entry>(&bytes).is_err());
+        assert_eq!(decode_log_id_prefix(&bytes).unwrap().index, 300);
+        // A batch claiming 2^40 requests: each is 24 bytes in memory.
+        let mut batch = GOLDEN_ENTRY[..6].to_vec();
+        batch.push(253);
+        batch.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode::<Entry>(&batch).is_err());
     }
 
     #[test]

@@ -195,6 +195,12 @@ where
         let len = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(prefix[4..].try_into().expect("4 bytes"));
         if len == 0 {
+            // The end marker is all zeros; anything else in it is damage, not to be ignored.
+            if crc != 0 {
+                return Err(CallError::Network(format!(
+                    "snapshot for group {group_id}: end marker carries checksum {crc:#x}"
+                )));
+            }
             break;
         }
         if len > MAX_CHUNK_BYTES || received + len as u64 > header.len {
@@ -202,8 +208,7 @@ where
                 "snapshot for group {group_id}: chunk of {len} bytes out of bounds"
             )));
         }
-        let mut chunk = vec![0u8; len];
-        io_timeout(MIN_IO_TIMEOUT * 6, "chunk", stream.read_exact(&mut chunk)).await?;
+        let chunk = io_timeout(MIN_IO_TIMEOUT * 6, "chunk", wire::read_payload(stream, len)).await?;
         if crc32c::crc32c(&chunk) != crc {
             return Err(CallError::Network(format!(
                 "snapshot for group {group_id}: CRC mismatch in chunk at offset {received}"

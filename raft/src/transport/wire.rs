@@ -202,7 +202,7 @@ pub fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    let (value, read) = bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard())
+    let (value, read) = crate::decode::decode_from_slice::<T>(bytes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("decode frame: {e}")))?;
     if read != bytes.len() {
         return Err(io::Error::new(
@@ -233,9 +233,33 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Opti
             format!("frame of {len} bytes is too large"),
         ));
     }
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await?;
-    Ok(Some(payload))
+    read_payload(reader, len).await.map(Some)
+}
+
+/// Payloads up to this length are read into a buffer allocated at once; a longer one's buffer
+/// grows as its bytes arrive. A length prefix is checked against the protocol's maximum only,
+/// so without this four bytes from a peer would make the reader allocate that maximum.
+pub const PREALLOCATED_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// Reads exactly `len` bytes (a frame's payload, a snapshot chunk), allocating as they arrive
+/// beyond [`PREALLOCATED_PAYLOAD_BYTES`]. A stream that ends first is `UnexpectedEof`.
+pub async fn read_payload<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> io::Result<Vec<u8>> {
+    if len <= PREALLOCATED_PAYLOAD_BYTES {
+        let mut payload = vec![0u8; len];
+        reader.read_exact(&mut payload).await?;
+        return Ok(payload);
+    }
+    let mut payload = Vec::with_capacity(PREALLOCATED_PAYLOAD_BYTES);
+    AsyncReadExt::take(&mut *reader, len as u64)
+        .read_to_end(&mut payload)
+        .await?;
+    if payload.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("stream ends after {} of {len} bytes", payload.len()),
+        ));
+    }
+    Ok(payload)
 }
 
 /// Reads and decodes one frame; end of stream is an error here.
@@ -282,6 +306,45 @@ mod tests {
         assert!(encode(&append_entries_of(default_entries)).is_ok());
         let error = encode(&append_entries_of(4 * default_entries)).unwrap_err();
         assert!(error.to_string().contains("too large"), "{error}");
+    }
+
+    /// Regression (fuzz target `peer_frames`): a frame whose string length claims 2^40 bytes
+    /// (here the reason of a `Fatal` answer) made the decoder allocate it; and a length prefix
+    /// of 32 MiB with nothing behind it made the reader allocate 32 MiB (four bytes from a peer
+    /// per connection). Both are errors now, the second allocating only as bytes arrive.
+    #[tokio::test]
+    async fn lengths_claiming_more_than_the_peer_sent_are_errors() {
+        let frame = ResponseFrame {
+            id: 8,
+            body: Err(RemoteError::Fatal {
+                group_id: 2,
+                reason: "x".to_string(),
+            }),
+        };
+        let bytes = encode(&frame).unwrap();
+        assert_eq!(&bytes[bytes.len() - 2..], &[1, b'x']);
+        let mut huge = bytes[4..bytes.len() - 2].to_vec();
+        huge.push(253);
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        huge.push(b'x');
+        assert_eq!(
+            decode::<ResponseFrame>(&huge).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+
+        let prefix = (32u32 << 20).to_le_bytes();
+        let error = read_frame(&mut &prefix[..]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        let mut short = (3u32 << 20).to_le_bytes().to_vec();
+        short.extend_from_slice(&[7; 1000]);
+        assert_eq!(
+            read_frame(&mut &short[..]).await.unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        // A long frame that is all there still reads whole.
+        let mut long = (3u32 << 20).to_le_bytes().to_vec();
+        long.extend(std::iter::repeat_n(9u8, 3 << 20));
+        assert_eq!(read_frame(&mut &long[..]).await.unwrap().unwrap().len(), 3 << 20);
     }
 
     #[tokio::test]

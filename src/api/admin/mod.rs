@@ -44,6 +44,8 @@ use axum::Router;
 
 pub use state::AdminState;
 
+use super::ApiError;
+
 /// Every admin route (`/admin/...` and `/metrics`). Wrap it in the admin token's
 /// `require_bearer`.
 pub fn router(state: AdminState) -> Router {
@@ -57,5 +59,6 @@ pub fn router(state: AdminState) -> Router {
         .merge(backup::routes())
         .merge(digests::routes())
         .merge(metrics::routes())
+        .method_not_allowed_fallback(ApiError::method_not_allowed)
         .with_state(state)
 }

@@ -39,7 +39,7 @@ use axum::Router;
 
 pub use messages::MAX_FETCH_LIMIT;
 
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use crate::service::MailService;
 
 /// Largest request body accepted (413 above).
@@ -50,6 +50,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub fn test_next_encoding_router<S: MailService>(service: Arc<S>) -> Router {
     Router::new()
         .route("/v1/users/{user}/probe", post(probe::probe::<S>))
+        .method_not_allowed_fallback(ApiError::method_not_allowed)
         .with_state(service)
 }
 
@@ -84,16 +85,8 @@ pub fn router<S: MailService>(service: Arc<S>) -> Router {
             "/v1/users/{user}/mailboxes/{mailbox}/changes",
             get(changes::changes::<S>),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(ApiError::no_such_route)
+        .method_not_allowed_fallback(ApiError::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such route")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
 }

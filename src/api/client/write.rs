@@ -70,7 +70,7 @@ pub(super) async fn submit<S: MailService>(
         request_seq: client.1,
         op,
     };
-    crate::txn::validate::validate(&txn)?;
+    crate::txn::validate::validate_in(&txn, crate::txn::encoding::CURRENT_ENCODING)?;
     Ok(service.write(txn).await?)
 }
 
