@@ -168,7 +168,9 @@ fn fill_and_free(cluster: &mut TestCluster, id: u64, mount: &Path, group: u32) -
         || storage_alarm(cluster, id).is_some(),
     );
     let api = cluster.node(id).api.clone();
-    let (status, body) = post(&api, MESSAGES, &append_body("through-full-node", 1)).unwrap();
+    // A client of its own for each node filled (its sequence numbers start at 1).
+    let client = format!("through-node-{id}");
+    let (status, body) = post(&api, MESSAGES, &append_body(&client, 1)).unwrap();
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (507, Some("insufficient_storage")),
@@ -193,7 +195,7 @@ fn fill_and_free(cluster: &mut TestCluster, id: u64, mount: &Path, group: u32) -
     let mut seq = 1;
     loop {
         seq += 1;
-        match post(&api, MESSAGES, &append_body("through-full-node", seq)) {
+        match post(&api, MESSAGES, &append_body(&client, seq)) {
             Ok((200, _)) => break,
             Ok((503 | 507, _)) | Err(_) => {}
             Ok((status, body)) => panic!("write through node {id} after freeing: {status} {body}"),
