@@ -56,6 +56,10 @@ pub enum ServiceError {
     /// No leader or no quorum answered before the deadline; the write may or may not apply later.
     #[error("no quorum before the deadline: {reason}")]
     Unavailable { reason: String },
+    /// A bounded queue on the way to the group's leader was full: the write (or read index) was
+    /// not taken and will never apply. The client should retry after a pause.
+    #[error("busy: {reason}")]
+    Busy { reason: String },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,

@@ -466,3 +466,63 @@ async fn every_read_takes_the_freshness_parameters() {
         );
     }
 }
+
+/// A node whose leader queues are full: every write and read is refused as busy.
+struct BusyService;
+
+impl MailService for BusyService {
+    fn node_id(&self) -> u64 {
+        1
+    }
+
+    async fn write(&self, _txn: Txn) -> Result<WriteAck, ServiceError> {
+        Err(ServiceError::Busy {
+            reason: "group 2: busy".into(),
+        })
+    }
+
+    async fn read<R, F>(
+        &self,
+        _user: &str,
+        _options: ReadOptions,
+        _read: F,
+    ) -> Result<ReadAck<R>, ServiceError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&GroupStateMachine) -> R + Send + 'static,
+    {
+        Err(ServiceError::Busy {
+            reason: "group 2: busy".into(),
+        })
+    }
+}
+
+/// A refused request is 429 `busy` with `Retry-After`, on writes and reads alike.
+#[tokio::test]
+async fn busy_answers_429_with_retry_after() {
+    let app = router(Arc::new(BusyService));
+    let requests = [
+        ("POST", "/v1/users/eve/mailboxes", Some(json!({"name": "INBOX"}))),
+        (
+            "POST",
+            "/v1/users/eve/mailboxes/INBOX/messages",
+            Some(json!({"messages": [{"guid": "000000000000000000000000000000e1", "size": 1}]})),
+        ),
+        ("GET", "/v1/users/eve/mailboxes/INBOX", None),
+    ];
+    for (method, uri, body) in requests {
+        let mut request = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let body = body.map_or_else(Body::empty, |v| Body::from(v.to_string()));
+        let response = app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{method} {uri}");
+        assert_eq!(response.headers()["retry-after"], "1", "{method} {uri}");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(error_code(&v), "busy", "{method} {uri}");
+    }
+}

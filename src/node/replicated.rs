@@ -44,6 +44,9 @@ fn service_error(e: ProposeError) -> ServiceError {
         ProposeError::Timeout { .. } => ServiceError::Unavailable {
             reason: e.to_string(),
         },
+        ProposeError::Busy { .. } => ServiceError::Busy {
+            reason: e.to_string(),
+        },
         ProposeError::Shutdown => ServiceError::ShuttingDown,
         ProposeError::Fatal { .. } | ProposeError::UnknownGroup { .. } => ServiceError::Internal {
             message: e.to_string(),

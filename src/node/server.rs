@@ -45,6 +45,7 @@ pub async fn run(
         election_timeout_ms_max: config.election_timeout_ms * 2,
         snapshot_logs_since_last: Some(config.snapshot_interval),
         max_in_snapshot_log_to_keep: config.log_retention,
+        max_queued_proposals: config.max_queued_writes as usize,
         peer_tls: config.peer_tls(),
         ..RaftNodeConfig::new(
             config.node_id,

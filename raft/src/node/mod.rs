@@ -31,7 +31,8 @@ use tokio::task::JoinHandle;
 
 pub use config::{ConfigError, RaftNodeConfig};
 use dispatch::{Group, GroupTable};
-pub use error::{ProposeError, RaftNodeError};
+pub use error::{BusyQueue, ProposeError, RaftNodeError};
+use proposals::Proposals;
 pub use requests::Proposed;
 
 use crate::state_machine::{lock_app, position_of, AppStateMachine};
@@ -163,7 +164,7 @@ impl<A: Application> RaftNode<A> {
                 raft,
                 app,
                 last_error: Mutex::default(),
-                proposals: Arc::default(),
+                proposals: Arc::new(Proposals::new(group_id, config.proposal_limits())),
             });
         }
         let table = Arc::new(GroupTable { groups, staging_dir });

@@ -435,6 +435,70 @@ async fn t10_concurrent_proposals_share_entries_and_keep_their_own_answers() {
     assert_eq!(applied.len(), usize::from(N), "each request applied exactly once");
 }
 
+fn one_queued_proposal(config: &mut RaftNodeConfig) {
+    fast(config);
+    config.max_queued_proposals = 1;
+}
+
+/// A leader's full proposal queue refuses at once, also through a follower: with room for one
+/// queued request beside the entry in flight, a burst of concurrent proposals through a
+/// follower comes back partly `Busy` — each long before its deadline, so neither the leader nor
+/// the forwarding follower retried it — and exactly the admitted requests are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_a_full_proposal_queue_refuses_at_once_also_through_a_follower() {
+    let cluster = TestCluster::start(one_queued_proposal).await;
+    let leaders = cluster.wait_for_leaders().await;
+    let group_id = 1;
+    let follower = (1..=3).find(|id| *id != leaders[&group_id]).unwrap();
+    const N: u8 = 64;
+    let calls = (0..N).map(|i| {
+        let node = cluster.node(follower);
+        async move {
+            let started = Instant::now();
+            let result = node.propose(group_id, vec![b'b', i], deadline(30)).await;
+            (i, result, started.elapsed())
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    let mut last = 0;
+    for (i, result, took) in results {
+        match result {
+            Ok(proposed) => {
+                admitted.push(vec![b'b', i]);
+                last = last.max(proposed.position.index);
+            }
+            Err(ProposeError::Busy {
+                group_id: 1,
+                queue: BusyQueue::Proposals,
+                limit: 1,
+                ..
+            }) => {
+                refused += 1;
+                assert!(took < Duration::from_secs(5), "a refusal took {took:?}: retried?");
+            }
+            Err(e) => panic!("request {i}: {e}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "{N} concurrent proposals with room for one: none refused"
+    );
+    assert!(!admitted.is_empty());
+    for node_id in 1..=3 {
+        cluster
+            .node(node_id)
+            .wait_applied(group_id, last, deadline(5))
+            .await
+            .unwrap();
+    }
+    let mut applied = cluster.applied(leaders[&group_id], group_id);
+    applied.sort();
+    admitted.sort();
+    assert_eq!(applied, admitted, "exactly the admitted requests are applied");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t10_wrong_cluster_secret_is_refused() {
     let cluster = TestCluster::start(fast).await;
