@@ -6,6 +6,10 @@
 //! heartbeats behind it.
 //!
 //! **Bounds.** At most `max_connections` peer connections are served (beyond: closed at once).
+//! At most [`MAX_INCOMING_SNAPSHOTS`] of them receive a snapshot at once; one more is closed
+//! right after its handshake, before anything is staged, and its sender (openraft's replication
+//! to this node) tries again later. Each transfer holds one chunk in memory (at most 16 MiB,
+//! `snapshot::MAX_CHUNK_BYTES`) and a staging file on disk.
 //! On one connection at most [`MAX_FORWARDS_IN_FLIGHT`] forwarded requests (proposals, read
 //! indexes, membership operations: what clients cause) are served at once; one beyond is
 //! answered [`RemoteError::Busy`] at once, without running. Raft's own RPCs are not counted:
@@ -25,6 +29,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 pub const MAX_FORWARDS_IN_FLIGHT: usize = 1024;
 /// Encoded answers queued for a connection's writer.
 pub const ANSWER_QUEUE_FRAMES: usize = 1024;
+/// Snapshots received at once. A node needs a snapshot per group only when it fell behind by
+/// more than the log keeps; four at once keep a catch-up going without letting 256 peer
+/// connections stage 256 transfers (and hold 256 chunks) together.
+pub const MAX_INCOMING_SNAPSHOTS: usize = 4;
 
 use super::auth::{server_handshake, ClusterSecret, ConnectionKind, HANDSHAKE_TIMEOUT};
 use super::handler::Handler;
@@ -43,6 +51,7 @@ pub async fn serve<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
+    let snapshots = Arc::new(Semaphore::new(MAX_INCOMING_SNAPSHOTS));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -64,9 +73,12 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let snapshots = snapshots.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_connection(stream, &secret, tls.as_ref(), handler, shutdown).await {
+            if let Err(e) =
+                serve_connection(stream, &secret, tls.as_ref(), handler, snapshots, shutdown).await
+            {
                 tracing::debug!(%remote, error = %e, "peer connection ended");
             }
         });
@@ -78,6 +90,7 @@ async fn serve_connection<H: Handler>(
     secret: &ClusterSecret,
     tls: Option<&PeerTls>,
     handler: Arc<H>,
+    snapshots: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     super::tune_peer_socket(&tcp)?;
@@ -111,6 +124,14 @@ async fn serve_connection<H: Handler>(
     };
     match kind {
         ConnectionKind::Snapshot => {
+            let Ok(_transfer) = snapshots.try_acquire() else {
+                tracing::warn!(
+                    from,
+                    limit = MAX_INCOMING_SNAPSHOTS,
+                    "snapshot transfers at their limit; refusing one"
+                );
+                return Ok(());
+            };
             tokio::select! {
                 result = snapshot::receive(&mut stream, &*handler, from) => {
                     result.map_err(|e| std::io::Error::other(e.to_string()))
@@ -341,6 +362,45 @@ mod tests {
         }
         for task in stalled {
             task.abort();
+        }
+    }
+
+    /// Beyond [`MAX_INCOMING_SNAPSHOTS`] transfers at once, one more snapshot connection is
+    /// closed right after its handshake, while the others stay open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_transfers_beyond_the_bound_are_closed_at_once() {
+        use tokio::io::AsyncReadExt;
+
+        use crate::transport::auth::ConnectionKind;
+        use crate::transport::connection::Connection;
+
+        let secret = ClusterSecret::new(b"test cluster secret".to_vec());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handler = Arc::new(Stalled {
+            forwards_entered: AtomicUsize::new(0),
+            staging: std::env::temp_dir(),
+        });
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(serve(listener, secret.clone(), None, handler, 16, shutdown));
+
+        let open = || Connection::open(&addr, &secret, None, 2, ConnectionKind::Snapshot);
+        let mut held = Vec::new();
+        for _ in 0..MAX_INCOMING_SNAPSHOTS {
+            held.push(open().await.unwrap());
+        }
+        // The server takes each connection's transfer slot after its handshake: let it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut refused = open().await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), refused.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the extra transfer was not closed: {read:?}"
+        );
+        for stream in &mut held {
+            let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await;
+            assert!(read.is_err(), "a transfer within the bound was closed: {read:?}");
         }
     }
 }
