@@ -19,6 +19,7 @@ use super::status::NodeInfo;
 use crate::api;
 use crate::api::admin::AdminState;
 use crate::api::auth::{require_bearer, BearerToken};
+use crate::api::in_flight::{limit_in_flight, InFlightLimit};
 use crate::state_machine::GroupStateMachine;
 
 /// The directory of group `group` under a node's data directory.
@@ -117,6 +118,7 @@ pub async fn run(
     } else {
         api::client::router(node)
     };
+    let client = limit_in_flight(client, InFlightLimit::new(config.max_in_flight as usize));
     let app = require_bearer(client, client_token)
         .merge(require_bearer(api::admin::router(admin), admin_token))
         .merge(api::dashboard::router())
