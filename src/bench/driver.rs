@@ -100,11 +100,29 @@ async fn send(shared: &Shared, node: usize, spec: &RequestSpec) -> Result<u16, &
         .unwrap_or(Err("timeout"))
 }
 
+/// How often a set-up request refused as busy (429) is sent again, one second apart (the
+/// `Retry-After` of the refusal): a refused request was not taken, so sending it again is safe.
+const SETUP_ATTEMPTS: u32 = 30;
+
+/// Sends a set-up request until it is not refused as busy; its status.
+async fn set_up_request(shared: &Shared, node: usize, spec: &RequestSpec) -> Result<u16, &'static str> {
+    let mut attempts = 1;
+    loop {
+        match send(shared, node, spec).await {
+            Ok(429) if attempts < SETUP_ATTEMPTS => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The set-up of one worker: its INBOX, and messages to STORE on and read.
 async fn set_up(shared: &Shared, sender: Sender, messages: bool) -> anyhow::Result<()> {
     let user = sender.user();
     let node = sender.worker as usize;
-    let status = send(shared, node, &sender.create_inbox())
+    let status = set_up_request(shared, node, &sender.create_inbox())
         .await
         .map_err(|e| anyhow::anyhow!("creating the INBOX of {user}: {e}"))?;
     anyhow::ensure!(
@@ -112,7 +130,7 @@ async fn set_up(shared: &Shared, sender: Sender, messages: bool) -> anyhow::Resu
         "creating the INBOX of {user}: HTTP {status}"
     );
     if messages {
-        let status = send(shared, node, &sender.append(0, workload::SETUP_MESSAGES))
+        let status = set_up_request(shared, node, &sender.append(0, workload::SETUP_MESSAGES))
             .await
             .map_err(|e| anyhow::anyhow!("appending set-up messages for {user}: {e}"))?;
         anyhow::ensure!(
@@ -168,6 +186,9 @@ impl WorkerResult {
         }
         let latency = pacing::charged_latency(e.intended, e.sent, e.completed);
         let s = &mut self.stats[e.operation.index()];
+        if let Some(intended) = e.intended {
+            s.record_send_lag(e.sent.saturating_sub(intended));
+        }
         match e.result {
             Ok(200..=299) => {
                 let messages = if e.operation == Operation::Append {

@@ -22,6 +22,9 @@ pub struct OperationStats {
     pub histogram: Histogram<u64>,
     /// Latencies of refusals (429 `busy`), µs: how quickly the cluster says no.
     pub refused: Histogram<u64>,
+    /// Paced runs: how late each request was sent after its intended time, µs (the generator's
+    /// own lag: a loaded client machine, or `--max-in-flight` reached).
+    pub send_lag: Histogram<u64>,
     /// Successful requests.
     pub ops: u64,
     /// Messages in successful requests (appends: the batch; others 0).
@@ -36,6 +39,7 @@ impl Default for OperationStats {
         OperationStats {
             histogram: histogram(),
             refused: histogram(),
+            send_lag: histogram(),
             ops: 0,
             messages: 0,
             errors: BTreeMap::new(),
@@ -48,6 +52,11 @@ impl OperationStats {
         record(&mut self.histogram, latency);
         self.ops += 1;
         self.messages += messages;
+    }
+
+    /// How late a paced request was sent.
+    pub fn record_send_lag(&mut self, lag: Duration) {
+        record(&mut self.send_lag, lag);
     }
 
     /// A 429 `busy`: an error of kind [`REFUSED_KIND`], whose latency is kept apart.
@@ -63,6 +72,7 @@ impl OperationStats {
     pub fn merge(&mut self, other: &OperationStats) {
         self.histogram.add(&other.histogram).expect("same bounds");
         self.refused.add(&other.refused).expect("same bounds");
+        self.send_lag.add(&other.send_lag).expect("same bounds");
         self.ops += other.ops;
         self.messages += other.messages;
         for (kind, n) in &other.errors {
@@ -104,6 +114,9 @@ pub struct OperationReport {
     pub refused: u64,
     /// Latency of those refusals.
     pub refused_latency_us: LatencyReport,
+    /// Paced runs: how late requests were sent after their intended times (all 0 in a closed
+    /// loop). Large values mean the generator, not the cluster, fell behind.
+    pub send_lag_us: LatencyReport,
 }
 
 impl LatencyReport {
@@ -133,6 +146,7 @@ impl OperationReport {
             latency_us: LatencyReport::of(&stats.histogram),
             refused: stats.refused.len(),
             refused_latency_us: LatencyReport::of(&stats.refused),
+            send_lag_us: LatencyReport::of(&stats.send_lag),
         }
     }
 }
