@@ -79,6 +79,13 @@ pub trait MailService: Send + Sync + 'static {
     /// This node's id (for responses and logs).
     fn node_id(&self) -> u64;
 
+    /// Whether a write of `user` would be refused as busy, as far as the node can tell before
+    /// the request is read (`ServiceError::Busy` if so). Cheap; the API asks it before it reads
+    /// a write's body. A write it admits may still be refused by [`MailService::write`].
+    fn admit_write(&self, _user: &str) -> Result<(), ServiceError> {
+        Ok(())
+    }
+
     /// Proposes `txn` in its user's group and answers once it is committed and applied.
     fn write(&self, txn: Txn) -> impl Future<Output = Result<WriteAck, ServiceError>> + Send;
 

@@ -59,6 +59,12 @@ impl MailService for ReplicatedNode {
         self.raft.node_id()
     }
 
+    fn admit_write(&self, user: &str) -> Result<(), ServiceError> {
+        self.raft
+            .admit_write(group_of(user, self.groups))
+            .map_err(service_error)
+    }
+
     async fn write(&self, txn: Txn) -> Result<WriteAck, ServiceError> {
         let group = group_of(txn.op.user(), self.groups);
         // In the group's active encoding as this node has applied it: never ahead of the one

@@ -34,10 +34,14 @@ use crate::Application;
 
 /// At most this many requests go into one entry (and at most [`MAX_BATCH_BYTES`]).
 pub const MAX_BATCH_REQUESTS: usize = 256;
-/// Default of [`ProposalLimits::requests`]: one full batch waits while one is in flight.
-pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = MAX_BATCH_REQUESTS;
-/// [`ProposalLimits::bytes`]: sixteen full batches. Only large requests reach it before the
-/// count does (256 requests of the domain's largest, 64 KiB, would be 16 MiB per group).
+/// Default of [`ProposalLimits::requests`]. An admitted request waits for the entry in flight,
+/// then commits in the next one, which carries at most the queue: the queue's length is what
+/// the leader's latency under overload follows, and 64 keeps it at about two rounds of 64
+/// requests. Closed-loop clients of one group up to this many are never refused (their requests
+/// in flight are the queue plus the entry); more than that, per group, is overload.
+pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 64;
+/// [`ProposalLimits::bytes`]: sixteen full batches, 1 MiB. Only large requests reach it before
+/// the count does (64 requests of the domain's largest, 64 KiB, would be 4 MiB per group).
 pub const MAX_QUEUED_BYTES: usize = 16 * MAX_BATCH_BYTES;
 /// Entries of one group a leader has in flight from this queue at once. One: the batch gathers
 /// while the previous entry commits, which is what makes batches grow under load. (Measured
@@ -130,6 +134,14 @@ impl Proposals {
             queue.running += 1;
         }
         Ok(start)
+    }
+
+    /// `(queued, limit)` when the queue holds as many requests as it may (the next one would be
+    /// refused whatever its size); a cheap look before a request is even read.
+    pub(crate) fn full(&self) -> Option<(u64, u64)> {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        (queue.pending.len() >= self.limits.requests)
+            .then_some((queue.pending.len() as u64, self.limits.requests as u64))
     }
 
     /// The answer to a request of `len` bytes that does not fit in the queue; `None` if it does.
@@ -274,6 +286,9 @@ mod tests {
         assert_eq!(enqueue(&proposals, 1), Ok(false), "the proposer is still running");
         assert_eq!(enqueue(&proposals, 1), Ok(false));
         assert!(enqueue(&proposals, 1).is_err());
+        assert_eq!(proposals.full(), Some((2, 2)));
+        proposals.take();
+        assert_eq!(proposals.full(), None);
     }
 
     #[test]

@@ -146,26 +146,64 @@ impl<A: Application> RaftNode<A> {
                 // A full queue on the leader will not empty within a backoff pause: the client
                 // hears of it at once, and the request never waits for its deadline here.
                 Ok(Outcome::Busy { queued, limit }) => {
-                    return Err(ProposeError::Busy {
-                        group_id,
-                        queue: BusyQueue::Proposals,
-                        queued,
-                        limit,
-                    })
+                    return Err(self.busy(group_id, group, leader, BusyQueue::Proposals, queued, limit));
                 }
                 Err(CallError::Remote(RemoteError::Busy { in_flight, limit, .. })) => {
-                    return Err(ProposeError::Busy {
-                        group_id,
-                        queue: BusyQueue::Forwards,
-                        queued: in_flight,
-                        limit,
-                    })
+                    return Err(self.busy(group_id, group, leader, BusyQueue::Forwards, in_flight, limit));
                 }
                 Err(e) => last_error = format!("node {leader:?}: {e}"),
             }
             let pause = delay.min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;
             delay = (delay * 2).min(RETRY_DELAY_MAX);
+        }
+    }
+
+    /// The error of a request `leader` refused as busy; a refusal by another node is
+    /// remembered for [`BUSY_HINT`](super::busy_hint::BUSY_HINT) ([`RaftNode::admit_write`]).
+    pub(crate) fn busy(
+        &self,
+        group_id: GroupId,
+        group: &Group<A>,
+        leader: Option<NodeId>,
+        queue: BusyQueue,
+        queued: u64,
+        limit: u64,
+    ) -> ProposeError {
+        if leader != Some(self.inner.node_id) {
+            group.busy_hint.set(queue, queued, limit, Instant::now());
+        }
+        ProposeError::Busy {
+            group_id,
+            queue,
+            queued,
+            limit,
+        }
+    }
+
+    /// Whether a write to `group_id` would be refused as busy, as far as this node can tell
+    /// without reading it: this node leads the group and its proposal queue is full, or the
+    /// group's leader refused a request from this node as busy a moment ago. Cheap (two
+    /// uncontended locks), for the API to call before it reads a request's body. A write it
+    /// admits may still be refused by [`RaftNode::propose`].
+    pub fn admit_write(&self, group_id: GroupId) -> Result<(), ProposeError> {
+        let group = self.group(group_id)?;
+        if let Some((queued, limit)) = group.proposals.full() {
+            return Err(ProposeError::Busy {
+                group_id,
+                queue: BusyQueue::Proposals,
+                queued,
+                limit,
+            });
+        }
+        match group.busy_hint.get(Instant::now()) {
+            Some(refusal) => Err(ProposeError::Busy {
+                group_id,
+                queue: refusal.queue,
+                queued: refusal.queued,
+                limit: refusal.limit,
+            }),
+            None => Ok(()),
         }
     }
 
