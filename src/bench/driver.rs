@@ -163,6 +163,9 @@ struct Exchange {
 #[derive(Default)]
 struct WorkerResult {
     stats: [OperationStats; 4],
+    /// Successful (2xx) requests by the whole second of the run they completed in, warm-up
+    /// included.
+    ok_per_second: Vec<u64>,
     /// Intended sends still unsent when the run ended (paced runs).
     unsent: u64,
     /// Request numbers of this worker's acknowledged appends (0: the set-up append).
@@ -175,6 +178,12 @@ impl WorkerResult {
         let ok = matches!(e.result, Ok(200..=299));
         if !ok {
             shared.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let second = e.completed.as_secs() as usize;
+            if self.ok_per_second.len() <= second {
+                self.ok_per_second.resize(second + 1, 0);
+            }
+            self.ok_per_second[second] += 1;
         }
         if ok && e.operation == Operation::Append {
             self.acked_appends.push(e.seq);
@@ -196,9 +205,9 @@ impl WorkerResult {
                 } else {
                     0
                 };
-                s.record_ok(latency, messages);
+                s.record_ok(latency, e.completed.saturating_sub(e.sent), messages);
             }
-            Ok(429) => s.record_refused(latency),
+            Ok(429) => s.record_refused(e.completed.saturating_sub(e.sent)),
             Ok(status) => s.record_error(&format!("http_{status}")),
             Err(kind) => s.record_error(kind),
         }
@@ -337,6 +346,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         .collect();
 
     // Set-up, all workers at once, before the clock starts.
+    let setup_started = Instant::now();
     let mut setups = tokio::task::JoinSet::new();
     for &sender in &senders {
         let shared = shared.clone();
@@ -371,8 +381,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
             ))
         })
         .collect();
+    let setup_seconds = (clock.start - setup_started).as_secs_f64();
     let mut stats: [OperationStats; 4] = Default::default();
     let mut unsent = 0;
+    let mut ok_per_second: Vec<u64> = Vec::new();
     let mut acked = String::new();
     for (worker, &sender) in workers.into_iter().zip(&senders) {
         let result = worker.await?;
@@ -380,6 +392,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
             total.merge(s);
         }
         unsent += result.unsent;
+        if ok_per_second.len() < result.ok_per_second.len() {
+            ok_per_second.resize(result.ok_per_second.len(), 0);
+        }
+        for (total, n) in ok_per_second.iter_mut().zip(&result.ok_per_second) {
+            *total += n;
+        }
         if config.acked_out.is_some() {
             let setup = mix.needs_messages().then_some((0, workload::SETUP_MESSAGES));
             let user = sender.user();
@@ -418,6 +436,8 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         unsent: 0,
         operations: Default::default(),
         errors_by_kind: Default::default(),
+        setup_seconds,
+        ok_per_second,
     };
     Ok(report::build_report(base, mix.weights(), &stats, unsent))
 }
@@ -490,6 +510,13 @@ mod tests {
         assert!(append.ops > 100 && append.refused > 200, "{report:?}");
         assert!(append.latency_us.p50 >= 300_000, "{:?}", append.latency_us);
         assert!(append.refused_latency_us.p50 >= 300_000);
+        assert_eq!(report.ok_per_second.iter().sum::<u64>(), append.ops);
+        assert!(report.ok_per_second.len() >= 2, "{:?}", report.ok_per_second);
+        assert!(
+            append.send_lag_us.p99 < 1_000_000,
+            "the generator kept its schedule: {:?}",
+            append.send_lag_us
+        );
         let acked = std::fs::read_to_string(&acked_out).unwrap();
         assert_eq!(acked.lines().count() as u64, 2 * append.ops);
         let guids: std::collections::BTreeSet<&str> =

@@ -18,9 +18,14 @@ pub const REFUSED_KIND: &str = "http_429";
 /// One worker's (or, merged, the run's) measurements of one operation.
 #[derive(Debug, Clone)]
 pub struct OperationStats {
-    /// Latencies of successful (admitted: 2xx) requests, µs.
+    /// Latencies of successful (admitted: 2xx) requests, µs: from the intended send time when
+    /// paced.
     pub histogram: Histogram<u64>,
-    /// Latencies of refusals (429 `busy`), µs: how quickly the cluster says no.
+    /// The same requests from their actual send: what the cluster took, without the time a
+    /// paced request waited in a lagging generator.
+    pub from_send: Histogram<u64>,
+    /// Latencies of refusals (429 `busy`) from their actual send, µs: how quickly the cluster
+    /// says no.
     pub refused: Histogram<u64>,
     /// Paced runs: how late each request was sent after its intended time, µs (the generator's
     /// own lag: a loaded client machine, or `--max-in-flight` reached).
@@ -38,6 +43,7 @@ impl Default for OperationStats {
         let histogram = || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds");
         OperationStats {
             histogram: histogram(),
+            from_send: histogram(),
             refused: histogram(),
             send_lag: histogram(),
             ops: 0,
@@ -48,8 +54,11 @@ impl Default for OperationStats {
 }
 
 impl OperationStats {
-    pub fn record_ok(&mut self, latency: Duration, messages: u64) {
+    /// A 2xx, `latency` charged (from the intended time when paced), `from_send` from the actual
+    /// send.
+    pub fn record_ok(&mut self, latency: Duration, from_send: Duration, messages: u64) {
         record(&mut self.histogram, latency);
+        record(&mut self.from_send, from_send);
         self.ops += 1;
         self.messages += messages;
     }
@@ -59,7 +68,8 @@ impl OperationStats {
         record(&mut self.send_lag, lag);
     }
 
-    /// A 429 `busy`: an error of kind [`REFUSED_KIND`], whose latency is kept apart.
+    /// A 429 `busy`: an error of kind [`REFUSED_KIND`], whose latency (from the actual send) is
+    /// kept apart.
     pub fn record_refused(&mut self, latency: Duration) {
         record(&mut self.refused, latency);
         self.record_error(REFUSED_KIND);
@@ -71,6 +81,7 @@ impl OperationStats {
 
     pub fn merge(&mut self, other: &OperationStats) {
         self.histogram.add(&other.histogram).expect("same bounds");
+        self.from_send.add(&other.from_send).expect("same bounds");
         self.refused.add(&other.refused).expect("same bounds");
         self.send_lag.add(&other.send_lag).expect("same bounds");
         self.ops += other.ops;
@@ -108,11 +119,14 @@ pub struct OperationReport {
     pub messages_per_second: f64,
     pub errors: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
-    /// Latency of the successful (admitted, 2xx) requests only.
+    /// Latency of the successful (admitted, 2xx) requests only (paced: from the intended send).
     pub latency_us: LatencyReport,
+    /// The same from the actual send (equal in a closed loop; apart in a paced run whose
+    /// generator fell behind: see `send_lag_us`).
+    pub latency_from_send_us: LatencyReport,
     /// Requests refused with 429 `busy` (also among `errors`, as `http_429`).
     pub refused: u64,
-    /// Latency of those refusals.
+    /// Latency of those refusals, from their actual send.
     pub refused_latency_us: LatencyReport,
     /// Paced runs: how late requests were sent after their intended times (all 0 in a closed
     /// loop). Large values mean the generator, not the cluster, fell behind.
@@ -144,6 +158,7 @@ impl OperationReport {
             errors: stats.error_count(),
             errors_by_kind: stats.errors.clone(),
             latency_us: LatencyReport::of(&stats.histogram),
+            latency_from_send_us: LatencyReport::of(&stats.from_send),
             refused: stats.refused.len(),
             refused_latency_us: LatencyReport::of(&stats.refused),
             send_lag_us: LatencyReport::of(&stats.send_lag),
@@ -178,6 +193,12 @@ pub struct BenchReport {
     pub operations: BTreeMap<String, OperationReport>,
     /// Every operation's errors, by kind.
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// Time the set-up took before the clock started.
+    pub setup_seconds: f64,
+    /// Successful requests of every operation by the whole second of the run they completed
+    /// in, from the start of the warm-up (the last entry may be a partial second): how
+    /// throughput moved during the run.
+    pub ok_per_second: Vec<u64>,
 }
 
 /// A latency for people: `850 µs`, `1.51 ms`, `29.1 ms`, `196 ms`, `1.23 s`.
@@ -356,6 +377,8 @@ mod tests {
             unsent: 0,
             operations: BTreeMap::new(),
             errors_by_kind: BTreeMap::new(),
+            setup_seconds: 0.0,
+            ok_per_second: Vec::new(),
         }
     }
 
@@ -374,11 +397,15 @@ mod tests {
         let mut stats: [OperationStats; 4] = Default::default();
         let mut other: [OperationStats; 4] = Default::default();
         for ms in 1..=100u64 {
-            stats[Operation::Append.index()].record_ok(Duration::from_millis(ms), 1);
+            stats[Operation::Append.index()].record_ok(
+                Duration::from_millis(ms),
+                Duration::from_millis(ms),
+                1,
+            );
         }
-        other[Operation::Append.index()].record_ok(Duration::from_millis(500), 1);
+        other[Operation::Append.index()].record_ok(Duration::from_millis(500), Duration::from_millis(500), 1);
         other[Operation::Append.index()].record_error("http_503");
-        stats[Operation::Store.index()].record_ok(Duration::from_micros(700), 0);
+        stats[Operation::Store.index()].record_ok(Duration::from_micros(700), Duration::from_micros(700), 0);
         stats[Operation::Store.index()].record_error("http_503");
         stats[Operation::Store.index()].record_error("transport");
         for (s, o) in stats.iter_mut().zip(&other) {
@@ -431,7 +458,7 @@ mod tests {
     fn a_clean_single_operation_run_has_no_total_row() {
         let mix = crate::bench::workload::Mix::of(Workload::Append);
         let mut stats: [OperationStats; 4] = Default::default();
-        stats[0].record_ok(Duration::from_millis(2), 10);
+        stats[0].record_ok(Duration::from_millis(2), Duration::from_millis(2), 10);
         let mut base = empty_report(Workload::Append);
         base.rate = Some(500.0);
         let table = render_table(&build_report(base, mix.weights(), &stats, 7));
@@ -448,7 +475,8 @@ mod tests {
         let mut stats: [OperationStats; 4] = Default::default();
         let mut other: [OperationStats; 4] = Default::default();
         for _ in 0..10 {
-            stats[0].record_ok(Duration::from_millis(200), 1);
+            // Sent 50 ms late: charged 200 ms from the intended time, 150 ms from the send.
+            stats[0].record_ok(Duration::from_millis(200), Duration::from_millis(150), 1);
         }
         for ms in 1..=90 {
             other[0].record_refused(Duration::from_micros(ms * 10));
@@ -467,6 +495,7 @@ mod tests {
             "{:?}",
             append.latency_us
         );
+        assert!(append.latency_from_send_us.p50.abs_diff(150_000) <= 150);
         assert!(
             append.refused_latency_us.max.abs_diff(900) <= 1,
             "{:?}",
