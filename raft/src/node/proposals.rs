@@ -20,8 +20,10 @@
 //! caller tells its client to come back later (HTTP 429) instead of waiting behind a queue that
 //! would outlast its deadline. A request that finds the queue empty is always taken, whatever
 //! its size, so one large request is never refused for its size alone. The bound keeps a
-//! leader's memory and the wait of an admitted request (at most about two replication rounds
-//! once the queue holds a full batch) independent of the offered load.
+//! leader's memory and the wait of an admitted request (about two replication rounds: the entry
+//! in flight, then its own) independent of the offered load. Once the queue is full, nodes
+//! refuse the group's writes before reading them (`RaftNode::admit_write`: this queue on the
+//! leader, the busy hint elsewhere).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
