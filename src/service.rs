@@ -56,6 +56,10 @@ pub enum ServiceError {
     /// No leader or no quorum answered before the deadline; the write may or may not apply later.
     #[error("no quorum before the deadline: {reason}")]
     Unavailable { reason: String },
+    /// A bounded queue on the way to the group's leader was full: the write (or read index) was
+    /// not taken and will never apply. The client should retry after a pause.
+    #[error("busy: {reason}")]
+    Busy { reason: String },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -81,6 +85,13 @@ pub enum ServiceError {
 pub trait MailService: Send + Sync + 'static {
     /// This node's id (for responses and logs).
     fn node_id(&self) -> u64;
+
+    /// Whether a write of `user` would be refused as busy, as far as the node can tell before
+    /// the request is read (`ServiceError::Busy` if so). Cheap; the API asks it before it reads
+    /// a write's body. A write it admits may still be refused by [`MailService::write`].
+    fn admit_write(&self, _user: &str) -> Result<(), ServiceError> {
+        Ok(())
+    }
 
     /// Proposes `txn` in its user's group and answers once it is committed and applied.
     fn write(&self, txn: Txn) -> impl Future<Output = Result<WriteAck, ServiceError>> + Send;

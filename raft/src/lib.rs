@@ -55,7 +55,9 @@ use serde::{Deserialize, Serialize};
 
 pub use application::{is_out_of_space, Application, SnapshotInfo, SnapshotJob};
 pub use log_store::{GroupLogStore, LogDb, LogDbOptions, LogDbStats, LogStoreError, ReserveStatus};
-pub use node::{GroupMetrics, GroupRole, ProposeError, Proposed, RaftNode, RaftNodeConfig, RaftNodeError};
+pub use node::{
+    BusyQueue, GroupMetrics, GroupRole, ProposeError, Proposed, RaftNode, RaftNodeConfig, RaftNodeError,
+};
 pub use snapshot_file::SnapshotFile;
 pub use type_config::{
     Batch, Entry, GroupId, LeaderId, LogId, Membership, Node, NodeId, Payload, Request, Response, Responses,

@@ -10,7 +10,8 @@
 //!   that tells openraft the entries are durable (the wait for the group commit included).
 //! - [`LOG_FSYNC_SECONDS`], [`LOG_FSYNC_BATCH_REQUESTS`]: the group-commit flusher, per flush.
 //! - [`PROPOSAL_BATCH_REQUESTS`], [`PROPOSAL_ROUND_SECONDS`]: `node::proposals`, per entry a
-//!   leader proposes for requests.
+//!   leader proposes for requests; [`PROPOSALS_REFUSED_TOTAL`] there too, per request its full
+//!   queue refused.
 //! - [`APPEND_ENTRIES_SENT_TOTAL`]: `transport::group_network`, per AppendEntries RPC sent.
 //! - [`SNAPSHOTS_SENT_TOTAL`] .. [`SNAPSHOTS_RECEIVED_BYTES_TOTAL`]: `transport::snapshot`, once
 //!   a transfer completed (sent: every byte went out and the receiver answered; received: every
@@ -27,6 +28,8 @@ pub const LOG_FSYNC_SECONDS: &str = "dovetail_log_fsync_seconds";
 pub const LOG_FSYNC_BATCH_REQUESTS: &str = "dovetail_log_fsync_batch_requests";
 /// Histogram: requests a leader proposed together as one log entry.
 pub const PROPOSAL_BATCH_REQUESTS: &str = "dovetail_proposal_batch_requests";
+/// Counter, label `group`: requests a leader refused because the group's proposal queue was full.
+pub const PROPOSALS_REFUSED_TOTAL: &str = "dovetail_proposals_refused_total";
 /// Counter, label `entries` = `some`|`none`: AppendEntries RPCs this node sent as a leader;
 /// `none` are heartbeats and commit-index updates.
 pub const APPEND_ENTRIES_SENT_TOTAL: &str = "dovetail_append_entries_sent_total";
@@ -70,6 +73,10 @@ pub fn describe() {
         PROPOSAL_ROUND_SECONDS,
         Unit::Seconds,
         "Time from a leader proposing a coalesced entry until it was applied there (or failed)"
+    );
+    describe_counter!(
+        PROPOSALS_REFUSED_TOTAL,
+        "Requests refused as busy because the group's proposal queue on this leader was full"
     );
     describe_counter!(
         APPEND_ENTRIES_SENT_TOTAL,

@@ -66,6 +66,9 @@ pub enum ErrorCode {
     BadCopy,
     /// Another member refused (4xx) a request this node passed on or made.
     PeerRefused,
+    /// A bounded queue on the way to the group's leader was full: the request was not taken.
+    /// Retry after the `Retry-After` header's seconds.
+    Busy,
     /// No leader or quorum before the deadline, or another member did not answer: retry.
     Unavailable,
     /// The group stopped on this node (a storage failure, or a log encoding its release cannot
@@ -103,6 +106,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Busy => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::BadCopy | ErrorCode::PeerRefused => StatusCode::BAD_GATEWAY,
             ErrorCode::Unavailable | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -163,10 +167,31 @@ impl ApiError {
     }
 }
 
+impl ErrorCode {
+    /// Seconds a client should wait before retrying, sent as `Retry-After`: for `busy`, one
+    /// (a full queue on a leader drains within a few replication rounds, milliseconds; a second
+    /// spreads the retries of many refused clients over many of them).
+    pub fn retry_after_seconds(self) -> Option<u32> {
+        match self {
+            ErrorCode::Busy => Some(BUSY_RETRY_AFTER_SECONDS),
+            _ => None,
+        }
+    }
+}
+
+/// `Retry-After` of a 429 `busy`.
+pub const BUSY_RETRY_AFTER_SECONDS: u32 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        (self.code.status(), body).into_response()
+        let mut response = (self.code.status(), body).into_response();
+        if let Some(seconds) = self.code.retry_after_seconds() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -224,6 +249,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> ApiError {
         let code = match e {
             ServiceError::Unavailable { .. } => ErrorCode::Unavailable,
+            ServiceError::Busy { .. } => ErrorCode::Busy,
             ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
             ServiceError::TooLarge { .. } => ErrorCode::TooLarge,
             ServiceError::NotEnabled(_) => ErrorCode::NotEnabled,
@@ -242,6 +268,7 @@ impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> ApiError {
         let code = match e {
             ProposeError::Timeout { .. } => ErrorCode::Unavailable,
+            ProposeError::Busy { .. } => ErrorCode::Busy,
             ProposeError::Shutdown => ErrorCode::ShuttingDown,
             ProposeError::UnknownGroup { .. } => ErrorCode::NoSuchGroup,
             ProposeError::NoSpace { .. } => ErrorCode::InsufficientStorage,
@@ -348,6 +375,7 @@ mod tests {
             (Internal, "internal", 500),
             (BadCopy, "bad_copy", 502),
             (PeerRefused, "peer_refused", 502),
+            (Busy, "busy", 429),
             (Unavailable, "unavailable", 503),
             (ShuttingDown, "shutting_down", 503),
             (InsufficientStorage, "insufficient_storage", 507),
@@ -359,6 +387,33 @@ mod tests {
         }
         let body = ApiError::new(NoSuchNode, "node 9").into_response();
         assert_eq!(body.status(), StatusCode::NOT_FOUND);
+        assert!(body.headers().get("retry-after").is_none());
+    }
+
+    /// A busy refusal is a 429 that says when to come back; the raft layer's `Busy` and the
+    /// service's become it.
+    #[test]
+    fn busy_is_429_with_retry_after() {
+        let busy = ProposeError::Busy {
+            group_id: 5,
+            queue: dovetail_raft::BusyQueue::Proposals,
+            queued: 256,
+            limit: 256,
+        };
+        let api = ApiError::from(busy);
+        assert_eq!(api.code, ErrorCode::Busy);
+        assert!(
+            api.message.contains("group 5") && api.message.contains("limit 256"),
+            "{}",
+            api.message
+        );
+        let service = ApiError::from(ServiceError::Busy {
+            reason: "queue full".into(),
+        });
+        assert_eq!(service.code, ErrorCode::Busy);
+        let response = service.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "1");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`error`]: `ApiError` and `ErrorCode`, the status of every code, and every conversion of
 //!   another layer's error into an HTTP error.
 //! - [`extract`]: body, path and query extractors with JSON errors; GUID and UID set parsers.
+//! - [`in_flight`]: the bound on client requests served at once (429 `busy` beyond it).
 
 pub mod admin;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod client;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod in_flight;
 
 pub use error::{ApiError, ErrorCode};
 

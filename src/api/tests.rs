@@ -486,3 +486,141 @@ async fn every_read_takes_the_freshness_parameters() {
         );
     }
 }
+
+/// A node whose leader queues are full: every write and read is refused as busy.
+struct BusyService;
+
+impl MailService for BusyService {
+    fn node_id(&self) -> u64 {
+        1
+    }
+
+    /// The group of `hot` is known to be busy before anything is read.
+    fn admit_write(&self, user: &str) -> Result<(), ServiceError> {
+        match user {
+            "hot" => Err(ServiceError::Busy {
+                reason: "admission".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn write(&self, _txn: Txn) -> Result<WriteAck, ServiceError> {
+        Err(ServiceError::Busy {
+            reason: "group 2: busy".into(),
+        })
+    }
+
+    async fn read<R, F>(
+        &self,
+        _user: &str,
+        _options: ReadOptions,
+        _read: F,
+    ) -> Result<ReadAck<R>, ServiceError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&GroupStateMachine) -> R + Send + 'static,
+    {
+        Err(ServiceError::Busy {
+            reason: "group 2: busy".into(),
+        })
+    }
+}
+
+/// A refused request is 429 `busy` with `Retry-After`, on writes and reads alike.
+#[tokio::test]
+async fn busy_answers_429_with_retry_after() {
+    let app = router(Arc::new(BusyService));
+    let requests = [
+        ("POST", "/v1/users/eve/mailboxes", Some(json!({"name": "INBOX"}))),
+        (
+            "POST",
+            "/v1/users/eve/mailboxes/INBOX/messages",
+            Some(json!({"messages": [{"guid": "000000000000000000000000000000e1", "size": 1}]})),
+        ),
+        ("GET", "/v1/users/eve/mailboxes/INBOX", None),
+    ];
+    for (method, uri, body) in requests {
+        let mut request = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let body = body.map_or_else(Body::empty, |v| Body::from(v.to_string()));
+        let response = app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{method} {uri}");
+        assert_eq!(response.headers()["retry-after"], "1", "{method} {uri}");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(error_code(&v), "busy", "{method} {uri}");
+    }
+}
+
+/// A request body that never arrives.
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = hyper::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<hyper::body::Bytes>, std::io::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// A write of a user whose group the service knows to be busy is refused before its body is
+/// read (the body never arrives); reads are not asked, and other users' writes go on to the
+/// service.
+#[tokio::test]
+async fn a_write_to_a_busy_group_is_refused_before_its_body_is_read() {
+    let app = router(Arc::new(BusyService));
+    let message = |response: axum::response::Response| async move {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["error"]["message"].as_str().unwrap().to_string()
+    };
+    for (method, uri) in [
+        ("POST", "/v1/users/hot/mailboxes/INBOX/messages"),
+        ("POST", "/v1/users/hot/mailboxes"),
+        ("DELETE", "/v1/users/hot/mailboxes/Old"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::new(Endless))
+            .unwrap();
+        let response = tokio::time::timeout(std::time::Duration::from_secs(5), app.clone().oneshot(request))
+            .await
+            .expect("waited for the body")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{method} {uri}");
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(message(response).await, "busy: admission", "{method} {uri}");
+    }
+    let read = Request::get("/v1/users/hot/mailboxes/INBOX")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(read).await.unwrap();
+    assert_eq!(
+        message(response).await,
+        "busy: group 2: busy",
+        "reads are not admitted here"
+    );
+    let write = Request::post("/v1/users/cold/mailboxes")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"name":"INBOX"}"#))
+        .unwrap();
+    let response = app.oneshot(write).await.unwrap();
+    assert_eq!(
+        message(response).await,
+        "busy: group 2: busy",
+        "another user's write is read"
+    );
+}

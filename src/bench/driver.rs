@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
 
 use super::pacing;
 use super::report::{self, BenchReport, OperationStats};
@@ -40,10 +41,19 @@ pub struct BenchConfig {
     /// Warm-up in seconds: requests are sent but not counted.
     #[arg(long, default_value_t = 1)]
     pub warmup: u64,
-    /// Total requests per second, spread evenly over the clients; latency is then measured from
-    /// each request's intended send time. Default: closed loop, as fast as answers come.
+    /// Total requests per second, spread evenly over the clients, each sent at its intended time
+    /// whether or not earlier ones were answered (open loop); latency is measured from that
+    /// time. Default: closed loop, as fast as answers come.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// With --rate: most requests outstanding at once over all clients (each one connection). A
+    /// send due while all are taken waits for one, and is charged from its intended time.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_in_flight: u64,
+    /// Write the GUID of every message of every acknowledged (2xx) append to this file, one
+    /// `USER GUID` line each (set-up and warm-up included): what the cluster must hold.
+    #[arg(long)]
+    pub acked_out: Option<std::path::PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -90,11 +100,29 @@ async fn send(shared: &Shared, node: usize, spec: &RequestSpec) -> Result<u16, &
         .unwrap_or(Err("timeout"))
 }
 
+/// How often a set-up request refused as busy (429) is sent again, one second apart (the
+/// `Retry-After` of the refusal): a refused request was not taken, so sending it again is safe.
+const SETUP_ATTEMPTS: u32 = 30;
+
+/// Sends a set-up request until it is not refused as busy; its status.
+async fn set_up_request(shared: &Shared, node: usize, spec: &RequestSpec) -> Result<u16, &'static str> {
+    let mut attempts = 1;
+    loop {
+        match send(shared, node, spec).await {
+            Ok(429) if attempts < SETUP_ATTEMPTS => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The set-up of one worker: its INBOX, and messages to STORE on and read.
 async fn set_up(shared: &Shared, sender: Sender, messages: bool) -> anyhow::Result<()> {
     let user = sender.user();
     let node = sender.worker as usize;
-    let status = send(shared, node, &sender.create_inbox())
+    let status = set_up_request(shared, node, &sender.create_inbox())
         .await
         .map_err(|e| anyhow::anyhow!("creating the INBOX of {user}: {e}"))?;
     anyhow::ensure!(
@@ -102,7 +130,7 @@ async fn set_up(shared: &Shared, sender: Sender, messages: bool) -> anyhow::Resu
         "creating the INBOX of {user}: HTTP {status}"
     );
     if messages {
-        let status = send(shared, node, &sender.append(0, workload::SETUP_MESSAGES))
+        let status = set_up_request(shared, node, &sender.append(0, workload::SETUP_MESSAGES))
             .await
             .map_err(|e| anyhow::anyhow!("appending set-up messages for {user}: {e}"))?;
         anyhow::ensure!(
@@ -121,7 +149,97 @@ struct Clock {
     end: Duration,
 }
 
-/// One worker's measurement loop; its per-operation stats and its unsent intended requests.
+/// One request as it was timed, for the worker to record.
+struct Exchange {
+    operation: Operation,
+    seq: u64,
+    intended: Option<Duration>,
+    sent: Duration,
+    completed: Duration,
+    result: Result<u16, &'static str>,
+}
+
+/// What one worker measured.
+#[derive(Default)]
+struct WorkerResult {
+    stats: [OperationStats; 4],
+    /// Successful (2xx) requests by the whole second of the run they completed in, warm-up
+    /// included.
+    ok_per_second: Vec<u64>,
+    /// Intended sends still unsent when the run ended (paced runs).
+    unsent: u64,
+    /// Request numbers of this worker's acknowledged appends (0: the set-up append).
+    acked_appends: Vec<u64>,
+}
+
+impl WorkerResult {
+    fn record(&mut self, shared: &Shared, clock: &Clock, batch: u64, e: Exchange) {
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+        let ok = matches!(e.result, Ok(200..=299));
+        if !ok {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let second = e.completed.as_secs() as usize;
+            if self.ok_per_second.len() <= second {
+                self.ok_per_second.resize(second + 1, 0);
+            }
+            self.ok_per_second[second] += 1;
+        }
+        if ok && e.operation == Operation::Append {
+            self.acked_appends.push(e.seq);
+        }
+        // Counted by the actual send time: an overloaded paced run, whose sends all lag their
+        // intended times, is still measured (with the latencies its backlog causes).
+        if e.sent < clock.warmup {
+            return;
+        }
+        let latency = pacing::charged_latency(e.intended, e.sent, e.completed);
+        let s = &mut self.stats[e.operation.index()];
+        if let Some(intended) = e.intended {
+            s.record_send_lag(e.sent.saturating_sub(intended));
+        }
+        match e.result {
+            Ok(200..=299) => {
+                let messages = if e.operation == Operation::Append {
+                    batch
+                } else {
+                    0
+                };
+                s.record_ok(latency, e.completed.saturating_sub(e.sent), messages);
+            }
+            Ok(429) => s.record_refused(e.completed.saturating_sub(e.sent)),
+            Ok(status) => s.record_error(&format!("http_{status}")),
+            Err(kind) => s.record_error(kind),
+        }
+    }
+}
+
+/// Sends request number `seq` (an `operation`) and times it.
+async fn exchange(
+    shared: Arc<Shared>,
+    sender: Sender,
+    clock: Clock,
+    operation: Operation,
+    seq: u64,
+    intended: Option<Duration>,
+    batch: u64,
+) -> Exchange {
+    let spec = sender.request(operation, seq, batch);
+    let sent = clock.start.elapsed();
+    let result = send(&shared, sender.worker as usize + seq as usize, &spec).await;
+    Exchange {
+        operation,
+        seq,
+        intended,
+        sent,
+        completed: clock.start.elapsed(),
+        result,
+    }
+}
+
+/// One worker's measurement loop. Closed loop: one request at a time. Paced: each request at
+/// its intended time, whatever is still outstanding (open loop), as long as `in_flight` (shared
+/// by every worker) has room; a refused or slow answer never delays the next send.
 async fn work(
     shared: Arc<Shared>,
     sender: Sender,
@@ -129,9 +247,11 @@ async fn work(
     pacing: pacing::Pacing,
     clock: Clock,
     batch: u64,
-) -> ([OperationStats; 4], u64) {
-    let mut stats: [OperationStats; 4] = Default::default();
+    in_flight: Arc<Semaphore>,
+) -> WorkerResult {
+    let mut result = WorkerResult::default();
     let mut rng = Rng(((sender.run_id as u64) << 32) | sender.worker as u64);
+    let mut outstanding = tokio::task::JoinSet::new();
     let mut k = 0u64;
     loop {
         let now = clock.start.elapsed();
@@ -144,32 +264,28 @@ async fn work(
         }
         k += 1;
         let operation = mix.pick(rng.next_u64());
-        let spec = sender.request(operation, k, batch);
-        let sent = clock.start.elapsed();
-        let result = send(&shared, sender.worker as usize + k as usize, &spec).await;
-        let completed = clock.start.elapsed();
-        shared.completed.fetch_add(1, Ordering::Relaxed);
-        let ok = matches!(result, Ok(200..=299));
-        if !ok {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        // Counted by the actual send time: an overloaded paced run, whose sends all lag their
-        // intended times, is still measured (with the latencies its backlog causes).
-        if sent < clock.warmup {
+        let request = exchange(shared.clone(), sender, clock, operation, k, intended, batch);
+        if intended.is_none() {
+            let e = request.await;
+            result.record(&shared, &clock, batch, e);
             continue;
         }
-        let s = &mut stats[operation.index()];
-        match result {
-            Ok(200..=299) => {
-                let messages = if operation == Operation::Append { batch } else { 0 };
-                s.record_ok(pacing::charged_latency(intended, sent, completed), messages);
-            }
-            Ok(status) => s.record_error(&format!("http_{status}")),
-            Err(kind) => s.record_error(kind),
+        // A free slot, or the wait for one (the request is then late, and charged for it).
+        let slot = in_flight.clone().acquire_owned().await.expect("never closed");
+        outstanding.spawn(async move {
+            let e = request.await;
+            drop(slot);
+            e
+        });
+        while let Some(done) = outstanding.try_join_next() {
+            result.record(&shared, &clock, batch, done.expect("a request task panicked"));
         }
     }
-    let unsent = pacing.due_before(clock.end).saturating_sub(k);
-    (stats, unsent)
+    while let Some(done) = outstanding.join_next().await {
+        result.record(&shared, &clock, batch, done.expect("a request task panicked"));
+    }
+    result.unsent = pacing.due_before(clock.end).saturating_sub(k);
+    result
 }
 
 /// Prints the progress line on stderr twice a second until `done` is set, then ends the line.
@@ -230,6 +346,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         .collect();
 
     // Set-up, all workers at once, before the clock starts.
+    let setup_started = Instant::now();
     let mut setups = tokio::task::JoinSet::new();
     for &sender in &senders {
         let shared = shared.clone();
@@ -248,6 +365,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     let done = Arc::new(AtomicBool::new(false));
     let progress = (!config.no_progress && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(show_progress(shared.clone(), clock, done.clone())));
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight as usize));
     let workers: Vec<_> = senders
         .iter()
         .map(|&sender| {
@@ -259,17 +377,42 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
                 pacing,
                 clock,
                 config.batch,
+                in_flight.clone(),
             ))
         })
         .collect();
+    let setup_seconds = (clock.start - setup_started).as_secs_f64();
     let mut stats: [OperationStats; 4] = Default::default();
     let mut unsent = 0;
-    for worker in workers {
-        let (worker_stats, worker_unsent) = worker.await?;
-        for (total, s) in stats.iter_mut().zip(&worker_stats) {
+    let mut ok_per_second: Vec<u64> = Vec::new();
+    let mut acked = String::new();
+    for (worker, &sender) in workers.into_iter().zip(&senders) {
+        let result = worker.await?;
+        for (total, s) in stats.iter_mut().zip(&result.stats) {
             total.merge(s);
         }
-        unsent += worker_unsent;
+        unsent += result.unsent;
+        if ok_per_second.len() < result.ok_per_second.len() {
+            ok_per_second.resize(result.ok_per_second.len(), 0);
+        }
+        for (total, n) in ok_per_second.iter_mut().zip(&result.ok_per_second) {
+            *total += n;
+        }
+        if config.acked_out.is_some() {
+            let setup = mix.needs_messages().then_some((0, workload::SETUP_MESSAGES));
+            let user = sender.user();
+            for (seq, count) in setup
+                .into_iter()
+                .chain(result.acked_appends.iter().map(|&seq| (seq, config.batch)))
+            {
+                for i in 0..count {
+                    acked += &format!("{user} {}\n", sender.guid(seq, i));
+                }
+            }
+        }
+    }
+    if let Some(path) = &config.acked_out {
+        std::fs::write(path, acked).map_err(|e| anyhow::anyhow!("--acked-out {}: {e}", path.display()))?;
     }
     done.store(true, Ordering::Relaxed);
     if let Some(progress) = progress {
@@ -289,9 +432,96 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         ops: 0,
         ops_per_second: 0.0,
         errors: 0,
+        refused: 0,
         unsent: 0,
         operations: Default::default(),
         errors_by_kind: Default::default(),
+        setup_seconds,
+        ok_per_second,
     };
     Ok(report::build_report(base, mix.weights(), &stats, unsent))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use axum::http::StatusCode;
+    use axum::routing::post;
+
+    use super::*;
+
+    /// Against a server that takes 300 ms to answer each append, two in three with 429, a paced
+    /// run still sends at its rate (one request at a time per client would send 7 a second per
+    /// client, not 100), keeps the refusals out of the admitted latencies, and lists the GUIDs of
+    /// exactly the acknowledged appends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paced_run_keeps_its_rate_while_answers_are_slow_and_refused() {
+        let appends = Arc::new(AtomicU64::new(0));
+        let counter = appends.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/users/{user}/mailboxes",
+                post(|| async { StatusCode::CREATED }),
+            )
+            .route(
+                "/v1/users/{user}/mailboxes/INBOX/messages",
+                post(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        if n.is_multiple_of(3) {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::TOO_MANY_REQUESTS
+                        }
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let acked_out = dir.path().join("acked");
+        let config = BenchConfig {
+            nodes: vec![format!("http://{addr}")],
+            workload: Workload::Append,
+            concurrency: 2,
+            batch: 2,
+            duration: 2,
+            warmup: 0,
+            rate: Some(200.0),
+            max_in_flight: 1024,
+            acked_out: Some(acked_out.clone()),
+            json: true,
+            no_progress: true,
+            token: "t".into(),
+        };
+        let report = run(config).await.unwrap();
+        let append = &report.operations["append"];
+        let answered = append.ops + append.refused;
+        assert_eq!(report.unsent, 0, "{report:?}");
+        assert_eq!(append.errors, append.refused, "only refusals: {report:?}");
+        assert_eq!(
+            answered, 400,
+            "every intended send went out and was answered: {report:?}"
+        );
+        assert_eq!(appends.load(Ordering::SeqCst), 400);
+        assert!(append.ops > 100 && append.refused > 200, "{report:?}");
+        assert!(append.latency_us.p50 >= 300_000, "{:?}", append.latency_us);
+        assert!(append.refused_latency_us.p50 >= 300_000);
+        assert_eq!(report.ok_per_second.iter().sum::<u64>(), append.ops);
+        assert!(report.ok_per_second.len() >= 2, "{:?}", report.ok_per_second);
+        assert!(
+            append.send_lag_us.p99 < 1_000_000,
+            "the generator kept its schedule: {:?}",
+            append.send_lag_us
+        );
+        let acked = std::fs::read_to_string(&acked_out).unwrap();
+        assert_eq!(acked.lines().count() as u64, 2 * append.ops);
+        let guids: std::collections::BTreeSet<&str> =
+            acked.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+        assert_eq!(guids.len() as u64, 2 * append.ops, "GUIDs are distinct");
+        assert!(acked.lines().all(|l| l.starts_with(&report.user_prefix)));
+    }
 }

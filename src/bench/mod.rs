@@ -9,10 +9,18 @@
 //! only requests sent after the warm-up are counted.
 //!
 //! **Pacing** (`pacing`): closed loop by default (the next request when the answer is in; latency
-//! from send to complete response); with `--rate` each worker paces to `rate / concurrency` and
-//! latency counts from the intended send time (no coordinated omission). **Measurement**
-//! (`report`): one HdrHistogram per operation (µs), successes only; a failure is counted by
-//! kind (`http_<status>` for a non-2xx answer, `transport`, `timeout` after 30 s), never timed.
+//! from send to complete response); with `--rate` each worker paces to `rate / concurrency`,
+//! open loop: each request goes at its intended time whether or not the earlier ones were
+//! answered (at most `--max-in-flight` outstanding over all workers; a send that waits for room
+//! is late), and latency counts from the intended send time (no coordinated omission), so a
+//! cluster that answers slowly or refuses still gets the offered rate. **Measurement**
+//! (`report`): per operation, HdrHistograms (µs) of the admitted (2xx) requests, charged from
+//! the intended time and, apart, from the actual send (they differ when a paced generator falls
+//! behind, which `send_lag_us` shows); a failure is counted by kind (`http_<status>` for a
+//! non-2xx answer, `transport`, `timeout` after 30 s), never mixed into those latencies;
+//! refusals (`http_429`, busy) are timed from their send in a histogram of their own. Per second
+//! of the run, the successful requests (`ok_per_second`: how throughput moved). `--acked-out`
+//! lists the GUIDs of every acknowledged append, for checking that the cluster holds them.
 //! Connections are kept alive (hyper's pool). A progress line on stderr (a terminal only) shows
 //! elapsed time, completed requests, the current rate and errors twice a second.
 //!

@@ -12,11 +12,24 @@ use super::workload::{Operation, Workload};
 /// Slowest latency a histogram holds (60 s); slower ones are clamped to it.
 const LATENCY_US_MAX: u64 = 60_000_000;
 
+/// The error kind of a refusal: 429 `busy` (counted among the errors, and timed on its own).
+pub const REFUSED_KIND: &str = "http_429";
+
 /// One worker's (or, merged, the run's) measurements of one operation.
 #[derive(Debug, Clone)]
 pub struct OperationStats {
-    /// Latencies of successful requests, µs.
+    /// Latencies of successful (admitted: 2xx) requests, µs: from the intended send time when
+    /// paced.
     pub histogram: Histogram<u64>,
+    /// The same requests from their actual send: what the cluster took, without the time a
+    /// paced request waited in a lagging generator.
+    pub from_send: Histogram<u64>,
+    /// Latencies of refusals (429 `busy`) from their actual send, µs: how quickly the cluster
+    /// says no.
+    pub refused: Histogram<u64>,
+    /// Paced runs: how late each request was sent after its intended time, µs (the generator's
+    /// own lag: a loaded client machine, or `--max-in-flight` reached).
+    pub send_lag: Histogram<u64>,
     /// Successful requests.
     pub ops: u64,
     /// Messages in successful requests (appends: the batch; others 0).
@@ -27,8 +40,12 @@ pub struct OperationStats {
 
 impl Default for OperationStats {
     fn default() -> Self {
+        let histogram = || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds");
         OperationStats {
-            histogram: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds"),
+            histogram: histogram(),
+            from_send: histogram(),
+            refused: histogram(),
+            send_lag: histogram(),
             ops: 0,
             messages: 0,
             errors: BTreeMap::new(),
@@ -37,13 +54,25 @@ impl Default for OperationStats {
 }
 
 impl OperationStats {
-    pub fn record_ok(&mut self, latency: Duration, messages: u64) {
-        let us = (latency.as_micros() as u64).clamp(1, LATENCY_US_MAX);
-        self.histogram
-            .record(us)
-            .expect("clamped into the histogram's range");
+    /// A 2xx, `latency` charged (from the intended time when paced), `from_send` from the actual
+    /// send.
+    pub fn record_ok(&mut self, latency: Duration, from_send: Duration, messages: u64) {
+        record(&mut self.histogram, latency);
+        record(&mut self.from_send, from_send);
         self.ops += 1;
         self.messages += messages;
+    }
+
+    /// How late a paced request was sent.
+    pub fn record_send_lag(&mut self, lag: Duration) {
+        record(&mut self.send_lag, lag);
+    }
+
+    /// A 429 `busy`: an error of kind [`REFUSED_KIND`], whose latency (from the actual send) is
+    /// kept apart.
+    pub fn record_refused(&mut self, latency: Duration) {
+        record(&mut self.refused, latency);
+        self.record_error(REFUSED_KIND);
     }
 
     pub fn record_error(&mut self, kind: &str) {
@@ -52,6 +81,9 @@ impl OperationStats {
 
     pub fn merge(&mut self, other: &OperationStats) {
         self.histogram.add(&other.histogram).expect("same bounds");
+        self.from_send.add(&other.from_send).expect("same bounds");
+        self.refused.add(&other.refused).expect("same bounds");
+        self.send_lag.add(&other.send_lag).expect("same bounds");
         self.ops += other.ops;
         self.messages += other.messages;
         for (kind, n) in &other.errors {
@@ -62,6 +94,11 @@ impl OperationStats {
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
+}
+
+fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    let us = (latency.as_micros() as u64).clamp(1, LATENCY_US_MAX);
+    histogram.record(us).expect("clamped into the histogram's range");
 }
 
 /// Latency percentiles of one operation, µs.
@@ -82,28 +119,49 @@ pub struct OperationReport {
     pub messages_per_second: f64,
     pub errors: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// Latency of the successful (admitted, 2xx) requests only (paced: from the intended send).
     pub latency_us: LatencyReport,
+    /// The same from the actual send (equal in a closed loop; apart in a paced run whose
+    /// generator fell behind: see `send_lag_us`).
+    pub latency_from_send_us: LatencyReport,
+    /// Requests refused with 429 `busy` (also among `errors`, as `http_429`).
+    pub refused: u64,
+    /// Latency of those refusals, from their actual send.
+    pub refused_latency_us: LatencyReport,
+    /// Paced runs: how late requests were sent after their intended times (all 0 in a closed
+    /// loop). Large values mean the generator, not the cluster, fell behind.
+    pub send_lag_us: LatencyReport,
+}
+
+impl LatencyReport {
+    /// The percentiles of `h` (all 0 when it is empty).
+    pub fn of(h: &Histogram<u64>) -> LatencyReport {
+        let empty = h.is_empty();
+        let at = |q: f64| if empty { 0 } else { h.value_at_quantile(q) };
+        LatencyReport {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: if empty { 0 } else { h.max() },
+            mean: if empty { 0.0 } else { h.mean() },
+        }
+    }
 }
 
 impl OperationReport {
     pub fn from_stats(stats: &OperationStats, seconds: f64) -> OperationReport {
-        let h = &stats.histogram;
-        let empty = h.is_empty();
-        let at = |q: f64| if empty { 0 } else { h.value_at_quantile(q) };
         OperationReport {
             ops: stats.ops,
             ops_per_second: stats.ops as f64 / seconds,
             messages_per_second: stats.messages as f64 / seconds,
             errors: stats.error_count(),
             errors_by_kind: stats.errors.clone(),
-            latency_us: LatencyReport {
-                p50: at(0.50),
-                p90: at(0.90),
-                p99: at(0.99),
-                p999: at(0.999),
-                max: if empty { 0 } else { h.max() },
-                mean: if empty { 0.0 } else { h.mean() },
-            },
+            latency_us: LatencyReport::of(&stats.histogram),
+            latency_from_send_us: LatencyReport::of(&stats.from_send),
+            refused: stats.refused.len(),
+            refused_latency_us: LatencyReport::of(&stats.refused),
+            send_lag_us: LatencyReport::of(&stats.send_lag),
         }
     }
 }
@@ -128,11 +186,19 @@ pub struct BenchReport {
     pub ops: u64,
     pub ops_per_second: f64,
     pub errors: u64,
+    /// Requests refused with 429 `busy`, every operation (also among `errors`).
+    pub refused: u64,
     /// Paced runs: intended sends still unsent when the run ended (the cluster fell behind).
     pub unsent: u64,
     pub operations: BTreeMap<String, OperationReport>,
     /// Every operation's errors, by kind.
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// Time the set-up took before the clock started.
+    pub setup_seconds: f64,
+    /// Successful requests of every operation by the whole second of the run they completed
+    /// in, from the start of the warm-up (the last entry may be a partial second): how
+    /// throughput moved during the run.
+    pub ok_per_second: Vec<u64>,
 }
 
 /// A latency for people: `850 µs`, `1.51 ms`, `29.1 ms`, `196 ms`, `1.23 s`.
@@ -214,6 +280,16 @@ pub fn render_table(report: &BenchReport) -> String {
     } else {
         out += &format!("errors: {}\n", errors.join(", "));
     }
+    for (name, op) in report.operations.iter().filter(|(_, op)| op.refused > 0) {
+        let l = &op.refused_latency_us;
+        out += &format!(
+            "refused {name}: {} x 429 busy (not in the latencies above), answered in p50 {} p99 {} max {}\n",
+            op.refused,
+            format_latency_us(l.p50),
+            format_latency_us(l.p99),
+            format_latency_us(l.max)
+        );
+    }
     out
 }
 
@@ -266,6 +342,7 @@ pub fn build_report(
         report.mix.insert(operation.name().to_string(), weight);
         report.ops += s.ops;
         report.errors += s.error_count();
+        report.refused += s.refused.len();
         for (kind, n) in &s.errors {
             *report.errors_by_kind.entry(kind.clone()).or_default() += n;
         }
@@ -296,9 +373,12 @@ mod tests {
             ops: 0,
             ops_per_second: 0.0,
             errors: 0,
+            refused: 0,
             unsent: 0,
             operations: BTreeMap::new(),
             errors_by_kind: BTreeMap::new(),
+            setup_seconds: 0.0,
+            ok_per_second: Vec::new(),
         }
     }
 
@@ -317,11 +397,15 @@ mod tests {
         let mut stats: [OperationStats; 4] = Default::default();
         let mut other: [OperationStats; 4] = Default::default();
         for ms in 1..=100u64 {
-            stats[Operation::Append.index()].record_ok(Duration::from_millis(ms), 1);
+            stats[Operation::Append.index()].record_ok(
+                Duration::from_millis(ms),
+                Duration::from_millis(ms),
+                1,
+            );
         }
-        other[Operation::Append.index()].record_ok(Duration::from_millis(500), 1);
+        other[Operation::Append.index()].record_ok(Duration::from_millis(500), Duration::from_millis(500), 1);
         other[Operation::Append.index()].record_error("http_503");
-        stats[Operation::Store.index()].record_ok(Duration::from_micros(700), 0);
+        stats[Operation::Store.index()].record_ok(Duration::from_micros(700), Duration::from_micros(700), 0);
         stats[Operation::Store.index()].record_error("http_503");
         stats[Operation::Store.index()].record_error("transport");
         for (s, o) in stats.iter_mut().zip(&other) {
@@ -374,13 +458,61 @@ mod tests {
     fn a_clean_single_operation_run_has_no_total_row() {
         let mix = crate::bench::workload::Mix::of(Workload::Append);
         let mut stats: [OperationStats; 4] = Default::default();
-        stats[0].record_ok(Duration::from_millis(2), 10);
+        stats[0].record_ok(Duration::from_millis(2), Duration::from_millis(2), 10);
         let mut base = empty_report(Workload::Append);
         base.rate = Some(500.0);
         let table = render_table(&build_report(base, mix.weights(), &stats, 7));
         assert!(table.contains("paced at 500 req/s (latency from intended send), 7 unsent"));
         assert!(!table.contains("\ntotal"));
         assert!(table.ends_with("errors: none\n"));
+    }
+
+    /// A 429 is an error of its own kind, and its quick answer never enters the admitted
+    /// requests' latencies: those stay the latencies of the 2xx answers alone.
+    #[test]
+    fn refusals_are_counted_and_timed_apart_from_admitted_requests() {
+        let mix = crate::bench::workload::Mix::of(Workload::Append);
+        let mut stats: [OperationStats; 4] = Default::default();
+        let mut other: [OperationStats; 4] = Default::default();
+        for _ in 0..10 {
+            // Sent 50 ms late: charged 200 ms from the intended time, 150 ms from the send.
+            stats[0].record_ok(Duration::from_millis(200), Duration::from_millis(150), 1);
+        }
+        for ms in 1..=90 {
+            other[0].record_refused(Duration::from_micros(ms * 10));
+        }
+        other[0].record_error("http_503");
+        stats[0].merge(&other[0]);
+        let mut base = empty_report(Workload::Append);
+        base.rate = Some(1000.0);
+        let report = build_report(base, mix.weights(), &stats, 0);
+        let append = &report.operations["append"];
+        assert_eq!((append.ops, append.refused, append.errors), (10, 90, 91));
+        assert_eq!((report.refused, report.errors), (90, 91));
+        assert_eq!(report.errors_by_kind["http_429"], 90);
+        assert!(
+            append.latency_us.p50.abs_diff(200_000) <= 200,
+            "{:?}",
+            append.latency_us
+        );
+        assert!(append.latency_from_send_us.p50.abs_diff(150_000) <= 150);
+        assert!(
+            append.refused_latency_us.max.abs_diff(900) <= 1,
+            "{:?}",
+            append.refused_latency_us
+        );
+        let table = render_table(&report);
+        assert!(
+            table.contains("errors: append http_429 x90, append http_503 x1\n"),
+            "{table}"
+        );
+        assert!(
+            table.ends_with("refused append: 90 x 429 busy (not in the latencies above), answered in p50 450 µs p99 900 µs max 900 µs\n"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["refused"], 90);
+        assert_eq!(json["operations"]["append"]["refused_latency_us"]["max"], 900);
     }
 
     #[test]

@@ -184,6 +184,14 @@ pub struct ServeConfig {
     /// catches up from the log, one further behind gets the snapshot.
     #[arg(long, default_value_t = 5_000)]
     pub log_retention: u64,
+    /// Client API requests this node serves at once; one more is answered 429 `busy` with
+    /// `Retry-After` at once, before its body is read (`api::in_flight`).
+    #[arg(long, default_value_t = crate::api::in_flight::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Writes a group's leader queues while the previous entry commits (per group); a write
+    /// beyond it is refused at once with 429 `busy` and `Retry-After`, never proposed.
+    #[arg(long, default_value_t = dovetail_raft::node::proposals::DEFAULT_MAX_QUEUED_REQUESTS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_queued_writes: u64,
     /// How long a write or linearizable read may wait for a leader and a quorum (then 503).
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub request_timeout_ms: u64,

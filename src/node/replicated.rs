@@ -44,6 +44,9 @@ fn service_error(e: ProposeError) -> ServiceError {
         ProposeError::Timeout { .. } => ServiceError::Unavailable {
             reason: e.to_string(),
         },
+        ProposeError::Busy { .. } => ServiceError::Busy {
+            reason: e.to_string(),
+        },
         ProposeError::Shutdown => ServiceError::ShuttingDown,
         ProposeError::NoSpace { .. } => ServiceError::NoSpace {
             reason: e.to_string(),
@@ -60,6 +63,12 @@ fn service_error(e: ProposeError) -> ServiceError {
 impl MailService for ReplicatedNode {
     fn node_id(&self) -> u64 {
         self.raft.node_id()
+    }
+
+    fn admit_write(&self, user: &str) -> Result<(), ServiceError> {
+        self.raft
+            .admit_write(group_of(user, self.groups))
+            .map_err(service_error)
     }
 
     async fn write(&self, txn: Txn) -> Result<WriteAck, ServiceError> {

@@ -19,6 +19,7 @@ use super::status::NodeInfo;
 use crate::api;
 use crate::api::admin::AdminState;
 use crate::api::auth::{require_bearer, BearerToken};
+use crate::api::in_flight::{limit_in_flight, InFlightLimit};
 use crate::state_machine::GroupStateMachine;
 
 /// The directory of group `group` under a node's data directory.
@@ -41,12 +42,15 @@ pub fn http_app(
     client_token: BearerToken,
     admin_token: BearerToken,
     test_next_encoding: bool,
+    in_flight: InFlightLimit,
 ) -> axum::Router {
     let client = if test_next_encoding {
         api::client::router(node.clone()).merge(api::client::test_next_encoding_router(node))
     } else {
         api::client::router(node)
     };
+    // Inside the client token check: a refusal as busy still needs the token.
+    let client = limit_in_flight(client, in_flight);
     require_bearer(client, client_token)
         .merge(require_bearer(api::admin::router(admin), admin_token))
         .merge(api::dashboard::router())
@@ -72,6 +76,7 @@ pub async fn run(
         election_timeout_ms_max: config.election_timeout_ms * 2,
         snapshot_logs_since_last: Some(config.snapshot_interval),
         max_in_snapshot_log_to_keep: config.log_retention,
+        max_queued_proposals: config.max_queued_writes as usize,
         peer_tls: config.peer_tls(),
         log_reserve_bytes: config.log_reserve_bytes,
         ..RaftNodeConfig::new(
@@ -146,7 +151,14 @@ pub async fn run(
         timeout: config.request_timeout() * 3,
         metrics: metrics_handle.clone(),
     };
-    let app = http_app(node, admin, client_token, admin_token, config.test_next_encoding);
+    let app = http_app(
+        node,
+        admin,
+        client_token,
+        admin_token,
+        config.test_next_encoding,
+        InFlightLimit::new(config.max_in_flight as usize),
+    );
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,

@@ -11,6 +11,13 @@
 //! covers every write that happened before it started; the flusher starts a flush only after it
 //! received the requests it completes. Requests are completed in the order they were queued.
 //!
+//! **Bound.** At most [`MAX_QUEUED_REQUESTS`] durability requests are queued or being served at
+//! once. The flusher must never refuse one (every log write must eventually be made durable, or
+//! openraft stops the group), so the bound is backpressure instead: a producer that finds no
+//! room waits for it in [`Flusher::request`] before queuing, and with it that group's log IO
+//! (openraft awaits `append`), hence its replication and proposals. The wait ends as soon as the
+//! running flush completes its batch.
+//!
 //! A thread rather than a tokio task that hands each flush to the blocking pool: two thread
 //! hand-offs less per flush. Measured with `scripts/bench-vs-etcd.sh --skip-etcd --connections
 //! "1 64"`, two alternating runs each: one connection 697-701 appends/s, p50 1.29-1.33 ms and a
@@ -26,12 +33,17 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use openraft::storage::IOFlushed;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::error::LogStoreError;
 use crate::metrics::{LOG_APPEND_SECONDS, LOG_FSYNC_BATCH_REQUESTS, LOG_FSYNC_SECONDS};
 use crate::type_config::TypeConfig;
 use crate::GroupId;
+
+/// Durability requests queued or in the batch being flushed, at most. Far above what a node
+/// needs (each group's openraft has a few log writes outstanding at a time; a batch is usually
+/// tens of requests), so the wait is for a disk that stopped keeping up, not for load.
+pub const MAX_QUEUED_REQUESTS: usize = 4096;
 
 /// The flusher's counters since the log db was opened; a snapshot of them is
 /// [`LogDbStats`](super::LogDbStats), which documents each.
@@ -87,6 +99,8 @@ struct FlushRequest {
     /// When the caller began the write (before it went to sled): the start of its latency.
     started: Instant,
     waiter: Option<Waiter>,
+    /// Its room in the queue, given back when the request is completed (or dropped).
+    _slot: OwnedSemaphorePermit,
 }
 
 impl FlushRequest {
@@ -143,7 +157,12 @@ impl fmt::Debug for FlusherMessage {
 /// The enqueue side of the flusher, shared by the [`LogDb`](super::LogDb) and every group store.
 #[derive(Debug)]
 pub(crate) struct Flusher {
+    /// Unbounded as a channel; [`Flusher::room`] bounds the requests in it (a close is never
+    /// held up by it).
     queue: mpsc::UnboundedSender<FlusherMessage>,
+    /// [`MAX_QUEUED_REQUESTS`] permits; a request holds one from before it is queued until it
+    /// is completed.
+    room: Arc<Semaphore>,
     pub(super) counters: Counters,
 }
 
@@ -156,10 +175,7 @@ impl Flusher {
         data_file: File,
     ) -> io::Result<(Arc<Flusher>, JoinHandle<()>)> {
         let (queue, requests) = mpsc::unbounded_channel();
-        let flusher = Arc::new(Flusher {
-            queue,
-            counters: Counters::default(),
-        });
+        let flusher = Arc::new(Flusher::new(queue, MAX_QUEUED_REQUESTS));
         // Weak: the flusher holds the queue's sender, and the thread must see the queue close
         // (and let go of the database) once every handle is gone, close or not.
         let weak = Arc::downgrade(&flusher);
@@ -169,19 +185,42 @@ impl Flusher {
         Ok((flusher, thread))
     }
 
-    /// Queues a durability request for a write that has already been applied to sled.
-    pub(crate) fn request(&self, group_id: GroupId, write: LogWrite, waiter: Waiter) {
-        self.request_since(Instant::now(), group_id, write, waiter);
+    fn new(queue: mpsc::UnboundedSender<FlusherMessage>, limit: usize) -> Flusher {
+        Flusher {
+            queue,
+            room: Arc::new(Semaphore::new(limit)),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Queues a durability request for a write that has already been applied to sled, once
+    /// there is room (see the module docs: the caller waits, it is never refused).
+    pub(crate) async fn request(&self, group_id: GroupId, write: LogWrite, waiter: Waiter) {
+        self.request_since(Instant::now(), group_id, write, waiter).await;
     }
 
     /// [`Flusher::request`] for a write the caller began at `started`.
-    pub(crate) fn request_since(&self, started: Instant, group_id: GroupId, write: LogWrite, waiter: Waiter) {
+    pub(crate) async fn request_since(
+        &self,
+        started: Instant,
+        group_id: GroupId,
+        write: LogWrite,
+        waiter: Waiter,
+    ) {
+        // The semaphore is never closed: `acquire_owned` only waits.
+        let slot = self
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the flusher's room is never closed");
         self.counters.flush_requests.fetch_add(1, Ordering::Relaxed);
         let request = FlushRequest {
             group_id,
             write,
             started,
             waiter: Some(waiter),
+            _slot: slot,
         };
         // If the flusher is gone, the returned message is dropped here and its Drop tells the
         // waiter the write was not made durable.
@@ -191,7 +230,7 @@ impl Flusher {
     /// Queues a durability request and waits until it is served.
     pub(crate) async fn flush(&self, group_id: GroupId, write: LogWrite) -> Result<(), LogStoreError> {
         let (reply, done) = oneshot::channel();
-        self.request(group_id, write, Waiter::Reply(reply));
+        self.request(group_id, write, Waiter::Reply(reply)).await;
         match done.await {
             Ok(result) => result,
             Err(_) => Err(LogStoreError::Closed {
@@ -272,5 +311,47 @@ fn run_flusher(
         for request in batch.drain(..) {
             request.complete(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn request(flusher: &Flusher, group_id: GroupId) -> impl std::future::Future<Output = ()> + '_ {
+        let (reply, _done) = oneshot::channel();
+        flusher.request(group_id, LogWrite::Sync, Waiter::Reply(reply))
+    }
+
+    /// With room for two requests, a third producer waits (it is not refused, and nothing is
+    /// queued for it) until the flusher completes one of the queued two.
+    #[tokio::test]
+    async fn a_producer_waits_for_room_instead_of_being_refused() {
+        let (queue, mut requests) = mpsc::unbounded_channel();
+        let flusher = Flusher::new(queue, 2);
+        request(&flusher, 1).await;
+        request(&flusher, 2).await;
+        let mut third = std::pin::pin!(request(&flusher, 3));
+        let waited = tokio::time::timeout(Duration::from_millis(100), third.as_mut()).await;
+        assert!(waited.is_err(), "a third request was queued beyond the bound");
+        assert_eq!(flusher.counters.flush_requests.load(Ordering::Relaxed), 2);
+
+        // The flusher thread's part: take the first request and complete it.
+        let Ok(FlusherMessage::Flush(first)) = requests.try_recv() else {
+            panic!("the first request is queued");
+        };
+        assert_eq!(first.group_id, 1);
+        first.complete(Ok(()));
+        tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("the waiting producer was let in once room was made");
+        let queued: Vec<GroupId> = std::iter::from_fn(|| match requests.try_recv() {
+            Ok(FlusherMessage::Flush(request)) => Some(request.group_id),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(queued, [2, 3]);
     }
 }

@@ -316,7 +316,11 @@ impl GroupLogStore {
         })
     }
 
-    fn append_entries<I>(&self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), LogStoreError>
+    async fn append_entries<I>(
+        &self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), LogStoreError>
     where
         I: IntoIterator<Item = Entry>,
     {
@@ -336,7 +340,8 @@ impl GroupLogStore {
             // Nothing to write; still answer only after every earlier write is durable.
             self.inner
                 .flusher
-                .request(self.inner.group_id, LogWrite::Sync, Waiter::Callback(callback));
+                .request(self.inner.group_id, LogWrite::Sync, Waiter::Callback(callback))
+                .await;
             return Ok(());
         };
         let write = LogWrite::Append { first, last };
@@ -353,7 +358,8 @@ impl GroupLogStore {
         self.inner.flusher.count_append(count);
         self.inner
             .flusher
-            .request_since(started, self.inner.group_id, write, Waiter::Callback(callback));
+            .request_since(started, self.inner.group_id, write, Waiter::Callback(callback))
+            .await;
         Ok(())
     }
 
@@ -553,7 +559,7 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        Ok(self.append_entries(entries, callback)?)
+        Ok(self.append_entries(entries, callback).await?)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

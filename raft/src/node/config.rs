@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use openraft::{Config, SnapshotPolicy};
 
+use super::proposals::{ProposalLimits, DEFAULT_MAX_QUEUED_REQUESTS};
 use crate::transport::{PeerTlsError, PeerTlsFiles};
 use crate::type_config::NodeId;
 
@@ -61,6 +62,10 @@ pub struct RaftNodeConfig {
     pub max_peer_connections: usize,
     /// Snapshot transfer chunk size. Default 1 MiB.
     pub snapshot_chunk_bytes: usize,
+    /// Requests a leader queues per group while the previous entry commits; beyond it a request
+    /// is refused at once ([`ProposeError::Busy`](super::ProposeError::Busy)). Default
+    /// [`DEFAULT_MAX_QUEUED_REQUESTS`]; see `node::proposals` for the byte bound beside it.
+    pub max_queued_proposals: usize,
     /// Mutual TLS on peer connections (see `transport::tls`); `None`: plain TCP.
     /// What the Raft log keeps written ahead of its segments, so a full disk is noticed while
     /// the log still has room (`log_store/reserve.rs`). Default 16 MiB.
@@ -83,6 +88,7 @@ impl std::fmt::Debug for RaftNodeConfig {
             .field("app_flush_interval_ms", &self.app_flush_interval_ms)
             .field("max_peer_connections", &self.max_peer_connections)
             .field("snapshot_chunk_bytes", &self.snapshot_chunk_bytes)
+            .field("max_queued_proposals", &self.max_queued_proposals)
             .field("peer_tls", &self.peer_tls)
             .finish()
     }
@@ -110,7 +116,16 @@ impl RaftNodeConfig {
             max_peer_connections: 256,
             snapshot_chunk_bytes: 1 << 20,
             log_reserve_bytes: crate::log_store::reserve::DEFAULT_RESERVE_BYTES,
+            max_queued_proposals: DEFAULT_MAX_QUEUED_REQUESTS,
             peer_tls: None,
+        }
+    }
+
+    /// The bound of every group's proposal queue.
+    pub(crate) fn proposal_limits(&self) -> ProposalLimits {
+        ProposalLimits {
+            requests: self.max_queued_proposals,
+            ..ProposalLimits::default()
         }
     }
 

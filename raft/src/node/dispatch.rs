@@ -10,6 +10,7 @@ use openraft::error::{LinearizableReadError, RaftError};
 use openraft::raft::SnapshotResponse;
 use openraft::{ChangeMembers, ReadPolicy};
 
+use super::busy_hint::BusyHint;
 use super::proposals::Proposals;
 use super::storage_alarm::StorageAlarm;
 use crate::state_machine::{position_of, GroupRaft};
@@ -28,6 +29,8 @@ pub(crate) struct Group<A: Application> {
     pub last_error: Mutex<Option<(std::time::SystemTime, String)>>,
     /// Requests waiting to be proposed while this node leads (coalesced into entries).
     pub proposals: Arc<Proposals>,
+    /// The group's leader said busy a moment ago: refuse its writes here for now.
+    pub busy_hint: BusyHint,
 }
 
 /// The node's groups, indexed by group id (`0..group_count`).

@@ -27,6 +27,35 @@ pub enum ProposeError {
     /// ([`super::RaftNode::set_storage_alarm`]). Reads still work.
     #[error("node {node_id} refuses writes: {reason}")]
     NoSpace { node_id: crate::NodeId, reason: String },
+    /// A bounded queue on the way to the group's leader was full: `queued` requests in `queue`,
+    /// at its `limit`. The request was not taken and will never commit; it was refused at once
+    /// (not retried until the deadline), and the client should come back later.
+    #[error("group {group_id}: busy: {queued} requests in the {queue} (limit {limit}); retry later")]
+    Busy {
+        group_id: GroupId,
+        queue: BusyQueue,
+        queued: u64,
+        limit: u64,
+    },
+}
+
+/// Which bound a [`ProposeError::Busy`] request met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyQueue {
+    /// The leader's queue of requests waiting to be proposed (`node::proposals`).
+    Proposals,
+    /// The forwarded requests the leader serves at once from one peer connection
+    /// (`transport::server`).
+    Forwards,
+}
+
+impl std::fmt::Display for BusyQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BusyQueue::Proposals => "leader's proposal queue",
+            BusyQueue::Forwards => "leader's forwarded requests from this node",
+        })
+    }
 }
 
 /// Why starting, bootstrapping or a management operation failed.

@@ -1,6 +1,8 @@
 //! [`RaftNode`]: a node's Raft groups behind one API for the domain crate.
 //!
 //! # Layout
+//! - [`busy_hint`]: a group's last busy answer from its leader, so this node refuses the next
+//!   writes itself for a moment instead of forwarding them to be refused.
 //! - [`config`]: [`RaftNodeConfig`] and its defaults; [`ConfigError`].
 //! - [`error`]: [`ProposeError`], [`RaftNodeError`].
 //! - [`leader_changes`]: the per-group task that counts leader changes for the metrics.
@@ -11,6 +13,7 @@
 //! - [`storage_alarm`]: the node's switch for a full disk: no new entries, no leadership.
 //! - this file: start, bootstrap, metrics, local reads, the periodic application flush, shutdown.
 
+pub mod busy_hint;
 pub mod config;
 pub mod dispatch;
 pub mod error;
@@ -31,9 +34,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use busy_hint::BusyHint;
 pub use config::{ConfigError, RaftNodeConfig};
 use dispatch::{Group, GroupTable};
-pub use error::{ProposeError, RaftNodeError};
+pub use error::{BusyQueue, ProposeError, RaftNodeError};
+use proposals::Proposals;
 pub use requests::Proposed;
 
 use crate::state_machine::{lock_app, position_of, AppStateMachine};
@@ -175,7 +180,8 @@ impl<A: Application> RaftNode<A> {
                 raft,
                 app,
                 last_error: Mutex::default(),
-                proposals: Arc::default(),
+                proposals: Arc::new(Proposals::new(group_id, config.proposal_limits())),
+                busy_hint: BusyHint::default(),
             });
         }
         let table = Arc::new(GroupTable {

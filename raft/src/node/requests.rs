@@ -5,7 +5,9 @@
 //! named by local metrics (or by the last `NotLeader` hint), follows hints at once, and backs
 //! off (20 ms doubling to 200 ms) when there is no leader or the leader cannot finish, until the
 //! deadline. A retried proposal may commit twice if an earlier attempt's answer was lost; the
-//! application's exactly-once session table makes that harmless.
+//! application's exactly-once session table makes that harmless. A leader that is busy (its
+//! proposal queue, or its forwarded requests from this node, at their bound) is not retried:
+//! the request fails at once with [`ProposeError::Busy`].
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -15,9 +17,10 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::metrics::WaitError;
 
 use super::dispatch::{local_admin, local_read_index, local_write, Group};
+use super::error::BusyQueue;
 use super::{ProposeError, RaftNode, RaftNodeError};
 use crate::state_machine::position_of;
-use crate::transport::wire::{AdminRequest, ForwardReply, ReadIndexReply};
+use crate::transport::wire::{AdminRequest, ForwardReply, ReadIndexReply, RemoteError};
 use crate::transport::CallError;
 use crate::type_config::{GroupId, Node, NodeId, Request};
 use crate::{Application, LogPosition};
@@ -38,6 +41,11 @@ pub(crate) enum Outcome<T> {
     Redirect(Option<NodeId>),
     /// The leader could not finish; try again after a pause.
     Retry(String),
+    /// The leader's proposal queue was full: refused, not retried.
+    Busy {
+        queued: u64,
+        limit: u64,
+    },
 }
 
 impl From<ForwardReply> for Outcome<Proposed> {
@@ -49,6 +57,7 @@ impl From<ForwardReply> for Outcome<Proposed> {
             }),
             ForwardReply::NotLeader { leader } => Outcome::Redirect(leader),
             ForwardReply::Failed { reason } => Outcome::Retry(reason),
+            ForwardReply::Busy { queued, limit } => Outcome::Busy { queued, limit },
         }
     }
 }
@@ -134,11 +143,67 @@ impl<A: Application> RaftNode<A> {
                 }
                 Ok(Outcome::Redirect(_)) => last_error = format!("node {leader:?} is not the leader"),
                 Ok(Outcome::Retry(reason)) => last_error = reason,
+                // A full queue on the leader will not empty within a backoff pause: the client
+                // hears of it at once, and the request never waits for its deadline here.
+                Ok(Outcome::Busy { queued, limit }) => {
+                    return Err(self.busy(group_id, group, leader, BusyQueue::Proposals, queued, limit));
+                }
+                Err(CallError::Remote(RemoteError::Busy { in_flight, limit, .. })) => {
+                    return Err(self.busy(group_id, group, leader, BusyQueue::Forwards, in_flight, limit));
+                }
                 Err(e) => last_error = format!("node {leader:?}: {e}"),
             }
             let pause = delay.min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;
             delay = (delay * 2).min(RETRY_DELAY_MAX);
+        }
+    }
+
+    /// The error of a request `leader` refused as busy; a refusal by another node is
+    /// remembered for [`BUSY_HINT`](super::busy_hint::BUSY_HINT) ([`RaftNode::admit_write`]).
+    pub(crate) fn busy(
+        &self,
+        group_id: GroupId,
+        group: &Group<A>,
+        leader: Option<NodeId>,
+        queue: BusyQueue,
+        queued: u64,
+        limit: u64,
+    ) -> ProposeError {
+        if leader != Some(self.inner.node_id) {
+            group.busy_hint.set(queue, queued, limit, Instant::now());
+        }
+        ProposeError::Busy {
+            group_id,
+            queue,
+            queued,
+            limit,
+        }
+    }
+
+    /// Whether a write to `group_id` would be refused as busy, as far as this node can tell
+    /// without reading it: this node leads the group and its proposal queue is full, or the
+    /// group's leader refused a request from this node as busy a moment ago. Cheap (two
+    /// uncontended locks), for the API to call before it reads a request's body. A write it
+    /// admits may still be refused by [`RaftNode::propose`].
+    pub fn admit_write(&self, group_id: GroupId) -> Result<(), ProposeError> {
+        let group = self.group(group_id)?;
+        if let Some((queued, limit)) = group.proposals.full() {
+            return Err(ProposeError::Busy {
+                group_id,
+                queue: BusyQueue::Proposals,
+                queued,
+                limit,
+            });
+        }
+        match group.busy_hint.get(Instant::now()) {
+            Some(refusal) => Err(ProposeError::Busy {
+                group_id,
+                queue: refusal.queue,
+                queued: refusal.queued,
+                limit: refusal.limit,
+            }),
+            None => Ok(()),
         }
     }
 

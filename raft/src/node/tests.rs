@@ -485,7 +485,12 @@ async fn t10_followers_learn_a_quiet_groups_commit_without_waiting_for_a_heartbe
 /// share its position.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t10_concurrent_proposals_share_entries_and_keep_their_own_answers() {
-    let cluster = TestCluster::start(fast).await;
+    // Room for every request in the leader's queue: none is refused as busy here.
+    fn roomy(config: &mut RaftNodeConfig) {
+        fast(config);
+        config.max_queued_proposals = 256;
+    }
+    let cluster = TestCluster::start(roomy).await;
     cluster.wait_for_leaders().await;
     let group_id = 0;
     const N: u8 = 120;
@@ -527,6 +532,113 @@ async fn t10_concurrent_proposals_share_entries_and_keep_their_own_answers() {
         );
     }
     assert_eq!(applied.len(), usize::from(N), "each request applied exactly once");
+}
+
+fn one_queued_proposal(config: &mut RaftNodeConfig) {
+    fast(config);
+    config.max_queued_proposals = 1;
+}
+
+/// A leader's full proposal queue refuses at once, also through a follower: with room for one
+/// queued request beside the entry in flight, a burst of concurrent proposals through a
+/// follower comes back partly `Busy` — each long before its deadline, so neither the leader nor
+/// the forwarding follower retried it — and exactly the admitted requests are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_a_full_proposal_queue_refuses_at_once_also_through_a_follower() {
+    let cluster = TestCluster::start(one_queued_proposal).await;
+    let leaders = cluster.wait_for_leaders().await;
+    let group_id = 1;
+    let follower = (1..=3).find(|id| *id != leaders[&group_id]).unwrap();
+    const N: u8 = 64;
+    let calls = (0..N).map(|i| {
+        let node = cluster.node(follower);
+        async move {
+            let started = Instant::now();
+            let result = node.propose(group_id, vec![b'b', i], deadline(30)).await;
+            (i, result, started.elapsed())
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    let mut last = 0;
+    for (i, result, took) in results {
+        match result {
+            Ok(proposed) => {
+                admitted.push(vec![b'b', i]);
+                last = last.max(proposed.position.index);
+            }
+            Err(ProposeError::Busy {
+                group_id: 1,
+                queue: BusyQueue::Proposals,
+                limit: 1,
+                ..
+            }) => {
+                refused += 1;
+                assert!(took < Duration::from_secs(5), "a refusal took {took:?}: retried?");
+            }
+            Err(e) => panic!("request {i}: {e}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "{N} concurrent proposals with room for one: none refused"
+    );
+    assert!(!admitted.is_empty());
+    for node_id in 1..=3 {
+        cluster
+            .node(node_id)
+            .wait_applied(group_id, last, deadline(5))
+            .await
+            .unwrap();
+    }
+    let mut applied = cluster.applied(leaders[&group_id], group_id);
+    applied.sort();
+    admitted.sort();
+    assert_eq!(applied, admitted, "exactly the admitted requests are applied");
+}
+
+/// A follower told "busy" by its group's leader refuses that group's writes itself for
+/// `BUSY_HINT`, before reading them, then admits them again; other groups are not affected, and
+/// a node's own refusals are no hint (it knows its queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_a_busy_answer_from_the_leader_is_a_hint_for_a_moment() {
+    use super::busy_hint::BUSY_HINT;
+
+    let cluster = TestCluster::start(fast).await;
+    let leaders = cluster.wait_for_leaders().await;
+    let group_id = 2;
+    let leader = leaders[&group_id];
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let node = cluster.node(follower);
+    assert!(node.admit_write(group_id).is_ok());
+    let group = node.group(group_id).unwrap();
+    let error = node.busy(group_id, group, Some(leader), BusyQueue::Proposals, 64, 64);
+    assert!(matches!(error, ProposeError::Busy { group_id: 2, .. }), "{error}");
+    match node.admit_write(group_id) {
+        Err(ProposeError::Busy {
+            group_id: 2,
+            queue: BusyQueue::Proposals,
+            queued: 64,
+            limit: 64,
+        }) => {}
+        other => panic!("within the hint: {other:?}"),
+    }
+    assert!(node.admit_write(3).is_ok(), "another group");
+    tokio::time::sleep(BUSY_HINT).await;
+    assert!(node.admit_write(group_id).is_ok(), "after the hint");
+
+    let own = cluster.node(leader);
+    own.busy(
+        group_id,
+        own.group(group_id).unwrap(),
+        Some(leader),
+        BusyQueue::Proposals,
+        64,
+        64,
+    );
+    assert!(own.admit_write(group_id).is_ok(), "the leader's own refusal");
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,14 @@
 //! `oneshot` of the request with the same id). Many requests of many groups are outstanding at
 //! once; a slow answer for one does not hold up the others. When either task fails the
 //! connection is marked closed and every outstanding request fails with a network error.
+//!
+//! **Bounds.** At most [`WRITE_QUEUE_FRAMES`] frames wait for the writer; a caller that finds
+//! the queue full waits (backpressure from the socket). The outstanding requests (`Pending`, one
+//! waiter per call) are as many as the callers, which are bounded where they come from: a
+//! node's forwarded requests by its clients' requests in flight (`--max-in-flight`) and by the
+//! receiver's `server::MAX_FORWARDS_IN_FLIGHT`, Raft's RPCs by openraft (per group and peer, one
+//! replication request and one vote at a time, plus heartbeats). Every call has a timeout, and
+//! its waiter is removed however the call ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

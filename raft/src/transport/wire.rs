@@ -108,6 +108,15 @@ pub enum RemoteError {
     /// The receiver's disk is full: it takes no entries now (heartbeats and votes still work).
     #[error("group {group_id}: the receiver refuses entries: {reason}")]
     NoSpace { group_id: GroupId, reason: String },
+    /// The receiver already serves `limit` forwarded requests (proposals, read indexes,
+    /// membership operations) from this connection: this one was not started
+    /// (`transport::server`).
+    #[error("group {group_id}: {in_flight} forwarded requests in flight on this connection (limit {limit})")]
+    Busy {
+        group_id: GroupId,
+        in_flight: u64,
+        limit: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,6 +142,10 @@ pub enum ForwardReply {
     /// The receiver accepted the request but could not finish it (e.g. it stepped down before
     /// commit, or the group stopped). The request may or may not commit later.
     Failed { reason: String },
+    /// The receiver leads the group but its proposal queue was full (`queued` requests, at its
+    /// `limit`): the request was not queued and will never commit. Sent to the caller at once;
+    /// not retried before the caller's client comes back (`node::proposals`).
+    Busy { queued: u64, limit: u64 },
 }
 
 impl ForwardReply {
@@ -378,6 +391,11 @@ mod tests {
             RemoteError::Fatal {
                 group_id: 2,
                 reason: "stopped".to_string(),
+            },
+            RemoteError::Busy {
+                group_id: 4,
+                in_flight: 1024,
+                limit: 1024,
             },
         ] {
             let frame = ResponseFrame {

@@ -85,6 +85,10 @@ pub fn router<S: MailService>(service: Arc<S>) -> Router {
             "/v1/users/{user}/mailboxes/{mailbox}/changes",
             get(changes::changes::<S>),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            write::admit::<S>,
+        ))
         .fallback(ApiError::no_such_route)
         .method_not_allowed_fallback(ApiError::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

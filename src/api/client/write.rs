@@ -1,7 +1,12 @@
-//! What every write of the client API shares: its client session ([`session`]), validation and
-//! proposal ([`submit`]), and its answer ([`write_response`]).
+//! What every write of the client API shares: its admission ([`admit`]), its client session
+//! ([`session`]), validation and proposal ([`submit`]), and its answer ([`write_response`]).
 
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -12,6 +17,28 @@ use crate::state_machine::apply::hex;
 use crate::state_machine::manifest::{is_anonymous, ANONYMOUS_CLIENT_PREFIX};
 use crate::txn::validate::check_client_id;
 use crate::txn::{Guid, Op, Outcome, Txn};
+
+/// A route layer: a write (POST, DELETE) of a user whose group the node knows to be busy is
+/// answered 429 at once, before its body is read or parsed (`MailService::admit_write`); reads
+/// and other writes go on.
+pub(super) async fn admit<S: MailService>(
+    State(service): State<Arc<S>>,
+    // A path the handler will refuse anyway (not UTF-8) is left to it, for its JSON error.
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let (Ok(params), Method::POST | Method::DELETE) = (&params, request.method().clone()) {
+        let user = params
+            .iter()
+            .find(|(key, _)| *key == "user")
+            .map(|(_, user)| user);
+        if let Some(Err(e)) = user.map(|user| service.admit_write(user)) {
+            return ApiError::from(e).into_response();
+        }
+    }
+    next.run(request).await
+}
 
 /// The client session of a write without a body (delete, probe), from its query string.
 #[derive(serde::Deserialize)]

@@ -124,6 +124,7 @@ impl TestNode {
                 BearerToken::new("client", CLIENT_TOKEN),
                 BearerToken::new("admin", ADMIN_TOKEN),
                 true,
+                dovetail::api::in_flight::InFlightLimit::new(256),
             );
             (raft, app)
         });

@@ -1,0 +1,372 @@
+//! [`BodyStore`]: a node's message bodies, content-addressed, under `<data-dir>/blobs/`.
+//!
+//! A body is named by its [`BodyId`], the first 128 bits of the SHA-256 of its exact bytes
+//! (what an index record carries). Layout: `blobs/<2 hex>/<32 hex>` (256 fan-out directories, so
+//! no directory holds millions of entries), `blobs/tmp/` for writes in progress and
+//! `blobs/quarantine/` for copies that failed their check.
+//!
+//! - **Writing** ([`BodyStore::put`]) streams into a temporary file while hashing (never the
+//!   whole message in memory), syncs it, renames it into place and syncs the directory: once it
+//!   returns, the body survives a crash. A body already present is not written again (one
+//!   delivery to many recipients, a COPY: single-instance storage); the temporary file goes.
+//! - **Reading** ([`BodyStore::open`]) checks the whole file against its name before handing it
+//!   out: a copy that fails is never served; it is moved to `quarantine/` and counted, and the
+//!   caller fetches it again from a peer.
+//! - Leftovers of a crash in `tmp/` are removed when the store opens.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// A body's name: the first 128 bits of the SHA-256 of its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub struct BodyId(pub [u8; 16]);
+
+impl BodyId {
+    /// The id of `bytes`.
+    pub fn of(bytes: &[u8]) -> BodyId {
+        BodyId::from_digest(&Sha256::digest(bytes))
+    }
+
+    fn from_digest(digest: &[u8]) -> BodyId {
+        BodyId(digest[..16].try_into().expect("a SHA-256 has 32 bytes"))
+    }
+
+    /// Lower-case hex, 32 characters.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses 32 hex characters.
+    pub fn parse(text: &str) -> Option<BodyId> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(BodyId(id))
+    }
+}
+
+impl fmt::Debug for BodyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BodyId({})", self.hex())
+    }
+}
+
+impl fmt::Display for BodyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("{path}: I/O error while {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The body is larger than allowed; nothing was stored.
+    #[error("the message is larger than {max} bytes")]
+    TooLarge { max: u64 },
+    /// The stored copy's bytes do not hash to its name: it was moved to `quarantine/`.
+    #[error("body {id}: the stored copy is damaged (hashes to {actual}); moved aside")]
+    Damaged { id: BodyId, actual: BodyId },
+    /// Bytes received as body `expected` hash to another id: nothing was stored.
+    #[error("body {expected}: the bytes received hash to {actual}")]
+    Mismatch { expected: BodyId, actual: BodyId },
+}
+
+impl BodyError {
+    fn io(path: &Path, action: &'static str, source: io::Error) -> BodyError {
+        BodyError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    /// Whether the failure is a full disk (a retry later may succeed).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, BodyError::Io { source, .. } if crate::state_machine::error::is_out_of_space(source))
+    }
+}
+
+/// A body written by [`BodyStore::put`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub id: BodyId,
+    pub size: u64,
+    /// False when the store already held the body (nothing was written).
+    pub written: bool,
+}
+
+/// A node's body store.
+#[derive(Debug)]
+pub struct BodyStore {
+    dir: PathBuf,
+    /// Copies that failed their check since the store opened.
+    damaged: AtomicU64,
+    /// Temporary file names: unique within the process.
+    next_tmp: AtomicU64,
+}
+
+impl BodyStore {
+    /// Opens (creating) the store in `dir`, removing what a crash left in `tmp/`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<BodyStore, BodyError> {
+        let dir = dir.into();
+        let tmp = dir.join("tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| BodyError::io(&tmp, "clearing", e))?;
+        }
+        for sub in [dir.join("tmp"), dir.join("quarantine")] {
+            fs::create_dir_all(&sub).map_err(|e| BodyError::io(&sub, "creating", e))?;
+        }
+        Ok(BodyStore {
+            dir,
+            damaged: AtomicU64::new(0),
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    /// Where body `id` lives.
+    pub fn path_of(&self, id: &BodyId) -> PathBuf {
+        let hex = id.hex();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// Whether the store holds a copy of `id` (unchecked: [`BodyStore::open`] checks it).
+    pub fn has(&self, id: &BodyId) -> bool {
+        self.path_of(id).is_file()
+    }
+
+    /// Copies that failed their check since the store opened.
+    pub fn damaged_count(&self) -> u64 {
+        self.damaged.load(Ordering::Relaxed)
+    }
+
+    /// Stores the body read from `input` (at most `max_bytes`), durably. If `expected` is given
+    /// (a transfer from a peer), bytes hashing to another id are refused and nothing is stored.
+    pub fn put(&self, input: &mut impl Read, max_bytes: u64, expected: Option<BodyId>) -> Result<Stored, BodyError> {
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{}-{}", std::process::id(), self.next_tmp.fetch_add(1, Ordering::Relaxed)));
+        let result = self.put_via(&tmp, input, max_bytes, expected);
+        if result.as_ref().map_or(true, |stored| !stored.written) {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn put_via(
+        &self,
+        tmp: &Path,
+        input: &mut impl Read,
+        max_bytes: u64,
+        expected: Option<BodyId>,
+    ) -> Result<Stored, BodyError> {
+        let mut file = File::create(tmp).map_err(|e| BodyError::io(tmp, "creating", e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BodyError::io(tmp, "reading the body", e)),
+            };
+            size += n as u64;
+            if size > max_bytes {
+                return Err(BodyError::TooLarge { max: max_bytes });
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .map_err(|e| BodyError::io(tmp, "writing", e))?;
+        }
+        let id = BodyId::from_digest(&hasher.finalize());
+        if let Some(expected) = expected {
+            if expected != id {
+                return Err(BodyError::Mismatch { expected, actual: id });
+            }
+        }
+        let target = self.path_of(&id);
+        if target.is_file() {
+            return Ok(Stored {
+                id,
+                size,
+                written: false,
+            });
+        }
+        file.sync_all().map_err(|e| BodyError::io(tmp, "syncing", e))?;
+        drop(file);
+        let parent = target.parent().expect("a fan-out directory");
+        fs::create_dir_all(parent).map_err(|e| BodyError::io(parent, "creating", e))?;
+        fs::rename(tmp, &target).map_err(|e| BodyError::io(&target, "renaming into place", e))?;
+        sync_dir(parent)?;
+        Ok(Stored {
+            id,
+            size,
+            written: true,
+        })
+    }
+
+    /// Opens body `id` after checking every byte against its name, rewound to its start; `None`
+    /// if the store has no copy. A copy that fails is moved to `quarantine/` (so it is never
+    /// served and the next read fetches it anew) and reported as [`BodyError::Damaged`].
+    pub fn open(&self, id: &BodyId) -> Result<Option<File>, BodyError> {
+        let path = self.path_of(id);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BodyError::io(&path, "opening", e)),
+        };
+        let actual = hash_reader(&mut file).map_err(|e| BodyError::io(&path, "reading", e))?;
+        if actual != *id {
+            self.quarantine(id)?;
+            return Err(BodyError::Damaged { id: *id, actual });
+        }
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| BodyError::io(&path, "rewinding", e))?;
+        Ok(Some(file))
+    }
+
+    /// Moves body `id`'s copy aside, counted.
+    pub fn quarantine(&self, id: &BodyId) -> Result<(), BodyError> {
+        let path = self.path_of(id);
+        let aside = self.dir.join("quarantine").join(format!(
+            "{}-{}",
+            id.hex(),
+            self.next_tmp.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::rename(&path, &aside).map_err(|e| BodyError::io(&path, "moving aside", e))?;
+        self.damaged.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(body = %id, moved_to = %aside.display(), "a stored body failed its check; moved aside");
+        Ok(())
+    }
+
+    /// Deletes body `id` (the collector's job).
+    pub fn remove(&self, id: &BodyId) -> Result<(), BodyError> {
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BodyError::io(&path, "removing", e)),
+        }
+    }
+
+    /// Every body the store holds, with its size and modification time (unchecked).
+    pub fn list(&self) -> Result<Vec<(BodyId, u64, std::time::SystemTime)>, BodyError> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(|e| BodyError::io(&self.dir, "listing", e))?;
+        for fan in entries.flatten() {
+            let name = fan.file_name();
+            let name = name.to_string_lossy();
+            if name.len() != 2 || !fan.path().is_dir() {
+                continue;
+            }
+            let Ok(files) = fs::read_dir(fan.path()) else { continue };
+            for file in files.flatten() {
+                let Some(id) = BodyId::parse(&file.file_name().to_string_lossy()) else {
+                    continue;
+                };
+                if let Ok(meta) = file.metadata() {
+                    out.push((id, meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)));
+                }
+            }
+        }
+        out.sort_by_key(|(id, _, _)| *id);
+        Ok(out)
+    }
+}
+
+/// The id of everything `input` yields.
+pub fn hash_reader(input: &mut impl Read) -> io::Result<BodyId> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(BodyId::from_digest(&hasher.finalize())),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BodyError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BodyError::io(dir, "syncing", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_stored_once_by_content_and_read_back_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BodyStore::open(dir.path()).unwrap();
+        let body = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n".repeat(3000);
+        let stored = store.put(&mut &body[..], 1 << 20, None).unwrap();
+        assert_eq!((stored.id, stored.size, stored.written), (BodyId::of(&body), body.len() as u64, true));
+        // The same bytes again: stored once.
+        let again = store.put(&mut &body[..], 1 << 20, None).unwrap();
+        assert_eq!((again.id, again.written), (stored.id, false));
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temporary file left");
+        let mut read = Vec::new();
+        store.open(&stored.id).unwrap().unwrap().read_to_end(&mut read).unwrap();
+        assert_eq!(read, body);
+        assert!(store.open(&BodyId([9; 16])).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_flipped_byte_is_never_served_and_the_copy_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BodyStore::open(dir.path()).unwrap();
+        let stored = store.put(&mut &b"a body"[..], 100, None).unwrap();
+        let path = store.path_of(&stored.id);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[2] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        assert!(matches!(store.open(&stored.id), Err(BodyError::Damaged { .. })));
+        assert!(!store.has(&stored.id), "moved aside");
+        assert_eq!(store.damaged_count(), 1);
+        assert_eq!(fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn too_large_and_mismatched_bodies_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BodyStore::open(dir.path()).unwrap();
+        assert!(matches!(store.put(&mut &[7u8; 101][..], 100, None), Err(BodyError::TooLarge { max: 100 })));
+        let wrong = BodyId([1; 16]);
+        assert!(matches!(
+            store.put(&mut &b"x"[..], 100, Some(wrong)),
+            Err(BodyError::Mismatch { .. })
+        ));
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn ids_print_and_parse() {
+        let id = BodyId::of(b"x");
+        assert_eq!(BodyId::parse(&id.hex()), Some(id));
+        assert_eq!(BodyId::parse("xyz"), None);
+        assert_eq!(BodyId::parse(&"g".repeat(32)), None);
+    }
+}
