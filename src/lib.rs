@@ -7,6 +7,7 @@
 //! same applied index are byte-identical.
 //!
 //! # Layout
+//! - [`bodies`]: the message bodies: a content-addressed store per node, replicated, checked.
 //! - [`index`]: the on-disk mailbox index (format v1): layout, encoding, checksums, mmap access.
 //! - [`txn`]: index transactions: ops, validation, outcomes.
 //! - [`state_machine`]: applies transactions to a group's files; recovery; snapshots; reads.
@@ -28,6 +29,7 @@
 pub mod api;
 pub mod backup;
 pub mod bench;
+pub mod bodies;
 pub mod cli;
 pub mod ctl;
 pub mod dump;

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 /// A body's name: the first 128 bits of the SHA-256 of its bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct BodyId(pub [u8; 16]);
 
 impl BodyId {
@@ -145,7 +147,7 @@ impl BodyStore {
         self.dir.join(&hex[..2]).join(hex)
     }
 
-    /// Whether the store holds a copy of `id` (unchecked: [`BodyStore::open`] checks it).
+    /// Whether the store holds a copy of `id` (unchecked: [`BodyStore::read`] checks it).
     pub fn has(&self, id: &BodyId) -> bool {
         self.path_of(id).is_file()
     }
@@ -157,11 +159,17 @@ impl BodyStore {
 
     /// Stores the body read from `input` (at most `max_bytes`), durably. If `expected` is given
     /// (a transfer from a peer), bytes hashing to another id are refused and nothing is stored.
-    pub fn put(&self, input: &mut impl Read, max_bytes: u64, expected: Option<BodyId>) -> Result<Stored, BodyError> {
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}-{}", std::process::id(), self.next_tmp.fetch_add(1, Ordering::Relaxed)));
+    pub fn put(
+        &self,
+        input: &mut impl Read,
+        max_bytes: u64,
+        expected: Option<BodyId>,
+    ) -> Result<Stored, BodyError> {
+        let tmp = self.dir.join("tmp").join(format!(
+            "{}-{}",
+            std::process::id(),
+            self.next_tmp.fetch_add(1, Ordering::Relaxed)
+        ));
         let result = self.put_via(&tmp, input, max_bytes, expected);
         if result.as_ref().map_or(true, |stored| !stored.written) {
             let _ = fs::remove_file(&tmp);
@@ -225,7 +233,7 @@ impl BodyStore {
     /// Opens body `id` after checking every byte against its name, rewound to its start; `None`
     /// if the store has no copy. A copy that fails is moved to `quarantine/` (so it is never
     /// served and the next read fetches it anew) and reported as [`BodyError::Damaged`].
-    pub fn open(&self, id: &BodyId) -> Result<Option<File>, BodyError> {
+    pub fn read(&self, id: &BodyId) -> Result<Option<File>, BodyError> {
         let path = self.path_of(id);
         let mut file = match File::open(&path) {
             Ok(file) => file,
@@ -276,7 +284,9 @@ impl BodyStore {
             if name.len() != 2 || !fan.path().is_dir() {
                 continue;
             }
-            let Ok(files) = fs::read_dir(fan.path()) else { continue };
+            let Ok(files) = fs::read_dir(fan.path()) else {
+                continue;
+            };
             for file in files.flatten() {
                 let Some(id) = BodyId::parse(&file.file_name().to_string_lossy()) else {
                     continue;
@@ -321,16 +331,28 @@ mod tests {
         let store = BodyStore::open(dir.path()).unwrap();
         let body = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n".repeat(3000);
         let stored = store.put(&mut &body[..], 1 << 20, None).unwrap();
-        assert_eq!((stored.id, stored.size, stored.written), (BodyId::of(&body), body.len() as u64, true));
+        assert_eq!(
+            (stored.id, stored.size, stored.written),
+            (BodyId::of(&body), body.len() as u64, true)
+        );
         // The same bytes again: stored once.
         let again = store.put(&mut &body[..], 1 << 20, None).unwrap();
         assert_eq!((again.id, again.written), (stored.id, false));
         assert_eq!(store.list().unwrap().len(), 1);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temporary file left");
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
         let mut read = Vec::new();
-        store.open(&stored.id).unwrap().unwrap().read_to_end(&mut read).unwrap();
+        store
+            .read(&stored.id)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
         assert_eq!(read, body);
-        assert!(store.open(&BodyId([9; 16])).unwrap().is_none());
+        assert!(store.read(&BodyId([9; 16])).unwrap().is_none());
     }
 
     #[test]
@@ -342,7 +364,7 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[2] ^= 1;
         fs::write(&path, bytes).unwrap();
-        assert!(matches!(store.open(&stored.id), Err(BodyError::Damaged { .. })));
+        assert!(matches!(store.read(&stored.id), Err(BodyError::Damaged { .. })));
         assert!(!store.has(&stored.id), "moved aside");
         assert_eq!(store.damaged_count(), 1);
         assert_eq!(fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 1);
@@ -352,7 +374,10 @@ mod tests {
     fn too_large_and_mismatched_bodies_store_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = BodyStore::open(dir.path()).unwrap();
-        assert!(matches!(store.put(&mut &[7u8; 101][..], 100, None), Err(BodyError::TooLarge { max: 100 })));
+        assert!(matches!(
+            store.put(&mut &[7u8; 101][..], 100, None),
+            Err(BodyError::TooLarge { max: 100 })
+        ));
         let wrong = BodyId([1; 16]);
         assert!(matches!(
             store.put(&mut &b"x"[..], 100, Some(wrong)),

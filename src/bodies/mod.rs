@@ -1,0 +1,10 @@
+//! Message bodies: a content-addressed store per node beside the index (`store`), replicated to
+//! the group's members (a delivery is acknowledged once a majority holds its body), fetched from
+//! a peer on a miss.
+//!
+//! - [`store`]: [`BodyStore`], the node's bodies under `<data-dir>/blobs/`, named by [`BodyId`]
+//!   (128 bits of the SHA-256 of the bytes), checked on every read.
+
+pub mod store;
+
+pub use store::{BodyError, BodyId, BodyStore, Stored};
