@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 
 use dovetail::index::format::offsets::{self, FIELDS};
 use dovetail::index::format::{
-    Header, FIXED_HEADER_SIZE, HEADER_SIZE, KEYWORD_SLOT_SIZE, RECORD_SIZE, TOMBSTONE_SIZE,
+    record_size, Header, FIXED_HEADER_SIZE, HEADER_SIZE, KEYWORD_SLOT_SIZE, RECORD_SIZE, TOMBSTONE_SIZE,
 };
 use dovetail::index::{IndexError, LogPosition, MailboxIndex, MmapStorage, VecStorage};
 use dovetail::state_machine::snapshot::index_file_name;
@@ -331,16 +331,27 @@ fn wrong_magic_is_foreign() {
 #[test]
 fn future_version_is_unsupported() {
     let image = sample_image();
-    for version in [0, 2, 3, u32::MAX] {
+    for version in [0, 3, u32::MAX] {
         let mut bytes = image.clone();
         put_u32(&mut bytes, offsets::FORMAT_VERSION, version);
         reseal(&mut bytes);
         match open_image(&bytes) {
             Err(IndexError::UnsupportedVersion { found, supported, .. }) => {
-                assert_eq!((found, supported), (version, 1))
+                assert_eq!((found, supported), (version, 2))
             }
             other => panic!("version {version}: expected UnsupportedVersion, got {other:?}"),
         }
+    }
+    // A v1 file relabelled v2 (or the reverse) disagrees with its record size.
+    let mut relabelled = image.clone();
+    put_u32(&mut relabelled, offsets::FORMAT_VERSION, 2);
+    reseal(&mut relabelled);
+    match open_image(&relabelled) {
+        Err(IndexError::Corrupt { reason, .. }) => assert!(
+            reason.contains("record_size is 64, format v2 requires 80"),
+            "{reason}"
+        ),
+        other => panic!("expected a record size mismatch, got {other:?}"),
     }
 }
 
@@ -391,15 +402,54 @@ fn keyword_table_flips_fail_its_checksum() {
     }
 }
 
+/// The INBOX image of the sample delivered with body ids (log encoding 3, index format v2).
+fn delivered_image() -> Vec<u8> {
+    let mut group = GroupState::in_memory();
+    let gate = Txn {
+        client_id: "gate".into(),
+        request_seq: 1,
+        op: Op::SetEncoding { version: 3 },
+    };
+    group.apply(LogPosition::new(1, 1), &gate).unwrap().unwrap();
+    apply_sample(|p, t| {
+        let mut t = t.clone();
+        if let Op::Append {
+            user,
+            mailbox,
+            messages,
+        } = t.op
+        {
+            t.op = Op::Deliver {
+                user,
+                mailbox,
+                bodies: messages.iter().map(|m| [m.guid[3] | 0x80; 16]).collect(),
+                messages,
+            };
+        }
+        group.apply(LogPosition::new(1, p.index + 1), &t).unwrap()
+    });
+    let image = group.mailboxes()[&INBOX_GUID].bytes().to_vec();
+    assert_eq!(header_of(&image).version, 2);
+    open_image(&image).unwrap().verify().unwrap();
+    image
+}
+
 #[test]
 fn record_and_tombstone_flips_open_in_o1_but_fail_verify() {
-    let image = sample_image();
-    let h = header_of(&image);
-    let live_records_end = HEADER_SIZE + h.message_count as usize * RECORD_SIZE;
+    // Format v1, and v2 whose records carry body ids: a flip anywhere in a record, body id
+    // included, is named.
+    for image in [sample_image(), delivered_image()] {
+        record_and_tombstone_flips_are_named(&image);
+    }
+}
+
+fn record_and_tombstone_flips_are_named(image: &[u8]) {
+    let h = header_of(image);
+    let live_records_end = HEADER_SIZE + h.message_count as usize * record_size(h.version);
     let live_tombstones_end = h.tombstones_offset() + h.tombstone_count as usize * TOMBSTONE_SIZE;
     for pos in HEADER_SIZE..image.len() {
         for mask in MASKS {
-            let mut bytes = image.clone();
+            let mut bytes = image.to_vec();
             bytes[pos] ^= mask;
             let ix = open_image(&bytes)
                 .unwrap_or_else(|e| panic!("byte {pos}: open must not scan records, got {e}"));

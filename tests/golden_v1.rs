@@ -384,6 +384,7 @@ fn record(uid: u32, n: u32, flags: u8, keywords: u128, modseq: u64) -> Record {
         guid: message_guid(n),
         size: size(n),
         internal_date: date(n),
+        body: [0; 16],
     }
 }
 
@@ -397,6 +398,7 @@ fn committed_inbox_decodes_to_the_expected_state() {
     let index = open_fixture_index(INBOX_FILE);
     let h = *index.header();
     let expected_header = Header {
+        version: 1,
         mailbox_guid: INBOX,
         uid_validity: 1_700_000_000,
         uid_next: 7,
@@ -447,6 +449,7 @@ fn committed_archive_decodes_to_the_expected_state() {
     assert_eq!(
         h,
         Header {
+            version: 1,
             mailbox_guid: WORK,
             uid_validity: 1_700_000_001,
             uid_next: 3,

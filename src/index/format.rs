@@ -1,15 +1,21 @@
-//! Index file format v1: layout, explicit little-endian encoding, checksums.
+//! Index file formats v1 and v2: layout, explicit little-endian encoding, checksums.
 //!
 //! ```text
 //! offset 0      header page (HEADER_SIZE = 8192 bytes)
 //!               [0, 256)     fixed header, see `Header` (CRC32C over bytes [0, 252) at 252)
 //!               [256, 8192)  keyword table: MAX_KEYWORDS slots of KEYWORD_SLOT_SIZE bytes,
 //!                            each `len: u8` then `len` bytes of the name, rest zero
-//! 8192          records: `record_capacity` slots of RECORD_SIZE (64) bytes, sorted by UID;
-//!               the first `message_count` are live, the rest zero
-//! 8192 + 64*rc  tombstones: `tombstone_capacity` slots of TOMBSTONE_SIZE (16) bytes,
+//! 8192          records: `record_capacity` slots of `record_size` bytes (v1: 64, v2: 80),
+//!               sorted by UID; the first `message_count` are live, the rest zero
+//! 8192 + rs*rc  tombstones: `tombstone_capacity` slots of TOMBSTONE_SIZE (16) bytes,
 //!               (uid, modseq) of expunged messages in expunge (= MODSEQ) order; unused slots zero
 //! ```
+//!
+//! v2 adds one field to a record: the message body's id (`bodies::BodyId`, 16 bytes at 64..80;
+//! zero for a message delivered without a body). Which version a file is written in follows the
+//! group's log encoding (encoding 3 and later: v2), so replicas at one position write the same
+//! bytes; a v1 file is rewritten as v2 by the first change to it after that (see
+//! `MailboxIndex::upgraded_image`). Both are read.
 //!
 //! Every integer is little-endian and of fixed width; nothing depends on pointer size or struct
 //! layout, so a file written on one machine reads the same on any other. Unused bytes are always
@@ -27,14 +33,28 @@ use super::error::IndexError;
 
 /// File magic: "DVTLIDX" and a NUL.
 pub const MAGIC: [u8; 8] = *b"DVTLIDX\0";
-/// The format version this build writes and reads. A file with a larger version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version, which this build writes from log encoding 3 on. Both versions are
+/// read; a file with a larger version is refused.
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format version: records without a body id.
+pub const FORMAT_VERSION_V1: u32 = 1;
 /// Size of the header page: the fixed header plus the keyword table.
 pub const HEADER_SIZE: usize = 8192;
 /// Size of the fixed part of the header.
 pub const FIXED_HEADER_SIZE: usize = 256;
-/// Size of one message record.
+/// Size of one message record in format v1.
 pub const RECORD_SIZE: usize = 64;
+/// Size of one message record in format v2 (v1's fields, then the body id).
+pub const RECORD_SIZE_V2: usize = 80;
+
+/// The record size of format `version` (1 or 2).
+pub const fn record_size(version: u32) -> usize {
+    if version >= 2 {
+        RECORD_SIZE_V2
+    } else {
+        RECORD_SIZE
+    }
+}
 /// Size of one expunge tombstone.
 pub const TOMBSTONE_SIZE: usize = 16;
 /// Keywords a mailbox can name; a record's keyword bitmap is a `u128`.
@@ -122,6 +142,8 @@ pub mod offsets {
 /// `seen_count, deleted_count <= message_count`, `keyword_count <= MAX_KEYWORDS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Header {
+    /// The file's format version (1 or 2); it fixes the record size.
+    pub version: u32,
     pub mailbox_guid: [u8; 16],
     pub uid_validity: u32,
     /// Invariant: every UID ever assigned in this mailbox is below `uid_next`.
@@ -143,9 +165,11 @@ pub struct Header {
 }
 
 impl Header {
-    /// A header for an empty mailbox.
-    pub fn new(mailbox_guid: [u8; 16], uid_validity: u32) -> Header {
+    /// A header for an empty mailbox in format `version`.
+    pub fn new(mailbox_guid: [u8; 16], uid_validity: u32, version: u32) -> Header {
+        debug_assert!((FORMAT_VERSION_V1..=FORMAT_VERSION).contains(&version));
         Header {
+            version,
             mailbox_guid,
             uid_validity,
             uid_next: 1,
@@ -169,9 +193,14 @@ impl Header {
         HEADER_SIZE
     }
 
+    /// The size of one record of this file.
+    pub const fn record_size(&self) -> usize {
+        record_size(self.version)
+    }
+
     /// Byte offset of the first tombstone.
     pub fn tombstones_offset(&self) -> usize {
-        HEADER_SIZE + self.record_capacity as usize * RECORD_SIZE
+        HEADER_SIZE + self.record_capacity as usize * self.record_size()
     }
 
     /// Length of a file holding this header's capacities.
@@ -184,9 +213,9 @@ impl Header {
         use offsets as o;
         let mut b = [0u8; FIXED_HEADER_SIZE];
         b[o::MAGIC..o::MAGIC + 8].copy_from_slice(&MAGIC);
-        put_u32(&mut b, o::FORMAT_VERSION, FORMAT_VERSION);
+        put_u32(&mut b, o::FORMAT_VERSION, self.version);
         put_u32(&mut b, o::HEADER_SIZE, HEADER_SIZE as u32);
-        put_u32(&mut b, o::RECORD_SIZE, RECORD_SIZE as u32);
+        put_u32(&mut b, o::RECORD_SIZE, self.record_size() as u32);
         put_u32(&mut b, o::TOMBSTONE_SIZE, TOMBSTONE_SIZE as u32);
         b[o::MAILBOX_GUID..o::MAILBOX_GUID + 16].copy_from_slice(&self.mailbox_guid);
         put_u32(&mut b, o::UID_VALIDITY, self.uid_validity);
@@ -236,7 +265,7 @@ impl Header {
         }
         need("format_version", o::FORMAT_VERSION + 4)?;
         let version = get_u32(bytes, o::FORMAT_VERSION);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_V1..=FORMAT_VERSION).contains(&version) {
             return Err(IndexError::UnsupportedVersion {
                 file: file.to_path_buf(),
                 found: version,
@@ -266,14 +295,14 @@ impl Header {
         let corrupt = |offset: usize, reason: String| IndexError::corrupt(file, offset as u64, reason);
         for (offset, expected, name) in [
             (o::HEADER_SIZE, HEADER_SIZE, "header_size"),
-            (o::RECORD_SIZE, RECORD_SIZE, "record_size"),
+            (o::RECORD_SIZE, record_size(version), "record_size"),
             (o::TOMBSTONE_SIZE, TOMBSTONE_SIZE, "tombstone_size"),
         ] {
             let found = get_u32(bytes, offset);
             if found as usize != expected {
                 return Err(corrupt(
                     offset,
-                    format!("{name} is {found}, format v1 requires {expected}"),
+                    format!("{name} is {found}, format v{version} requires {expected}"),
                 ));
             }
         }
@@ -290,6 +319,7 @@ impl Header {
         let mut mailbox_guid = [0u8; 16];
         mailbox_guid.copy_from_slice(&bytes[o::MAILBOX_GUID..o::MAILBOX_GUID + 16]);
         let header = Header {
+            version,
             mailbox_guid,
             uid_validity: get_u32(bytes, o::UID_VALIDITY),
             uid_next: get_u32(bytes, o::UID_NEXT),
@@ -377,15 +407,27 @@ pub struct Record {
     pub modseq: u64,
     /// Bit i set: the message has the mailbox's keyword i.
     pub keywords: u128,
-    /// Content id of the message body.
+    /// The message's own id (unique per message; Dovecot's GUID).
     pub guid: [u8; 16],
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub internal_date: i64,
+    /// The id of the message's body in the body store (format v2; zero: no body stored, as in
+    /// every v1 record).
+    pub body: [u8; 16],
 }
 
 impl Record {
-    pub fn encode(&self, out: &mut [u8]) {
+    /// Encodes into a slot of format `version`. A v1 slot has no room for a body id: a record
+    /// with one is never written to a v1 file (the state machine upgrades the file first).
+    pub fn encode(&self, out: &mut [u8], version: u32) {
+        assert!(
+            version >= 2 || self.body == [0; 16],
+            "invariant: a record with a body id is written only to a format v2 file"
+        );
+        if version >= 2 {
+            out[RECORD_SIZE..RECORD_SIZE_V2].copy_from_slice(&self.body);
+        }
         let out = &mut out[..RECORD_SIZE];
         out[0..4].copy_from_slice(&self.uid.to_le_bytes());
         out[4] = self.flags;
@@ -397,7 +439,12 @@ impl Record {
         out[56..64].copy_from_slice(&self.internal_date.to_le_bytes());
     }
 
-    pub fn decode(b: &[u8]) -> Record {
+    /// Decodes a slot of format `version`.
+    pub fn decode(b: &[u8], version: u32) -> Record {
+        let mut body = [0u8; 16];
+        if version >= 2 {
+            body.copy_from_slice(&b[RECORD_SIZE..RECORD_SIZE_V2]);
+        }
         let b = &b[..RECORD_SIZE];
         let mut guid = [0u8; 16];
         guid.copy_from_slice(&b[32..48]);
@@ -409,6 +456,7 @@ impl Record {
             guid,
             size: get_u64(b, 48),
             internal_date: get_u64(b, 56) as i64,
+            body,
         }
     }
 
@@ -498,14 +546,18 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let mut h = Header::new([7; 16], 1234);
-        h.uid_next = 99;
-        h.message_count = 3;
-        h.record_capacity = 32;
-        h.applied = LogPosition { term: 2, index: 77 };
-        let mut file = vec![0u8; h.file_len()];
-        file[..FIXED_HEADER_SIZE].copy_from_slice(&h.encode());
-        assert_eq!(Header::decode(Path::new("t"), &file).unwrap(), h);
+        for version in [FORMAT_VERSION_V1, FORMAT_VERSION] {
+            let mut h = Header::new([7; 16], 1234, version);
+            h.uid_next = 99;
+            h.message_count = 3;
+            h.record_capacity = 32;
+            h.applied = LogPosition { term: 2, index: 77 };
+            let mut file = vec![0u8; h.file_len()];
+            file[..FIXED_HEADER_SIZE].copy_from_slice(&h.encode());
+            assert_eq!(Header::decode(Path::new("t"), &file).unwrap(), h);
+            assert_eq!(h.tombstones_offset(), HEADER_SIZE + 32 * record_size(version));
+        }
+        assert_eq!((record_size(1), record_size(2)), (64, 80));
     }
 
     #[test]
@@ -518,13 +570,35 @@ mod tests {
             guid: [9; 16],
             size: 1 << 40,
             internal_date: -5,
+            body: [0; 16],
         };
         let mut b = [0u8; RECORD_SIZE];
-        r.encode(&mut b);
+        r.encode(&mut b, FORMAT_VERSION_V1);
         assert_eq!(&b[0..4], &[4, 3, 2, 1]);
-        assert_eq!(Record::decode(&b), r);
+        assert_eq!(Record::decode(&b, FORMAT_VERSION_V1), r);
         assert_eq!(Record::uid_of(&b), r.uid);
         assert_eq!(Record::modseq_of(&b), 5);
+        // v2: the same 64 bytes, then the body id.
+        let with_body = Record {
+            body: [0xb0; 16],
+            ..r
+        };
+        let mut b2 = [0u8; RECORD_SIZE_V2];
+        with_body.encode(&mut b2, FORMAT_VERSION);
+        assert_eq!(&b2[..RECORD_SIZE], &b[..]);
+        assert_eq!(&b2[RECORD_SIZE..], &[0xb0; 16]);
+        assert_eq!(Record::decode(&b2, FORMAT_VERSION), with_body);
+    }
+
+    #[test]
+    #[should_panic(expected = "only to a format v2 file")]
+    fn a_body_id_is_never_written_to_a_v1_slot() {
+        let r = Record {
+            uid: 1,
+            body: [1; 16],
+            ..Record::default()
+        };
+        r.encode(&mut [0u8; RECORD_SIZE], FORMAT_VERSION_V1);
     }
 
     #[test]

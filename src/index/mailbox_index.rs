@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use super::error::IndexError;
 use super::format::{
     self, flag_bits, grown_capacity, slot_digest, Header, LogPosition, Record, Tombstone, FIXED_HEADER_SIZE,
-    HEADER_SIZE, KEYWORD_SLOT_SIZE, MAX_KEYWORDS, MAX_KEYWORD_LEN, RECORD_SIZE, TOMBSTONE_SIZE,
+    HEADER_SIZE, KEYWORD_SLOT_SIZE, MAX_KEYWORDS, MAX_KEYWORD_LEN, TOMBSTONE_SIZE,
 };
 use super::storage::Storage;
 
@@ -35,9 +35,14 @@ pub struct MailboxIndex<S: Storage> {
 }
 
 impl<S: Storage> MailboxIndex<S> {
-    /// The file image of a new, empty mailbox.
+    /// The file image of a new, empty mailbox in format v1 (as before log encoding 3).
     pub fn empty_image(mailbox_guid: [u8; 16], uid_validity: u32) -> Vec<u8> {
-        let header = Header::new(mailbox_guid, uid_validity);
+        Self::empty_image_in(mailbox_guid, uid_validity, format::FORMAT_VERSION_V1)
+    }
+
+    /// The file image of a new, empty mailbox in format `version`.
+    pub fn empty_image_in(mailbox_guid: [u8; 16], uid_validity: u32, version: u32) -> Vec<u8> {
+        let header = Header::new(mailbox_guid, uid_validity, version);
         let mut image = vec![0u8; HEADER_SIZE];
         image[..FIXED_HEADER_SIZE].copy_from_slice(&header.encode());
         image
@@ -153,23 +158,25 @@ impl<S: Storage> MailboxIndex<S> {
     }
 
     fn record_bytes(&self, position: usize) -> &[u8] {
-        let at = HEADER_SIZE + position * RECORD_SIZE;
-        &self.storage.bytes()[at..at + RECORD_SIZE]
+        let size = self.header.record_size();
+        let at = HEADER_SIZE + position * size;
+        &self.storage.bytes()[at..at + size]
     }
 
     /// The record at `position` (0-based, in UID order). Panics if out of range.
     pub fn record_at(&self, position: usize) -> Record {
         assert!(position < self.len(), "record position {position} out of range");
-        Record::decode(self.record_bytes(position))
+        Record::decode(self.record_bytes(position), self.header.version)
     }
 
     /// Finds a UID: `Ok(position)` if present, else `Err(insertion position)`. A binary search
     /// over the in-memory UID array (built on first use).
     pub fn position_of(&self, uid: u32) -> Result<usize, usize> {
         let uids = self.uids.get_or_init(|| {
+            let size = self.header.record_size();
             let bytes = &self.storage.bytes()[HEADER_SIZE..];
             (0..self.len())
-                .map(|p| Record::uid_of(&bytes[p * RECORD_SIZE..]))
+                .map(|p| Record::uid_of(&bytes[p * size..]))
                 .collect()
         });
         uids.binary_search(&uid)
@@ -210,9 +217,10 @@ impl<S: Storage> MailboxIndex<S> {
             self.grow_records(self.header.message_count + 1)?;
         }
         let position = self.len();
-        let at = HEADER_SIZE + position * RECORD_SIZE;
-        let slot = &mut self.storage.bytes_mut()[at..at + RECORD_SIZE];
-        record.encode(slot);
+        let (size, version) = (self.header.record_size(), self.header.version);
+        let at = HEADER_SIZE + position * size;
+        let slot = &mut self.storage.bytes_mut()[at..at + size];
+        record.encode(slot, version);
         let digest = slot_digest(slot);
         let h = &mut self.header;
         h.record_digest = h.record_digest.wrapping_add(digest);
@@ -245,8 +253,9 @@ impl<S: Storage> MailboxIndex<S> {
             modseq >= old.modseq,
             "invariant: a record's MODSEQ never decreases"
         );
-        let at = HEADER_SIZE + position * RECORD_SIZE;
-        let slot = &mut self.storage.bytes_mut()[at..at + RECORD_SIZE];
+        let (size, version) = (self.header.record_size(), self.header.version);
+        let at = HEADER_SIZE + position * size;
+        let slot = &mut self.storage.bytes_mut()[at..at + size];
         let old_digest = slot_digest(slot);
         let new = Record {
             flags,
@@ -254,7 +263,7 @@ impl<S: Storage> MailboxIndex<S> {
             modseq,
             ..old
         };
-        new.encode(slot);
+        new.encode(slot, version);
         let new_digest = slot_digest(slot);
         let h = &mut self.header;
         h.record_digest = h.record_digest.wrapping_sub(old_digest).wrapping_add(new_digest);
@@ -305,20 +314,18 @@ impl<S: Storage> MailboxIndex<S> {
         }
         // Compact: move each run of kept records left over the removed ones.
         let count = self.len();
+        let size = self.header.record_size();
         let bytes = &mut self.storage.bytes_mut()[HEADER_SIZE..];
         let mut write = positions[0];
         for (i, &p) in positions.iter().enumerate() {
             let run_end = positions.get(i + 1).copied().unwrap_or(count);
             let run = p + 1..run_end;
             if !run.is_empty() {
-                bytes.copy_within(
-                    run.start * RECORD_SIZE..run.end * RECORD_SIZE,
-                    write * RECORD_SIZE,
-                );
+                bytes.copy_within(run.start * size..run.end * size, write * size);
                 write += run.len();
             }
         }
-        bytes[write * RECORD_SIZE..count * RECORD_SIZE].fill(0);
+        bytes[write * size..count * size].fill(0);
         self.header.message_count = write as u32;
         for t in tombstones {
             self.push_tombstone(t);
@@ -335,7 +342,12 @@ impl<S: Storage> MailboxIndex<S> {
         if let Some(blocks) = self.modseq_blocks.get_mut() {
             let first_block = positions[0] / MODSEQ_BLOCK;
             blocks.truncate(first_block);
-            let rebuilt = build_modseq_blocks(&self.storage, first_block * MODSEQ_BLOCK, write);
+            let rebuilt = build_modseq_blocks(
+                &self.storage,
+                self.header.record_size(),
+                first_block * MODSEQ_BLOCK,
+                write,
+            );
             blocks.extend(rebuilt);
         }
         Ok(())
@@ -426,6 +438,33 @@ impl<S: Storage> MailboxIndex<S> {
         self.header.highest_modseq
     }
 
+    /// This mailbox's file in format v2 (records widened with an empty body id), stamped with
+    /// `applied`: what a v1 file becomes at the first change after its group's log encoding
+    /// reached 3. Capacities, records, tombstones and keywords are kept; the record digest is
+    /// recomputed over the wider slots. Already v2: the image as it is (restamped).
+    pub fn upgraded_image(&self, applied: LogPosition) -> Vec<u8> {
+        let mut header = self.header;
+        header.version = format::FORMAT_VERSION;
+        header.applied = applied;
+        let mut image = vec![0u8; header.file_len()];
+        image[FIXED_HEADER_SIZE..HEADER_SIZE]
+            .copy_from_slice(&self.storage.bytes()[FIXED_HEADER_SIZE..HEADER_SIZE]);
+        let size = header.record_size();
+        let mut digest = 0u64;
+        for p in 0..self.len() {
+            let at = HEADER_SIZE + p * size;
+            let slot = &mut image[at..at + size];
+            self.record_at(p).encode(slot, header.version);
+            digest = digest.wrapping_add(slot_digest(slot));
+        }
+        header.record_digest = digest;
+        let tombstones = self.header.tombstone_capacity as usize * TOMBSTONE_SIZE;
+        let (from, to) = (self.header.tombstones_offset(), header.tombstones_offset());
+        image[to..to + tombstones].copy_from_slice(&self.storage.bytes()[from..from + tombstones]);
+        image[..FIXED_HEADER_SIZE].copy_from_slice(&header.encode());
+        image
+    }
+
     /// Writes the in-memory header, stamped with the log position of the transaction that
     /// changed the file, into the file image.
     pub fn commit_header(&mut self, applied: LogPosition) {
@@ -439,7 +478,7 @@ impl<S: Storage> MailboxIndex<S> {
     pub fn changed_since(&self, modseq: u64) -> Vec<Record> {
         let blocks = self
             .modseq_blocks
-            .get_or_init(|| build_modseq_blocks(&self.storage, 0, self.len()));
+            .get_or_init(|| build_modseq_blocks(&self.storage, self.header.record_size(), 0, self.len()));
         let mut changed = Vec::new();
         for (b, &block_max) in blocks.iter().enumerate() {
             if block_max <= modseq {
@@ -450,7 +489,7 @@ impl<S: Storage> MailboxIndex<S> {
             for p in start..end {
                 let bytes = self.record_bytes(p);
                 if Record::modseq_of(bytes) > modseq {
-                    changed.push(Record::decode(bytes));
+                    changed.push(Record::decode(bytes, self.header.version));
                 }
             }
         }
@@ -485,15 +524,16 @@ impl<S: Storage> MailboxIndex<S> {
         let mut digest = 0u64;
         let (mut seen, mut deleted) = (0u32, 0u32);
         let mut previous_uid = 0u32;
+        let size = h.record_size();
         let keyword_bits = if h.keyword_count as usize == MAX_KEYWORDS {
             u128::MAX
         } else {
             (1u128 << h.keyword_count) - 1
         };
         for p in 0..self.len() {
-            let at = HEADER_SIZE + p * RECORD_SIZE;
-            let slot = &bytes[at..at + RECORD_SIZE];
-            let r = Record::decode(slot);
+            let at = HEADER_SIZE + p * size;
+            let slot = &bytes[at..at + size];
+            let r = Record::decode(slot, self.header.version);
             digest = digest.wrapping_add(slot_digest(slot));
             if r.uid <= previous_uid {
                 return corrupt(
@@ -537,7 +577,7 @@ impl<S: Storage> MailboxIndex<S> {
                 ),
             );
         }
-        let live_end = HEADER_SIZE + self.len() * RECORD_SIZE;
+        let live_end = HEADER_SIZE + self.len() * self.header.record_size();
         if let Some(p) = bytes[live_end..h.tombstones_offset()]
             .iter()
             .position(|&b| b != 0)
@@ -575,13 +615,13 @@ impl<S: Storage> MailboxIndex<S> {
     }
 }
 
-fn build_modseq_blocks<S: Storage>(storage: &S, start: usize, end: usize) -> Vec<u64> {
+fn build_modseq_blocks<S: Storage>(storage: &S, size: usize, start: usize, end: usize) -> Vec<u64> {
     let bytes = &storage.bytes()[HEADER_SIZE..];
     (start..end)
         .step_by(MODSEQ_BLOCK)
         .map(|block_start| {
             (block_start..(block_start + MODSEQ_BLOCK).min(end))
-                .map(|p| Record::modseq_of(&bytes[p * RECORD_SIZE..]))
+                .map(|p| Record::modseq_of(&bytes[p * size..]))
                 .max()
                 .unwrap_or(0)
         })

@@ -41,7 +41,17 @@ impl<F: MailboxFiles> GroupState<F> {
                 user,
                 mailbox,
                 messages,
-            } => self.with_mailbox(user, mailbox, |index| append(index, position, messages)),
+            } => self.with_mailbox(position, user, mailbox, |index| {
+                append(index, position, messages, None)
+            }),
+            Op::Deliver {
+                user,
+                mailbox,
+                messages,
+                bodies,
+            } => self.with_mailbox(position, user, mailbox, |index| {
+                append(index, position, messages, Some(bodies))
+            }),
             Op::Store {
                 user,
                 mailbox,
@@ -49,7 +59,7 @@ impl<F: MailboxFiles> GroupState<F> {
                 mode,
                 flags,
                 unchanged_since,
-            } => self.with_mailbox(user, mailbox, |index| {
+            } => self.with_mailbox(position, user, mailbox, |index| {
                 Ok(store(index, position, uids, *mode, flags, *unchanged_since))
             }),
             Op::Expunge {
@@ -57,7 +67,7 @@ impl<F: MailboxFiles> GroupState<F> {
                 mailbox,
                 uids,
                 expected_guids,
-            } => self.with_mailbox(user, mailbox, |index| {
+            } => self.with_mailbox(position, user, mailbox, |index| {
                 expunge(index, position, uids, expected_guids)
             }),
             Op::SetEncoding { version } => {
@@ -70,9 +80,12 @@ impl<F: MailboxFiles> GroupState<F> {
         }
     }
 
-    /// Runs `f` on the index of (user, mailbox), or rejects with `NoSuchMailbox`.
+    /// Runs `f` on the index of (user, mailbox), or rejects with `NoSuchMailbox`. From log
+    /// encoding 3 on, a mailbox file still in index format v1 is first rewritten in v2, stamped
+    /// with `position` (every replica does so at the same entry).
     fn with_mailbox(
         &mut self,
+        position: LogPosition,
         user: &str,
         mailbox: &str,
         f: impl FnOnce(&mut MailboxIndex<F::Storage>) -> Result<Outcome, SmError>,
@@ -81,12 +94,19 @@ impl<F: MailboxFiles> GroupState<F> {
         let Some(guid) = self.manifest.mailbox(user, &name) else {
             return Ok(Outcome::Rejected(Rejection::NoSuchMailbox { mailbox: name }));
         };
+        let wanted = index_version(self.manifest.encoding);
         let index = self.mailboxes.get_mut(&guid).unwrap_or_else(|| {
             panic!(
                 "invariant: manifest names mailbox {} but it is not open",
                 hex(&guid)
             )
         });
+        if index.header().version < wanted {
+            let image = index.upgraded_image(position);
+            let storage = self.files.replace(&guid, &image)?;
+            *index = MailboxIndex::open(storage)?;
+            self.touched.insert(guid);
+        }
         let before = index.header().applied;
         let outcome = f(index)?;
         if index.header().applied != before {
@@ -123,7 +143,11 @@ impl<F: MailboxFiles> GroupState<F> {
             return Ok(Outcome::Rejected(Rejection::UidValidityExhausted));
         };
         let uid_validity = proposed_uid_validity.max(floor);
-        let image = MailboxIndex::<F::Storage>::empty_image(*mailbox_guid, uid_validity);
+        let image = MailboxIndex::<F::Storage>::empty_image_in(
+            *mailbox_guid,
+            uid_validity,
+            index_version(self.manifest.encoding),
+        );
         let storage = self.files.create(mailbox_guid, &image)?;
         let mut index = MailboxIndex::open(storage)?;
         index.commit_header(position);
@@ -218,10 +242,22 @@ fn keywords_fit<S: crate::index::Storage>(index: &MailboxIndex<S>, keywords: &[S
     index.keywords().len() + index.unknown_keyword_count(keywords) <= MAX_KEYWORDS
 }
 
+/// The index format of files written in log encoding `encoding`: v2 (records name their body)
+/// from encoding 3 on.
+pub fn index_version(encoding: u8) -> u32 {
+    if encoding >= 3 {
+        crate::index::format::FORMAT_VERSION
+    } else {
+        crate::index::format::FORMAT_VERSION_V1
+    }
+}
+
+/// Appends `messages` (with their body ids for a delivery).
 fn append<S: crate::index::Storage>(
     index: &mut MailboxIndex<S>,
     position: LogPosition,
     messages: &[NewMessage],
+    bodies: Option<&[[u8; 16]]>,
 ) -> Result<Outcome, SmError> {
     let parsed: Vec<_> = messages
         .iter()
@@ -255,6 +291,7 @@ fn append<S: crate::index::Storage>(
             guid: message.guid,
             size: message.size,
             internal_date: message.internal_date,
+            body: bodies.map_or([0; 16], |bodies| bodies[offset]),
         })?;
     }
     index.commit_header(position);

@@ -68,6 +68,22 @@ impl MailboxFiles for DirFiles {
         let path = self.live.join(index_file_name(mailbox_guid));
         fs::remove_file(&path).map_err(|e| SmError::io(path, "removing", e))
     }
+    /// Writes the new image beside the file (allocated, synced), then renames it over the old
+    /// one: the old file stays whole until the rename. `live/` is dirty meanwhile (a change is
+    /// being applied), so a crash restores the checkpoint and replays the log.
+    fn replace(&mut self, mailbox_guid: &Guid, image: &[u8]) -> Result<MmapStorage, SmError> {
+        let path = self.live.join(index_file_name(mailbox_guid));
+        let beside = path.with_extension("idx.upgrade");
+        let _ = fs::remove_file(&beside);
+        let mut storage = MmapStorage::create(&beside, image)?;
+        if let Err(e) = crate::index::Storage::flush(&mut storage) {
+            let _ = fs::remove_file(&beside);
+            return Err(e.into());
+        }
+        drop(storage);
+        rename(&beside, &path)?;
+        Ok(MmapStorage::open(&path)?)
+    }
 }
 
 /// What `open` found and did.

@@ -18,6 +18,9 @@ pub trait MailboxFiles {
     fn create(&mut self, mailbox_guid: &Guid, image: &[u8]) -> Result<Self::Storage, SmError>;
     /// Removes a deleted mailbox's file.
     fn remove(&mut self, mailbox_guid: &Guid) -> Result<(), SmError>;
+    /// Replaces a mailbox's file by `image` (the upgrade to a newer index format); on an error
+    /// the old file is as it was.
+    fn replace(&mut self, mailbox_guid: &Guid, image: &[u8]) -> Result<Self::Storage, SmError>;
 }
 
 /// Mailbox files held in memory.
@@ -31,6 +34,9 @@ impl MailboxFiles for MemoryFiles {
     }
     fn remove(&mut self, _: &Guid) -> Result<(), SmError> {
         Ok(())
+    }
+    fn replace(&mut self, _: &Guid, image: &[u8]) -> Result<VecStorage, SmError> {
+        Ok(VecStorage::from_bytes(image.to_vec()))
     }
 }
 

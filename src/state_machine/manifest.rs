@@ -124,7 +124,9 @@ pub fn request_digest(op: &crate::txn::Op) -> RequestDigest {
             *mailbox_guid = [0; 16];
             *uid_validity = 0;
         }
-        Op::Append { messages, .. } => messages.iter_mut().for_each(|m| m.internal_date = 0),
+        Op::Append { messages, .. } | Op::Deliver { messages, .. } => {
+            messages.iter_mut().for_each(|m| m.internal_date = 0)
+        }
         _ => {}
     }
     let encoded = bincode::serde::encode_to_vec(&asked, bincode::config::standard())

@@ -44,6 +44,8 @@ struct ModelMessage {
     guid: Guid,
     size: u64,
     date: i64,
+    /// The body id a delivery gave it.
+    body: Option<Guid>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +220,12 @@ impl Model {
                 user,
                 mailbox,
                 messages,
+            }
+            | Op::Deliver {
+                user,
+                mailbox,
+                messages,
+                ..
             } => {
                 let Some(guid) = self.guid_of(user, mailbox) else {
                     return no_such(mailbox);
@@ -230,7 +238,11 @@ impl Model {
                 }
                 b.highest_modseq += 1;
                 let first_uid = b.uid_next;
-                for (m, p) in messages.iter().zip(&parsed) {
+                let bodies: Vec<Option<Guid>> = match op {
+                    Op::Deliver { bodies, .. } => bodies.iter().copied().map(Some).collect(),
+                    _ => vec![None; messages.len()],
+                };
+                for ((m, p), body) in messages.iter().zip(&parsed).zip(bodies) {
                     let keywords = p.keywords.iter().map(|k| b.keyword(k).unwrap()).collect();
                     b.messages.insert(
                         b.uid_next,
@@ -241,6 +253,7 @@ impl Model {
                             guid: m.guid,
                             size: m.size,
                             date: m.internal_date,
+                            body,
                         },
                     );
                     b.uid_next += 1;
@@ -426,6 +439,19 @@ fn op() -> impl Strategy<Value = Op> {
                     .map(|(guid, size, internal_date, flags)| NewMessage { guid, size, internal_date, flags })
                     .collect(),
             }),
+        3 => (user(), name(), proptest::collection::vec((guid(), guid(), 0u64..100_000, flags()), 1..6))
+            .prop_map(|(user, mailbox, msgs)| Op::Deliver {
+                user,
+                mailbox,
+                bodies: msgs.iter().map(|(_, body, _, _)| *body).collect(),
+                messages: msgs
+                    .into_iter()
+                    .map(|(guid, _, size, flags)| NewMessage { guid, size, internal_date: 1_700_000_000, flags })
+                    .collect(),
+            }),
+        // The encoding gate: deliveries are refused until the group is in encoding 3, and
+        // mailbox files written before are upgraded on their next write.
+        1 => (1u8..=3).prop_map(|version| Op::SetEncoding { version }),
         5 => (user(), name(), uid_set(), pick(&[StoreMode::Add, StoreMode::Remove, StoreMode::Replace]), flags(),
               proptest::option::of(0u64..30))
             .prop_map(|(user, mailbox, uids, mode, flags, unchanged_since)| Op::Store {
@@ -547,11 +573,31 @@ fn assert_reads_agree(sm: &GroupState<MemoryFiles>, model: &Model) {
             let expected: Vec<_> = b
                 .messages
                 .iter()
-                .map(|(uid, m)| (*uid, Model::flag_names(b, m), m.modseq, m.guid, m.size, m.date))
+                .map(|(uid, m)| {
+                    (
+                        *uid,
+                        Model::flag_names(b, m),
+                        m.modseq,
+                        m.guid,
+                        m.size,
+                        m.date,
+                        m.body,
+                    )
+                })
                 .collect();
             let got: Vec<_> = fetched
                 .iter()
-                .map(|v| (v.uid, v.flags.clone(), v.modseq, v.guid, v.size, v.internal_date))
+                .map(|v| {
+                    (
+                        v.uid,
+                        v.flags.clone(),
+                        v.modseq,
+                        v.guid,
+                        v.size,
+                        v.internal_date,
+                        v.body,
+                    )
+                })
                 .collect();
             assert_eq!(got, expected, "records of {user}/{name}");
             // Invariant 6: changes since every MODSEQ, and the vanished UIDs.
@@ -725,6 +771,7 @@ fn op_mailbox(op: &Op) -> &str {
         Op::CreateMailbox { mailbox, .. }
         | Op::DeleteMailbox { mailbox, .. }
         | Op::Append { mailbox, .. }
+        | Op::Deliver { mailbox, .. }
         | Op::Store { mailbox, .. }
         | Op::Expunge { mailbox, .. } => mailbox,
         Op::RenameMailbox { from, .. } => from,
@@ -819,6 +866,7 @@ fn generator_covers_the_interesting_paths() {
                 ) => "store-remove",
                 (_, Outcome::Stored { modseq: Some(_), .. }) => "store",
                 (_, Outcome::Expunged { modseq: Some(_), .. }) => "expunge",
+                (Op::Deliver { .. }, Outcome::Appended { .. }) => "deliver",
                 (_, Outcome::Appended { .. }) => "append",
                 (_, Outcome::Renamed { .. }) => "rename",
                 (_, Outcome::Deleted { .. }) => "delete",
@@ -828,7 +876,15 @@ fn generator_covers_the_interesting_paths() {
         }
     }
     println!("outcomes over 32 generated runs: {counts:?}; rejections: {rejections:?}");
-    for kind in ["store-remove", "store", "expunge", "append", "rename", "delete"] {
+    for kind in [
+        "store-remove",
+        "store",
+        "expunge",
+        "append",
+        "deliver",
+        "rename",
+        "delete",
+    ] {
         assert!(
             counts.get(kind).copied().unwrap_or(0) >= 10,
             "generator rarely reaches {kind}: {counts:?}"

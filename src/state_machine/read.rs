@@ -50,6 +50,10 @@ pub struct MessageView {
     pub guid: Guid,
     pub size: u64,
     pub internal_date: i64,
+    /// The id of the message's body in the body store, when it was delivered with one
+    /// (`Op::Deliver`); absent for a message appended by reference (`Op::Append`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_hex_opt")]
+    pub body: Option<Guid>,
 }
 
 /// Everything that changed after a MODSEQ (RFC 7162 CHANGEDSINCE + QRESYNC VANISHED).
@@ -170,9 +174,17 @@ fn view<S: Storage>(index: &MailboxIndex<S>, record: &Record) -> MessageView {
         guid: record.guid,
         size: record.size,
         internal_date: record.internal_date,
+        body: (record.body != [0; 16]).then_some(record.body),
     }
 }
 
 fn as_hex<S: serde::Serializer>(guid: &Guid, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&hex(guid))
+}
+
+fn as_hex_opt<S: serde::Serializer>(id: &Option<Guid>, serializer: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => serializer.serialize_str(&hex(id)),
+        None => serializer.serialize_none(),
+    }
 }

@@ -19,6 +19,9 @@
 //!   (a reused `(client_id, request_seq)` with other content is rejected, `RequestReused`;
 //!   manifest layout 3), and names follow stricter rules on apply (NFC, no invisible or bidi
 //!   control characters, no path-like user names: `validate::validate_in`).
+//! - Encoding 3: the same wire layout. Adds `Deliver` (messages with bodies in the body store),
+//!   and mailbox files in index format v2 (records name their body): new mailboxes are created
+//!   in v2, and a v1 file is rewritten as v2 by the first change to it.
 //!
 //! A legacy entry starts with the length of its client id (1 to 64, a one-byte varint), so it can
 //! never start with [`ENTRY_MAGIC`]; an entry starting with anything else is garbage, rejected
@@ -30,14 +33,14 @@ use super::{Op, Txn};
 pub const ENTRY_MAGIC: u8 = 0xD7;
 
 /// The highest encoding this build can apply and propose.
-pub const CURRENT_ENCODING: u8 = 2;
+pub const CURRENT_ENCODING: u8 = 3;
 
 /// The encoding a test build pretends to be the next release's (`--test-next-encoding`): it
 /// adds [`Op::Probe`]. Lets the rolling-upgrade test move a cluster from this build to a
 /// "newer" one without building a second binary.
 pub const TEST_NEXT_ENCODING: u8 = CURRENT_ENCODING + 1;
 
-const _: () = assert!(super::validate::MAX_CLIENT_ID_LEN < ENTRY_MAGIC as usize);
+const _: () = assert!(super::MAX_CLIENT_ID_LEN < ENTRY_MAGIC as usize);
 
 /// Why an op cannot be proposed in a group's active encoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +75,7 @@ pub fn required_encoding(op: &Op) -> u8 {
         | Op::Store { .. }
         | Op::Expunge { .. } => 0,
         Op::SetEncoding { .. } => 1,
+        Op::Deliver { .. } => 3,
         Op::Probe { .. } => TEST_NEXT_ENCODING,
     }
 }
@@ -104,7 +108,7 @@ pub fn decode_entry(bytes: &[u8], max: u8) -> Result<(u8, Txn), EntryError> {
             return Err(EntryError::Garbage("encoding 0 after the entry magic".into()));
         }
         [ENTRY_MAGIC, encoding, payload @ ..] => (*encoding, payload),
-        [first, ..] if (1..=super::validate::MAX_CLIENT_ID_LEN as u8).contains(first) => (0, bytes),
+        [first, ..] if (1..=super::MAX_CLIENT_ID_LEN as u8).contains(first) => (0, bytes),
         _ => return Err(EntryError::Garbage("not a log entry of any encoding".into())),
     };
     if encoding > max {

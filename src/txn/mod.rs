@@ -24,6 +24,10 @@ pub use outcome::{Outcome, Rejection};
 pub use uid_set::{UidSet, UidSetError};
 pub use validate::TxnError;
 
+/// Longest client id, in bytes (a legacy log entry starts with the id's length, so it is also
+/// below `encoding::ENTRY_MAGIC`).
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+
 /// A 16-byte GUID (mailbox GUID, or a message's content id).
 pub type Guid = [u8; 16];
 
@@ -86,6 +90,16 @@ pub enum Op {
     /// Changes nothing but the session table; exists only in [`encoding::TEST_NEXT_ENCODING`], the
     /// encoding a test build pretends is the next release's (the rolling-upgrade test).
     Probe { user: String },
+    /// Append messages whose bodies are in the body store (log encoding 3): as `Append`, and
+    /// each record names its message's body, `bodies[i]` the id of message i's body (128 bits
+    /// of its SHA-256, `bodies::BodyId`), stored on a majority of the group's voters before
+    /// this was proposed.
+    Deliver {
+        user: String,
+        mailbox: String,
+        messages: Vec<NewMessage>,
+        bodies: Vec<[u8; 16]>,
+    },
 }
 
 /// A message to append: its body lives elsewhere, identified by `guid`.
@@ -118,6 +132,7 @@ impl Op {
             | Op::Append { user, .. }
             | Op::Store { user, .. }
             | Op::Expunge { user, .. }
+            | Op::Deliver { user, .. }
             | Op::Probe { user } => user,
             Op::SetEncoding { .. } => "",
         }
@@ -134,6 +149,7 @@ impl Op {
             Op::Expunge { .. } => "expunge",
             Op::SetEncoding { .. } => "set_encoding",
             Op::Probe { .. } => "probe",
+            Op::Deliver { .. } => "deliver",
         }
     }
 }

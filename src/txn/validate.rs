@@ -12,8 +12,7 @@ pub const MAX_MAILBOX_NAME_LEN: usize = 255;
 pub const MAX_MAILBOX_DEPTH: usize = 16;
 /// Longest user name, in bytes.
 pub const MAX_USER_LEN: usize = 255;
-/// Longest client id, in bytes.
-pub const MAX_CLIENT_ID_LEN: usize = 64;
+pub use super::MAX_CLIENT_ID_LEN;
 /// Most messages in one append.
 pub const MAX_APPEND_BATCH: usize = 10_000;
 /// Most ranges in one UID set.
@@ -64,6 +63,16 @@ pub enum TxnError {
     InboxImmutable,
     #[error("the encoding gate cannot go to encoding 0")]
     ZeroEncoding,
+    #[error("{messages} messages and {bodies} body ids: one body per message")]
+    BodiesMismatch { messages: usize, bodies: usize },
+    #[error("a body id must not be all zero")]
+    ZeroBody,
+    #[error("{op} needs log encoding {needs}; the group's is {encoding}")]
+    NotInEncoding {
+        op: &'static str,
+        needs: u8,
+        encoding: u8,
+    },
     /// A name against the rules of log encoding 2 and later (`check_name_text`).
     #[error("invalid {what} {name:?}: {reason}")]
     InvalidName {
@@ -85,6 +94,20 @@ pub struct ParsedFlags {
 /// Checks a whole transaction by the rules of log encoding `encoding` (the state machine applies
 /// a group's entries by its active encoding's rules, so every replica decides alike).
 pub fn validate_in(txn: &Txn, encoding: u8) -> Result<(), TxnError> {
+    // The gate entry itself is the one op above its group's encoding (it raises it).
+    if !matches!(txn.op, Op::SetEncoding { .. }) && super::encoding::required_encoding(&txn.op) > encoding {
+        return Err(TxnError::NotInEncoding {
+            op: txn.op.describe(),
+            needs: super::encoding::required_encoding(&txn.op),
+            encoding,
+        });
+    }
+    validate_content(txn, encoding)
+}
+
+/// The checks of [`validate_in`] but whether the op exists in `encoding` (the API's: whether
+/// the group has the op yet is decided when the entry is encoded, `encoding::encode_entry`).
+pub fn validate_content(txn: &Txn, encoding: u8) -> Result<(), TxnError> {
     validate_encoding_0(txn)?;
     if encoding >= 2 {
         check_names_v2(&txn.op)?;
@@ -113,7 +136,8 @@ fn check_names_v2(op: &Op) -> Result<(), TxnError> {
         | Op::DeleteMailbox { mailbox, .. }
         | Op::Append { mailbox, .. }
         | Op::Store { mailbox, .. }
-        | Op::Expunge { mailbox, .. } => &[mailbox],
+        | Op::Expunge { mailbox, .. }
+        | Op::Deliver { mailbox, .. } => &[mailbox],
         Op::RenameMailbox { from, to, .. } => &[from, to],
         Op::SetEncoding { .. } | Op::Probe { .. } => &[],
     };
@@ -245,6 +269,33 @@ fn validate_encoding_0(txn: &Txn) -> Result<(), TxnError> {
                     count: expected_guids.len(),
                     max: MAX_APPEND_BATCH,
                 });
+            }
+        }
+        Op::Deliver {
+            mailbox,
+            messages,
+            bodies,
+            ..
+        } => {
+            check_mailbox_name(mailbox)?;
+            if messages.is_empty() {
+                return Err(TxnError::EmptyAppend);
+            }
+            if messages.len() > MAX_APPEND_BATCH {
+                return Err(TxnError::TooManyMessages {
+                    count: messages.len(),
+                    max: MAX_APPEND_BATCH,
+                });
+            }
+            messages.iter().try_for_each(check_message)?;
+            if bodies.len() != messages.len() {
+                return Err(TxnError::BodiesMismatch {
+                    messages: messages.len(),
+                    bodies: bodies.len(),
+                });
+            }
+            if bodies.contains(&[0; 16]) {
+                return Err(TxnError::ZeroBody);
             }
         }
         Op::Probe { .. } => {}

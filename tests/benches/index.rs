@@ -63,6 +63,7 @@ fn record(uid: u32, modseq: u64) -> Record {
         guid: message_guid(uid),
         size: 1_000 + u64::from(uid % 50_000),
         internal_date: 1_700_000_000 + i64::from(uid),
+        body: [0; 16],
     }
 }
 

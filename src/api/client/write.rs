@@ -97,7 +97,7 @@ pub(super) async fn submit<S: MailService>(
         request_seq: client.1,
         op,
     };
-    crate::txn::validate::validate_in(&txn, crate::txn::encoding::CURRENT_ENCODING)?;
+    crate::txn::validate::validate_content(&txn, crate::txn::encoding::CURRENT_ENCODING)?;
     Ok(service.write(txn).await?)
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use dovetail::index::LogPosition;
 use dovetail::state_machine::{GroupState, Manifest, MemoryFiles};
-use dovetail::txn::encoding::{encode_entry, TEST_NEXT_ENCODING};
+use dovetail::txn::encoding::{encode_entry, CURRENT_ENCODING, TEST_NEXT_ENCODING};
 use dovetail::txn::{NewMessage, Op, StoreMode, Txn, UidSet};
 use dovetail_raft::log_store::codec;
 use dovetail_raft::state_machine::ConsensusMeta;
@@ -36,12 +36,20 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
         all.push((target, format!("seed-{name}"), bytes));
     };
-    let group = sample_group();
+    let group = sample_group(0);
+    let delivered = sample_group(CURRENT_ENCODING);
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v1");
 
     // Index files: the sample's two mailboxes, an empty one, and the golden files.
     for (guid, index) in group.mailboxes() {
         add("index", &format!("{:02x}.idx", guid[0]), index.bytes().to_vec());
+    }
+    for (guid, index) in delivered.mailboxes() {
+        add(
+            "index",
+            &format!("{:02x}-v2.idx", guid[0]),
+            index.bytes().to_vec(),
+        );
     }
     add(
         "index",
@@ -71,6 +79,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         }
         .encode(),
     );
+    add("manifest", "delivered", delivered.manifest().encode());
     add("manifest", "empty", Manifest::default().encode());
     add(
         "manifest",
@@ -84,14 +93,15 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let golden_checkpoint = std::fs::read(golden.join("checkpoint.snap")).unwrap();
     for target in ["snapshot", "checkpoint"] {
         add(target, "sample", stream.clone());
+        add(target, "delivered", export(&delivered));
         add(target, "empty", empty.clone());
         add(target, "golden", golden_checkpoint.clone());
     }
 
-    // Log entries: every op, in the legacy encoding and in encoding 1 (and the test op in 2).
+    // Log entries: every op in every encoding that has it.
     for (i, txn) in entry_txns().iter().enumerate() {
         let op = txn.op.describe();
-        for encoding in [0, 1, TEST_NEXT_ENCODING] {
+        for encoding in [0, 1, 2, CURRENT_ENCODING, TEST_NEXT_ENCODING] {
             if let Ok(entry) = encode_entry(txn, encoding) {
                 add("log_entry", &format!("{i:02}-{op}-e{encoding}"), entry);
             }
@@ -216,19 +226,36 @@ fn uids(text: &str) -> UidSet {
 }
 
 /// A group with two mailboxes, keywords, flags, expunge tombstones, unused slots.
-fn sample_group() -> GroupState<MemoryFiles> {
+/// A group with two mailboxes and some history; from log encoding 3 its messages are delivered
+/// with bodies (index format v2).
+fn sample_group(encoding: u8) -> GroupState<MemoryFiles> {
     let create = |mailbox: &str, guid: u8, uid_validity| Op::CreateMailbox {
         user: USER.into(),
         mailbox: mailbox.into(),
         mailbox_guid: [guid; 16],
         uid_validity,
     };
-    let append = |mailbox: &str, range: std::ops::RangeInclusive<u32>| Op::Append {
-        user: USER.into(),
-        mailbox: mailbox.into(),
-        messages: range.map(message).collect(),
+    let append = |mailbox: &str, range: std::ops::RangeInclusive<u32>| {
+        if encoding >= 3 {
+            Op::Deliver {
+                user: USER.into(),
+                mailbox: mailbox.into(),
+                bodies: range.clone().map(|i| [i as u8 | 0x80; 16]).collect(),
+                messages: range.map(message).collect(),
+            }
+        } else {
+            Op::Append {
+                user: USER.into(),
+                mailbox: mailbox.into(),
+                messages: range.map(message).collect(),
+            }
+        }
     };
-    let ops = vec![
+    let mut ops = Vec::new();
+    if encoding > 0 {
+        ops.push(Op::SetEncoding { version: encoding });
+    }
+    ops.extend([
         create("INBOX", 0x11, 1_700_000_000),
         create("Archive", 0x22, 1_700_000_001),
         append("INBOX", 1..=40),
@@ -247,7 +274,7 @@ fn sample_group() -> GroupState<MemoryFiles> {
             expected_guids: Vec::new(),
         },
         append("Archive", 100..=102),
-    ];
+    ]);
     let mut group = GroupState::in_memory();
     for (i, op) in ops.into_iter().enumerate() {
         let outcome = group
@@ -298,6 +325,12 @@ fn entry_txns() -> Vec<Txn> {
         },
         Op::SetEncoding { version: 1 },
         Op::Probe { user: "u".into() },
+        Op::Deliver {
+            user: "u".into(),
+            mailbox: "INBOX".into(),
+            messages: (4..=5).map(message).collect(),
+            bodies: vec![[0xb4; 16], [0xb5; 16]],
+        },
     ];
     ops.into_iter()
         .enumerate()
