@@ -27,6 +27,13 @@ pub enum ProposeError {
     /// ([`super::RaftNode::set_storage_alarm`]). Reads still work.
     #[error("node {node_id} refuses writes: {reason}")]
     NoSpace { node_id: crate::NodeId, reason: String },
+    /// This node was removed from the group ([`super::RaftNode::set_removed`]): it serves none of
+    /// the group's requests; the group's members do.
+    #[error("group {group_id}: node {node_id} was removed from the group and no longer serves it")]
+    Removed {
+        group_id: GroupId,
+        node_id: crate::NodeId,
+    },
 }
 
 /// Why starting, bootstrapping or a management operation failed.
