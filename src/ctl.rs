@@ -433,6 +433,10 @@ fn status_table(o: &ClusterOverview) -> String {
                 n.error
                     .clone()
                     .or_else(|| {
+                        n.removed
+                            .then(|| "REMOVED from every group: serves nothing".to_string())
+                    })
+                    .or_else(|| {
                         n.storage_alarm
                             .as_ref()
                             .map(|alarm| format!("STORAGE ALARM: {alarm}"))
