@@ -110,15 +110,22 @@ pub enum CtlCommand {
         #[arg(long)]
         api_addr: String,
     },
-    /// Promote a learner to voter in every group.
+    /// Promote a learner to voter in every group (refused unless it is caught up everywhere).
     Promote {
         #[arg(long)]
         id: u64,
+        /// Promote even a learner that lags or does not answer (it may stall the groups).
+        #[arg(long)]
+        force: bool,
     },
-    /// Remove a node from every group.
+    /// Remove a node from every group (a voter only if three voters that survive a failure
+    /// remain).
     RemoveNode {
         #[arg(long)]
         id: u64,
+        /// Remove even a voter whose removal leaves the groups unable to survive a failure.
+        #[arg(long)]
+        force: bool,
     },
     /// Hand a group's leadership to a voter.
     TransferLeader {
@@ -199,12 +206,16 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, CtlError> 
             "/admin/members/learners".into(),
             Some(json!({"node_id": id, "peer_addr": peer_addr, "api_addr": api_addr})),
         ),
-        CtlCommand::Promote { id } => (
+        CtlCommand::Promote { id, force } => (
             "POST",
             "/admin/members/voters".into(),
-            Some(json!({"node_id": id})),
+            Some(json!({"node_id": id, "force": force})),
         ),
-        CtlCommand::RemoveNode { id } => ("DELETE", format!("/admin/members/{id}"), None),
+        CtlCommand::RemoveNode { id, force } => (
+            "DELETE",
+            format!("/admin/members/{id}"),
+            Some(json!({ "force": force })),
+        ),
         CtlCommand::TransferLeader { group, to } => (
             "POST",
             format!("/admin/groups/{group}/transfer-leader"),
@@ -262,6 +273,12 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, CtlError> 
             } else {
                 0
             })
+        }
+        CtlCommand::AddNode { .. } | CtlCommand::Promote { .. } | CtlCommand::RemoveNode { .. } => {
+            if !args.json {
+                out.push_str(&membership_table(&answer));
+            }
+            Ok(0)
         }
         CtlCommand::Verify { .. } => {
             let report: VerifyReport =
@@ -416,6 +433,10 @@ fn status_table(o: &ClusterOverview) -> String {
                 n.error
                     .clone()
                     .or_else(|| {
+                        n.removed
+                            .then(|| "REMOVED from every group: serves nothing".to_string())
+                    })
+                    .or_else(|| {
                         n.storage_alarm
                             .as_ref()
                             .map(|alarm| format!("STORAGE ALARM: {alarm}"))
@@ -492,6 +513,46 @@ fn members_table(o: &ClusterOverview) -> String {
         })
         .collect();
     table(&["NODE", "API", "VOTER IN", "LEARNER IN"], &rows)
+}
+
+/// What a membership call did: one row per group, then a summary line.
+fn membership_table(answer: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let rows: Vec<Vec<String>> = answer["groups"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|g| {
+            let outcome = text(&g["outcome"]);
+            let detail = match outcome.as_str() {
+                "changed" => format!("now {} (log index {})", text(&g["role"]), text(&g["log_index"])),
+                "unchanged" => format!("already {}", text(&g["already"])),
+                _ => g["reason"].as_str().unwrap_or_default().to_string(),
+            };
+            vec![text(&g["group"]), outcome, detail]
+        })
+        .collect();
+    let mut out = table(&["GROUP", "OUTCOME", "DETAIL"], &rows);
+    let _ = write!(
+        out,
+        "{} node {}: {} groups changed, {} unchanged",
+        text(&answer["action"]),
+        text(&answer["node_id"]),
+        text(&answer["changed"]),
+        text(&answer["unchanged"]),
+    );
+    if let Some(already) = answer["already"].as_str() {
+        let _ = write!(out, " (already {already} everywhere)");
+    } else if let Some(role) = answer["role"].as_str() {
+        let _ = write!(out, "; now {role}");
+    }
+    out.push('\n');
+    out
 }
 
 fn verify_table(r: &VerifyReport) -> String {
@@ -651,6 +712,25 @@ mod tests {
             &[vec!["wide cell".into(), "x".into()], vec!["y".into(), "z".into()]],
         );
         assert_eq!(t, "A          LONGER\nwide cell  x\ny          z\n");
+    }
+
+    #[test]
+    fn membership_answers_read_per_group() {
+        let answer = json!({
+            "node_id": 3, "action": "add_learner", "role": "voter", "already": "voter",
+            "changed": 0, "unchanged": 2, "refused": 0,
+            "groups": [
+                {"group": 0, "outcome": "unchanged", "already": "voter"},
+                {"group": 1, "outcome": "changed", "role": "learner", "log_index": 57},
+            ],
+        });
+        assert_eq!(
+            membership_table(&answer),
+            "GROUP  OUTCOME    DETAIL\n\
+             0      unchanged  already voter\n\
+             1      changed    now learner (log index 57)\n\
+             add_learner node 3: 0 groups changed, 2 unchanged (already voter everywhere)\n"
+        );
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub enum ServiceError {
     /// This node's disk is (nearly) full: it takes no writes until space returns (reads work).
     #[error("{reason}")]
     NoSpace { reason: String },
+    /// This node was removed from the user's group: it serves neither reads nor writes of it
+    /// (its copy stopped following the group); the group's members do.
+    #[error("{reason}")]
+    Removed { reason: String },
     /// The op needs a log encoding the group has not enabled yet (a rolling upgrade is not
     /// finished): a client mistake for now, not a reason to retry soon.
     #[error(transparent)]

@@ -27,17 +27,21 @@
 //!   sound against openraft's startup is in its docs).
 //! - [`transport`]: the peer transport: one authenticated, pipelined TCP connection per peer
 //!   for all groups (openraft-multi `GroupRouter`), snapshot streaming, forwarding RPCs.
+//! - [`membership`]: guarded membership changes: what a group's leader is asked, the rules it
+//!   applies first (promote only a caught-up learner, keep three voters that survive a
+//!   failure; pure), and what it answers.
 //! - [`node`]: [`RaftNode`], the API the domain uses: start, initialize, propose (forwarded to
-//!   the leader), read index, applied waits, metrics, membership, shutdown.
+//!   the leader), read index, applied waits, metrics, membership, removal from a group, shutdown.
 //! - [`metrics`]: names and descriptions of what this crate records through the `metrics`
 //!   facade (log append and fsync latency, snapshot transfers, leader changes).
 //!
 //! Reading order: `type_config`, then `log_store` (its own docs give the order inside), then
-//! `state_machine`, `transport`, `node`, `restore`.
+//! `state_machine`, `transport`, `membership`, `node`, `restore`.
 
 pub mod application;
 pub mod decode;
 pub mod log_store;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod restore;
@@ -55,8 +59,10 @@ use serde::{Deserialize, Serialize};
 
 pub use application::{is_out_of_space, Application, SnapshotInfo, SnapshotJob};
 pub use log_store::{GroupLogStore, LogDb, LogDbOptions, LogDbStats, LogStoreError, ReserveStatus};
+pub use membership::{MemberRole, MembershipChange, MembershipOutcome, MembershipRules, Refusal};
 pub use node::{
-    BusyQueue, GroupMetrics, GroupRole, ProposeError, Proposed, RaftNode, RaftNodeConfig, RaftNodeError,
+    BusyQueue, GroupChange, GroupMetrics, GroupRole, ProposeError, Proposed, RaftNode, RaftNodeConfig,
+    RaftNodeError,
 };
 pub use snapshot_file::SnapshotFile;
 pub use type_config::{

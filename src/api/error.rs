@@ -78,6 +78,14 @@ pub enum ErrorCode {
     /// returns; reads work, and so do writes through other nodes.
     InsufficientStorage,
     ShuttingDown,
+    /// This node was removed from the group: ask one of the group's members.
+    Removed,
+    /// A promotion refused: the learner lags or has not answered lately (`force` overrides).
+    NotCaughtUp,
+    /// A promotion of a node that is not a learner of some group (add it first).
+    NotALearner,
+    /// A removal refused: too few voters would be left to survive a failure (`force` overrides).
+    TooFewVoters,
 }
 
 impl ErrorCode {
@@ -102,7 +110,11 @@ impl ErrorCode {
             | ErrorCode::RequestReused
             | ErrorCode::ConditionFailed
             | ErrorCode::NotEnabled
-            | ErrorCode::Damaged => StatusCode::CONFLICT,
+            | ErrorCode::Damaged
+            | ErrorCode::NotCaughtUp
+            | ErrorCode::NotALearner
+            | ErrorCode::TooFewVoters => StatusCode::CONFLICT,
+            ErrorCode::Removed => StatusCode::GONE,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,6 +133,9 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Machine-readable particulars beside the message (`error.details`), such as what each
+    /// group's leader answered to a refused membership change.
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -128,7 +143,14 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// The same error with `details` in its body.
+    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = Some(details);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -184,7 +206,12 @@ pub const BUSY_RETRY_AFTER_SECONDS: u32 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = match self.details {
+            None => Json(json!({"error": {"code": self.code, "message": self.message}})),
+            Some(details) => Json(json!({
+                "error": {"code": self.code, "message": self.message, "details": details}
+            })),
+        };
         let mut response = (self.code.status(), body).into_response();
         if let Some(seconds) = self.code.retry_after_seconds() {
             response
@@ -255,6 +282,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotEnabled(_) => ErrorCode::NotEnabled,
             ServiceError::NoSpace { .. } => ErrorCode::InsufficientStorage,
             ServiceError::GroupStopped { .. } => ErrorCode::GroupStopped,
+            ServiceError::Removed { .. } => ErrorCode::Removed,
             ServiceError::Internal { .. } => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
@@ -273,6 +301,7 @@ impl From<ProposeError> for ApiError {
             ProposeError::UnknownGroup { .. } => ErrorCode::NoSuchGroup,
             ProposeError::NoSpace { .. } => ErrorCode::InsufficientStorage,
             ProposeError::Fatal { .. } => ErrorCode::GroupStopped,
+            ProposeError::Removed { .. } => ErrorCode::Removed,
         };
         ApiError::new(code, e.to_string())
     }
@@ -380,6 +409,10 @@ mod tests {
             (ShuttingDown, "shutting_down", 503),
             (InsufficientStorage, "insufficient_storage", 507),
             (GroupStopped, "group_stopped", 503),
+            (Removed, "removed", 410),
+            (NotCaughtUp, "not_caught_up", 409),
+            (NotALearner, "not_a_learner", 409),
+            (TooFewVoters, "too_few_voters", 409),
         ];
         for (code, text, status) in expected {
             assert_eq!(serde_json::to_value(code).unwrap(), text, "{code:?}");
@@ -437,6 +470,13 @@ mod tests {
                     reason: "disk".into(),
                 },
                 ErrorCode::GroupStopped,
+            ),
+            (
+                ProposeError::Removed {
+                    group_id: 3,
+                    node_id: 2,
+                },
+                ErrorCode::Removed,
             ),
         ];
         for (e, code) in cases {

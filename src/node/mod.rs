@@ -7,10 +7,12 @@
 //! - [`encoding_gate`]: a leader raises its group's log encoding once every member applies it.
 //! - [`listener`]: `ApiListener`, the API accept loop with a connection cap and optional TLS.
 //! - [`mail_group`]: `MailGroup`, a group's state machine as the raft layer's `Application`.
+//! - [`membership_watch`]: how a node finds out it was removed from a group (or added again).
 //! - [`metrics`]: the Prometheus recorder, the API middleware, the gauge task.
 //! - [`overview`]: the cluster overview, every member's status merged (pure).
 //! - [`peer_api`]: `PeerApi`, the HTTP client for other members' admin API.
 //! - [`rebalance`]: leader balancing: the plan, the automatic rule and its background task.
+//! - [`removal`]: when a node may conclude it was removed from a group, and its record (pure).
 //! - [`repair`]: the repair loop: one replica's copy of a mailbox replaced by a healthy copy.
 //! - [`replica`]: this node's replica of a group as verify and repair read it (digests, images).
 //! - [`replicated`]: `ReplicatedNode`, the `MailService` of a cluster member.
@@ -24,10 +26,12 @@ pub mod disk_monitor;
 pub mod encoding_gate;
 pub mod listener;
 pub mod mail_group;
+pub mod membership_watch;
 pub mod metrics;
 pub mod overview;
 pub mod peer_api;
 pub mod rebalance;
+pub mod removal;
 pub mod repair;
 pub mod replica;
 pub mod replicated;

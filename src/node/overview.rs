@@ -39,6 +39,9 @@ pub struct NodeReport {
     /// Why the member refuses writes (its storage alarm), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_alarm: Option<String>,
+    /// The member holds that it was removed from every group (it serves nothing).
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// One group across the cluster.
@@ -119,6 +122,7 @@ pub fn merge(this_node: NodeId, answers: &BTreeMap<NodeId, MemberAnswer>) -> Clu
                 disk: summary.map(|s| s.disk),
                 max_encoding: summary.map(|s| s.max_encoding),
                 storage_alarm: summary.and_then(|s| s.storage.alarm.clone()),
+                removed: summary.is_some_and(|s| s.removed),
             }
         })
         .collect();
@@ -230,6 +234,9 @@ mod tests {
             snapshots_installed: Some(0),
             last_error: None,
             encoding: Some(1),
+            membership_log: None,
+            membership_committed: true,
+            removed: false,
         }
     }
 
@@ -250,6 +257,8 @@ mod tests {
                     },
                     max_encoding: 1,
                     storage: Default::default(),
+                    removed_groups: Vec::new(),
+                    removed: false,
                 },
                 groups,
             }),

@@ -37,6 +37,17 @@ impl ReplicatedNode {
     pub fn raft(&self) -> &RaftNode<MailGroup> {
         &self.raft
     }
+
+    /// [`ServiceError::Removed`] if this node holds that it was removed from `group`.
+    fn refuse_if_removed(&self, group: u32) -> Result<(), ServiceError> {
+        if self.raft.is_removed(group) {
+            return Err(service_error(ProposeError::Removed {
+                group_id: group,
+                node_id: self.raft.node_id(),
+            }));
+        }
+        Ok(())
+    }
 }
 
 fn service_error(e: ProposeError) -> ServiceError {
@@ -57,6 +68,9 @@ fn service_error(e: ProposeError) -> ServiceError {
         ProposeError::UnknownGroup { .. } => ServiceError::Internal {
             message: e.to_string(),
         },
+        ProposeError::Removed { .. } => ServiceError::Removed {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -73,6 +87,7 @@ impl MailService for ReplicatedNode {
 
     async fn write(&self, txn: Txn) -> Result<WriteAck, ServiceError> {
         let group = group_of(txn.op.user(), self.groups);
+        self.refuse_if_removed(group)?;
         // In the group's active encoding as this node has applied it: never ahead of the one
         // the log really has, so every member can apply the entry.
         let encoding = self
@@ -108,6 +123,8 @@ impl MailService for ReplicatedNode {
         F: FnOnce(&GroupStateMachine) -> R + Send + 'static,
     {
         let group = group_of(user, self.groups);
+        // A removed node's copy no longer follows the group: not even a local read may see it.
+        self.refuse_if_removed(group)?;
         let deadline = Instant::now() + self.timeout;
         if options.consistency == Consistency::Linearizable {
             let index = self

@@ -144,6 +144,16 @@ pub async fn run(
         peers.clone(),
         config.request_timeout(),
     ));
+    // Before the API serves: a group this node was removed from is not served after a restart.
+    let removed = super::membership_watch::restore(&raft, &config.data_dir)?;
+    let watch = tokio::spawn(super::membership_watch::run_membership_watch(
+        raft.clone(),
+        peers.clone(),
+        config.data_dir.clone(),
+        removed,
+        // The maximum election timeout: a follower of a live leader has heard from it by then.
+        Duration::from_millis(config.election_timeout_ms * 2),
+    ));
     let admin = AdminState {
         raft: raft.clone(),
         info,
@@ -189,6 +199,7 @@ pub async fn run(
     }
     gauges.abort();
     gate.abort();
+    watch.abort();
     disk.abort();
     tracing::info!(node_id = config.node_id, "draining: flushing groups and the log");
     raft.shutdown().await?;

@@ -12,6 +12,7 @@ use dovetail_raft::{GroupMetrics, NodeId, RaftNode};
 use serde::{Deserialize, Serialize};
 
 use super::mail_group::MailGroup;
+use crate::index::LogPosition;
 
 /// How long a measured disk use is reused. Walking a data directory of many mailboxes is not
 /// free, and an open dashboard asks every node every second.
@@ -44,6 +45,13 @@ pub struct NodeSummary {
     /// The storage alarm and what the disk monitor last saw.
     #[serde(default)]
     pub storage: StorageReport,
+    /// The groups this node holds it was removed from (`membership_watch`): it serves none of
+    /// their requests (410 `removed`) and does not campaign in them.
+    #[serde(default)]
+    pub removed_groups: Vec<u32>,
+    /// Removed from every group: the node serves nothing until it is added again (or stopped).
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// Bytes a node keeps on disk (apparent file sizes), measured at most `DISK_USAGE_MAX_AGE` ago.
@@ -82,6 +90,17 @@ pub struct GroupStatus {
     /// The group's active log encoding as of what this node applied.
     #[serde(default)]
     pub encoding: Option<u8>,
+    /// The log position of the entry that set `voters` and `learners` (this node's latest
+    /// membership entry, which may be uncommitted); `None` before any.
+    #[serde(default)]
+    pub membership_log: Option<LogPosition>,
+    /// Whether that membership is committed as far as this node knows: only then may another
+    /// node conclude from it that it was removed (`removal`).
+    #[serde(default)]
+    pub membership_committed: bool,
+    /// This node holds that it was removed from the group: it serves none of its requests.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 impl GroupStatus {
@@ -102,6 +121,9 @@ impl GroupStatus {
             snapshots_installed,
             last_error: m.fatal.clone(),
             encoding: None,
+            membership_log: m.membership_log,
+            membership_committed: m.membership_committed,
+            removed: m.removed,
         }
     }
 }
@@ -185,6 +207,8 @@ impl NodeInfo {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
+            removed_groups: Vec::new(),
+            removed: false,
         }
     }
 }
@@ -213,10 +237,13 @@ pub async fn node_status(raft: &RaftNode<MailGroup>, info: &std::sync::Arc<NodeI
             }
             status
         })
-        .collect();
+        .collect::<Vec<GroupStatus>>();
+    let mut node = info.summary(disk);
+    node.removed_groups = groups.iter().filter(|g| g.removed).map(|g| g.group).collect();
+    node.removed = !groups.is_empty() && node.removed_groups.len() == groups.len();
     NodeStatus {
         node_id: raft.node_id(),
-        node: info.summary(disk),
+        node,
         groups,
     }
 }

@@ -26,7 +26,11 @@ pub enum NemesisKind {
     Kill,
     /// SIGSTOP of one node, a minority or a group's leader (longer than an election timeout).
     Pause,
-    /// A node removed from every group, then added back as learner and promoted.
+    /// A node removed from every group, then added back as learner and promoted. The removal
+    /// is forced (`?force=true`): with three nodes it leaves two voters, which the membership
+    /// guards refuse otherwise, and that is the case worth testing (a group that then loses one
+    /// more node stops until the heal). The promotion is not forced: it is retried until the
+    /// learner has caught up, as an operator would.
     Membership,
     /// Latency on peer connections through the proxies: 20-150 ms plus up to a third of it in
     /// jitter (at most 200 ms each way), on every node, a minority or a group's leader.
@@ -304,7 +308,8 @@ pub async fn inject(fault: &Fault, cluster: &Cluster, api: &Api) -> Result<(), R
             Ok(())
         }
         Fault::Remove { node } => {
-            let path = format!("/admin/members/{node}");
+            // Forced: a voter of three (see `NemesisKind::Membership`).
+            let path = format!("/admin/members/{node}?force=true");
             admin_until_ok(cluster, api, "DELETE", &path, None, Some(*node)).await
         }
         Fault::Latency {
@@ -386,7 +391,8 @@ pub async fn heal(fault: &Fault, cluster: &Cluster, api: &Api) -> Result<(), Run
 const MEMBERSHIP_LIMIT: Duration = Duration::from_secs(60);
 
 /// Sends an idempotent admin request through any node but `avoid` until one answers 2xx
-/// (membership changes are idempotent; 503 means retry).
+/// (membership changes are idempotent; 503 means retry, and so does a 409 `not_caught_up` of a
+/// promotion: the learner is still catching up).
 async fn admin_until_ok(
     cluster: &Cluster,
     api: &Api,

@@ -37,6 +37,13 @@ pub enum ProposeError {
         queued: u64,
         limit: u64,
     },
+    /// This node was removed from the group ([`super::RaftNode::set_removed`]): it serves none of
+    /// the group's requests; the group's members do.
+    #[error("group {group_id}: node {node_id} was removed from the group and no longer serves it")]
+    Removed {
+        group_id: GroupId,
+        node_id: crate::NodeId,
+    },
 }
 
 /// Which bound a [`ProposeError::Busy`] request met.

@@ -5,13 +5,15 @@
 //!   writes itself for a moment instead of forwarding them to be refused.
 //! - [`config`]: [`RaftNodeConfig`] and its defaults; [`ConfigError`].
 //! - [`error`]: [`ProposeError`], [`RaftNodeError`].
-//! - [`leader_changes`]: the per-group task that counts leader changes for the metrics.
+//! - [`leader_changes`]: the per-group task that counts leader changes for the metrics and
+//!   notes since when this node leads.
 //! - [`dispatch`]: the group table and what a leader runs for a caller (also for the transport).
 //! - [`proposals`]: a leader's per-group queue that coalesces waiting requests into one entry.
 //! - [`requests`]: propose, read index, applied waits and membership operations, forwarded to
-//!   the leader as needed.
+//!   the leader as needed (membership changes under the guards of `crate::membership`).
 //! - [`storage_alarm`]: the node's switch for a full disk: no new entries, no leadership.
-//! - this file: start, bootstrap, metrics, local reads, the periodic application flush, shutdown.
+//! - this file: start, bootstrap, metrics, local reads, the periodic application flush, a
+//!   group's removed mark (no requests served, no campaigning), shutdown.
 
 pub mod busy_hint;
 pub mod config;
@@ -34,13 +36,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use busy_hint::BusyHint;
 pub use config::{ConfigError, RaftNodeConfig};
 use dispatch::{Group, GroupTable};
 pub use error::{BusyQueue, ProposeError, RaftNodeError};
 use proposals::Proposals;
-pub use requests::Proposed;
+pub use requests::{GroupChange, Proposed};
 
+use crate::membership::MembershipRules;
 use crate::state_machine::{lock_app, position_of, AppStateMachine};
 use crate::transport::{self, ClusterSecret, GroupNetwork, Router};
 use crate::type_config::{GroupId, Node, NodeId};
@@ -84,6 +86,16 @@ pub struct GroupMetrics {
     pub since_acked: Option<BTreeMap<NodeId, Option<std::time::Duration>>>,
     /// `Some` once the group stopped on an error.
     pub fatal: Option<String>,
+    /// The log position of the entry that set the group's membership as this node knows it (its
+    /// last membership entry, possibly uncommitted); `None` before any.
+    pub membership_log: Option<LogPosition>,
+    /// Whether that membership is committed as far as this node knows.
+    pub membership_committed: bool,
+    /// How long ago a leader last reached this node for the group (an AppendEntries or a
+    /// snapshot); since the node started if none has. Zero on the leader itself.
+    pub since_leader_contact: std::time::Duration,
+    /// Whether this node holds that it was removed from the group ([`RaftNode::set_removed`]).
+    pub removed: bool,
 }
 
 /// A node's Raft groups. Cheap to clone; clones share the node.
@@ -176,25 +188,27 @@ impl<A: Application> RaftNode<A> {
                 group_id,
                 reason: e.to_string(),
             })?;
-            groups.push(Group {
+            groups.push(Group::new(
                 raft,
                 app,
-                last_error: Mutex::default(),
-                proposals: Arc::new(Proposals::new(group_id, config.proposal_limits())),
-                busy_hint: BusyHint::default(),
-            });
+                Arc::new(Proposals::new(group_id, config.proposal_limits())),
+            ));
         }
         let table = Arc::new(GroupTable {
             groups,
             staging_dir,
             alarm: StorageAlarm::default(),
+            rules: MembershipRules::new(config.heartbeat_interval_ms, config.election_timeout_ms_min),
+            started: std::time::Instant::now(),
         });
 
         let mut tasks: Vec<JoinHandle<()>> = (0..config.group_count)
             .map(|group_id| {
+                let group = &table.groups[group_id as usize];
                 tokio::spawn(leader_changes::count_leader_changes(
                     group_id,
-                    table.groups[group_id as usize].raft.clone(),
+                    group.raft.clone(),
+                    group.leading_since.clone(),
                     shutdown_rx.clone(),
                 ))
             })
@@ -251,7 +265,7 @@ impl<A: Application> RaftNode<A> {
         let previous = table.alarm.set(reason.clone());
         if previous.is_some() != raised {
             for group in &table.groups {
-                group.raft.runtime_config().elect(!raised);
+                table.update_elect(group);
             }
             match &reason {
                 Some(reason) => tracing::error!(
@@ -293,6 +307,29 @@ impl<A: Application> RaftNode<A> {
                 }
             }
         }
+    }
+
+    /// Records whether this node holds that it was removed from `group_id` (the domain finds
+    /// out: a removed node is never told through the log, since the leader stops replicating to
+    /// it). While set, proposals and read indexes of the group fail at once with
+    /// [`ProposeError::Removed`], and the node does not campaign in it (openraft's `elect`
+    /// switch); it still accepts what a leader sends, so a node added again catches up and then
+    /// sees itself in the group's membership. Returns the previous value.
+    pub fn set_removed(&self, group_id: GroupId, removed: bool) -> Result<bool, ProposeError> {
+        let group = self.group(group_id)?;
+        let previous = group.removed.swap(removed, std::sync::atomic::Ordering::SeqCst);
+        self.inner.table.update_elect(group);
+        Ok(previous)
+    }
+
+    /// Whether this node holds that it was removed from `group_id` ([`RaftNode::set_removed`]).
+    pub fn is_removed(&self, group_id: GroupId) -> bool {
+        self.group(group_id).is_ok_and(|group| group.is_removed())
+    }
+
+    /// The guards this node applies to membership changes as a leader.
+    pub fn membership_rules(&self) -> MembershipRules {
+        self.inner.table.rules
     }
 
     /// The address the peer listener is bound to.
@@ -418,6 +455,14 @@ impl<A: Application> RaftNode<A> {
                     .collect()
             }),
             fatal: m.running_state.as_ref().err().map(|e| e.to_string()),
+            membership_log: m.membership_config.log_id().as_ref().map(position_of),
+            membership_committed: m.committed_membership_config.log_id() == m.membership_config.log_id(),
+            since_leader_contact: if m.state == ServerState::Leader {
+                std::time::Duration::ZERO
+            } else {
+                self.inner.table.since_leader_contact(group)
+            },
+            removed: group.is_removed(),
         })
     }
 

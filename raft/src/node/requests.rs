@@ -19,10 +19,11 @@ use openraft::metrics::WaitError;
 use super::dispatch::{local_admin, local_read_index, local_write, Group};
 use super::error::BusyQueue;
 use super::{ProposeError, RaftNode, RaftNodeError};
+use crate::membership::{MembershipChange, MembershipOutcome};
 use crate::state_machine::position_of;
 use crate::transport::wire::{AdminRequest, ForwardReply, ReadIndexReply, RemoteError};
 use crate::transport::CallError;
-use crate::type_config::{GroupId, Node, NodeId, Request};
+use crate::type_config::{GroupId, NodeId, Request};
 use crate::{Application, LogPosition};
 
 /// A committed and applied proposal.
@@ -58,8 +59,34 @@ impl From<ForwardReply> for Outcome<Proposed> {
             ForwardReply::NotLeader { leader } => Outcome::Redirect(leader),
             ForwardReply::Failed { reason } => Outcome::Retry(reason),
             ForwardReply::Busy { queued, limit } => Outcome::Busy { queued, limit },
+            ForwardReply::Membership(outcome) => {
+                Outcome::Retry(format!("a membership answer to a proposal: {outcome:?}"))
+            }
         }
     }
+}
+
+impl From<ForwardReply> for Outcome<MembershipOutcome> {
+    fn from(reply: ForwardReply) -> Self {
+        match reply {
+            ForwardReply::Membership(outcome) => Outcome::Done(outcome),
+            ForwardReply::NotLeader { leader } => Outcome::Redirect(leader),
+            ForwardReply::Failed { reason } => Outcome::Retry(reason),
+            ForwardReply::Applied { .. } => {
+                Outcome::Retry("a proposal's answer to a membership change".to_string())
+            }
+            ForwardReply::Busy { .. } => {
+                Outcome::Retry("a busy proposal queue's answer to a membership change".to_string())
+            }
+        }
+    }
+}
+
+/// What one group's leader did with a membership change ([`RaftNode::change_members`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChange {
+    pub group_id: GroupId,
+    pub outcome: MembershipOutcome,
 }
 
 impl From<ReadIndexReply> for Outcome<LogPosition> {
@@ -84,6 +111,17 @@ impl<A: Application> RaftNode<A> {
             .table
             .get(group_id)
             .ok_or(ProposeError::UnknownGroup { group_id })
+    }
+
+    /// [`ProposeError::Removed`] if this node holds that it was removed from the group.
+    fn refuse_if_removed(&self, group_id: GroupId) -> Result<(), ProposeError> {
+        if self.is_removed(group_id) {
+            return Err(ProposeError::Removed {
+                group_id,
+                node_id: self.inner.node_id,
+            });
+        }
+        Ok(())
     }
 
     /// Runs `attempt` on the group's leader until it is done or `deadline` passes.
@@ -217,6 +255,7 @@ impl<A: Application> RaftNode<A> {
         deadline: Instant,
     ) -> Result<Proposed, ProposeError> {
         let group = self.group(group_id)?;
+        self.refuse_if_removed(group_id)?;
         if let Some(reason) = self.inner.table.alarm.reason() {
             return Err(ProposeError::NoSpace {
                 node_id: self.inner.node_id,
@@ -256,6 +295,7 @@ impl<A: Application> RaftNode<A> {
         deadline: Instant,
     ) -> Result<LogPosition, ProposeError> {
         let group = self.group(group_id)?;
+        self.refuse_if_removed(group_id)?;
         let result = self
             .on_leader(group_id, deadline, |target, remaining| async move {
                 match target {
@@ -313,12 +353,12 @@ impl<A: Application> RaftNode<A> {
         deadline: Instant,
     ) -> Result<LogPosition, ProposeError> {
         let group = self.group(group_id)?;
-        let proposed = self
+        let proposed: Proposed = self
             .on_leader(group_id, deadline, |target, remaining| {
                 let request = request.clone();
                 async move {
                     match target {
-                        None => bounded(remaining, local_admin(&group.raft, request))
+                        None => bounded(remaining, local_admin(group, &self.inner.table.rules, request))
                             .await
                             .map(Outcome::from),
                         Some(id) => Ok(Outcome::from(
@@ -344,42 +384,73 @@ impl<A: Application> RaftNode<A> {
             .map(|_| ())
     }
 
-    /// Adds `node_id` as a learner of every group (without waiting for it to catch up).
-    pub async fn add_learner(
+    /// Asks one group's leader to make (or, with `check_only`, to check) a guarded membership
+    /// change; its answer says what it did or why it refused.
+    pub async fn change_group_members(
         &self,
-        node_id: NodeId,
-        node: Node,
+        group_id: GroupId,
+        change: MembershipChange,
+        check_only: bool,
         deadline: Instant,
-    ) -> Result<(), RaftNodeError> {
-        self.inner.router.set_peer_addr(node_id, &node.peer_addr);
-        for group_id in 0..self.inner.config.group_count {
-            let request = AdminRequest::AddLearner {
-                node_id,
-                node: node.clone(),
-            };
-            self.admin_on_leader(group_id, request, deadline).await?;
-        }
-        Ok(())
+    ) -> Result<MembershipOutcome, ProposeError> {
+        let group = self.group(group_id)?;
+        let request = AdminRequest::Membership { change, check_only };
+        self.on_leader(group_id, deadline, |target, remaining| {
+            let request = request.clone();
+            async move {
+                match target {
+                    None => bounded(remaining, local_admin(group, &self.inner.table.rules, request))
+                        .await
+                        .map(Outcome::from),
+                    Some(id) => Ok(Outcome::from(
+                        self.inner.router.admin(id, group_id, request, remaining).await?,
+                    )),
+                }
+            }
+        })
+        .await
     }
 
-    /// Makes `node_id`, already a learner ([`RaftNode::add_learner`]), a voter of every group;
-    /// each group's leader keeps its other voters.
-    pub async fn add_voter(&self, node_id: NodeId, deadline: Instant) -> Result<(), RaftNodeError> {
-        for group_id in 0..self.inner.config.group_count {
-            self.admin_on_leader(group_id, AdminRequest::AddVoter { node_id }, deadline)
-                .await?;
+    /// Makes a membership change in every group, each on its group's leader under the guards of
+    /// `crate::membership`, and returns what each leader did. A promotion or removal is first
+    /// checked in every group: if any leader refuses, nothing is changed anywhere and the
+    /// answer holds the refusals (and the groups that would have changed, as
+    /// [`MembershipOutcome::Allowed`]). Otherwise every group is changed; a leader may still
+    /// refuse if its view changed in between (the answer says which groups changed). Adding a
+    /// learner has no guard and is not checked first. Idempotent: a group where the node already
+    /// has the role asked for answers [`MembershipOutcome::Unchanged`].
+    pub async fn change_members(
+        &self,
+        change: MembershipChange,
+        deadline: Instant,
+    ) -> Result<Vec<GroupChange>, RaftNodeError> {
+        if let MembershipChange::AddLearner { node_id, node } = &change {
+            self.inner.router.set_peer_addr(*node_id, &node.peer_addr);
         }
-        Ok(())
-    }
-
-    /// Removes `node_id` from every group, as voter or learner. Idempotent: a group the node
-    /// already left is skipped by its leader.
-    pub async fn remove_node(&self, node_id: NodeId, deadline: Instant) -> Result<(), RaftNodeError> {
-        for group_id in 0..self.inner.config.group_count {
-            self.admin_on_leader(group_id, AdminRequest::RemoveNode { node_id }, deadline)
-                .await?;
+        let groups = 0..self.inner.config.group_count;
+        if !matches!(change, MembershipChange::AddLearner { .. }) {
+            let mut checked = Vec::new();
+            for group_id in groups.clone() {
+                let outcome = self
+                    .change_group_members(group_id, change.clone(), true, deadline)
+                    .await?;
+                checked.push(GroupChange { group_id, outcome });
+            }
+            if checked
+                .iter()
+                .any(|c| matches!(c.outcome, MembershipOutcome::Refused(_)))
+            {
+                return Ok(checked);
+            }
         }
-        Ok(())
+        let mut changes = Vec::new();
+        for group_id in groups {
+            let outcome = self
+                .change_group_members(group_id, change.clone(), false, deadline)
+                .await?;
+            changes.push(GroupChange { group_id, outcome });
+        }
+        Ok(changes)
     }
 
     /// Makes `voters` the voter set of every group; voters dropped from it leave the groups.

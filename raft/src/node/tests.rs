@@ -737,6 +737,9 @@ async fn t20_lagging_follower_catches_up_by_log_then_by_snapshot() {
 /// Mutual TLS on the peer port.
 mod tls;
 
+/// Guarded membership changes, and a group marked removed.
+mod membership;
+
 /// Regression (Jepsen `set` under kill -9 of every node): a leader that restarts must not
 /// resume leadership in its old term, where its read index could lag a write it had already
 /// acknowledged. After the restart it leads again only after winning a new election.

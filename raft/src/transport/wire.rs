@@ -17,6 +17,7 @@ use openraft::raft::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::membership::{MembershipChange, MembershipOutcome};
 use crate::state_machine::position_of;
 use crate::type_config::{GroupId, Node, NodeId, Request, Response, SnapshotMeta, TypeConfig, Vote};
 use crate::LogPosition;
@@ -69,6 +70,14 @@ pub enum AdminRequest {
     /// Removes a node from the group, whether voter or learner; a node already gone is a no-op.
     RemoveNode {
         node_id: NodeId,
+    },
+    /// A membership change under the guards of `crate::membership` (what this release sends;
+    /// `AddLearner`, `AddVoter` and `RemoveNode` above are unguarded and still answered for
+    /// nodes of earlier releases). `check_only`: apply the rules, change nothing. Answered with
+    /// [`ForwardReply::Membership`].
+    Membership {
+        change: MembershipChange,
+        check_only: bool,
     },
 }
 
@@ -146,6 +155,9 @@ pub enum ForwardReply {
     /// `limit`): the request was not queued and will never commit. Sent to the caller at once;
     /// not retried before the caller's client comes back (`node::proposals`).
     Busy { queued: u64, limit: u64 },
+    /// What the leader did with an `AdminRequest::Membership`: changed, nothing to do, or
+    /// refused by a guard.
+    Membership(MembershipOutcome),
 }
 
 impl ForwardReply {

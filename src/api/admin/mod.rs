@@ -4,8 +4,8 @@
 //! GET    /admin/status                               this node: identity, disk use, view of every group
 //! GET    /admin/cluster                              every member's status, merged (the dashboard's data)
 //! POST   /admin/members/learners                     add a learner everywhere  {"node_id","peer_addr","api_addr"}
-//! POST   /admin/members/voters                       promote a learner everywhere  {"node_id"}
-//! DELETE /admin/members/{node_id}                    remove a voter or learner from every group
+//! POST   /admin/members/voters                       promote a caught-up learner everywhere  {"node_id","force"?}
+//! DELETE /admin/members/{node_id}                    remove a voter or learner from every group  (?force=true)
 //! POST   /admin/groups/{group}/transfer-leader       hand a group's leadership  {"to"}
 //! POST   /admin/rebalance                            spread group leaders evenly over the voters
 //! POST   /admin/verify                               compare every replica of every group  {"groups"?: [..]}
@@ -21,7 +21,9 @@
 //! forwards). Membership operations are idempotent, so a 503 (no leader or quorum before the
 //! deadline, possibly after some groups changed) is answered by retrying. Errors use the client
 //! API's body, `{"error": {"code", "message"}}`: 400 for bad input, 404 for an unknown group or
-//! node, 503 when no leader or quorum answered in time.
+//! node, 409 for a membership change a group's leader refused (`not_caught_up`,
+//! `too_few_voters`, `not_a_learner`; `error.details` says what each group answered), 503 when no
+//! leader or quorum answered in time.
 //!
 //! One file per concern: `cluster` (status and overview), `members` (membership),
 //! `leadership` (transfer and rebalance), `verify`, `repair`, `snapshots`, `backup`, `digests` (digests

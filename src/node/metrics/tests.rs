@@ -108,6 +108,10 @@ fn metrics_of(role: GroupRole, committed: Option<u64>, matched: &[(NodeId, Optio
             .then(|| matched.iter().copied().collect::<BTreeMap<_, _>>()),
         since_acked: None,
         fatal: None,
+        membership_log: None,
+        membership_committed: true,
+        since_leader_contact: std::time::Duration::ZERO,
+        removed: false,
     }
 }
 

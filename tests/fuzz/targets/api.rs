@@ -283,7 +283,13 @@ fn serve(data: &[u8]) {
             for learner in &metrics.learners {
                 if node
                     .runtime
-                    .block_on(node.raft.remove_node(*learner, deadline))
+                    .block_on(node.raft.change_members(
+                        dovetail_raft::MembershipChange::Remove {
+                            node_id: *learner,
+                            force: true,
+                        },
+                        deadline,
+                    ))
                     .is_err()
                 {
                     super::setup(|| cell.take().expect("a node").stop());

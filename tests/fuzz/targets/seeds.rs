@@ -19,7 +19,8 @@ use dovetail_raft::transport::wire::{
     ResponseFrame, SnapshotHeader,
 };
 use dovetail_raft::{
-    Batch, Entry, LeaderId, LogId, Membership, Node, Request, Response, SnapshotMeta, StoredMembership, Vote,
+    Batch, Entry, LeaderId, LogId, MemberRole, Membership, MembershipChange, MembershipOutcome, Node,
+    Refusal, Request, Response, SnapshotMeta, StoredMembership, Vote,
 };
 use openraft::entry::RaftEntry;
 use openraft::raft::{
@@ -468,6 +469,32 @@ fn request_frames() -> Vec<(&'static str, RequestFrame)> {
             "admin-remove-node",
             frame(12, RequestBody::Admin(AdminRequest::RemoveNode { node_id: 3 })),
         ),
+        (
+            "admin-membership-promote",
+            frame(
+                13,
+                RequestBody::Admin(AdminRequest::Membership {
+                    change: MembershipChange::Promote {
+                        node_id: 4,
+                        force: false,
+                    },
+                    check_only: true,
+                }),
+            ),
+        ),
+        (
+            "admin-membership-remove",
+            frame(
+                14,
+                RequestBody::Admin(AdminRequest::Membership {
+                    change: MembershipChange::Remove {
+                        node_id: 3,
+                        force: true,
+                    },
+                    check_only: false,
+                }),
+            ),
+        ),
     ]
 }
 
@@ -535,6 +562,32 @@ fn response_frames() -> Vec<(&'static str, ResponseFrame)> {
                 Ok(ResponseBody::Forward(ForwardReply::Failed {
                     reason: "stepped down".into(),
                 })),
+            ),
+        ),
+        (
+            "membership-changed",
+            frame(
+                13,
+                Ok(ResponseBody::Forward(ForwardReply::Membership(
+                    MembershipOutcome::Changed {
+                        position: LogPosition::new(3, 11),
+                        role: MemberRole::Voter,
+                    },
+                ))),
+            ),
+        ),
+        (
+            "membership-refused",
+            frame(
+                14,
+                Ok(ResponseBody::Forward(ForwardReply::Membership(
+                    MembershipOutcome::Refused(Refusal::TooFewVoters {
+                        node_id: 3,
+                        voters_after: BTreeSet::from([1, 2]),
+                        unreachable_after: BTreeSet::new(),
+                        min_voters: 3,
+                    }),
+                ))),
             ),
         ),
         (
