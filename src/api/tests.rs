@@ -67,12 +67,13 @@ impl MailService for LocalService {
     {
         let group = group_of(user, GROUPS);
         let guard = self.groups[&group].lock().unwrap();
-        if options
-            .min_applied
-            .is_some_and(|m| guard.0.applied().is_none_or(|a| a.index < m))
-        {
-            return Err(ServiceError::Unavailable {
-                reason: "min_applied not reached".into(),
+        // Everything this stand-in committed it has applied: a token above it is no token.
+        let committed = guard.0.applied().map_or(0, |a| a.index);
+        if let Some(min_applied) = options.min_applied.filter(|&m| m > committed) {
+            return Err(ServiceError::BeyondCommitted {
+                group,
+                min_applied,
+                committed,
             });
         }
         Ok(ReadAck {
@@ -312,7 +313,51 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "POST",
             "/v1/users/carol/mailboxes",
             Some(json!({"nam": "x"})),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        // A mistyped field is bad input like any other: 400 on every route (it was 422).
+        (
+            "POST",
+            "/v1/users/carol/mailboxes",
+            Some(json!({"name": 5})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/store",
+            Some(json!({"uids": 1, "mode": "add", "flags": []})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/messages",
+            Some(json!({"messages": {"guid": "000000000000000000000000000000aa"}})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/rename",
+            Some(json!({"to": ["x"]})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        // UID sets follow RFC 3501: no sign, no leading zero, no whitespace.
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/store",
+            Some(json!({"uids": "+1", "mode": "add", "flags": []})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/expunge",
+            Some(json!({"uids": "01"})),
+            StatusCode::BAD_REQUEST,
             "invalid",
         ),
         (
@@ -437,9 +482,46 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     );
 }
 
+/// `expected_guids` names each UID once, spelled as an RFC 3501 `nz-number`: a JSON object
+/// that repeats a key (serde kept the last one silently) or spells one UID two ways is refused,
+/// and nothing is expunged.
+#[tokio::test]
+async fn expected_guids_with_a_repeated_uid_are_refused() {
+    let c = Client::new();
+    c.call("POST", "/v1/users/erin/mailboxes", Some(json!({"name": "INBOX"})))
+        .await;
+    let guid = "000000000000000000000000000000e1";
+    c.call(
+        "POST",
+        "/v1/users/erin/mailboxes/INBOX/messages",
+        Some(json!({"messages": [{"guid": guid, "size": 1}]})),
+    )
+    .await;
+    let other = "000000000000000000000000000000e2";
+    for body in [
+        format!(r#"{{"uids":"1","expected_guids":{{"1":"{other}","1":"{guid}"}}}}"#),
+        format!(r#"{{"uids":"1","expected_guids":{{"1":"{guid}","01":"{other}"}}}}"#),
+        format!(r#"{{"uids":"1","expected_guids":{{"+1":"{guid}"}}}}"#),
+        format!(r#"{{"uids":"1","expected_guids":{{"x":"{guid}"}}}}"#),
+    ] {
+        let request = Request::post("/v1/users/erin/mailboxes/INBOX/expunge")
+            .header("content-type", "application/json")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let (s, v) = c.send(request).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{body}: {v}"
+        );
+    }
+    let (_, v) = c.call("GET", "/v1/users/erin/mailboxes/INBOX", None).await;
+    assert_eq!(v["exists"], 1, "{v}");
+}
+
 /// Every read takes `consistency` and `min_applied` the same way (one `ReadQuery`, flattened into
-/// the reads with parameters of their own): a token not yet applied is waited for (here: refused
-/// by the local service), a bad value or an unknown parameter is 400 `invalid`.
+/// the reads with parameters of their own): a token beyond anything the group committed, a bad
+/// value or an unknown parameter is 400 `invalid`.
 #[tokio::test]
 async fn every_read_takes_the_freshness_parameters() {
     let c = Client::new();
@@ -464,13 +546,13 @@ async fn every_read_takes_the_freshness_parameters() {
         let (s, v) = c.call("GET", &uri, None).await;
         assert_eq!(s, StatusCode::OK, "{uri}: {v}");
         assert!(v["applied"].as_u64().unwrap() >= token, "{uri}: {v}");
-        let uri = format!("{read}min_applied={}", token + 100);
-        let (s, v) = c.call("GET", &uri, None).await;
-        assert_eq!(
-            (s, error_code(&v)),
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            "{uri}"
-        );
+        // A token beyond anything the group committed is a client's mistake: 400 at once.
+        for beyond in [token + 100, u64::MAX] {
+            let uri = format!("{read}min_applied={beyond}");
+            let (s, v) = c.call("GET", &uri, None).await;
+            assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "invalid"), "{uri}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("beyond"), "{v}");
+        }
         for bad in ["min_applied=x", "consistency=eventual", "colour=blue"] {
             let uri = format!("{read}{bad}");
             let (s, v) = c.call("GET", &uri, None).await;

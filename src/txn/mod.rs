@@ -24,6 +24,22 @@ pub use outcome::{Outcome, Rejection};
 pub use uid_set::{UidSet, UidSetError};
 pub use validate::TxnError;
 
+/// Most bytes of a client's input an error message or a log line quotes: a 10 KB bad name is
+/// not echoed.
+pub const MAX_QUOTED_BYTES: usize = 64;
+
+/// `input` cut to at most [`MAX_QUOTED_BYTES`] (on a character boundary), marked when cut.
+pub fn quoted(input: &str) -> String {
+    if input.len() <= MAX_QUOTED_BYTES {
+        return input.to_string();
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &input[..end], input.len())
+}
+
 /// A 16-byte GUID (mailbox GUID, or a message's content id).
 pub type Guid = [u8; 16];
 
