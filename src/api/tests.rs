@@ -240,6 +240,68 @@ async fn mailbox_lifecycle_and_messages() {
     assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, "no_such_mailbox"));
 }
 
+/// `/changes` pages like `/messages`: `limit` (default 1,000, at most 10,000), and `next` to
+/// continue; a store between two pages comes back in a later page, not lost behind the cursor.
+#[tokio::test]
+async fn changes_are_paged_with_a_cursor() {
+    let c = Client::new();
+    c.call("POST", "/v1/users/fay/mailboxes", Some(json!({"name": "INBOX"})))
+        .await;
+    let messages: Vec<Value> = (1..=5)
+        .map(|i| json!({"guid": format!("{i:032x}"), "size": i}))
+        .collect();
+    c.call(
+        "POST",
+        "/v1/users/fay/mailboxes/INBOX/messages",
+        Some(json!({"messages": messages})),
+    )
+    .await;
+    let base = "/v1/users/fay/mailboxes/INBOX/changes";
+    let (s, first) = c.call("GET", &format!("{base}?since=0&limit=2"), None).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    let uids = |v: &Value| -> Vec<u64> {
+        v["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["uid"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!((uids(&first), &first["more"]), (vec![1, 2], &json!(true)));
+    assert_eq!(first["next"], json!({"since": 2, "after_uid": 2}), "{first}");
+    // UID 1 changes behind the cursor: it comes back after the others, with its new MODSEQ.
+    c.call(
+        "POST",
+        "/v1/users/fay/mailboxes/INBOX/store",
+        Some(json!({"uids": "1", "mode": "add", "flags": ["\\Seen"]})),
+    )
+    .await;
+    let next = &first["next"];
+    let uri = format!(
+        "{base}?since={}&after_uid={}&limit=10",
+        next["since"], next["after_uid"]
+    );
+    let (s, rest) = c.call("GET", &uri, None).await;
+    assert_eq!(s, StatusCode::OK, "{rest}");
+    assert_eq!(
+        (uids(&rest), &rest["more"]),
+        (vec![3, 4, 5, 1], &json!(false)),
+        "{rest}"
+    );
+    assert_eq!(rest["next"], json!({"since": rest["highest_modseq"]}), "{rest}");
+    let (_, all) = c.call("GET", &format!("{base}?since=0"), None).await;
+    assert_eq!(uids(&all).len(), 5, "{all}");
+    for bad in ["limit=0", "limit=10001", "after_uid=x", "since=1&since=2"] {
+        let uri = format!("{base}?since=0&{bad}");
+        let (s, v) = c.call("GET", &uri, None).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{uri}: {v}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_retry_is_applied_once() {
     let c = Client::new();
