@@ -230,6 +230,7 @@ mod tests {
             snapshots_installed: Some(0),
             last_error: None,
             encoding: Some(1),
+            legacy_names: Vec::new(),
         }
     }
 

@@ -90,7 +90,19 @@ pub async fn run(
     let max_encoding = config.max_encoding();
     let raft = RaftNode::start(raft_config, peer_listener, move |group| {
         let machine = GroupStateMachine::open(&dirs[group as usize]).map_err(std::io::Error::other)?;
-        Ok(MailGroup::new(machine, max_encoding))
+        let mail_group = MailGroup::new(machine, max_encoding);
+        if !mail_group.legacy_names().is_empty() {
+            // Once per group and start. Such names came before log encoding 2; the API now
+            // normalizes names to NFC, so one not in NFC is no longer reachable by its name.
+            tracing::warn!(
+                group,
+                names = %mail_group.legacy_names().join("; "),
+                "names stored before log encoding 2 are not in Unicode NFC or hold invisible \
+                 characters; they stay as they are (renaming them would change replicated state), \
+                 and new writes cannot name them"
+            );
+        }
+        Ok(mail_group)
     })
     .await?;
     if config.bootstrap {

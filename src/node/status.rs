@@ -82,6 +82,10 @@ pub struct GroupStatus {
     /// The group's active log encoding as of what this node applied.
     #[serde(default)]
     pub encoding: Option<u8>,
+    /// Names stored before log encoding 2 that it refuses (not NFC, invisible characters),
+    /// as found when this node opened the group (`MailGroup::legacy_names`); absent if none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_names: Vec<String>,
 }
 
 impl GroupStatus {
@@ -102,6 +106,7 @@ impl GroupStatus {
             snapshots_installed,
             last_error: m.fatal.clone(),
             encoding: None,
+            legacy_names: Vec::new(),
         }
     }
 }
@@ -205,6 +210,9 @@ pub async fn node_status(raft: &RaftNode<MailGroup>, info: &std::sync::Arc<NodeI
             let mut status =
                 GroupStatus::from_metrics(&m, raft.with_app(g, |app| app.snapshots_installed()).ok());
             status.encoding = raft.with_app(g, MailGroup::encoding).ok();
+            status.legacy_names = raft
+                .with_app(g, |app| app.legacy_names().to_vec())
+                .unwrap_or_default();
             if status.last_error.is_none() {
                 status.last_error = raft.last_error(g).ok().flatten().map(|(at, message)| {
                     let age = at.elapsed().unwrap_or_default().as_secs();

@@ -6,8 +6,8 @@ use serde::Serialize;
 use super::apply::hex;
 use super::group_state::{GroupState, MailboxFiles};
 use crate::index::{flag_bits, ChangesCursor, MailboxIndex, Record, Storage};
-use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name};
-use crate::txn::{Guid, TxnError, UidSet};
+use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name, check_name_text};
+use crate::txn::{quoted, Guid, TxnError, UidSet};
 
 /// Why a read could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,6 +177,30 @@ impl<F: MailboxFiles> GroupState<F> {
                 after_uid: page.next.after_uid,
             },
         })
+    }
+
+    /// The user and mailbox names of this group that log encoding 2 refuses in new writes: not
+    /// in Unicode NFC, or holding a default-ignorable (invisible, bidi control) code point
+    /// (`txn::validate::check_name_text`). Only names stored before encoding 2 can be such.
+    /// Each as `user "…"` or `mailbox "…" of user "…"` with the reason, every name quoted at
+    /// most 64 bytes, in name order. O(names): meant for a group's open, not for every request.
+    pub fn legacy_names(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (user, mailboxes) in &self.manifest.users {
+            if let Err(TxnError::InvalidName { reason, .. }) = check_name_text("user name", user) {
+                found.push(format!("user {:?}: {reason}", quoted(user)));
+            }
+            for name in mailboxes.keys() {
+                if let Err(TxnError::InvalidName { reason, .. }) = check_name_text("mailbox name", name) {
+                    found.push(format!(
+                        "mailbox {:?} of user {:?}: {reason}",
+                        quoted(name),
+                        quoted(user)
+                    ));
+                }
+            }
+        }
+        found
     }
 
     /// Records changed and UIDs expunged after `modseq`, all of them.
