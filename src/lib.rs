@@ -39,3 +39,8 @@ pub mod placement;
 pub mod service;
 pub mod state_machine;
 pub mod txn;
+
+/// The seeded generator of the library's randomized tests (one copy: `tests/support/rng.rs`).
+#[cfg(test)]
+#[path = "../tests/support/rng.rs"]
+pub(crate) mod test_rng;

@@ -77,6 +77,15 @@ pub enum ServiceError {
     /// (its copy stopped following the group); the group's members do.
     #[error("{reason}")]
     Removed { reason: String },
+    /// A read's `min_applied` is above every log index the group's leader has committed: it is
+    /// no token of an acknowledged write of this group (a client's mistake, not a reason to
+    /// wait and retry).
+    #[error("min_applied {min_applied} is beyond anything group {group} has committed ({committed}): not a token of this group's writes")]
+    BeyondCommitted {
+        group: u32,
+        min_applied: u64,
+        committed: u64,
+    },
     /// The op needs a log encoding the group has not enabled yet (a rolling upgrade is not
     /// finished): a client mistake for now, not a reason to retry soon.
     #[error(transparent)]

@@ -6,6 +6,11 @@
 //! before any handler runs, so it can change nothing. Tokens are compared through their SHA-256
 //! digests in constant time: neither the content nor the length of the expected token leaks
 //! through timing, and no token is ever logged or echoed.
+//!
+//! A valid token also tells the connection it came on ([`ConnectionAuth`], put in each request's
+//! extensions by the API listener, `node::api_server`): connections that have not yet sent a
+//! request with a valid token have a small budget of their own, so that they cannot use up the
+//! places of clients that have.
 
 use std::sync::Arc;
 
@@ -70,6 +75,34 @@ impl BearerToken {
     }
 }
 
+/// The connection a request arrived on, as far as tokens go: told when one of its requests
+/// carries a valid token.
+pub trait AuthenticatedConnection: Send + Sync {
+    /// A request with a valid token arrived. `false` if the connection may not go on as an
+    /// authenticated one (the node has no place for another): the request is refused.
+    fn authenticated(&self) -> bool;
+}
+
+/// A request extension: the connection it came on (absent when a router is called directly,
+/// as in tests).
+#[derive(Clone)]
+pub struct ConnectionAuth(pub Arc<dyn AuthenticatedConnection>);
+
+/// The answer to a request with a valid token on a connection that may not go on: 429 `busy`,
+/// and the connection closes after it.
+fn no_room_for_connection() -> axum::response::Response {
+    let mut response = ApiError::new(
+        ErrorCode::Busy,
+        "this node has no place for another connection with a valid token \
+         (--max-connections): retry, or reuse an open connection",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Wraps every route of `router` so that it requires `token`. Unknown paths still get the
 /// plain 404 (they reveal nothing and change nothing).
 pub fn require_bearer(router: Router, token: BearerToken) -> Router {
@@ -77,7 +110,13 @@ pub fn require_bearer(router: Router, token: BearerToken) -> Router {
         let token = token.clone();
         async move {
             match token.check(request.headers().get(header::AUTHORIZATION)) {
-                Ok(()) => next.run(request).await,
+                Ok(()) => {
+                    let connection = request.extensions().get::<ConnectionAuth>();
+                    if connection.is_some_and(|c| !c.0.authenticated()) {
+                        return no_room_for_connection();
+                    }
+                    next.run(request).await
+                }
                 Err(e) => {
                     let mut response = e.into_response();
                     response

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dovetail_raft::{ProposeError, RaftNodeError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::node::peer_api::PeerApiError;
@@ -22,17 +22,14 @@ use crate::state_machine::ReadError;
 use crate::txn::{Rejection, TxnError};
 
 /// What went wrong, as a client sees it: the `code` of the JSON error body. Stable and
-/// machine-readable; the string is the variant's name in snake_case (one exception noted on
-/// [`ErrorCode::InvalidBody`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// machine-readable; the string is the variant's name in snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// Bad input: names, flags, UID sets, GUIDs, query parameters, JSON syntax, admin bodies.
+    /// Bad input: names, flags, UID sets, GUIDs, query parameters, a body that is not JSON or
+    /// does not fit the request (an unknown, missing or mistyped field), a `min_applied` beyond
+    /// what the group committed.
     Invalid,
-    /// A client API body that is JSON but does not fit the request (an unknown, missing or
-    /// mistyped field). Sent as `invalid`, with 422 instead of 400.
-    #[serde(rename = "invalid")]
-    InvalidBody,
     /// No bearer token, or not this router's token.
     Unauthorized,
     /// No route matches the path.
@@ -93,7 +90,6 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::Invalid | ErrorCode::RenameIntoSelf => StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::NotFound
             | ErrorCode::NoSuchMailbox
@@ -187,6 +183,28 @@ impl ApiError {
             e => ApiError::new(ErrorCode::Unavailable, format!("node {node_id}: {e}")),
         }
     }
+
+    /// The answer of another member, `node_id`, that did the work of this request (a repair of
+    /// its own replica, say): its error, code and status alike, so that one kind of error has
+    /// one status whichever node was asked. An answer that is not a JSON error is
+    /// [`ApiError::peer_failure`].
+    pub fn relayed(node_id: u64, e: PeerApiError) -> ApiError {
+        #[derive(Deserialize)]
+        struct Body {
+            error: Inner,
+        }
+        #[derive(Deserialize)]
+        struct Inner {
+            code: ErrorCode,
+            message: String,
+        }
+        if let PeerApiError::Status { body, .. } = &e {
+            if let Ok(Body { error }) = serde_json::from_str::<Body>(body) {
+                return ApiError::new(error.code, format!("node {node_id}: {}", error.message));
+            }
+        }
+        ApiError::peer_failure(node_id, e)
+    }
 }
 
 impl ErrorCode {
@@ -222,20 +240,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Most bytes of a client's input an error message quotes: a 10 KB bad name is not echoed.
-pub const MAX_QUOTED_BYTES: usize = 64;
-
-/// `input` cut to at most [`MAX_QUOTED_BYTES`] (on a character boundary), marked when cut.
-pub fn quoted(input: &str) -> String {
-    if input.len() <= MAX_QUOTED_BYTES {
-        return input.to_string();
-    }
-    let mut end = MAX_QUOTED_BYTES;
-    while !input.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &input[..end], input.len())
-}
+pub use crate::txn::{quoted, MAX_QUOTED_BYTES};
 
 impl From<TxnError> for ApiError {
     fn from(e: TxnError) -> ApiError {
@@ -280,6 +285,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
             ServiceError::TooLarge { .. } => ErrorCode::TooLarge,
             ServiceError::NotEnabled(_) => ErrorCode::NotEnabled,
+            ServiceError::BeyondCommitted { .. } => ErrorCode::Invalid,
             ServiceError::NoSpace { .. } => ErrorCode::InsufficientStorage,
             ServiceError::GroupStopped { .. } => ErrorCode::GroupStopped,
             ServiceError::Removed { .. } => ErrorCode::Removed,
@@ -343,6 +349,7 @@ impl From<RepairError> for ApiError {
             RepairError::Peer { node_id, error } => ApiError::peer_failure(node_id, error),
             RepairError::NoOtherVoter | RepairError::SourceIsReplica => ApiError::invalid(e.to_string()),
             RepairError::NotMember { .. } => ApiError::new(ErrorCode::NoSuchNode, e.to_string()),
+            RepairError::NoSuchMailbox { .. } => ApiError::new(ErrorCode::NoSuchMailbox, e.to_string()),
             RepairError::Busy { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string()),
             RepairError::NoAppliedHeader { .. } => ApiError::internal(e.to_string()),
             RepairError::BadCopy { .. } => ApiError::new(ErrorCode::BadCopy, e.to_string()),
@@ -380,7 +387,6 @@ mod tests {
         use ErrorCode::*;
         let expected = [
             (Invalid, "invalid", 400),
-            (InvalidBody, "invalid", 422),
             (Unauthorized, "unauthorized", 401),
             (NotFound, "not_found", 404),
             (MethodNotAllowed, "method_not_allowed", 405),
@@ -447,6 +453,74 @@ mod tests {
         let response = service.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()["retry-after"], "1");
+    }
+
+    /// Client mistakes are 4xx whichever node was asked: a repair of an unknown mailbox is 404
+    /// on the replica and, relayed, on the node that passed it on (it was 503 there); a token
+    /// beyond the group's commit is 400; only what may succeed later is 503.
+    #[test]
+    fn client_mistakes_are_4xx_and_relayed_with_their_status() {
+        let unknown = RepairError::NoSuchMailbox {
+            group: 2,
+            mailbox_guid: "ab".repeat(16),
+            node_id: 3,
+        };
+        let api = ApiError::from(unknown);
+        assert_eq!(api.status(), StatusCode::NOT_FOUND);
+        let answer =
+            serde_json::to_string(&json!({"error": {"code": api.code, "message": api.message}})).unwrap();
+        let relayed = ApiError::relayed(
+            3,
+            PeerApiError::Status {
+                url: "http://n3/admin/...".into(),
+                status: 404,
+                body: answer,
+            },
+        );
+        assert_eq!(
+            (relayed.code, relayed.status()),
+            (ErrorCode::NoSuchMailbox, StatusCode::NOT_FOUND)
+        );
+        assert!(
+            relayed.message.starts_with("node 3: group 2 has no mailbox"),
+            "{}",
+            relayed.message
+        );
+        // An answer that is no JSON error is still the peer's failure.
+        let garbled = ApiError::relayed(
+            3,
+            PeerApiError::Status {
+                url: "u".into(),
+                status: 418,
+                body: "<html>".into(),
+            },
+        );
+        assert_eq!(garbled.code, ErrorCode::PeerRefused);
+        let timeout = ApiError::relayed(
+            3,
+            PeerApiError::Timeout {
+                url: "u".into(),
+                timeout: std::time::Duration::from_secs(1),
+            },
+        );
+        assert_eq!(timeout.code, ErrorCode::Unavailable);
+        let beyond = ApiError::from(ServiceError::BeyondCommitted {
+            group: 1,
+            min_applied: u64::MAX,
+            committed: 35,
+        });
+        assert_eq!(
+            (beyond.code, beyond.status()),
+            (ErrorCode::Invalid, StatusCode::BAD_REQUEST)
+        );
+        for retry in [
+            ServiceError::Unavailable {
+                reason: "no quorum".into(),
+            },
+            ServiceError::ShuttingDown,
+        ] {
+            assert_eq!(ApiError::from(retry).status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
     }
 
     #[test]

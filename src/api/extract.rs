@@ -10,11 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, ErrorCode};
-use crate::txn::{Guid, UidSet};
+use super::error::{quoted, ApiError, ErrorCode};
+use crate::txn::{Guid, UidSet, UidSetError};
 
-/// A JSON request body. 400 for syntax errors, 422 for a body of the wrong shape, 413 past the
-/// body limit, 415 without a JSON content type.
+/// A JSON request body: 400 `invalid` for a body that is not JSON or does not fit the request
+/// (an unknown, missing or mistyped field: one status for one kind of mistake, on every route),
+/// 413 past the body limit, 415 without a JSON content type.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -32,27 +33,14 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let code = match rejection.status().as_u16() {
         413 => ErrorCode::TooLarge,
         415 => ErrorCode::UnsupportedMediaType,
-        422 => ErrorCode::InvalidBody,
+        // axum answers a body of the wrong shape with 422: here it is bad input like any other.
         _ => ErrorCode::Invalid,
     };
     ApiError::new(code, rejection.body_text())
 }
 
-/// A JSON request body of the admin API: as [`JsonBody`], except that a body of the wrong
-/// shape is bad input like any other (400 `invalid`), not the client API's 422.
-pub struct AdminJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match JsonBody::<T>::from_request(req, state).await {
-            Ok(JsonBody(value)) => Ok(AdminJson(value)),
-            Err(e) if e.code == ErrorCode::InvalidBody => Err(ApiError::invalid(e.message)),
-            Err(e) => Err(e),
-        }
-    }
-}
+/// The admin routes' JSON body: [`JsonBody`] under the name its handlers know.
+pub use JsonBody as AdminJson;
 
 /// A JSON request body that may be left out: an empty (or blank) body means `T::default()`.
 /// Any content type is accepted; a body that does not parse is 400 `invalid`.
@@ -167,9 +155,12 @@ pub fn parse_guid(text: &str) -> Result<Guid, ApiError> {
     Ok(guid)
 }
 
-/// A UID set in IMAP syntax (`1:5,9`).
+/// A UID set in IMAP syntax (`1:5,9`); the error quotes at most 64 bytes of it.
 pub fn parse_uids(text: &str) -> Result<UidSet, ApiError> {
-    UidSet::parse(text).map_err(|e| ApiError::invalid(e.to_string()))
+    UidSet::parse(text).map_err(|e| match e {
+        UidSetError::Syntax(text) => ApiError::invalid(UidSetError::Syntax(quoted(&text)).to_string()),
+        e => ApiError::invalid(e.to_string()),
+    })
 }
 
 #[cfg(test)]

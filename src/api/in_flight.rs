@@ -3,8 +3,9 @@
 //! Every request a node serves holds memory (its connection's buffers, the task, the body, the
 //! parsed transaction, the leader's queue slot or the forward in flight) until it is answered,
 //! and an admitted write waits behind every write admitted before it. The API listener already
-//! caps open connections (`--max-connections`; HTTP/1.1 serves one request per connection at a
-//! time); this bounds the requests among them that are being served, well below: a request
+//! caps open connections (`--max-connections` with a valid token, `--max-pending-connections`
+//! without; HTTP/1.1 serves one request per connection at a time); this bounds the requests
+//! among them that are being served, well below: a request
 //! beyond `--max-in-flight` is answered 429 `busy` with `Retry-After` at once, before its body is
 //! read or anything is parsed, forwarded or queued — the cheapest refusal the node can make,
 //! so that refusing ten times the load it admits still leaves it the time to serve what it

@@ -67,12 +67,13 @@ impl MailService for LocalService {
     {
         let group = group_of(user, GROUPS);
         let guard = self.groups[&group].lock().unwrap();
-        if options
-            .min_applied
-            .is_some_and(|m| guard.0.applied().is_none_or(|a| a.index < m))
-        {
-            return Err(ServiceError::Unavailable {
-                reason: "min_applied not reached".into(),
+        // Everything this stand-in committed it has applied: a token above it is no token.
+        let committed = guard.0.applied().map_or(0, |a| a.index);
+        if let Some(min_applied) = options.min_applied.filter(|&m| m > committed) {
+            return Err(ServiceError::BeyondCommitted {
+                group,
+                min_applied,
+                committed,
             });
         }
         Ok(ReadAck {
@@ -239,6 +240,68 @@ async fn mailbox_lifecycle_and_messages() {
     assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, "no_such_mailbox"));
 }
 
+/// `/changes` pages like `/messages`: `limit` (default 1,000, at most 10,000), and `next` to
+/// continue; a store between two pages comes back in a later page, not lost behind the cursor.
+#[tokio::test]
+async fn changes_are_paged_with_a_cursor() {
+    let c = Client::new();
+    c.call("POST", "/v1/users/fay/mailboxes", Some(json!({"name": "INBOX"})))
+        .await;
+    let messages: Vec<Value> = (1..=5)
+        .map(|i| json!({"guid": format!("{i:032x}"), "size": i}))
+        .collect();
+    c.call(
+        "POST",
+        "/v1/users/fay/mailboxes/INBOX/messages",
+        Some(json!({"messages": messages})),
+    )
+    .await;
+    let base = "/v1/users/fay/mailboxes/INBOX/changes";
+    let (s, first) = c.call("GET", &format!("{base}?since=0&limit=2"), None).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    let uids = |v: &Value| -> Vec<u64> {
+        v["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["uid"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!((uids(&first), &first["more"]), (vec![1, 2], &json!(true)));
+    assert_eq!(first["next"], json!({"since": 2, "after_uid": 2}), "{first}");
+    // UID 1 changes behind the cursor: it comes back after the others, with its new MODSEQ.
+    c.call(
+        "POST",
+        "/v1/users/fay/mailboxes/INBOX/store",
+        Some(json!({"uids": "1", "mode": "add", "flags": ["\\Seen"]})),
+    )
+    .await;
+    let next = &first["next"];
+    let uri = format!(
+        "{base}?since={}&after_uid={}&limit=10",
+        next["since"], next["after_uid"]
+    );
+    let (s, rest) = c.call("GET", &uri, None).await;
+    assert_eq!(s, StatusCode::OK, "{rest}");
+    assert_eq!(
+        (uids(&rest), &rest["more"]),
+        (vec![3, 4, 5, 1], &json!(false)),
+        "{rest}"
+    );
+    assert_eq!(rest["next"], json!({"since": rest["highest_modseq"]}), "{rest}");
+    let (_, all) = c.call("GET", &format!("{base}?since=0"), None).await;
+    assert_eq!(uids(&all).len(), 5, "{all}");
+    for bad in ["limit=0", "limit=10001", "after_uid=x", "since=1&since=2"] {
+        let uri = format!("{base}?since=0&{bad}");
+        let (s, v) = c.call("GET", &uri, None).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{uri}: {v}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_retry_is_applied_once() {
     let c = Client::new();
@@ -312,7 +375,51 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "POST",
             "/v1/users/carol/mailboxes",
             Some(json!({"nam": "x"})),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        // A mistyped field is bad input like any other: 400 on every route (it was 422).
+        (
+            "POST",
+            "/v1/users/carol/mailboxes",
+            Some(json!({"name": 5})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/store",
+            Some(json!({"uids": 1, "mode": "add", "flags": []})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/messages",
+            Some(json!({"messages": {"guid": "000000000000000000000000000000aa"}})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/rename",
+            Some(json!({"to": ["x"]})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        // UID sets follow RFC 3501: no sign, no leading zero, no whitespace.
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/store",
+            Some(json!({"uids": "+1", "mode": "add", "flags": []})),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/users/carol/mailboxes/INBOX/expunge",
+            Some(json!({"uids": "01"})),
+            StatusCode::BAD_REQUEST,
             "invalid",
         ),
         (
@@ -437,9 +544,46 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     );
 }
 
+/// `expected_guids` names each UID once, spelled as an RFC 3501 `nz-number`: a JSON object
+/// that repeats a key (serde kept the last one silently) or spells one UID two ways is refused,
+/// and nothing is expunged.
+#[tokio::test]
+async fn expected_guids_with_a_repeated_uid_are_refused() {
+    let c = Client::new();
+    c.call("POST", "/v1/users/erin/mailboxes", Some(json!({"name": "INBOX"})))
+        .await;
+    let guid = "000000000000000000000000000000e1";
+    c.call(
+        "POST",
+        "/v1/users/erin/mailboxes/INBOX/messages",
+        Some(json!({"messages": [{"guid": guid, "size": 1}]})),
+    )
+    .await;
+    let other = "000000000000000000000000000000e2";
+    for body in [
+        format!(r#"{{"uids":"1","expected_guids":{{"1":"{other}","1":"{guid}"}}}}"#),
+        format!(r#"{{"uids":"1","expected_guids":{{"1":"{guid}","01":"{other}"}}}}"#),
+        format!(r#"{{"uids":"1","expected_guids":{{"+1":"{guid}"}}}}"#),
+        format!(r#"{{"uids":"1","expected_guids":{{"x":"{guid}"}}}}"#),
+    ] {
+        let request = Request::post("/v1/users/erin/mailboxes/INBOX/expunge")
+            .header("content-type", "application/json")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let (s, v) = c.send(request).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{body}: {v}"
+        );
+    }
+    let (_, v) = c.call("GET", "/v1/users/erin/mailboxes/INBOX", None).await;
+    assert_eq!(v["exists"], 1, "{v}");
+}
+
 /// Every read takes `consistency` and `min_applied` the same way (one `ReadQuery`, flattened into
-/// the reads with parameters of their own): a token not yet applied is waited for (here: refused
-/// by the local service), a bad value or an unknown parameter is 400 `invalid`.
+/// the reads with parameters of their own): a token beyond anything the group committed, a bad
+/// value or an unknown parameter is 400 `invalid`.
 #[tokio::test]
 async fn every_read_takes_the_freshness_parameters() {
     let c = Client::new();
@@ -464,13 +608,13 @@ async fn every_read_takes_the_freshness_parameters() {
         let (s, v) = c.call("GET", &uri, None).await;
         assert_eq!(s, StatusCode::OK, "{uri}: {v}");
         assert!(v["applied"].as_u64().unwrap() >= token, "{uri}: {v}");
-        let uri = format!("{read}min_applied={}", token + 100);
-        let (s, v) = c.call("GET", &uri, None).await;
-        assert_eq!(
-            (s, error_code(&v)),
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            "{uri}"
-        );
+        // A token beyond anything the group committed is a client's mistake: 400 at once.
+        for beyond in [token + 100, u64::MAX] {
+            let uri = format!("{read}min_applied={beyond}");
+            let (s, v) = c.call("GET", &uri, None).await;
+            assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "invalid"), "{uri}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("beyond"), "{v}");
+        }
         for bad in ["min_applied=x", "consistency=eventual", "colour=blue"] {
             let uri = format!("{read}{bad}");
             let (s, v) = c.call("GET", &uri, None).await;

@@ -327,7 +327,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         u32::from_le_bytes(b)
     };
     let shared = Arc::new(Shared {
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        // Idle connections are dropped before a node closes them (`api_server::KEEP_ALIVE_TIMEOUT`).
+        client: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(crate::node::peer_api::POOL_IDLE_TIMEOUT)
+            .build_http(),
         nodes: config
             .nodes
             .iter()

@@ -496,6 +496,40 @@ impl<S: Storage> MailboxIndex<S> {
         changed
     }
 
+    /// The records whose MODSEQ is at least `min_modseq`, as (position, MODSEQ, UID) in UID
+    /// order, skipping the blocks whose highest MODSEQ is lower (the summary `changed_since`
+    /// uses). Nothing is decoded but the two fields.
+    pub fn changed_positions(&self, min_modseq: u64) -> impl Iterator<Item = (usize, u64, u32)> + '_ {
+        let blocks = self
+            .modseq_blocks
+            .get_or_init(|| build_modseq_blocks(&self.storage, self.header.record_size(), 0, self.len()));
+        blocks
+            .iter()
+            .enumerate()
+            .filter(move |&(_, &block_max)| block_max >= min_modseq)
+            .flat_map(move |(b, _)| b * MODSEQ_BLOCK..(b * MODSEQ_BLOCK + MODSEQ_BLOCK).min(self.len()))
+            .filter_map(move |p| {
+                let bytes = self.record_bytes(p);
+                let modseq = Record::modseq_of(bytes);
+                (modseq >= min_modseq).then(|| (p, modseq, Record::uid_of(bytes)))
+            })
+    }
+
+    /// The position of the first tombstone with a MODSEQ of at least `min_modseq` (tombstones
+    /// are in MODSEQ order: a bisection).
+    pub fn first_tombstone_from(&self, min_modseq: u64) -> usize {
+        let (mut lo, mut hi) = (0usize, self.header.tombstone_count as usize);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.tombstone_at(mid).modseq >= min_modseq {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
     /// UIDs expunged with a MODSEQ above `modseq`, ascending (QRESYNC VANISHED).
     pub fn vanished_since(&self, modseq: u64) -> Vec<u32> {
         let count = self.header.tombstone_count as usize;

@@ -152,10 +152,16 @@ pub struct ServeConfig {
     /// API). Prefer the environment variable.
     #[arg(long, env = "DOVETAIL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
-    /// Most HTTP connections open at once on the API listener; further ones wait in the
-    /// kernel's accept queue.
+    /// Most API connections that have sent a request with a valid token open at once; a request
+    /// with a token on one more is refused 429 `busy` and its connection closed
+    /// (`node::listener`).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Most API connections that have not yet sent a request with a valid token; one more
+    /// takes the place of the oldest that has sent nothing (or is over a second into its request
+    /// head), which is closed.
+    #[arg(long, default_value_t = super::listener::DEFAULT_MAX_PENDING, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_connections: u32,
     /// PEM certificate chain: serve the API over TLS (with --tls-key).
     #[arg(long)]
     pub tls_cert: Option<std::path::PathBuf>,

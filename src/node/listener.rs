@@ -1,28 +1,52 @@
-//! `ApiListener`: the API's accept loop, with a cap on open connections and optional TLS.
+//! `ApiListener`: the API's accept loop, with separate budgets for connections that have and
+//! have not yet sent a request with a valid token, and optional TLS.
 //!
-//! A background task accepts TCP connections only while fewer than `max_connections` are open
-//! (each connection holds a semaphore permit until it closes), so a flood of connections waits in
-//! the kernel's accept queue instead of exhausting file descriptors. With TLS, handshakes run in
-//! their own tasks with a deadline, so a slow or silent client cannot stall the accept loop.
+//! Every accepted connection starts *pending*: it has sent no request with a valid token yet.
+//! At most `max_pending` connections are pending at once. When another arrives, it takes the
+//! place of the oldest pending connection that has sent nothing at all (no byte read, none
+//! waiting in its socket), or else of the oldest one pending for longer than [`SLOW_HEAD_AGE`]
+//! (a request head that takes a second is no client's): that connection is closed. Only when
+//! every pending connection is younger than that and already sending does the accept loop wait,
+//! and new connections wait in the kernel's accept queue. So idle or slow sockets, however
+//! many, cannot keep a client out for long, and a burst of real clients is not cut off.
+//!
+//! A pending connection whose request carries a valid token becomes *authenticated*
+//! ([`Connection`], told by `api::auth::require_bearer`): it leaves the pending budget for one of
+//! `max_authenticated` places (`--max-connections`), which it keeps until it closes; with none
+//! free, the request is refused 429 `busy` and the connection closed. Token holders are trusted
+//! not to hoard connections; connections without a token can only ever hold the pending budget,
+//! and only briefly. How long a connection may stay pending or idle: `api_server`.
+//!
+//! With TLS the handshake happens while the connection is pending (`api_server`), so a slow or
+//! silent handshake is bounded like a slow request head.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem;
 use tokio_rustls::TlsAcceptor;
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::api::auth::AuthenticatedConnection;
+
+/// How long a pending connection that is sending may keep its place against newcomers: a real
+/// client's request head arrives within a round trip; one that takes a second is trickling.
+pub const SLOW_HEAD_AGE: Duration = Duration::from_secs(1);
+
+/// Default of `--max-pending-connections`.
+pub const DEFAULT_MAX_PENDING: u32 = 64;
 
 /// Why the API's TLS configuration could not be loaded. The messages name the flag and the file;
 /// never the key's content.
@@ -72,110 +96,360 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsConfigErr
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A listener for `axum::serve`.
+/// How many connections of each kind the listener keeps open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionBudget {
+    /// Connections that sent a request with a valid token (`--max-connections`).
+    pub max_authenticated: usize,
+    /// Connections that have not yet (`--max-pending-connections`).
+    pub max_pending: usize,
+}
+
+/// The API's listening socket and its connection budgets.
 pub struct ApiListener {
-    connections: mpsc::Receiver<(ApiStream, SocketAddr)>,
+    tcp: TcpListener,
     local_addr: SocketAddr,
-    accept_task: JoinHandle<()>,
+    pending: Arc<PendingTable>,
+    authenticated: Arc<Semaphore>,
+}
+
+/// One accepted connection, pending: its socket and its state.
+pub struct Accepted {
+    pub stream: ApiStream,
+    pub addr: SocketAddr,
+    pub connection: Arc<Connection>,
 }
 
 impl ApiListener {
-    pub fn new(listener: TcpListener, max_connections: usize, tls: Option<TlsAcceptor>) -> io::Result<Self> {
-        let local_addr = listener.local_addr()?;
-        let (sender, connections) = mpsc::channel(64);
-        let open = Arc::new(Semaphore::new(max_connections));
-        let accept_task = tokio::spawn(accept_loop(listener, open, tls, sender));
+    pub fn new(tcp: TcpListener, budget: ConnectionBudget) -> io::Result<ApiListener> {
         Ok(ApiListener {
-            connections,
-            local_addr,
-            accept_task,
+            local_addr: tcp.local_addr()?,
+            tcp,
+            pending: Arc::new(PendingTable {
+                max: budget.max_pending.max(1),
+                entries: Mutex::new(BTreeMap::new()),
+                next_id: AtomicU64::new(0),
+                room: Notify::new(),
+            }),
+            authenticated: Arc::new(Semaphore::new(budget.max_authenticated.max(1))),
         })
     }
-}
 
-impl Drop for ApiListener {
-    fn drop(&mut self) {
-        self.accept_task.abort();
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
-}
 
-async fn accept_loop(
-    listener: TcpListener,
-    open: Arc<Semaphore>,
-    tls: Option<TlsAcceptor>,
-    sender: mpsc::Sender<(ApiStream, SocketAddr)>,
-) {
-    loop {
-        let Ok(permit) = open.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accepting an API connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        match &tls {
-            None => {
-                let stream = ApiStream {
-                    io: Io::Plain(tcp),
-                    _permit: permit,
-                };
-                if sender.send((stream, addr)).await.is_err() {
-                    return;
+    /// The next connection, once it has a place among the pending ones (see the module docs;
+    /// another pending connection may be closed to make it).
+    pub async fn accept(&self) -> Accepted {
+        loop {
+            let (tcp, addr) = match self.tcp.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting an API connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            // A second descriptor of the socket, for asking the kernel whether bytes wait on it
+            // while the connection is pending: valid for as long as the table holds it.
+            let socket = match tcp.as_fd().try_clone_to_owned() {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an API connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            self.make_room().await;
+            let connection = Arc::new(Connection {
+                accepted: Instant::now(),
+                sent: AtomicBool::new(false),
+                evicted: Notify::new(),
+                phase: Mutex::new(Phase::Pending),
+                pending: self.pending.clone(),
+                authenticated_places: self.authenticated.clone(),
+                id: self.pending.next_id(),
+            });
+            self.pending.insert(connection.clone(), socket);
+            let stream = ApiStream {
+                _registration: Registration {
+                    connection: connection.clone(),
+                },
+                io: Io::Plain(WatchedTcp {
+                    tcp,
+                    connection: connection.clone(),
+                }),
+            };
+            return Accepted {
+                stream,
+                addr,
+                connection,
+            };
+        }
+    }
+
+    /// Waits until a connection may join the pending ones, closing one to make room if one may
+    /// be closed.
+    async fn make_room(&self) {
+        loop {
+            let room = self.pending.room.notified();
+            match self.pending.make_room(Instant::now()) {
+                None => return,
+                Some(until) => {
+                    tokio::select! {
+                        () = room => {}
+                        () = tokio::time::sleep_until(until) => {}
+                    }
                 }
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let stream = ApiStream {
-                                io: Io::Tls(Box::new(tls)),
-                                _permit: permit,
-                            };
-                            let _ = sender.send((stream, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
         }
     }
 }
 
-impl axum::serve::Listener for ApiListener {
-    type Io = ApiStream;
-    type Addr = SocketAddr;
+/// The pending connections, oldest first.
+struct PendingTable {
+    max: usize,
+    /// Connection id (in accept order) -> the connection and a descriptor of its socket.
+    /// Invariant: holds exactly the connections in `Phase::Pending`; at most `max` of them.
+    entries: Mutex<BTreeMap<u64, (Arc<Connection>, OwnedFd)>>,
+    next_id: AtomicU64,
+    /// Notified whenever a connection leaves the table.
+    room: Notify,
+}
 
-    async fn accept(&mut self) -> (ApiStream, SocketAddr) {
-        match self.connections.recv().await {
-            Some(connection) => connection,
-            // The accept loop only ends when the listener is dropped.
-            None => std::future::pending().await,
+impl PendingTable {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn insert(&self, connection: Arc<Connection>, socket: OwnedFd) {
+        let mut entries = self.entries.lock().expect("pending table lock");
+        entries.insert(connection.id, (connection, socket));
+        debug_assert!(entries.len() <= self.max, "pending connections over their budget");
+    }
+
+    /// Makes room for one more connection if it can: `None` if there is room now (a connection
+    /// may have been evicted for it), else when to try again at the latest.
+    fn make_room(&self, now: Instant) -> Option<Instant> {
+        let mut entries = self.entries.lock().expect("pending table lock");
+        if entries.len() < self.max {
+            return None;
+        }
+        let silent = entries
+            .iter()
+            .find(|(_, (connection, socket))| {
+                !connection.sent.load(Ordering::Relaxed) && bytes_waiting(socket) == 0
+            })
+            .map(|(&id, _)| id);
+        let (&oldest, (connection, _)) = entries.first_key_value().expect("a full table");
+        let slow_since = connection.accepted + SLOW_HEAD_AGE;
+        let victim = match silent {
+            Some(id) => id,
+            None if slow_since <= now => oldest,
+            None => return Some(slow_since),
+        };
+        let (connection, _) = entries.remove(&victim).expect("the victim is in the table");
+        let mut phase = connection.phase.lock().expect("connection phase lock");
+        debug_assert!(
+            matches!(*phase, Phase::Pending),
+            "only pending connections are in the table"
+        );
+        *phase = Phase::Evicted;
+        drop(phase);
+        connection.evicted.notify_one();
+        metrics::counter!(super::metrics::API_CONNECTIONS_CLOSED_TOTAL, "reason" => "evicted").increment(1);
+        None
+    }
+
+    /// Takes `connection` out of the table if it is there; true if it was.
+    fn remove(&self, connection: &Connection) -> bool {
+        let removed = self
+            .entries
+            .lock()
+            .expect("pending table lock")
+            .remove(&connection.id)
+            .is_some();
+        if removed {
+            self.room.notify_one();
+        }
+        removed
+    }
+}
+
+/// Bytes received on `socket` and not yet read (`FIONREAD`); 0 if the kernel will not say.
+fn bytes_waiting(socket: &OwnedFd) -> usize {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: the descriptor is owned (so open) for the duration of the call, and FIONREAD
+    // writes one c_int through the pointer, which points at one.
+    let ok = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut bytes) } == 0;
+    if ok {
+        usize::try_from(bytes).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// Where a connection is in its life.
+enum Phase {
+    /// No request with a valid token yet: in the pending table.
+    Pending,
+    /// Closed to make room for a newer connection (never a connection with a valid token).
+    Evicted,
+    /// A request with a valid token came; the place is held until the connection is dropped.
+    Authenticated(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// A request with a valid token came when no place was free.
+    Refused,
+}
+
+/// One API connection's state, shared by its socket, its serving task and its requests.
+pub struct Connection {
+    /// The connection's number, in accept order.
+    id: u64,
+    /// When it was accepted.
+    pub accepted: Instant,
+    /// Set once a byte arrived on the connection.
+    sent: AtomicBool,
+    /// Notified when the connection is evicted from the pending table.
+    evicted: Notify,
+    phase: Mutex<Phase>,
+    pending: Arc<PendingTable>,
+    authenticated_places: Arc<Semaphore>,
+}
+
+impl Connection {
+    /// True once a request with a valid token took a place for this connection.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(
+            *self.phase.lock().expect("connection phase lock"),
+            Phase::Authenticated(_)
+        )
+    }
+
+    /// Resolves once the connection was evicted to make room for another (at once if it was).
+    pub async fn evicted(&self) {
+        loop {
+            let evicted = self.evicted.notified();
+            if matches!(*self.phase.lock().expect("connection phase lock"), Phase::Evicted) {
+                return;
+            }
+            evicted.await;
         }
     }
+}
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local_addr)
+impl AuthenticatedConnection for Connection {
+    fn authenticated(&self) -> bool {
+        // The table's lock before the phase's, never both in the other order: eviction holds
+        // the table's while it marks the phase. Whoever takes the connection out of the table
+        // decides its next phase.
+        let was_pending = self.pending.remove(self);
+        let mut phase = self.phase.lock().expect("connection phase lock");
+        if was_pending {
+            debug_assert!(
+                matches!(*phase, Phase::Pending),
+                "a connection in the table is pending"
+            );
+            *phase = match self.authenticated_places.clone().try_acquire_owned() {
+                Ok(place) => Phase::Authenticated(place),
+                Err(_) => {
+                    metrics::counter!(super::metrics::API_CONNECTIONS_CLOSED_TOTAL, "reason" => "no_place")
+                        .increment(1);
+                    Phase::Refused
+                }
+            };
+        }
+        matches!(*phase, Phase::Authenticated(_))
     }
+}
+
+/// Takes a connection out of the pending table when its socket closes. A field of
+/// [`ApiStream`] declared before the socket, so dropped first: the table never holds the
+/// descriptor of a closed connection's socket past it.
+struct Registration {
+    connection: Arc<Connection>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.connection.pending.remove(&self.connection);
+    }
+}
+
+/// A connection's TCP socket, noting that bytes arrived (a connection that sent something is
+/// not closed to make room before [`SLOW_HEAD_AGE`]).
+pub struct WatchedTcp {
+    tcp: TcpStream,
+    connection: Arc<Connection>,
 }
 
 enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(WatchedTcp),
+    Tls(Box<tokio_rustls::server::TlsStream<WatchedTcp>>),
 }
 
-/// One accepted connection; frees its slot when dropped.
+/// One accepted connection's byte stream, plain or TLS; leaves the pending table when dropped.
 pub struct ApiStream {
+    // Declared first: dropped before the socket (see `Registration`).
+    _registration: Registration,
     io: Io,
-    _permit: OwnedSemaphorePermit,
+}
+
+impl ApiStream {
+    /// The stream after a TLS handshake as the server (the caller bounds how long it may take).
+    pub async fn start_tls(self, acceptor: &TlsAcceptor) -> io::Result<ApiStream> {
+        let ApiStream { _registration, io } = self;
+        match io {
+            Io::Plain(tcp) => {
+                let tls = acceptor.accept(tcp).await?;
+                Ok(ApiStream {
+                    _registration,
+                    io: Io::Tls(Box::new(tls)),
+                })
+            }
+            Io::Tls(_) => Err(io::Error::other("TLS already started")),
+        }
+    }
+}
+
+impl AsyncRead for WatchedTcp {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.connection.sent.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedTcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
 }
 
 impl AsyncRead for ApiStream {
@@ -225,86 +499,5 @@ impl AsyncWrite for ApiStream {
             Io::Plain(s) => s.is_write_vectored(),
             Io::Tls(s) => s.is_write_vectored(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// With a certificate, the listener speaks TLS (and nothing else): a client that trusts the
-    /// certificate gets its HTTP answer; a plain-HTTP client gets no HTTP answer at all.
-    #[tokio::test]
-    async fn tls_serves_https_and_refuses_plain_http() {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-        std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-        let e = tls_acceptor(&cert_path, &cert_path).err().unwrap();
-        assert!(matches!(&e, TlsConfigError::PrivateKey { path, .. } if *path == cert_path));
-        assert!(e.to_string().starts_with("--tls-key "), "{e}");
-        let acceptor = tls_acceptor(&cert_path, &key_path).unwrap();
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let listener = ApiListener::new(tcp, 8, Some(acceptor)).unwrap();
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello over tls" }));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.cert.der().clone()).unwrap();
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
-        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        let _ = tls.read_to_end(&mut answer).await;
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(
-            answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello over tls"),
-            "{answer}"
-        );
-
-        let mut plain = TcpStream::connect(addr).await.unwrap();
-        plain
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
-        assert!(!answer.starts_with(b"HTTP/1.1 200"), "plain HTTP was answered");
-    }
-
-    /// With room for one connection, a second client is accepted only after the first closes.
-    #[tokio::test]
-    async fn connections_beyond_the_cap_wait() {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let mut listener = ApiListener::new(tcp, 1, None).unwrap();
-        use axum::serve::Listener;
-        let mut first_client = TcpStream::connect(addr).await.unwrap();
-        let (mut first, _) = listener.accept().await;
-        let _second_client = TcpStream::connect(addr).await.unwrap();
-        let waited = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
-        assert!(waited.is_err(), "a second connection was accepted beyond the cap");
-        first_client.write_all(b"x").await.unwrap();
-        let mut byte = [0u8; 1];
-        first.read_exact(&mut byte).await.unwrap();
-        drop(first);
-        let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
-        assert!(
-            accepted.is_ok(),
-            "the waiting connection was not accepted after a slot freed"
-        );
     }
 }

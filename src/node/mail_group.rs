@@ -72,18 +72,38 @@ pub struct MailGroup {
     /// out (a flush or a checkpoint would record changes of an entry beyond the position it
     /// names); the retry finishes it (the applied requests answer from the session table).
     apply_incomplete: bool,
+    /// The names log encoding 2 refuses that the group held when this process opened it
+    /// (`GroupState::legacy_names`: not NFC, or with invisible characters), at most
+    /// [`MAX_LISTED_LEGACY_NAMES`] and then how many more. Reported once in the log and in
+    /// `/admin/status`; they stay, since renaming them would change replicated state.
+    legacy_names: Vec<String>,
 }
+
+/// Most legacy names a group lists (in the log and `/admin/status`) before "and N more".
+pub const MAX_LISTED_LEGACY_NAMES: usize = 20;
 
 impl MailGroup {
     /// A group of a node that applies log encodings up to `max_encoding`.
     pub fn new(machine: GroupStateMachine, max_encoding: u8) -> MailGroup {
+        let mut legacy_names = machine.state().legacy_names();
+        if legacy_names.len() > MAX_LISTED_LEGACY_NAMES {
+            let more = legacy_names.len() - MAX_LISTED_LEGACY_NAMES;
+            legacy_names.truncate(MAX_LISTED_LEGACY_NAMES);
+            legacy_names.push(format!("and {more} more"));
+        }
         MailGroup {
             machine,
             max_encoding,
             snapshots_installed: 0,
             applied_at_last_offer: None,
             apply_incomplete: false,
+            legacy_names,
         }
+    }
+
+    /// The names log encoding 2 refuses that the group held when it was opened.
+    pub fn legacy_names(&self) -> &[String] {
+        &self.legacy_names
     }
 
     /// The group's active log encoding, as of what this node applied.

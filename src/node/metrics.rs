@@ -30,6 +30,12 @@ use super::mail_group::MailGroup;
 pub const API_REQUESTS_TOTAL: &str = "dovetail_api_requests_total";
 /// Histogram, labels `route`, `method`: seconds from receiving a request to its response head.
 pub const API_REQUEST_DURATION_SECONDS: &str = "dovetail_api_request_duration_seconds";
+/// Counter, label `reason`: API connections the node closed for a reason of its own: `evicted`
+/// (a pending connection closed to make room for a newer one), `first_request_deadline` (no
+/// request with a valid token in time), `idle_deadline` (no complete request head in time on a
+/// connection with a token, or an idle one), `no_place` (a valid token, but every
+/// `--max-connections` place taken).
+pub const API_CONNECTIONS_CLOSED_TOTAL: &str = "dovetail_api_connections_closed_total";
 /// Gauge, label `group`: the current Raft term.
 pub const GROUP_TERM: &str = "dovetail_group_term";
 /// Gauge, label `group`: 1 while this node leads the group, else 0.
@@ -107,6 +113,10 @@ fn describe() {
         API_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
         "Time from receiving an API request to its response head, by route pattern and method"
+    );
+    describe_counter!(
+        API_CONNECTIONS_CLOSED_TOTAL,
+        "API connections this node closed: evicted, first_request_deadline, idle_deadline, no_place"
     );
     describe_gauge!(GROUP_TERM, "Current Raft term of the group on this node");
     describe_gauge!(GROUP_IS_LEADER, "1 while this node leads the group, else 0");

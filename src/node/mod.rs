@@ -1,11 +1,13 @@
 //! The replicated node: groups of `GroupStateMachine`s replicated by `dovetail-raft`, and the
 //! wiring of a cluster member. The HTTP surface is `api`; what its admin routes call is here.
 //!
+//! - [`api_server`]: `serve_api`, the API served on the listener's connections, with deadlines.
 //! - [`config`]: `ServeConfig`, the flags of `dovetail serve`.
 //! - [`dev`]: `dovetail dev`, a local cluster of real processes.
 //! - [`disk_monitor`]: the storage alarm: a full disk stops writes through the node, not the node.
 //! - [`encoding_gate`]: a leader raises its group's log encoding once every member applies it.
-//! - [`listener`]: `ApiListener`, the API accept loop with a connection cap and optional TLS.
+//! - [`listener`]: `ApiListener`, the API accept loop: budgets for connections with and without
+//!   a valid token, optional TLS.
 //! - [`mail_group`]: `MailGroup`, a group's state machine as the raft layer's `Application`.
 //! - [`membership_watch`]: how a node finds out it was removed from a group (or added again).
 //! - [`metrics`]: the Prometheus recorder, the API middleware, the gauge task.
@@ -20,6 +22,7 @@
 //! - [`status`]: `NodeStatus`, one node's identity, disk use and view of every group.
 //! - [`verify`]: verify's comparison of every replica's digests (pure).
 
+pub mod api_server;
 pub mod config;
 pub mod dev;
 pub mod disk_monitor;

@@ -237,6 +237,7 @@ mod tests {
             membership_log: None,
             membership_committed: true,
             removed: false,
+            legacy_names: Vec::new(),
         }
     }
 

@@ -16,6 +16,11 @@ use serde::de::DeserializeOwned;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem;
 
+/// How long an idle connection to another member is kept for reuse: well below the time after
+/// which that member closes it (`api_server::KEEP_ALIVE_TIMEOUT`, which asserts it), so a call
+/// is not sent on a connection being closed.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 type HttpClient =
     Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
 
@@ -74,7 +79,9 @@ pub fn http_client(roots: Option<&Path>) -> Result<HttpClient, ClientTlsError> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(connector))
 }
 
 /// Why a call to another member failed.

@@ -48,6 +48,14 @@ pub enum RepairError {
     SourceIsReplica,
     #[error("node {node_id} is not a member of group {group}")]
     NotMember { node_id: NodeId, group: u32 },
+    /// The group has no such mailbox on this replica, or on the source at this replica's
+    /// position: a client's mistake (a GUID that verify did not name), not a reason to retry.
+    #[error("group {group} has no mailbox {mailbox_guid} on node {node_id}")]
+    NoSuchMailbox {
+        group: u32,
+        mailbox_guid: String,
+        node_id: NodeId,
+    },
     /// The mailbox kept changing: no copy matched this replica's position before the deadline.
     #[error("group {group}: no exact copy of {mailbox_guid} before the deadline ({attempts} attempts); the mailbox is busy, try again")]
     Busy {
@@ -100,6 +108,16 @@ pub async fn repair_mailbox(
         })?
         .api_addr;
     let guid_hex = hex(&mailbox_guid);
+    let here = raft.with_app(group, move |app| {
+        app.machine().state().mailboxes().contains_key(&mailbox_guid)
+    })?;
+    if !here {
+        return Err(RepairError::NoSuchMailbox {
+            group,
+            mailbox_guid: guid_hex,
+            node_id: this_node,
+        });
+    }
     let deadline = Instant::now() + timeout;
     let mut min_applied = metrics.applied.map_or(0, |a| a.index);
     let mut attempts = 0;
@@ -117,9 +135,16 @@ pub async fn repair_mailbox(
         let (headers, bytes) = peers
             .call(Method::GET, source_addr, &path, None, left)
             .await
-            .map_err(|error| RepairError::Peer {
-                node_id: source,
-                error,
+            .map_err(|error| match error {
+                PeerApiError::Status { status: 404, .. } => RepairError::NoSuchMailbox {
+                    group,
+                    mailbox_guid: guid_hex.clone(),
+                    node_id: source,
+                },
+                error => RepairError::Peer {
+                    node_id: source,
+                    error,
+                },
             })?;
         let source_applied: u64 = headers
             .get(APPLIED_HEADER)

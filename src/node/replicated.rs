@@ -126,6 +126,7 @@ impl MailService for ReplicatedNode {
         // A removed node's copy no longer follows the group: not even a local read may see it.
         self.refuse_if_removed(group)?;
         let deadline = Instant::now() + self.timeout;
+        let mut read_index = None;
         if options.consistency == Consistency::Linearizable {
             let index = self
                 .raft
@@ -136,12 +137,41 @@ impl MailService for ReplicatedNode {
                 .wait_applied(group, index.index, deadline)
                 .await
                 .map_err(service_error)?;
+            read_index = Some(index.index);
         }
         if let Some(min_applied) = options.min_applied {
-            self.raft
-                .wait_applied(group, min_applied, deadline)
-                .await
-                .map_err(service_error)?;
+            let applied = self
+                .raft
+                .with_app(group, |app| app.machine().applied())
+                .map_err(service_error)?
+                .map_or(0, |a| a.index);
+            if min_applied > applied {
+                // Either a token of a write this node has not applied yet (wait for it) or no
+                // token at all (a client's mistake: refuse it now, not after the deadline). The
+                // leader's read index covers every write acknowledged before this read began,
+                // so a token above it came from no acknowledged write of this group.
+                let committed = match read_index {
+                    Some(index) => index,
+                    None => {
+                        self.raft
+                            .read_index(group, deadline)
+                            .await
+                            .map_err(service_error)?
+                            .index
+                    }
+                };
+                if min_applied > committed {
+                    return Err(ServiceError::BeyondCommitted {
+                        group,
+                        min_applied,
+                        committed,
+                    });
+                }
+                self.raft
+                    .wait_applied(group, min_applied, deadline)
+                    .await
+                    .map_err(service_error)?;
+            }
         }
         let (applied, value) = self
             .raft

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use dovetail_raft::{Node, RaftNode, RaftNodeConfig};
 use tokio::net::TcpListener;
 
+use super::api_server::{serve_api, Deadlines};
 use super::config::ServeConfig;
-use super::listener::{tls_acceptor, ApiListener};
+use super::listener::{tls_acceptor, ApiListener, ConnectionBudget};
 use super::mail_group::MailGroup;
 use super::peer_api::PeerApi;
 use super::replicated::ReplicatedNode;
@@ -90,7 +91,19 @@ pub async fn run(
     let max_encoding = config.max_encoding();
     let raft = RaftNode::start(raft_config, peer_listener, move |group| {
         let machine = GroupStateMachine::open(&dirs[group as usize]).map_err(std::io::Error::other)?;
-        Ok(MailGroup::new(machine, max_encoding))
+        let mail_group = MailGroup::new(machine, max_encoding);
+        if !mail_group.legacy_names().is_empty() {
+            // Once per group and start. Such names came before log encoding 2; the API now
+            // normalizes names to NFC, so one not in NFC is no longer reachable by its name.
+            tracing::warn!(
+                group,
+                names = %mail_group.legacy_names().join("; "),
+                "names stored before log encoding 2 are not in Unicode NFC or hold invisible \
+                 characters; they stay as they are (renaming them would change replicated state), \
+                 and new writes cannot name them"
+            );
+        }
+        Ok(mail_group)
     })
     .await?;
     if config.bootstrap {
@@ -173,8 +186,14 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
-    let api_addr = api_listener.local_addr()?;
-    let api_listener = ApiListener::new(api_listener, config.max_connections as usize, tls.clone())?;
+    let api_listener = ApiListener::new(
+        api_listener,
+        ConnectionBudget {
+            max_authenticated: config.max_connections as usize,
+            max_pending: config.max_pending_connections as usize,
+        },
+    )?;
+    let api_addr = api_listener.local_addr();
     let rebalancer = (config.rebalance_interval_ms > 0).then(|| {
         tokio::spawn(super::rebalance::run_rebalancer(
             raft.clone(),
@@ -187,13 +206,13 @@ pub async fn run(
         node_id = config.node_id,
         api = %api_addr,
         tls = tls.is_some(),
+        max_connections = config.max_connections,
+        max_pending_connections = config.max_pending_connections,
         peer = %raft.peer_addr(),
         groups = config.groups,
         "serving"
     );
-    axum::serve(api_listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_api(api_listener, tls, app, Deadlines::default(), shutdown).await;
     if let Some(rebalancer) = rebalancer {
         rebalancer.abort();
     }

@@ -101,6 +101,10 @@ pub struct GroupStatus {
     /// This node holds that it was removed from the group: it serves none of its requests.
     #[serde(default)]
     pub removed: bool,
+    /// Names stored before log encoding 2 that it refuses (not NFC, invisible characters),
+    /// as found when this node opened the group (`MailGroup::legacy_names`); absent if none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_names: Vec<String>,
 }
 
 impl GroupStatus {
@@ -124,6 +128,7 @@ impl GroupStatus {
             membership_log: m.membership_log,
             membership_committed: m.membership_committed,
             removed: m.removed,
+            legacy_names: Vec::new(),
         }
     }
 }
@@ -229,6 +234,9 @@ pub async fn node_status(raft: &RaftNode<MailGroup>, info: &std::sync::Arc<NodeI
             let mut status =
                 GroupStatus::from_metrics(&m, raft.with_app(g, |app| app.snapshots_installed()).ok());
             status.encoding = raft.with_app(g, MailGroup::encoding).ok();
+            status.legacy_names = raft
+                .with_app(g, |app| app.legacy_names().to_vec())
+                .unwrap_or_default();
             if status.last_error.is_none() {
                 status.last_error = raft.last_error(g).ok().flatten().map(|(at, message)| {
                     let age = at.elapsed().unwrap_or_default().as_secs();

@@ -284,4 +284,47 @@ mod tests {
             assert_eq!(inbox.len(), 1);
         }
     }
+
+    /// Names stored before log encoding 2 that it refuses (not NFC, invisible characters) are
+    /// found, named once each, quoted at most 64 bytes; NFC names are not listed.
+    #[test]
+    fn legacy_names_are_found() {
+        let mut sm = GroupState::in_memory();
+        let long = format!("e{}", "\u{301}".repeat(100));
+        let creates = [
+            ("alice", "caf\u{e9}"),
+            ("alice", "cafe\u{301}"),
+            ("b\u{202e}ob", "INBOX"),
+            ("carol", long.as_str()),
+        ];
+        for (seq, (user, mailbox)) in creates.into_iter().enumerate() {
+            let txn = Txn {
+                client_id: "c".into(),
+                request_seq: seq as u64 + 1,
+                op: Op::CreateMailbox {
+                    user: user.into(),
+                    mailbox: mailbox.into(),
+                    mailbox_guid: [seq as u8 + 1; 16],
+                    uid_validity: 9,
+                },
+            };
+            let outcome = sm
+                .apply(LogPosition::new(1, seq as u64 + 1), &txn)
+                .unwrap()
+                .unwrap();
+            assert!(matches!(outcome, Outcome::Created { .. }), "{outcome:?}");
+        }
+        let names = sm.legacy_names();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(
+            names[0].starts_with("mailbox \"cafe\\u{301}\" of user \"alice\": is not in Unicode NFC"),
+            "{names:?}"
+        );
+        assert!(
+            names[1].starts_with("user \"b\\u{202e}ob\": contains an invisible"),
+            "{names:?}"
+        );
+        assert!(names[2].contains("... (201 bytes)"), "{names:?}");
+        assert!(names[2].matches("\\u{301}").count() <= 32, "{names:?}");
+    }
 }

@@ -24,7 +24,9 @@ pub use error::SmError;
 pub use group_machine::{CheckpointInfo, DirFiles, GroupStateMachine, Recovery};
 pub use group_state::{GroupState, MailboxFiles, MemoryFiles};
 pub use manifest::Manifest;
-pub use read::{Changes, MailboxStatus, MailboxSummary, MessageView, ReadError};
+pub use read::{
+    Changes, ChangesPageView, MailboxStatus, MailboxSummary, MessageView, NextChanges, ReadError,
+};
 pub use repair::{MailboxDigest, RepairWait};
 pub use snapshot::{SnapshotHeader, SnapshotReader};
 

@@ -16,8 +16,7 @@ use crate::index::{flag_bits, LogPosition};
 use crate::txn::validate::{canonical_mailbox_name, parse_flags, validate_in};
 use crate::txn::{Guid, NewMessage, Op, Outcome, Rejection, StoreMode, Txn, UidSet};
 
-#[path = "../../tests/support/rng.rs"]
-mod rng;
+use crate::test_rng as rng;
 
 const USERS: &[&str] = &["alice", "bob"];
 const NAMES: &[&str] = &["INBOX", "inbox", "A", "A/B", "A/B/C", "B", "INBOX/x", "Été"];

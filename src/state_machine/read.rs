@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use super::apply::hex;
 use super::group_state::{GroupState, MailboxFiles};
-use crate::index::{flag_bits, MailboxIndex, Record, Storage};
-use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name};
-use crate::txn::{Guid, TxnError, UidSet};
+use crate::index::{flag_bits, ChangesCursor, MailboxIndex, Record, Storage};
+use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name, check_name_text};
+use crate::txn::{quoted, Guid, TxnError, UidSet};
 
 /// Why a read could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +54,32 @@ pub struct MessageView {
     /// (`Op::Deliver`); absent for a message appended by reference (`Op::Append`).
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_hex_opt")]
     pub body: Option<Guid>,
+}
+
+/// One page of what changed after a cursor ([`ChangesCursor`]: a MODSEQ, and the last UID
+/// returned at it), in (MODSEQ, UID) order: see `index::changes` for why paging this way neither
+/// skips nor repeats a change while writes go on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangesPageView {
+    pub uid_validity: u32,
+    pub highest_modseq: u64,
+    /// Records changed after the cursor, in (MODSEQ, UID) order.
+    pub changed: Vec<MessageView>,
+    /// UIDs expunged after the cursor (and up to the page's end).
+    #[serde(serialize_with = "as_uid_set_text")]
+    pub vanished: UidSet,
+    /// Changes after this page exist already: ask again from `next`.
+    pub more: bool,
+    /// Where the next page starts.
+    pub next: NextChanges,
+}
+
+/// The query parameters of the next page of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NextChanges {
+    pub since: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_uid: Option<u32>,
 }
 
 /// Everything that changed after a MODSEQ (RFC 7162 CHANGEDSINCE + QRESYNC VANISHED).
@@ -133,7 +159,55 @@ impl<F: MailboxFiles> GroupState<F> {
             .collect())
     }
 
-    /// Records changed and UIDs expunged after `modseq`.
+    /// At most `limit` changes after `cursor` (records changed, UIDs expunged), in (MODSEQ,
+    /// UID) order, and where the next page starts.
+    pub fn changes_page(
+        &self,
+        user: &str,
+        mailbox: &str,
+        cursor: ChangesCursor,
+        limit: usize,
+    ) -> Result<ChangesPageView, ReadError> {
+        let index = self.mailbox_index(user, mailbox)?;
+        let page = index.changes_page(cursor, limit);
+        Ok(ChangesPageView {
+            uid_validity: index.header().uid_validity,
+            highest_modseq: index.header().highest_modseq,
+            changed: page.changed.iter().map(|r| view(index, r)).collect(),
+            vanished: UidSet::from_ascending(page.vanished),
+            more: page.more,
+            next: NextChanges {
+                since: page.next.modseq,
+                after_uid: page.next.after_uid,
+            },
+        })
+    }
+
+    /// The user and mailbox names of this group that log encoding 2 refuses in new writes: not
+    /// in Unicode NFC, or holding a default-ignorable (invisible, bidi control) code point
+    /// (`txn::validate::check_name_text`). Only names stored before encoding 2 can be such.
+    /// Each as `user "…"` or `mailbox "…" of user "…"` with the reason, every name quoted at
+    /// most 64 bytes, in name order. O(names): meant for a group's open, not for every request.
+    pub fn legacy_names(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (user, mailboxes) in &self.manifest.users {
+            if let Err(TxnError::InvalidName { reason, .. }) = check_name_text("user name", user) {
+                found.push(format!("user {:?}: {reason}", quoted(user)));
+            }
+            for name in mailboxes.keys() {
+                if let Err(TxnError::InvalidName { reason, .. }) = check_name_text("mailbox name", name) {
+                    found.push(format!(
+                        "mailbox {:?} of user {:?}: {reason}",
+                        quoted(name),
+                        quoted(user)
+                    ));
+                }
+            }
+        }
+        found
+    }
+
+    /// Records changed and UIDs expunged after `modseq`, all of them.
     pub fn changes_since(&self, user: &str, mailbox: &str, modseq: u64) -> Result<Changes, ReadError> {
         let index = self.mailbox_index(user, mailbox)?;
         Ok(Changes {
@@ -176,6 +250,10 @@ fn view<S: Storage>(index: &MailboxIndex<S>, record: &Record) -> MessageView {
         internal_date: record.internal_date,
         body: (record.body != [0; 16]).then_some(record.body),
     }
+}
+
+fn as_uid_set_text<S: serde::Serializer>(set: &UidSet, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(set)
 }
 
 fn as_hex<S: serde::Serializer>(guid: &Guid, serializer: S) -> Result<S::Ok, S::Error> {

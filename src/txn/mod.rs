@@ -28,6 +28,22 @@ pub use validate::TxnError;
 /// below `encoding::ENTRY_MAGIC`).
 pub const MAX_CLIENT_ID_LEN: usize = 64;
 
+/// Most bytes of a client's input an error message or a log line quotes: a 10 KB bad name is
+/// not echoed.
+pub const MAX_QUOTED_BYTES: usize = 64;
+
+/// `input` cut to at most [`MAX_QUOTED_BYTES`] (on a character boundary), marked when cut.
+pub fn quoted(input: &str) -> String {
+    if input.len() <= MAX_QUOTED_BYTES {
+        return input.to_string();
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &input[..end], input.len())
+}
+
 /// A 16-byte GUID (mailbox GUID, or a message's content id).
 pub type Guid = [u8; 16];
 

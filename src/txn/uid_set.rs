@@ -81,17 +81,22 @@ impl UidSet {
         }
     }
 
-    /// Parses IMAP sequence-set syntax without `*`: `1:5,9,12:20`.
+    /// Parses IMAP sequence-set syntax without `*`: `1:5,9,12:20` (RFC 3501 `sequence-set`).
+    /// Each number is an `nz-number`: ASCII digits without a sign, a leading zero or
+    /// whitespace, so one set has one spelling (`+1`, ` 1` and `01` are refused). A range may
+    /// be given either way round (`5:1` is `1:5`), as RFC 3501 allows.
     pub fn parse(text: &str) -> Result<UidSet, UidSetError> {
-        let syntax = || UidSetError::Syntax(text.to_string());
+        let number = |part: &str| match part {
+            "0" => Err(UidSetError::ZeroUid),
+            _ => parse_nz_number(part).ok_or_else(|| UidSetError::Syntax(text.to_string())),
+        };
         let mut ranges = Vec::new();
         for part in text.split(',') {
             let (a, b) = match part.split_once(':') {
                 Some((a, b)) => (a, b),
                 None => (part, part),
             };
-            let a: u32 = a.trim().parse().map_err(|_| syntax())?;
-            let b: u32 = b.trim().parse().map_err(|_| syntax())?;
+            let (a, b) = (number(a)?, number(b)?);
             ranges.push((a.min(b), a.max(b)));
         }
         UidSet::from_ranges(ranges)
@@ -121,6 +126,17 @@ impl UidSet {
     /// Every UID, ascending. Beware of large ranges: prefer `ranges`.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.ranges.iter().flat_map(|&(s, e)| s..=e)
+    }
+}
+
+/// An RFC 3501 `nz-number` that fits a UID: `digit-nz *DIGIT`, nothing else (no sign, no
+/// leading zero, no whitespace). `None` for anything else, 0 and values above 2³²−1 included.
+/// `u32::from_str` alone would also take `+1`, and `trim` took ` 1`: two spellings of one UID.
+pub fn parse_nz_number(text: &str) -> Option<u32> {
+    let bytes = text.as_bytes();
+    match bytes.first() {
+        Some(b'1'..=b'9') if bytes.iter().all(u8::is_ascii_digit) => text.parse().ok(),
+        _ => None,
     }
 }
 
@@ -167,6 +183,48 @@ mod tests {
         assert_eq!(UidSet::parse("0:3"), Err(UidSetError::ZeroUid));
         assert!(matches!(UidSet::parse("1,,2"), Err(UidSetError::Syntax(_))));
         assert_eq!(UidSet::from_ascending([1, 2, 3, 5]).to_string(), "1:3,5");
+    }
+
+    /// RFC 3501 `nz-number`: no sign, no leading zero, no whitespace, no empty part; every
+    /// refusal names the input.
+    #[test]
+    fn numbers_follow_the_rfc_3501_grammar() {
+        for good in ["1", "4294967295", "1:4294967295", "7:3", "10,20:30"] {
+            assert!(UidSet::parse(good).is_ok(), "{good:?}");
+        }
+        assert_eq!(UidSet::parse("7:3").unwrap().ranges(), &[(3, 7)]);
+        for bad in [
+            "+1",
+            " 1",
+            "1 ",
+            "01",
+            "1:02",
+            "-1",
+            "1:+5",
+            "1, 2",
+            "1 :2",
+            "",
+            ":",
+            "1:",
+            ":2",
+            "1,",
+            "0x1",
+            "4294967296",
+            "1:4294967296",
+            "١",
+            "1_000",
+            "*",
+            "1:*",
+        ] {
+            match UidSet::parse(bad) {
+                Err(UidSetError::Syntax(text)) => assert_eq!(text, bad),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        assert_eq!(UidSet::parse("0"), Err(UidSetError::ZeroUid));
+        assert_eq!(parse_nz_number("42"), Some(42));
+        assert_eq!(parse_nz_number("0"), None);
+        assert_eq!(parse_nz_number("042"), None);
     }
 
     #[test]

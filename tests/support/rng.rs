@@ -6,11 +6,13 @@
 //!
 //! One file, included where it is needed (so there is one copy, and it needs no crate):
 //! `#[path = "support/rng.rs"] mod rng;` in a test of `tests/`, `#[path = "../support/rng.rs"]`
-//! in `tests/benches/`, `#[path = "../../tests/support/rng.rs"]` in the library's property tests
-//! (`src/state_machine/model_tests.rs`, whose proptest runner takes its `rng_seed` from [`seed`])
-//! and in `dovetail-jepsen` (`jepsen/src/lib.rs`: the runner's schedule, whose `--seed` also
-//! reads `DOVETAIL_SEED`), and `#[path = "../../tests/support/rng.rs"] mod test_rng;` in the raft
-//! crate's root (`raft/src/lib.rs`, for its tests).
+//! in `tests/benches/`, `#[path = "../tests/support/rng.rs"] mod test_rng;` in the library's
+//! root (`src/lib.rs`, for its property tests: `src/state_machine/model_tests.rs`, whose
+//! proptest runner takes its `rng_seed` from [`seed`], and `src/index/changes.rs`), `#[path =
+//! "../../tests/support/rng.rs"]` in `dovetail-jepsen` (`jepsen/src/lib.rs`: the runner's
+//! schedule, whose `--seed` also reads `DOVETAIL_SEED`), and `#[path =
+//! "../../tests/support/rng.rs"] mod test_rng;` in the raft crate's root (`raft/src/lib.rs`,
+//! for its tests).
 
 // Every includer uses a part of this file.
 #![allow(dead_code)]

@@ -65,7 +65,9 @@ async fn repair(
             Ok((_, bytes)) => serde_json::from_slice(&bytes)
                 .map(Json)
                 .map_err(|e| ApiError::internal(format!("node {replica} answered: {e}"))),
-            Err(e) => Err(ApiError::peer_failure(replica, e)),
+            // The replica's own answer, with its status: one kind of error has one status
+            // whichever node was asked (an unknown mailbox is 404 here too, not a 502 or 503).
+            Err(e) => Err(ApiError::relayed(replica, e)),
         };
     }
     let repaired = repair_mailbox(

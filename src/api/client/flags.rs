@@ -6,13 +6,38 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Response;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::write::{session, submit, write_response};
 use crate::api::error::ApiError;
 use crate::api::extract::{parse_guid, parse_uids, JsonBody, MailboxPath};
 use crate::service::MailService;
-use crate::txn::{Op, StoreMode};
+use crate::txn::uid_set::parse_nz_number;
+use crate::txn::{quoted, Op, StoreMode};
+
+/// A JSON object from UIDs (as `nz-number` strings) to strings, each UID once.
+fn uid_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<u32, String>, D::Error> {
+    struct UidMap;
+    impl<'de> Visitor<'de> for UidMap {
+        type Value = BTreeMap<u32, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object from UIDs to message GUIDs")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            while let Some((key, value)) = entries.next_entry::<String, String>()? {
+                let uid = parse_nz_number(&key)
+                    .ok_or_else(|| de::Error::custom(format!("{:?} is not a UID", quoted(&key))))?;
+                if map.insert(uid, value).is_some() {
+                    return Err(de::Error::custom(format!("UID {uid} is given twice")));
+                }
+            }
+            Ok(map)
+        }
+    }
+    deserializer.deserialize_map(UidMap)
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,8 +54,9 @@ pub(super) struct StoreBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct ExpungeBody {
     uids: String,
-    /// UID -> expected message GUID (hex).
-    #[serde(default)]
+    /// UID -> expected message GUID (hex). A UID given twice, or spelled other than as an
+    /// RFC 3501 `nz-number`, is refused (JSON objects may repeat a key; serde would keep the last).
+    #[serde(default, deserialize_with = "uid_map")]
     expected_guids: BTreeMap<u32, String>,
     client_id: Option<String>,
     request_seq: Option<u64>,

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::read::{read, ReadQuery};
+use super::read::{page_limit, read, ReadQuery};
 use super::write::{now_seconds, session, submit, write_response};
 use crate::api::error::ApiError;
 use crate::api::extract::{parse_guid, JsonBody, MailboxPath, QueryParams};
@@ -14,9 +14,6 @@ use crate::service::MailService;
 use crate::state_machine::MessageView;
 use crate::txn::validate::check_mailbox_name;
 use crate::txn::{NewMessage, Op};
-
-/// Most records one fetch returns.
-pub const MAX_FETCH_LIMIT: usize = 10_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,10 +83,7 @@ pub(super) async fn fetch<S: MailService>(
     QueryParams(q): QueryParams<FetchQuery>,
 ) -> Result<Response, ApiError> {
     check_mailbox_name(&mailbox)?;
-    let limit = q.limit.unwrap_or(1000);
-    if limit == 0 || limit > MAX_FETCH_LIMIT {
-        return Err(ApiError::invalid(format!("limit must be 1..={MAX_FETCH_LIMIT}")));
-    }
+    let limit = page_limit(q.limit)?;
     let (first, last) = (q.first.unwrap_or(1), q.last.unwrap_or(u32::MAX));
     read(&*service, user, q.read, move |g, user| {
         Ok(Messages {

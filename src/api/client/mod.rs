@@ -10,7 +10,7 @@
 //! GET    /v1/users/{user}/mailboxes/{mailbox}/messages    records by UID range (?first&last&limit)
 //! POST   /v1/users/{user}/mailboxes/{mailbox}/store       flags         {"uids","mode","flags","unchanged_since"}
 //! POST   /v1/users/{user}/mailboxes/{mailbox}/expunge     expunge       {"uids","expected_guids"}
-//! GET    /v1/users/{user}/mailboxes/{mailbox}/changes     changes since ?since=MODSEQ
+//! GET    /v1/users/{user}/mailboxes/{mailbox}/changes     changes ?since=MODSEQ&after_uid&limit, paged
 //! ```
 //! Mailbox names are percent-encoded path segments (`Archive%2F2024`). Writes take optional
 //! `client_id` and `request_seq` (a retry with the same pair is applied once) and answer with the
@@ -37,7 +37,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use messages::MAX_FETCH_LIMIT;
+pub use read::{DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT};
 
 use super::error::ApiError;
 use crate::service::MailService;

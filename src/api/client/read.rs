@@ -54,6 +54,20 @@ fn log_index_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Opt
     deserializer.deserialize_any(LogIndex).map(Some)
 }
 
+/// Most records (or changes) one page of a read returns: `/messages` and `/changes`.
+pub const MAX_FETCH_LIMIT: usize = 10_000;
+
+/// What a page holds when the request gives no `limit`.
+pub const DEFAULT_FETCH_LIMIT: usize = 1_000;
+
+/// A read's `limit` parameter: [`DEFAULT_FETCH_LIMIT`] if absent, else 1 to [`MAX_FETCH_LIMIT`].
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_FETCH_LIMIT) {
+        limit @ 1..=MAX_FETCH_LIMIT => Ok(limit),
+        _ => Err(ApiError::invalid(format!("limit must be 1..={MAX_FETCH_LIMIT}"))),
+    }
+}
+
 /// Runs a read of `user`'s group and wraps its value with the group and applied position.
 pub(super) async fn read<S, R, F>(
     service: &S,
