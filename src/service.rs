@@ -7,6 +7,7 @@ use std::future::Future;
 
 use serde::Deserialize;
 
+use crate::bodies::BodyId;
 use crate::index::LogPosition;
 use crate::state_machine::GroupStateMachine;
 use crate::txn::{Outcome, Txn};
@@ -90,8 +91,33 @@ pub enum ServiceError {
     /// finished): a client mistake for now, not a reason to retry soon.
     #[error(transparent)]
     NotEnabled(#[from] crate::txn::encoding::NotEnabled),
+    /// A delivery's message is larger than the node takes (`--max-message-bytes`).
+    #[error("the message is larger than {max} bytes (--max-message-bytes)")]
+    BodyTooLarge { max: u64 },
+    /// A delivery's body could not be read to its end (the client's stream broke).
+    #[error("the message could not be read: {reason}")]
+    BadBody { reason: String },
     #[error("internal error: {message}")]
     Internal { message: String },
+}
+
+/// A delivery's body, stored durably on a majority of its group's voters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBody {
+    pub id: BodyId,
+    pub size: u64,
+}
+
+/// What a delivery's bytes arrive as: any stream of byte chunks (an HTTP request's body, an
+/// LMTP DATA reader's).
+pub trait DeliveryBody:
+    hyper::body::Body<Data = hyper::body::Bytes, Error: std::fmt::Display> + Unpin + Send + 'static
+{
+}
+
+impl<B> DeliveryBody for B where
+    B: hyper::body::Body<Data = hyper::body::Bytes, Error: std::fmt::Display> + Unpin + Send + 'static
+{
 }
 
 /// What the HTTP API needs from a node.
@@ -108,6 +134,39 @@ pub trait MailService: Send + Sync + 'static {
 
     /// Proposes `txn` in its user's group and answers once it is committed and applied.
     fn write(&self, txn: Txn) -> impl Future<Output = Result<WriteAck, ServiceError>> + Send;
+
+    /// Largest message a delivery may carry.
+    fn max_message_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Stores a delivery's body (what `body` yields, streamed) on this node and on a majority
+    /// of the voters of `user`'s group, before the entry that names it is proposed.
+    fn store_body<B: DeliveryBody>(
+        &self,
+        _user: &str,
+        _body: B,
+    ) -> impl Future<Output = Result<StoredBody, ServiceError>> + Send {
+        async {
+            Err(ServiceError::Internal {
+                message: "this service stores no bodies".to_string(),
+            })
+        }
+    }
+
+    /// Opens body `id` of `user`'s group, checked: from this node's store, or fetched at once
+    /// from a member that has a good copy.
+    fn open_body(
+        &self,
+        _user: &str,
+        _id: BodyId,
+    ) -> impl Future<Output = Result<std::fs::File, ServiceError>> + Send {
+        async {
+            Err(ServiceError::Internal {
+                message: "this service stores no bodies".to_string(),
+            })
+        }
+    }
 
     /// Runs `read` against `user`'s group once it is as fresh as `options` asks.
     fn read<R, F>(

@@ -36,6 +36,10 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     NoSuchMailbox,
+    /// No message with that UID, or one appended without a body (index only).
+    NoSuchMessage,
+    /// A peer asked for a body this node has no good copy of.
+    NoSuchBody,
     NoSuchGroup,
     NoSuchNode,
     MailboxExists,
@@ -93,6 +97,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::NotFound
             | ErrorCode::NoSuchMailbox
+            | ErrorCode::NoSuchMessage
+            | ErrorCode::NoSuchBody
             | ErrorCode::NoSuchGroup
             | ErrorCode::NoSuchNode => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -283,7 +289,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unavailable { .. } => ErrorCode::Unavailable,
             ServiceError::Busy { .. } => ErrorCode::Busy,
             ServiceError::ShuttingDown => ErrorCode::ShuttingDown,
-            ServiceError::TooLarge { .. } => ErrorCode::TooLarge,
+            ServiceError::TooLarge { .. } | ServiceError::BodyTooLarge { .. } => ErrorCode::TooLarge,
+            ServiceError::BadBody { .. } => ErrorCode::Invalid,
             ServiceError::NotEnabled(_) => ErrorCode::NotEnabled,
             ServiceError::BeyondCommitted { .. } => ErrorCode::Invalid,
             ServiceError::NoSpace { .. } => ErrorCode::InsufficientStorage,

@@ -113,6 +113,26 @@ impl<S: Send + Sync> FromRequestParts<S> for MailboxPath {
     }
 }
 
+/// `{user}`, `{mailbox}` and `{uid}` of a message's route: the first two as [`MailboxPath`], the
+/// UID an nz-number.
+pub struct MessagePath(pub String, pub String, pub u32);
+
+impl<S: Send + Sync> FromRequestParts<S> for MessagePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParams((user, mailbox, uid)) =
+            PathParams::<(String, String, String)>::from_request_parts(parts, state).await?;
+        let uid = crate::txn::uid_set::parse_nz_number(&uid).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "UID {}: not a number from 1 to 4294967295",
+                crate::txn::quoted(&uid)
+            ))
+        })?;
+        Ok(MessagePath(nfc(user), nfc(mailbox), uid))
+    }
+}
+
 /// 400 for a path that does not fit the route's parameters; a route whose parameters do not fit
 /// its handler is this program's bug (500).
 fn path_rejection(rejection: PathRejection) -> ApiError {

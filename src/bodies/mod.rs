@@ -4,7 +4,9 @@
 //!
 //! - [`store`]: [`BodyStore`], the node's bodies under `<data-dir>/blobs/`, named by [`BodyId`]
 //!   (128 bits of the SHA-256 of the bytes), checked on every read.
+//! - [`stream`]: bodies between HTTP byte streams and the store, never whole in memory.
 
 pub mod store;
+pub mod stream;
 
 pub use store::{BodyError, BodyId, BodyStore, Stored};

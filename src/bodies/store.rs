@@ -78,6 +78,13 @@ pub enum BodyError {
         #[source]
         source: io::Error,
     },
+    /// The body's bytes could not be read from where they came from (a client that went away,
+    /// a peer's broken transfer); nothing was stored.
+    #[error("reading the body: {source}")]
+    Input {
+        #[source]
+        source: io::Error,
+    },
     /// The body is larger than allowed; nothing was stored.
     #[error("the message is larger than {max} bytes")]
     TooLarge { max: u64 },
@@ -193,7 +200,7 @@ impl BodyStore {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(BodyError::io(tmp, "reading the body", e)),
+                Err(source) => return Err(BodyError::Input { source }),
             };
             size += n as u64;
             if size > max_bytes {
@@ -248,6 +255,22 @@ impl BodyStore {
         file.seek(SeekFrom::Start(0))
             .map_err(|e| BodyError::io(&path, "rewinding", e))?;
         Ok(Some(file))
+    }
+
+    /// Opens body `id` without checking it, with its size; `None` if the store has no copy. For
+    /// a transfer to a peer, which checks every byte it receives.
+    pub fn open_unchecked(&self, id: &BodyId) -> Result<Option<(File, u64)>, BodyError> {
+        let path = self.path_of(id);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BodyError::io(&path, "opening", e)),
+        };
+        let size = file
+            .metadata()
+            .map_err(|e| BodyError::io(&path, "reading the size of", e))?
+            .len();
+        Ok(Some((file, size)))
     }
 
     /// Moves body `id`'s copy aside, counted.

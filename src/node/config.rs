@@ -228,6 +228,15 @@ pub struct ServeConfig {
     /// while the log still has room to finish the writes in flight.
     #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..))]
     pub log_reserve_bytes: u64,
+    /// Largest message a delivery may carry (`POST .../messages` with `message/rfc822`); a larger
+    /// one is refused with 413 and nothing is stored.
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_message_bytes: u64,
+    /// Bodies waiting to be sent to one peer in the background that are remembered in memory
+    /// (about 64 bytes each: this bounds the bytes); past it the peer is marked for a full body
+    /// resync instead (`node::bodies`).
+    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(64..))]
+    pub body_backlog_memory: u64,
     /// For the rolling-upgrade test only: this node applies and reports the log encoding the
     /// next release would add (`txn::encoding::TEST_NEXT_ENCODING`, with its test op), as a
     /// newer build would; without it the node is that test's older build.

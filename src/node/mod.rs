@@ -2,6 +2,9 @@
 //! wiring of a cluster member. The HTTP surface is `api`; what its admin routes call is here.
 //!
 //! - [`api_server`]: `serve_api`, the API served on the listener's connections, with deadlines.
+//! - [`bodies`]: `NodeBodies`, a node's message bodies: a delivery's majority, the backlogs,
+//!   fetch on a miss.
+//! - [`body_transfer`]: `BodyTransfer`, the HTTP client that moves bodies between members.
 //! - [`config`]: `ServeConfig`, the flags of `dovetail serve`.
 //! - [`dev`]: `dovetail dev`, a local cluster of real processes.
 //! - [`disk_monitor`]: the storage alarm: a full disk stops writes through the node, not the node.
@@ -23,6 +26,8 @@
 //! - [`verify`]: verify's comparison of every replica's digests (pure).
 
 pub mod api_server;
+pub mod bodies;
+pub mod body_transfer;
 pub mod config;
 pub mod dev;
 pub mod disk_monitor;

@@ -255,11 +255,13 @@ mod tests {
                     disk: DiskUsage {
                         log_bytes: 1,
                         index_bytes: 2,
+                        body_bytes: 3,
                     },
                     max_encoding: 1,
                     storage: Default::default(),
                     removed_groups: Vec::new(),
                     removed: false,
+                    bodies: Default::default(),
                 },
                 groups,
             }),

@@ -21,8 +21,10 @@ use tokio_rustls::rustls::pki_types::pem;
 /// is not sent on a connection being closed.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-type HttpClient =
-    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+/// The connector every client of the API uses: HTTP, or HTTPS when it trusts some roots.
+pub type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// Why an HTTP client could not be built: the CA certificates it should trust.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,16 @@ pub enum ClientTlsError {
 /// An HTTP/1.1 client for `http://` URLs and, when `roots` (PEM CA certificates) is given, for
 /// `https://` URLs whose server certificate those roots vouch for.
 pub fn http_client(roots: Option<&Path>) -> Result<HttpClient, ClientTlsError> {
+    http_client_for(roots)
+}
+
+/// As [`http_client`], for requests with bodies of type `B` (a streamed body).
+pub fn http_client_for<B>(roots: Option<&Path>) -> Result<Client<Connector, B>, ClientTlsError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::CertificateDer;
     let mut store = rustls::RootCertStore::empty();

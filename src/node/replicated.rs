@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 
 use dovetail_raft::{ProposeError, RaftNode};
 
+use super::bodies::{BodiesError, NodeBodies};
 use super::mail_group::{decode_outcome, MailGroup};
+use crate::bodies::{BodyError, BodyId};
 use crate::placement::group_of;
-use crate::service::{Consistency, MailService, ReadAck, ReadOptions, ServiceError, WriteAck};
+use crate::service::{
+    Consistency, DeliveryBody, MailService, ReadAck, ReadOptions, ServiceError, StoredBody, WriteAck,
+};
 use crate::state_machine::GroupStateMachine;
 use crate::txn::encoding::encode_entry;
 use crate::txn::Txn;
@@ -20,15 +24,17 @@ pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
 /// A cluster member serving the client API.
 pub struct ReplicatedNode {
     raft: RaftNode<MailGroup>,
+    bodies: NodeBodies,
     groups: u32,
     timeout: Duration,
 }
 
 impl ReplicatedNode {
-    pub fn new(raft: RaftNode<MailGroup>, timeout: Duration) -> ReplicatedNode {
+    pub fn new(raft: RaftNode<MailGroup>, bodies: NodeBodies, timeout: Duration) -> ReplicatedNode {
         let groups = raft.group_count();
         ReplicatedNode {
             raft,
+            bodies,
             groups,
             timeout,
         }
@@ -74,9 +80,65 @@ fn service_error(e: ProposeError) -> ServiceError {
     }
 }
 
+fn bodies_error(e: BodiesError) -> ServiceError {
+    match e {
+        BodiesError::Store(BodyError::TooLarge { max }) => ServiceError::BodyTooLarge { max },
+        BodiesError::Store(BodyError::Input { source }) => ServiceError::BadBody {
+            reason: source.to_string(),
+        },
+        BodiesError::Store(e) if e.is_out_of_space() => ServiceError::NoSpace {
+            reason: format!("the body store: {e}"),
+        },
+        BodiesError::Store(e) => ServiceError::Internal {
+            message: e.to_string(),
+        },
+        BodiesError::Raft(e) => service_error(e),
+        e @ (BodiesError::NoQuorum { .. } | BodiesError::Unavailable { .. }) => ServiceError::Unavailable {
+            reason: e.to_string(),
+        },
+    }
+}
+
 impl MailService for ReplicatedNode {
     fn node_id(&self) -> u64 {
         self.raft.node_id()
+    }
+
+    fn max_message_bytes(&self) -> u64 {
+        self.bodies.max_message_bytes()
+    }
+
+    async fn store_body<B: DeliveryBody>(&self, user: &str, body: B) -> Result<StoredBody, ServiceError> {
+        let group = group_of(user, self.groups);
+        self.refuse_if_removed(group)?;
+        // As a write: a node out of space, or whose group's leader is known busy, takes no body.
+        if let Some(reason) = self.raft.storage_alarm() {
+            return Err(ServiceError::NoSpace { reason });
+        }
+        self.raft.admit_write(group).map_err(service_error)?;
+        let deadline = Instant::now() + self.timeout;
+        let stored = self
+            .bodies
+            .deliver(group, body, deadline)
+            .await
+            .map_err(bodies_error)?;
+        Ok(StoredBody {
+            id: stored.id,
+            size: stored.size,
+        })
+    }
+
+    async fn open_body(&self, user: &str, id: BodyId) -> Result<std::fs::File, ServiceError> {
+        let group = group_of(user, self.groups);
+        self.refuse_if_removed(group)?;
+        let deadline = Instant::now() + self.timeout;
+        match self.bodies.open(group, id, deadline).await {
+            Ok(Some(file)) => Ok(file),
+            Ok(None) => Err(ServiceError::Unavailable {
+                reason: format!("body {id}: no member has a copy"),
+            }),
+            Err(e) => Err(bodies_error(e)),
+        }
     }
 
     fn admit_write(&self, user: &str) -> Result<(), ServiceError> {

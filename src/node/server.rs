@@ -11,6 +11,8 @@ use dovetail_raft::{Node, RaftNode, RaftNodeConfig};
 use tokio::net::TcpListener;
 
 use super::api_server::{serve_api, Deadlines};
+use super::bodies::NodeBodies;
+use super::body_transfer::BodyTransfer;
 use super::config::ServeConfig;
 use super::listener::{tls_acceptor, ApiListener, ConnectionBudget};
 use super::mail_group::MailGroup;
@@ -21,6 +23,7 @@ use crate::api;
 use crate::api::admin::AdminState;
 use crate::api::auth::{require_bearer, BearerToken};
 use crate::api::in_flight::{limit_in_flight, InFlightLimit};
+use crate::bodies::BodyStore;
 use crate::state_machine::GroupStateMachine;
 
 /// The directory of group `group` under a node's data directory.
@@ -126,7 +129,6 @@ pub async fn run(
         }
         raft.initialize(members).await?;
     }
-    let node = Arc::new(ReplicatedNode::new(raft.clone(), config.request_timeout()));
     let client_token = BearerToken::new("client", &config.client_token);
     let admin_token = BearerToken::new("admin", &config.admin_token);
     let info = Arc::new(NodeInfo::new(
@@ -142,6 +144,24 @@ pub async fn run(
         (None, _) => PeerApi::new(&config.admin_token),
         (Some(cert), ca) => PeerApi::https(&config.admin_token, ca.as_ref().unwrap_or(cert))?,
     };
+    let roots = config
+        .tls_cert
+        .as_ref()
+        .map(|cert| config.tls_ca.as_ref().unwrap_or(cert).as_path());
+    let bodies = NodeBodies::new(
+        Arc::new(BodyStore::open(config.data_dir.join("blobs"))?),
+        raft.clone(),
+        BodyTransfer::new(&config.admin_token, roots)?,
+        BodyTransfer::new(&config.admin_token, roots)?,
+        config.max_message_bytes,
+        config.body_backlog_memory,
+    );
+    let backlog = tokio::spawn(bodies.clone().run_backlog());
+    let node = Arc::new(ReplicatedNode::new(
+        raft.clone(),
+        bodies.clone(),
+        config.request_timeout(),
+    ));
     let disk = tokio::spawn(super::disk_monitor::run_disk_monitor(
         raft.clone(),
         config.data_dir.clone(),
@@ -173,6 +193,7 @@ pub async fn run(
         peers,
         timeout: config.request_timeout() * 3,
         metrics: metrics_handle.clone(),
+        bodies,
     };
     let app = http_app(
         node,
@@ -218,6 +239,7 @@ pub async fn run(
     }
     gauges.abort();
     gate.abort();
+    backlog.abort();
     watch.abort();
     disk.abort();
     tracing::info!(node_id = config.node_id, "draining: flushing groups and the log");

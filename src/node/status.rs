@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use dovetail_raft::{GroupMetrics, NodeId, RaftNode};
 use serde::{Deserialize, Serialize};
 
+use super::bodies::{BodiesStatus, NodeBodies};
 use super::mail_group::MailGroup;
 use crate::index::LogPosition;
 
@@ -52,6 +53,9 @@ pub struct NodeSummary {
     /// Removed from every group: the node serves nothing until it is added again (or stopped).
     #[serde(default)]
     pub removed: bool,
+    /// Message bodies: checks failed, fetches on a miss, background transfers, backlogs.
+    #[serde(default)]
+    pub bodies: BodiesStatus,
 }
 
 /// Bytes a node keeps on disk (apparent file sizes), measured at most `DISK_USAGE_MAX_AGE` ago.
@@ -61,6 +65,9 @@ pub struct DiskUsage {
     pub log_bytes: u64,
     /// Under `<data-dir>/groups`: index files, manifests and checkpoints of every group.
     pub index_bytes: u64,
+    /// Under `<data-dir>/blobs`: message bodies (and copies moved aside).
+    #[serde(default)]
+    pub body_bytes: u64,
 }
 
 /// One group as this node sees it.
@@ -191,6 +198,7 @@ impl NodeInfo {
                 let usage = DiskUsage {
                     log_bytes: dir_bytes(&self.data_dir.join("raft-log")),
                     index_bytes: dir_bytes(&self.data_dir.join("groups")),
+                    body_bytes: dir_bytes(&self.data_dir.join("blobs")),
                 };
                 *cached = Some((Instant::now(), usage));
                 usage
@@ -214,12 +222,17 @@ impl NodeInfo {
                 .clone(),
             removed_groups: Vec::new(),
             removed: false,
+            bodies: BodiesStatus::default(),
         }
     }
 }
 
 /// This node's status: its summary and its view of every group.
-pub async fn node_status(raft: &RaftNode<MailGroup>, info: &std::sync::Arc<NodeInfo>) -> NodeStatus {
+pub async fn node_status(
+    raft: &RaftNode<MailGroup>,
+    info: &std::sync::Arc<NodeInfo>,
+    bodies: &NodeBodies,
+) -> NodeStatus {
     let walker = info.clone();
     // A failed walk (a panic in the blocking pool) is reported as zero rather than failing the
     // whole status: the groups matter more than the byte counts.
@@ -249,6 +262,7 @@ pub async fn node_status(raft: &RaftNode<MailGroup>, info: &std::sync::Arc<NodeI
     let mut node = info.summary(disk);
     node.removed_groups = groups.iter().filter(|g| g.removed).map(|g| g.group).collect();
     node.removed = !groups.is_empty() && node.removed_groups.len() == groups.len();
+    node.bodies = bodies.status();
     NodeStatus {
         node_id: raft.node_id(),
         node,
@@ -315,7 +329,8 @@ mod tests {
             usage,
             DiskUsage {
                 log_bytes: 7,
-                index_bytes: 5
+                index_bytes: 5,
+                body_bytes: 0
             }
         );
         // Within the cache age, a change is not seen yet.

@@ -30,11 +30,11 @@ pub(super) fn routes() -> Router<AdminState> {
 }
 
 async fn status(State(admin): State<AdminState>) -> Json<NodeStatus> {
-    Json(node_status(&admin.raft, &admin.info).await)
+    Json(node_status(&admin.raft, &admin.info, &admin.bodies).await)
 }
 
 async fn cluster(State(admin): State<AdminState>) -> Json<ClusterOverview> {
-    let local = node_status(&admin.raft, &admin.info).await;
+    let local = node_status(&admin.raft, &admin.info, &admin.bodies).await;
     let this_node = admin.info.node_id;
     // Every member any group knows of; groups agree on addresses except mid-change, when
     // either address is as good a guess.

@@ -15,6 +15,8 @@
 //! GET    /admin/groups/{group}/backup                a copy of one group at a linearizable cut (ctl backup)
 //! GET    /admin/groups/{group}/digests               this replica's per-mailbox digests (verify)
 //! GET    /admin/groups/{group}/mailboxes/{guid}/image  this replica's copy of a mailbox file (repair)
+//! PUT    /admin/bodies/{id}                          store a body another member pushes (checked)
+//! GET    /admin/bodies/{id}                          this node's checked copy of a body
 //! GET    /metrics                                    Prometheus text format
 //! ```
 //! Any member accepts these; each group's change runs on that group's leader (the raft layer
@@ -27,11 +29,12 @@
 //!
 //! One file per concern: `cluster` (status and overview), `members` (membership),
 //! `leadership` (transfer and rebalance), `verify`, `repair`, `snapshots`, `backup`, `digests` (digests
-//! and images, which verify and repair read from every replica) and `metrics`; `state` is what
+//! and images, which verify and repair read from every replica), `bodies` (between members) and `metrics`; `state` is what
 //! they share. The logic they call lives in `node`: the overview's merge and verify's
 //! comparison (both pure), the repair loop, the leader plan.
 
 mod backup;
+mod bodies;
 mod cluster;
 mod digests;
 mod leadership;
@@ -60,6 +63,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(snapshots::routes())
         .merge(backup::routes())
         .merge(digests::routes())
+        .merge(bodies::routes())
         .merge(metrics::routes())
         .method_not_allowed_fallback(ApiError::method_not_allowed)
         .with_state(state)

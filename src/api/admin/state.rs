@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use dovetail_raft::RaftNode;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::node::bodies::NodeBodies;
 use crate::node::mail_group::MailGroup;
 use crate::node::peer_api::PeerApi;
 use crate::node::status::NodeInfo;
@@ -22,6 +23,8 @@ pub struct AdminState {
     pub timeout: Duration,
     /// The process's metrics recorder, rendered by `GET /metrics`.
     pub metrics: PrometheusHandle,
+    /// The node's message bodies (the body routes, status).
+    pub bodies: NodeBodies,
 }
 
 impl AdminState {

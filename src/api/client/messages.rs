@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::bodies::{deliver, is_delivery};
 use super::read::{page_limit, read, ReadQuery};
 use super::write::{now_seconds, session, submit, write_response};
 use crate::api::error::ApiError;
@@ -50,10 +51,28 @@ struct Messages {
     messages: Vec<MessageView>,
 }
 
-pub(super) async fn append<S: MailService>(
+/// `POST .../messages`: a delivery when the body is a message (`message/rfc822`), else an append
+/// of index records (JSON).
+pub(super) async fn append_or_deliver<S: MailService>(
     State(service): State<Arc<S>>,
     MailboxPath(user, mailbox): MailboxPath,
-    JsonBody(body): JsonBody<AppendBody>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if is_delivery(request.headers()) {
+        let (mut parts, body) = request.into_parts();
+        let QueryParams(query) = QueryParams::from_request_parts(&mut parts, &()).await?;
+        let request = Request::from_parts(parts, body);
+        return deliver(service, user, mailbox, query, request).await;
+    }
+    let JsonBody(body) = JsonBody::from_request(request, &()).await?;
+    append(service, user, mailbox, body).await
+}
+
+async fn append<S: MailService>(
+    service: Arc<S>,
+    user: String,
+    mailbox: String,
+    body: AppendBody,
 ) -> Result<Response, ApiError> {
     let client = session(service.node_id(), body.client_id, body.request_seq)?;
     let now = now_seconds();

@@ -7,6 +7,8 @@
 //! DELETE /v1/users/{user}/mailboxes/{mailbox}             delete
 //! POST   /v1/users/{user}/mailboxes/{mailbox}/rename      rename        {"to"}
 //! POST   /v1/users/{user}/mailboxes/{mailbox}/messages    append        {"messages": [...]}
+//!                                                         or deliver    message/rfc822 body (?flags&internal_date)
+//! GET    /v1/users/{user}/mailboxes/{mailbox}/messages/{uid}/body   the message's bytes (Range)
 //! GET    /v1/users/{user}/mailboxes/{mailbox}/messages    records by UID range (?first&last&limit)
 //! POST   /v1/users/{user}/mailboxes/{mailbox}/store       flags         {"uids","mode","flags","unchanged_since"}
 //! POST   /v1/users/{user}/mailboxes/{mailbox}/expunge     expunge       {"uids","expected_guids"}
@@ -18,11 +20,12 @@
 //! linearizable` (default linearizable) and `min_applied=<token>`, and answer with `applied`.
 //!
 //! One file per resource, each with its handlers and body types: `mailboxes` (list, create,
-//! status, delete, rename), `messages` (append, fetch), `flags` (store, expunge), `changes`.
+//! status, delete, rename), `messages` (append, fetch), `bodies` (deliver, a body's bytes), `flags` (store, expunge), `changes`.
 //! What every write shares is in `write` (the client session, validation, the answer); what
 //! every read shares is in `read` (the freshness parameters, the answer). This file holds the
 //! route table.
 
+mod bodies;
 mod changes;
 mod flags;
 mod mailboxes;
@@ -71,7 +74,11 @@ pub fn router<S: MailService>(service: Arc<S>) -> Router {
         )
         .route(
             "/v1/users/{user}/mailboxes/{mailbox}/messages",
-            get(messages::fetch::<S>).post(messages::append::<S>),
+            get(messages::fetch::<S>).post(messages::append_or_deliver::<S>),
+        )
+        .route(
+            "/v1/users/{user}/mailboxes/{mailbox}/messages/{uid}/body",
+            get(bodies::body::<S>),
         )
         .route(
             "/v1/users/{user}/mailboxes/{mailbox}/store",

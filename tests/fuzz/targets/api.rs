@@ -101,7 +101,17 @@ impl TestNode {
                 assert!(Instant::now() < deadline, "the one-node cluster elects itself");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let node = Arc::new(ReplicatedNode::new(raft.clone(), REQUEST_TIMEOUT));
+            let bodies = dovetail::node::bodies::NodeBodies::new(
+                Arc::new(
+                    dovetail::bodies::BodyStore::open(data_dir.join("blobs")).expect("the body store opens"),
+                ),
+                raft.clone(),
+                dovetail::node::body_transfer::BodyTransfer::new(ADMIN_TOKEN, None).expect("a client"),
+                dovetail::node::body_transfer::BodyTransfer::new(ADMIN_TOKEN, None).expect("a client"),
+                1 << 20,
+                1 << 20,
+            );
+            let node = Arc::new(ReplicatedNode::new(raft.clone(), bodies.clone(), REQUEST_TIMEOUT));
             seed_mailboxes(&node).await;
             let info = Arc::new(NodeInfo::new(
                 1,
@@ -117,6 +127,7 @@ impl TestNode {
                 peers: PeerApi::new(ADMIN_TOKEN),
                 timeout: REQUEST_TIMEOUT,
                 metrics: dovetail::node::metrics::install(),
+                bodies,
             };
             let app = http_app(
                 node,

@@ -1,0 +1,98 @@
+//! Bodies between members: `PUT /admin/bodies/{id}` stores a body another member pushes (checked
+//! against its id, durable before the answer), `GET /admin/bodies/{id}` hands out this node's
+//! checked copy (what a member fetches on a miss). Behind the admin token, which every member
+//! shares; see `node::bodies`.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::state::AdminState;
+use crate::api::extract::PathParams;
+use crate::api::{ApiError, ErrorCode};
+use crate::bodies::stream::{file_body, put_stream};
+use crate::bodies::{BodyError, BodyId};
+
+pub(super) fn routes() -> Router<AdminState> {
+    Router::new().route("/admin/bodies/{id}", put(store).get(fetch))
+}
+
+fn body_id(text: &str) -> Result<BodyId, ApiError> {
+    BodyId::parse(text)
+        .ok_or_else(|| ApiError::invalid(format!("body id {}: not 32 hex digits", crate::txn::quoted(text))))
+}
+
+fn store_error(e: BodyError) -> ApiError {
+    let code = match &e {
+        BodyError::TooLarge { .. } => ErrorCode::TooLarge,
+        BodyError::Mismatch { .. } | BodyError::Input { .. } => ErrorCode::Invalid,
+        e if e.is_out_of_space() => ErrorCode::InsufficientStorage,
+        _ => ErrorCode::Internal,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// Stores the pushed body if its bytes hash to `id`; 201 once it is durable (200 if this node
+/// already held it).
+async fn store(
+    State(admin): State<AdminState>,
+    PathParams(id): PathParams<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let id = body_id(&id)?;
+    if let Some(reason) = admin.raft.storage_alarm() {
+        return Err(ApiError::new(ErrorCode::InsufficientStorage, reason));
+    }
+    let bodies = &admin.bodies;
+    let stored = put_stream(
+        bodies.store().clone(),
+        request.into_body(),
+        bodies.max_message_bytes(),
+        Some(id),
+    )
+    .await
+    .map_err(store_error)?;
+    let status = if stored.written {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({"id": id.hex(), "size": stored.size}))).into_response())
+}
+
+/// This node's copy of body `id`, checked first; 404 if it has none or its copy failed the
+/// check (moved aside: the member asks another, and this node fetches it again when it needs it).
+async fn fetch(
+    State(admin): State<AdminState>,
+    PathParams(id): PathParams<String>,
+) -> Result<Response, ApiError> {
+    let id = body_id(&id)?;
+    let store = admin.bodies.store().clone();
+    let read = tokio::task::spawn_blocking(move || store.read(&id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let file = match read {
+        Ok(Some(file)) => file,
+        Ok(None) | Err(BodyError::Damaged { .. }) => {
+            return Err(ApiError::new(
+                ErrorCode::NoSuchBody,
+                format!("this node has no good copy of body {id}"),
+            ))
+        }
+        Err(e) => return Err(store_error(e)),
+    };
+    let size = file
+        .metadata()
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .len();
+    let mut response = Response::new(Body::new(file_body(file, 0, size)));
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(response)
+}

@@ -1,0 +1,374 @@
+//! `NodeBodies`: a node's message bodies beside its groups (ARCHITECTURE.md §3, "A delivery").
+//!
+//! - **A delivery's body** ([`NodeBodies::deliver`]) is stored here, then pushed to the other
+//!   members of the user's group at once; the call returns when a majority of the group's voters
+//!   (this node counted when it is one) hold it durably — only then may the index entry that
+//!   names it be proposed, so an acknowledged delivery survives the loss of any minority.
+//! - **The other members** get it from the same pushes, which go on after the answer; a push that
+//!   fails puts the body in that peer's **backlog**, drained in the background on connections of
+//!   its own ([`BodyTransfer`]), so it never delays a delivery, a reader or Raft traffic. A
+//!   backlog holds ids, not bytes (the bytes are in the store), up to `--body-backlog-memory`;
+//!   past that the peer is marked for a full body resync instead.
+//! - **A read** ([`NodeBodies::open`]) checks the stored copy; a missing or damaged one (moved
+//!   aside by the check) is fetched at once from a member that has it, on the urgent
+//!   connections, checked, stored and served.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dovetail_raft::{NodeId, ProposeError, RaftNode};
+use hyper::body::{Body, Bytes};
+use serde::Serialize;
+
+use super::body_transfer::BodyTransfer;
+use super::mail_group::MailGroup;
+use crate::bodies::stream::put_stream;
+use crate::bodies::{BodyError, BodyId, BodyStore, Stored};
+
+/// What one entry of a peer's backlog costs in memory, counted against
+/// `--body-backlog-memory`: the id, the deque's slot and its share of the bookkeeping.
+pub const BACKLOG_ENTRY_BYTES: u64 = 64;
+
+/// How long one background push may take before the backlog tries the next.
+const BACKGROUND_PUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the backlog waits before trying a peer again after a failed push.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Why a body could not be stored, replicated or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodiesError {
+    #[error(transparent)]
+    Store(#[from] BodyError),
+    /// Too few voters of the group took the body before the deadline.
+    #[error("group {group}: body {id} is held by {held} of the {needed} voters a delivery needs before the deadline ({reason})")]
+    NoQuorum {
+        group: u32,
+        id: BodyId,
+        held: usize,
+        needed: usize,
+        reason: String,
+    },
+    #[error(transparent)]
+    Raft(#[from] ProposeError),
+    /// No member had a good copy of a body this node lacks.
+    #[error("body {id}: no member has a good copy ({reason})")]
+    Unavailable { id: BodyId, reason: String },
+}
+
+/// Counters for `/admin/status` and `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    fetches: AtomicU64,
+    fetch_failures: AtomicU64,
+    fetch_micros: AtomicU64,
+    background_pushed: AtomicU64,
+    backlog_overflows: AtomicU64,
+}
+
+/// A node's bodies: the store and how bodies move between members.
+#[derive(Clone)]
+pub struct NodeBodies {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<BodyStore>,
+    raft: RaftNode<MailGroup>,
+    urgent: BodyTransfer,
+    background: BodyTransfer,
+    max_message_bytes: u64,
+    backlogs: Mutex<BTreeMap<NodeId, PeerBacklog>>,
+    backlog_limit: usize,
+    wake: tokio::sync::Notify,
+    counters: Counters,
+}
+
+/// Bodies waiting to be sent to one peer.
+#[derive(Debug, Default)]
+struct PeerBacklog {
+    api_addr: String,
+    queue: VecDeque<BodyId>,
+    /// The backlog overflowed: the peer needs a full body resync.
+    resync: bool,
+    /// Earliest time of the next try after a failure.
+    retry_at: Option<Instant>,
+}
+
+/// One peer's backlog as `/admin/status` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BacklogStatus {
+    pub node_id: NodeId,
+    pub queued: usize,
+    pub resync: bool,
+}
+
+/// The node's bodies as `/admin/status` shows them.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+pub struct BodiesStatus {
+    pub damaged: u64,
+    pub fetches: u64,
+    pub fetch_failures: u64,
+    /// Mean time of a successful fetch on a miss, in microseconds.
+    pub fetch_mean_micros: u64,
+    pub background_pushed: u64,
+    pub backlog_overflows: u64,
+    pub backlogs: Vec<BacklogStatus>,
+}
+
+impl NodeBodies {
+    pub fn new(
+        store: Arc<BodyStore>,
+        raft: RaftNode<MailGroup>,
+        urgent: BodyTransfer,
+        background: BodyTransfer,
+        max_message_bytes: u64,
+        backlog_memory: u64,
+    ) -> NodeBodies {
+        NodeBodies {
+            inner: Arc::new(Inner {
+                store,
+                raft,
+                urgent,
+                background,
+                max_message_bytes,
+                backlogs: Mutex::default(),
+                backlog_limit: (backlog_memory / BACKLOG_ENTRY_BYTES).max(1) as usize,
+                wake: tokio::sync::Notify::new(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<BodyStore> {
+        &self.inner.store
+    }
+
+    pub fn max_message_bytes(&self) -> u64 {
+        self.inner.max_message_bytes
+    }
+
+    /// Stores the body `body` yields here and on a majority of `group`'s voters before
+    /// `deadline` ([`NodeBodies::replicate`]).
+    pub async fn deliver<B>(&self, group: u32, body: B, deadline: Instant) -> Result<Stored, BodiesError>
+    where
+        B: Body<Data = Bytes> + Unpin + Send,
+        B::Error: std::fmt::Display,
+    {
+        let stored = put_stream(self.inner.store.clone(), body, self.inner.max_message_bytes, None).await?;
+        self.replicate(group, stored.id, deadline).await?;
+        Ok(stored)
+    }
+
+    /// Returns once a majority of `group`'s voters, this node counted when it is one, hold body
+    /// `id` (which this node holds) durably. Every other member is pushed the body too; the
+    /// pushes go on after the answer, and one that fails leaves the body in that peer's backlog.
+    pub async fn replicate(&self, group: u32, id: BodyId, deadline: Instant) -> Result<(), BodiesError> {
+        let inner = &self.inner;
+        let me = inner.raft.node_id();
+        let voters = inner.raft.metrics(group)?.voters;
+        let members = inner.raft.member_nodes(group)?;
+        let needed = voters.len() / 2 + 1;
+        let mut held = usize::from(voters.contains(&me));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (peer, node) in members.into_iter().filter(|(peer, _)| *peer != me) {
+            let (bodies, tx) = (self.clone(), tx.clone());
+            tokio::spawn(async move {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                let result = bodies
+                    .inner
+                    .urgent
+                    .push(&node.api_addr, &bodies.inner.store, id, timeout)
+                    .await;
+                if let Err(e) = &result {
+                    tracing::debug!(peer, body = %id, error = %e, "push failed; the body waits in the peer's backlog");
+                    bodies.enqueue(peer, &node.api_addr, id);
+                }
+                let _ = tx.send((peer, result));
+            });
+        }
+        drop(tx);
+        let mut last_error = String::from("no other voter");
+        while held < needed {
+            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                Ok(Some((peer, Ok(true)))) if voters.contains(&peer) => held += 1,
+                Ok(Some((peer, Ok(_)))) if voters.contains(&peer) => {
+                    last_error = format!("node {peer}: this node lost its copy")
+                }
+                Ok(Some((_, Ok(_)))) => {}
+                Ok(Some((peer, Err(e)))) => last_error = format!("node {peer}: {e}"),
+                Ok(None) => break,
+                Err(_) => {
+                    last_error = format!("deadline reached; last: {last_error}");
+                    break;
+                }
+            }
+        }
+        if held >= needed {
+            return Ok(());
+        }
+        Err(BodiesError::NoQuorum {
+            group,
+            id,
+            held,
+            needed,
+            reason: last_error,
+        })
+    }
+
+    /// Opens body `id` of `group` for reading, checked; a copy this node lacks (or that fails
+    /// its check) is fetched at once from a member. `Ok(None)`: no member has one either.
+    pub async fn open(
+        &self,
+        group: u32,
+        id: BodyId,
+        deadline: Instant,
+    ) -> Result<Option<std::fs::File>, BodiesError> {
+        let inner = &self.inner;
+        match self.read_checked(id).await {
+            Ok(Some(file)) => return Ok(Some(file)),
+            Ok(None) | Err(BodyError::Damaged { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let started = Instant::now();
+        inner.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        let me = inner.raft.node_id();
+        let mut reasons = Vec::new();
+        for (peer, node) in inner.raft.member_nodes(group)? {
+            if peer == me {
+                continue;
+            }
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            match inner
+                .urgent
+                .fetch(&node.api_addr, &inner.store, id, inner.max_message_bytes, timeout)
+                .await
+            {
+                Ok(Some(_)) => match self.read_checked(id).await {
+                    Ok(Some(file)) => {
+                        let micros = started.elapsed().as_micros() as u64;
+                        inner.counters.fetch_micros.fetch_add(micros, Ordering::Relaxed);
+                        tracing::info!(body = %id, from = peer, micros, "fetched a body this node lacked");
+                        return Ok(Some(file));
+                    }
+                    Ok(None) => reasons.push(format!("node {peer}: gone after the fetch")),
+                    Err(e) => reasons.push(format!("node {peer}: {e}")),
+                },
+                Ok(None) => reasons.push(format!("node {peer}: no copy")),
+                Err(e) => reasons.push(format!("node {peer}: {e}")),
+            }
+        }
+        inner.counters.fetch_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(body = %id, group, reasons = %reasons.join("; "), "no member has a good copy of a body this node lacks");
+        Err(BodiesError::Unavailable {
+            id,
+            reason: reasons.join("; "),
+        })
+    }
+
+    /// The store's checked read, on a blocking thread (it hashes the whole body).
+    async fn read_checked(&self, id: BodyId) -> Result<Option<std::fs::File>, BodyError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.read(&id))
+            .await
+            .map_err(|e| BodyError::Input {
+                source: std::io::Error::other(format!("the store's reader failed: {e}")),
+            })?
+    }
+
+    /// Puts body `id` in `peer`'s backlog (or marks the peer for a full resync when it is full).
+    fn enqueue(&self, peer: NodeId, api_addr: &str, id: BodyId) {
+        let inner = &self.inner;
+        let mut backlogs = inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        let backlog = backlogs.entry(peer).or_default();
+        backlog.api_addr = api_addr.to_string();
+        if backlog.resync {
+            return;
+        }
+        if backlog.queue.len() >= inner.backlog_limit {
+            backlog.queue.clear();
+            backlog.resync = true;
+            inner.counters.backlog_overflows.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer,
+                limit = inner.backlog_limit,
+                "body backlog full: the peer is marked for a full body resync"
+            );
+        } else {
+            backlog.queue.push_back(id);
+        }
+        drop(backlogs);
+        inner.wake.notify_one();
+    }
+
+    /// The next body to send in the background, to a peer not waiting out a failure.
+    fn next_background(&self) -> Option<(NodeId, String, BodyId)> {
+        let backlogs = self.inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        backlogs
+            .iter()
+            .filter(|(_, b)| b.retry_at.is_none_or(|at| at <= now))
+            .find_map(|(peer, b)| b.queue.front().map(|id| (*peer, b.api_addr.clone(), *id)))
+    }
+
+    /// Drains the backlogs, one body at a time, until the process ends.
+    pub async fn run_backlog(self) {
+        loop {
+            let Some((peer, api_addr, id)) = self.next_background() else {
+                let _ = tokio::time::timeout(RETRY_PAUSE, self.inner.wake.notified()).await;
+                continue;
+            };
+            let result = self
+                .inner
+                .background
+                .push(&api_addr, &self.inner.store, id, BACKGROUND_PUSH_TIMEOUT)
+                .await;
+            let mut backlogs = self.inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(backlog) = backlogs.get_mut(&peer) else {
+                continue;
+            };
+            match result {
+                Ok(_) => {
+                    if backlog.queue.front() == Some(&id) {
+                        backlog.queue.pop_front();
+                    }
+                    backlog.retry_at = None;
+                    self.inner
+                        .counters
+                        .background_pushed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(peer, body = %id, error = %e, "background push failed; retrying later");
+                    backlog.retry_at = Some(Instant::now() + RETRY_PAUSE);
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> BodiesStatus {
+        let c = &self.inner.counters;
+        let fetches = c.fetches.load(Ordering::Relaxed);
+        let failures = c.fetch_failures.load(Ordering::Relaxed);
+        let backlogs = self.inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        BodiesStatus {
+            damaged: self.inner.store.damaged_count(),
+            fetches,
+            fetch_failures: failures,
+            fetch_mean_micros: c.fetch_micros.load(Ordering::Relaxed)
+                / fetches.saturating_sub(failures).max(1),
+            background_pushed: c.background_pushed.load(Ordering::Relaxed),
+            backlog_overflows: c.backlog_overflows.load(Ordering::Relaxed),
+            backlogs: backlogs
+                .iter()
+                .map(|(peer, b)| BacklogStatus {
+                    node_id: *peer,
+                    queued: b.queue.len(),
+                    resync: b.resync,
+                })
+                .collect(),
+        }
+    }
+}

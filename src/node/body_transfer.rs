@@ -1,0 +1,165 @@
+//! `BodyTransfer`: this node's HTTP client for moving message bodies to and from other members
+//! (`PUT` / `GET /admin/bodies/{id}` on their admin API, streamed both ways). A node keeps two,
+//! each with its own connections: the *urgent* one for the pushes a delivery waits on and for
+//! fetches on a miss, the *background* one for the backlog. Background transfers therefore never
+//! queue a delivery or a reader behind them, and none of them shares a connection with Raft
+//! traffic (the peer port).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::channel::Channel;
+use http_body_util::BodyExt;
+use hyper::body::Bytes;
+use hyper::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::http::Method;
+use hyper_util::client::legacy::Client;
+
+use super::peer_api::{error_chain, http_client_for, ClientTlsError, Connector, PeerApiError};
+use crate::bodies::stream::{file_body, put_stream};
+use crate::bodies::{BodyError, BodyId, BodyStore, Stored};
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Peer(#[from] PeerApiError),
+    /// This node's own store failed (reading what to send, or storing what came).
+    #[error(transparent)]
+    Store(#[from] BodyError),
+}
+
+/// A client for other members' body endpoints.
+#[derive(Clone)]
+pub struct BodyTransfer {
+    client: Client<Connector, Channel<Bytes, std::io::Error>>,
+    scheme: &'static str,
+    authorization: String,
+}
+
+impl std::fmt::Debug for BodyTransfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyTransfer")
+    }
+}
+
+impl BodyTransfer {
+    /// A client over plain HTTP, or over HTTPS trusting the PEM CA certificates in `roots`.
+    pub fn new(admin_token: &str, roots: Option<&Path>) -> Result<BodyTransfer, ClientTlsError> {
+        Ok(BodyTransfer {
+            client: http_client_for(roots)?,
+            scheme: if roots.is_some() { "https" } else { "http" },
+            authorization: format!("Bearer {admin_token}"),
+        })
+    }
+
+    fn url(&self, api_addr: &str, id: &BodyId) -> String {
+        format!("{}://{api_addr}/admin/bodies/{id}", self.scheme)
+    }
+
+    /// Sends body `id` from `store` to the member at `api_addr`, which checks it and stores it
+    /// durably before it answers. `Ok(false)`: this node has no copy to send.
+    pub async fn push(
+        &self,
+        api_addr: &str,
+        store: &BodyStore,
+        id: BodyId,
+        timeout: Duration,
+    ) -> Result<bool, TransferError> {
+        let Some((file, size)) = store.open_unchecked(&id)? else {
+            return Ok(false);
+        };
+        let url = self.url(api_addr, &id);
+        let failed = |reason: String| PeerApiError::Request {
+            url: url.clone(),
+            reason,
+        };
+        let call = async {
+            let request = hyper::Request::builder()
+                .method(Method::PUT)
+                .uri(&url)
+                .header(AUTHORIZATION, &self.authorization)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size)
+                .body(file_body(file, 0, size))
+                .map_err(|e| failed(e.to_string()))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            let status = response.status();
+            let answer = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| failed(error_chain(&e)))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(PeerApiError::Status {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&answer).chars().take(500).collect(),
+                });
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(answer) => answer.map(|()| true).map_err(TransferError::from),
+            Err(_) => Err(PeerApiError::Timeout { url, timeout }.into()),
+        }
+    }
+
+    /// Fetches body `id` from the member at `api_addr` into `store`, checking every byte.
+    /// `Ok(None)`: that member has no good copy.
+    pub async fn fetch(
+        &self,
+        api_addr: &str,
+        store: &Arc<BodyStore>,
+        id: BodyId,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Option<Stored>, TransferError> {
+        let url = self.url(api_addr, &id);
+        let failed = |reason: String| PeerApiError::Request {
+            url: url.clone(),
+            reason,
+        };
+        let call = async {
+            let (_, empty) = Channel::new(1);
+            let request = hyper::Request::builder()
+                .method(Method::GET)
+                .uri(&url)
+                .header(AUTHORIZATION, &self.authorization)
+                .body(empty)
+                .map_err(|e| failed(e.to_string()))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            let status = response.status();
+            if status == hyper::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                let answer = response.into_body().collect().await.map(|c| c.to_bytes());
+                return Err(PeerApiError::Status {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    body: answer
+                        .map(|b| String::from_utf8_lossy(&b).chars().take(500).collect())
+                        .unwrap_or_default(),
+                }
+                .into());
+            }
+            let stored = put_stream(store.clone(), response.into_body(), max_bytes, Some(id)).await?;
+            Ok(Some(stored))
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(PeerApiError::Timeout { url, timeout }.into()),
+        }
+    }
+}
