@@ -4,9 +4,15 @@
 //!
 //! - [`store`]: [`BodyStore`], the node's bodies under `<data-dir>/blobs/`, named by [`BodyId`]
 //!   (128 bits of the SHA-256 of the bytes), checked on every read.
+//! - [`collector`]: deletes the bodies no record of the node's applied index references, once
+//!   they are older than the grace period (`plan`, pure; `collect_once`).
 //! - [`stream`]: bodies between HTTP byte streams and the store, never whole in memory.
 
+pub mod collector;
 pub mod store;
 pub mod stream;
 
-pub use store::{BodyError, BodyId, BodyStore, Stored};
+#[cfg(test)]
+mod collector_tests;
+
+pub use store::{BodyError, BodyId, BodyStore, Removal, Stored};

@@ -8,7 +8,12 @@
 //! - **Writing** ([`BodyStore::put`]) streams into a temporary file while hashing (never the
 //!   whole message in memory), syncs it, renames it into place and syncs the directory: once it
 //!   returns, the body survives a crash. A body already present is not written again (one
-//!   delivery to many recipients, a COPY: single-instance storage); the temporary file goes.
+//!   delivery to many recipients, a COPY: single-instance storage); the temporary file goes, and
+//!   the copy's modification time is set to now, so the collector's grace period starts again
+//!   for a body about to be referenced anew (`collector`).
+//! - **Deleting** is the collector's ([`BodyStore::remove_if_stale`]): it re-checks the copy's
+//!   modification time under the same lock as `put`'s refresh, so a body put again after the
+//!   collector listed it is kept.
 //! - **Reading** ([`BodyStore::open`]) checks the whole file against its name before handing it
 //!   out: a copy that fails is never served; it is moved to `quarantine/` and counted, and the
 //!   caller fetches it again from a peer.
@@ -19,6 +24,8 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -120,6 +127,17 @@ pub struct Stored {
     pub written: bool,
 }
 
+/// What [`BodyStore::remove_if_stale`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The copy was deleted; it had `bytes` bytes.
+    Removed { bytes: u64 },
+    /// The copy was modified after the cutoff (put again since it was listed): kept.
+    Fresh,
+    /// There was no copy.
+    Absent,
+}
+
 /// A node's body store.
 #[derive(Debug)]
 pub struct BodyStore {
@@ -128,6 +146,10 @@ pub struct BodyStore {
     damaged: AtomicU64,
     /// Temporary file names: unique within the process.
     next_tmp: AtomicU64,
+    /// Held by `put` while it finds a body present and refreshes its modification time, and by
+    /// [`BodyStore::remove_if_stale`] while it checks that time and deletes: so a put that
+    /// returns `written: false` always leaves a copy whose time is its own.
+    refresh: Mutex<()>,
 }
 
 impl BodyStore {
@@ -145,6 +167,7 @@ impl BodyStore {
             dir,
             damaged: AtomicU64::new(0),
             next_tmp: AtomicU64::new(0),
+            refresh: Mutex::new(()),
         })
     }
 
@@ -217,12 +240,23 @@ impl BodyStore {
             }
         }
         let target = self.path_of(&id);
-        if target.is_file() {
-            return Ok(Stored {
-                id,
-                size,
-                written: false,
-            });
+        {
+            let _refresh = self.refresh.lock().unwrap_or_else(PoisonError::into_inner);
+            if target.is_file() {
+                // Present already: the copy's time becomes now, as if written, so the collector
+                // counts its grace from this put (the body is about to be referenced again);
+                // synced, so a crash does not take the refresh back while the entry is pending.
+                File::options()
+                    .write(true)
+                    .open(&target)
+                    .and_then(|f| f.set_modified(SystemTime::now()).and_then(|()| f.sync_all()))
+                    .map_err(|e| BodyError::io(&target, "refreshing the modification time of", e))?;
+                return Ok(Stored {
+                    id,
+                    size,
+                    written: false,
+                });
+            }
         }
         file.sync_all().map_err(|e| BodyError::io(tmp, "syncing", e))?;
         drop(file);
@@ -293,6 +327,31 @@ impl BodyStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BodyError::io(&path, "removing", e)),
+        }
+    }
+
+    /// Deletes body `id` if its copy was last modified at or before `cutoff` (the collector's
+    /// job: a copy put again since it was listed is newer and kept). The check and the
+    /// deletion hold the lock `put` holds to refresh a present copy, so neither slips between
+    /// the other's steps.
+    pub fn remove_if_stale(&self, id: &BodyId, cutoff: SystemTime) -> Result<Removal, BodyError> {
+        let path = self.path_of(id);
+        let _refresh = self.refresh.lock().unwrap_or_else(PoisonError::into_inner);
+        let meta = match fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Absent),
+            Err(e) => return Err(BodyError::io(&path, "reading the metadata of", e)),
+        };
+        let modified = meta
+            .modified()
+            .map_err(|e| BodyError::io(&path, "reading the modification time of", e))?;
+        if modified > cutoff {
+            return Ok(Removal::Fresh);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(Removal::Removed { bytes: meta.len() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removal::Absent),
             Err(e) => Err(BodyError::io(&path, "removing", e)),
         }
     }
@@ -408,6 +467,49 @@ mod tests {
         ));
         assert!(store.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// A put of a body already present refreshes its modification time (else a re-delivery of
+    /// an old, unreferenced body could be collected right after it was acknowledged), and a
+    /// removal with a cutoff before that time keeps it.
+    #[test]
+    fn a_put_again_refreshes_the_time_and_stale_removal_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BodyStore::open(dir.path()).unwrap();
+        let stored = store.put(&mut &b"old body"[..], 100, None).unwrap();
+        let path = store.path_of(&stored.id);
+        let old = SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(store.list().unwrap()[0].2, old);
+        let cutoff = SystemTime::now() - std::time::Duration::from_secs(3600);
+
+        let again = store.put(&mut &b"old body"[..], 100, None).unwrap();
+        assert!(!again.written);
+        let refreshed = store.list().unwrap()[0].2;
+        assert!(refreshed > cutoff, "refreshed to now: {refreshed:?}");
+        assert_eq!(store.remove_if_stale(&stored.id, cutoff).unwrap(), Removal::Fresh);
+        assert!(store.has(&stored.id));
+
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(
+            store.remove_if_stale(&stored.id, cutoff).unwrap(),
+            Removal::Removed { bytes: 8 }
+        );
+        assert!(!store.has(&stored.id));
+        assert_eq!(
+            store.remove_if_stale(&stored.id, cutoff).unwrap(),
+            Removal::Absent
+        );
     }
 
     #[test]

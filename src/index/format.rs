@@ -471,6 +471,17 @@ impl Record {
     pub fn modseq_of(b: &[u8]) -> u64 {
         get_u64(b, 8)
     }
+
+    /// Reads only the body id of an encoded record of format `version` (zero: none; always so in
+    /// v1, whose records have no room for one).
+    #[inline]
+    pub fn body_of(b: &[u8], version: u32) -> [u8; 16] {
+        if version >= 2 {
+            b[RECORD_SIZE..RECORD_SIZE_V2].try_into().expect("16 bytes")
+        } else {
+            [0; 16]
+        }
+    }
 }
 
 /// An expunged UID and the MODSEQ of the expunge, kept for QRESYNC `VANISHED`.

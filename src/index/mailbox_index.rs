@@ -169,6 +169,19 @@ impl<S: Storage> MailboxIndex<S> {
         Record::decode(self.record_bytes(position), self.header.version)
     }
 
+    /// The body ids the records name, in UID order, index-only records (zero id) left out; a
+    /// body named by several records comes once per record. An expunge removes its records (the
+    /// area is compacted; only a tombstone stays), so every id here is referenced. Reads the 16
+    /// bytes of each record, nothing else; a v1 file yields nothing.
+    pub fn body_ids(&self) -> impl Iterator<Item = [u8; 16]> + '_ {
+        let (size, version) = (self.header.record_size(), self.header.version);
+        let bytes = &self.storage.bytes()[HEADER_SIZE..HEADER_SIZE + self.len() * size];
+        let all = if version >= 2 { self.len() } else { 0 };
+        (0..all)
+            .map(move |p| Record::body_of(&bytes[p * size..(p + 1) * size], version))
+            .filter(|body| *body != [0; 16])
+    }
+
     /// Finds a UID: `Ok(position)` if present, else `Err(insertion position)`. A binary search
     /// over the in-memory UID array (built on first use).
     pub fn position_of(&self, uid: u32) -> Result<usize, usize> {
@@ -737,6 +750,35 @@ mod tests {
         fn path(&self) -> &std::path::Path {
             self.0.path()
         }
+    }
+
+    /// `body_ids` yields the body of every record that has one, in UID order, and nothing for
+    /// an expunged record (gone from the area) or a v1 file (no body field).
+    #[test]
+    fn body_ids_are_those_of_the_remaining_records() {
+        let image = MailboxIndex::<VecStorage>::empty_image_in([1; 16], 7, format::FORMAT_VERSION);
+        let mut ix = MailboxIndex::open(VecStorage::from_bytes(image)).unwrap();
+        let m = ix.next_modseq();
+        for uid in 1..=40 {
+            let body = if uid % 5 == 0 { [0; 16] } else { [uid as u8; 16] };
+            ix.append(&Record {
+                body,
+                ..record(uid, m)
+            })
+            .unwrap();
+        }
+        let m = ix.next_modseq();
+        ix.expunge(&[0, 3, 7], m).unwrap();
+        let expected: Vec<[u8; 16]> = (1..=40u32)
+            .filter(|uid| uid % 5 != 0 && ![1, 4, 8].contains(uid))
+            .map(|uid| [uid as u8; 16])
+            .collect();
+        assert_eq!(ix.body_ids().collect::<Vec<_>>(), expected);
+
+        let mut v1 = new_index();
+        let m = v1.next_modseq();
+        v1.append(&record(1, m)).unwrap();
+        assert_eq!(v1.body_ids().count(), 0);
     }
 
     /// Reserving room for many records at once grows the file exactly as appending them one by

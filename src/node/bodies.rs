@@ -66,6 +66,15 @@ struct Counters {
     fetch_micros: AtomicU64,
     background_pushed: AtomicU64,
     backlog_overflows: AtomicU64,
+    resyncs_requested: AtomicU64,
+    background_fetched: AtomicU64,
+    sweeps: AtomicU64,
+    stored: AtomicU64,
+    stored_bytes: AtomicU64,
+    referenced: AtomicU64,
+    missing: AtomicU64,
+    collected: AtomicU64,
+    collected_bytes: AtomicU64,
 }
 
 /// A node's bodies: the store and how bodies move between members.
@@ -83,6 +92,8 @@ struct Inner {
     backlogs: Mutex<BTreeMap<NodeId, PeerBacklog>>,
     backlog_limit: usize,
     wake: tokio::sync::Notify,
+    /// Asks the body sweep (`node::body_sweep`) for a pass now.
+    sweep: tokio::sync::Notify,
     counters: Counters,
 }
 
@@ -115,6 +126,20 @@ pub struct BodiesStatus {
     pub fetch_mean_micros: u64,
     pub background_pushed: u64,
     pub backlog_overflows: u64,
+    /// Full resyncs this node asked of peers whose backlog overflowed.
+    pub resyncs_requested: u64,
+    /// Bodies the sweep fetched in the background (missing referenced ones).
+    pub background_fetched: u64,
+    /// As of the last sweep: passes run, bodies (and bytes) in the store, bodies the applied
+    /// index references, referenced bodies missing here (after the sweep's fetches), and the
+    /// bodies (bytes) collected in all passes.
+    pub sweeps: u64,
+    pub stored: u64,
+    pub stored_bytes: u64,
+    pub referenced: u64,
+    pub missing: u64,
+    pub collected: u64,
+    pub collected_bytes: u64,
     pub backlogs: Vec<BacklogStatus>,
 }
 
@@ -137,6 +162,7 @@ impl NodeBodies {
                 backlogs: Mutex::default(),
                 backlog_limit: (backlog_memory / BACKLOG_ENTRY_BYTES).max(1) as usize,
                 wake: tokio::sync::Notify::new(),
+                sweep: tokio::sync::Notify::new(),
                 counters: Counters::default(),
             }),
         }
@@ -303,34 +329,53 @@ impl NodeBodies {
         inner.wake.notify_one();
     }
 
-    /// The next body to send in the background, to a peer not waiting out a failure.
-    fn next_background(&self) -> Option<(NodeId, String, BodyId)> {
+    /// The next background job, for a peer not waiting out a failure: a full resync to ask
+    /// for (`None`), or a body to send.
+    fn next_background(&self) -> Option<(NodeId, String, Option<BodyId>)> {
         let backlogs = self.inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         backlogs
             .iter()
             .filter(|(_, b)| b.retry_at.is_none_or(|at| at <= now))
-            .find_map(|(peer, b)| b.queue.front().map(|id| (*peer, b.api_addr.clone(), *id)))
+            .find_map(|(peer, b)| {
+                if b.resync {
+                    Some((*peer, b.api_addr.clone(), None))
+                } else {
+                    b.queue.front().map(|id| (*peer, b.api_addr.clone(), Some(*id)))
+                }
+            })
     }
 
-    /// Drains the backlogs, one body at a time, until the process ends.
+    /// Drains the backlogs, one body at a time, until the process ends. A peer marked for a
+    /// full resync is asked, once it answers, to run its body sweep, which fetches every body its
+    /// index references and its store lacks.
     pub async fn run_backlog(self) {
         loop {
-            let Some((peer, api_addr, id)) = self.next_background() else {
+            let Some((peer, api_addr, job)) = self.next_background() else {
                 let _ = tokio::time::timeout(RETRY_PAUSE, self.inner.wake.notified()).await;
                 continue;
             };
-            let result = self
-                .inner
-                .background
-                .push(&api_addr, &self.inner.store, id, BACKGROUND_PUSH_TIMEOUT)
-                .await;
+            let result = match job {
+                Some(id) => self
+                    .inner
+                    .background
+                    .push(&api_addr, &self.inner.store, id, BACKGROUND_PUSH_TIMEOUT)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => self
+                    .inner
+                    .background
+                    .request_sweep(&api_addr, BACKGROUND_PUSH_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
             let mut backlogs = self.inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
             let Some(backlog) = backlogs.get_mut(&peer) else {
                 continue;
             };
-            match result {
-                Ok(_) => {
+            match (result, job) {
+                (Ok(()), Some(id)) => {
                     if backlog.queue.front() == Some(&id) {
                         backlog.queue.pop_front();
                     }
@@ -340,12 +385,84 @@ impl NodeBodies {
                         .background_pushed
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    tracing::debug!(peer, body = %id, error = %e, "background push failed; retrying later");
+                (Ok(()), None) => {
+                    backlog.resync = false;
+                    backlog.retry_at = None;
+                    self.inner
+                        .counters
+                        .resyncs_requested
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        peer,
+                        "asked a peer whose body backlog overflowed for a full body resync"
+                    );
+                }
+                (Err(e), _) => {
+                    tracing::debug!(peer, error = %e, "background body transfer failed; retrying later");
                     backlog.retry_at = Some(Instant::now() + RETRY_PAUSE);
                 }
             }
         }
+    }
+
+    /// Fetches body `id` of `group` from a member on the background connections; whether it is
+    /// now in the store.
+    pub async fn fetch_in_background(&self, group: u32, id: BodyId) -> bool {
+        let inner = &self.inner;
+        let me = inner.raft.node_id();
+        let Ok(members) = inner.raft.member_nodes(group) else {
+            return false;
+        };
+        for (peer, node) in members {
+            if peer == me {
+                continue;
+            }
+            let fetched = inner
+                .background
+                .fetch(
+                    &node.api_addr,
+                    &inner.store,
+                    id,
+                    inner.max_message_bytes,
+                    BACKGROUND_PUSH_TIMEOUT,
+                )
+                .await;
+            if let Ok(Some(_)) = fetched {
+                inner.counters.background_fetched.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Asks the body sweep for a pass now.
+    pub fn wake_sweep(&self) {
+        self.inner.sweep.notify_one();
+    }
+
+    /// Waits until a pass is asked for, or `interval` has passed.
+    pub async fn sweep_requested(&self, interval: Duration) {
+        let _ = tokio::time::timeout(interval, self.inner.sweep.notified()).await;
+    }
+
+    /// What a sweep's collection found: the store and the references as listed, what it
+    /// removed, and the referenced bodies missing here before its fetches.
+    pub fn record_sweep(&self, report: crate::bodies::collector::CollectReport, missing: u64) {
+        let c = &self.inner.counters;
+        c.sweeps.fetch_add(1, Ordering::Relaxed);
+        c.stored.store(report.listed - report.removed, Ordering::Relaxed);
+        c.stored_bytes
+            .store(report.listed_bytes - report.removed_bytes, Ordering::Relaxed);
+        c.referenced.store(report.referenced + missing, Ordering::Relaxed);
+        c.missing.store(missing, Ordering::Relaxed);
+        c.collected.fetch_add(report.removed, Ordering::Relaxed);
+        c.collected_bytes
+            .fetch_add(report.removed_bytes, Ordering::Relaxed);
+    }
+
+    /// The referenced bodies still missing after a sweep's fetches.
+    pub fn set_missing(&self, missing: u64) {
+        self.inner.counters.missing.store(missing, Ordering::Relaxed);
     }
 
     pub fn status(&self) -> BodiesStatus {
@@ -361,6 +478,15 @@ impl NodeBodies {
                 / fetches.saturating_sub(failures).max(1),
             background_pushed: c.background_pushed.load(Ordering::Relaxed),
             backlog_overflows: c.backlog_overflows.load(Ordering::Relaxed),
+            resyncs_requested: c.resyncs_requested.load(Ordering::Relaxed),
+            background_fetched: c.background_fetched.load(Ordering::Relaxed),
+            sweeps: c.sweeps.load(Ordering::Relaxed),
+            stored: c.stored.load(Ordering::Relaxed),
+            stored_bytes: c.stored_bytes.load(Ordering::Relaxed),
+            referenced: c.referenced.load(Ordering::Relaxed),
+            missing: c.missing.load(Ordering::Relaxed),
+            collected: c.collected.load(Ordering::Relaxed),
+            collected_bytes: c.collected_bytes.load(Ordering::Relaxed),
             backlogs: backlogs
                 .iter()
                 .map(|(peer, b)| BacklogStatus {

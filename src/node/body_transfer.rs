@@ -111,6 +111,43 @@ impl BodyTransfer {
         }
     }
 
+    /// Asks the member at `api_addr` to run its body sweep now (`POST /admin/bodies/sweep`): a
+    /// full body resync.
+    pub async fn request_sweep(&self, api_addr: &str, timeout: Duration) -> Result<(), PeerApiError> {
+        let url = format!("{}://{api_addr}/admin/bodies/sweep", self.scheme);
+        let failed = |reason: String| PeerApiError::Request {
+            url: url.clone(),
+            reason,
+        };
+        let call = async {
+            let (_, empty) = Channel::new(1);
+            let request = hyper::Request::builder()
+                .method(Method::POST)
+                .uri(&url)
+                .header(AUTHORIZATION, &self.authorization)
+                .body(empty)
+                .map_err(|e| failed(e.to_string()))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(PeerApiError::Status {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    body: String::new(),
+                });
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(PeerApiError::Timeout { url, timeout }),
+        }
+    }
+
     /// Fetches body `id` from the member at `api_addr` into `store`, checking every byte.
     /// `Ok(None)`: that member has no good copy.
     pub async fn fetch(

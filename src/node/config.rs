@@ -237,6 +237,11 @@ pub struct ServeConfig {
     /// resync instead (`node::bodies`).
     #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(64..))]
     pub body_backlog_memory: u64,
+    /// How long a stored body no record references is kept before the collector deletes it
+    /// (covers deliveries in flight: a body is stored before its entry is proposed). A number of
+    /// seconds, or with a unit: `500ms`, `30s`, `10m`, `1h`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub body_gc_grace: Duration,
     /// For the rolling-upgrade test only: this node applies and reports the log encoding the
     /// next release would add (`txn::encoding::TEST_NEXT_ENCODING`, with its test op), as a
     /// newer build would; without it the node is that test's older build.
@@ -456,6 +461,25 @@ fn config_file_args(text: &str, on_cli: impl Fn(&str) -> bool) -> Result<Vec<Str
     Ok(out)
 }
 
+/// A duration flag: a number of seconds, or a number with a unit (`ms`, `s`, `m`, `h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with an optional unit (ms, s, m, h)"))?;
+    let per = match unit.trim() {
+        "ms" => Duration::from_millis(1),
+        "" | "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h)")),
+    };
+    per.checked_mul(u32::try_from(n).map_err(|_| format!("{text:?}: too long"))?)
+        .ok_or_else(|| format!("{text:?}: too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,5 +656,16 @@ worker-threads = 1
         c.admin_token = "file-admin-token-01234".into();
         c.tls_cert = Some("cert.pem".into());
         assert!(c.validate().unwrap_err().to_string().contains("--tls-key"));
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 }

@@ -157,6 +157,11 @@ pub async fn run(
         config.body_backlog_memory,
     );
     let backlog = tokio::spawn(bodies.clone().run_backlog());
+    let sweep = tokio::spawn(super::body_sweep::run_body_sweep(
+        raft.clone(),
+        bodies.clone(),
+        config.body_gc_grace,
+    ));
     let node = Arc::new(ReplicatedNode::new(
         raft.clone(),
         bodies.clone(),
@@ -240,6 +245,7 @@ pub async fn run(
     gauges.abort();
     gate.abort();
     backlog.abort();
+    sweep.abort();
     watch.abort();
     disk.abort();
     tracing::info!(node_id = config.node_id, "draining: flushing groups and the log");

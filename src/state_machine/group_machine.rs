@@ -302,6 +302,11 @@ impl GroupStateMachine {
         self.state.applied()
     }
 
+    /// The bodies the group's applied records name (`GroupState::referenced_bodies`).
+    pub fn referenced_bodies(&self) -> std::collections::BTreeSet<crate::bodies::BodyId> {
+        self.state.referenced_bodies()
+    }
+
     /// True while changes since the last flush are not yet durable in the files.
     pub fn is_dirty(&self) -> bool {
         self.dirty.is_some()

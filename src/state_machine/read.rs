@@ -1,10 +1,13 @@
 //! Reads of a group's state: mailbox lists, status, records by UID, changes since a MODSEQ.
 //! All served from the local index files; the caller decides how fresh they must be.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use super::apply::hex;
 use super::group_state::{GroupState, MailboxFiles};
+use crate::bodies::store::BodyId;
 use crate::index::{flag_bits, ChangesCursor, MailboxIndex, Record, Storage};
 use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name, check_name_text};
 use crate::txn::{quoted, Guid, TxnError, UidSet};
@@ -125,6 +128,23 @@ impl<F: MailboxFiles> GroupState<F> {
                 hex(guid)
             )
         })
+    }
+
+    /// Adds to `out` every body a record of this group names (the collector's "referenced"
+    /// set). Each mailbox's records are read once, 16 bytes each; an expunged message has no
+    /// record left and a deleted mailbox no index, so neither references its body any more.
+    /// The caller holds the group still meanwhile (its lock), so the set is one applied state.
+    pub fn add_referenced_bodies(&self, out: &mut BTreeSet<BodyId>) {
+        for index in self.mailboxes.values() {
+            out.extend(index.body_ids().map(BodyId));
+        }
+    }
+
+    /// The bodies the records of this group name (see [`GroupState::add_referenced_bodies`]).
+    pub fn referenced_bodies(&self) -> BTreeSet<BodyId> {
+        let mut out = BTreeSet::new();
+        self.add_referenced_bodies(&mut out);
+        out
     }
 
     pub fn status(&self, user: &str, mailbox: &str) -> Result<MailboxStatus, ReadError> {

@@ -1,14 +1,15 @@
 //! Bodies between members: `PUT /admin/bodies/{id}` stores a body another member pushes (checked
 //! against its id, durable before the answer), `GET /admin/bodies/{id}` hands out this node's
 //! checked copy (what a member fetches on a miss). Behind the admin token, which every member
-//! shares; see `node::bodies`.
+//! shares; see `node::bodies`. `POST /admin/bodies/sweep` asks for a body sweep now (a full body
+//! resync, `node::body_sweep`).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
+use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -19,7 +20,9 @@ use crate::bodies::stream::{file_body, put_stream};
 use crate::bodies::{BodyError, BodyId};
 
 pub(super) fn routes() -> Router<AdminState> {
-    Router::new().route("/admin/bodies/{id}", put(store).get(fetch))
+    Router::new()
+        .route("/admin/bodies/sweep", post(sweep))
+        .route("/admin/bodies/{id}", put(store).get(fetch))
 }
 
 fn body_id(text: &str) -> Result<BodyId, ApiError> {
@@ -95,4 +98,12 @@ async fn fetch(
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(CONTENT_LENGTH, HeaderValue::from(size));
     Ok(response)
+}
+
+/// Asks this node's body sweep for a pass now (collect, then fetch every referenced body the
+/// store lacks): what a member whose backlog for this node overflowed asks for. 202: the pass
+/// runs in the background.
+async fn sweep(State(admin): State<AdminState>) -> Response {
+    admin.bodies.wake_sweep();
+    (StatusCode::ACCEPTED, Json(json!({"sweep": "requested"}))).into_response()
 }

@@ -17,6 +17,7 @@
 //! GET    /admin/groups/{group}/mailboxes/{guid}/image  this replica's copy of a mailbox file (repair)
 //! PUT    /admin/bodies/{id}                          store a body another member pushes (checked)
 //! GET    /admin/bodies/{id}                          this node's checked copy of a body
+//! POST   /admin/bodies/sweep                         collect, then fetch missing referenced bodies, now
 //! GET    /metrics                                    Prometheus text format
 //! ```
 //! Any member accepts these; each group's change runs on that group's leader (the raft layer
