@@ -341,7 +341,15 @@ fn every_acknowledged_body_survives_a_kill_of_the_receiving_node() {
         for (uid, bytes) in &acked {
             let read = read_body(&cluster.node(node).api, "INBOX", *uid, None);
             assert_eq!(read.status, 200, "node {node}, UID {uid}: {}", read.json());
-            assert!(read.body == *bytes, "node {node}, UID {uid}: other bytes");
+            assert!(
+                read.body == *bytes,
+                "node {node}, UID {uid}: other bytes: {} read (id {}, header {:?}), {} sent (id {})",
+                read.body.len(),
+                body_id(&read.body),
+                read.headers.get("x-dovetail-body"),
+                bytes.len(),
+                body_id(bytes)
+            );
         }
     }
     cluster.restart(1);

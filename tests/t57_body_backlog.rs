@@ -3,11 +3,13 @@
 //! index references — by the receiving node's backlog when it was short, by a full body resync
 //! (the sweep) when the backlog overflowed — and the collector deletes exactly the bodies no
 //! record references once they are older than the grace. Provocation: a 3-node cluster of real
-//! processes with `--body-backlog-memory 640` (ten ids) and `--body-gc-grace 3s`; node 3 is
-//! stopped while 5 (then, again, 25) bodies are delivered through node 1, then started again; a
-//! delivery into a mailbox that does not exist leaves an orphan body, and one message is
-//! expunged. Checks: which path was taken (node 1's `background_pushed`, `backlog_overflows`,
-//! `resyncs_requested`; node 3's `background_fetched`, with no fetch on a read), every
+//! processes with `--body-backlog-memory 640` (ten ids), `--body-backlog-disk 320` (twenty) and
+//! `--body-gc-grace 3s`; node 3 is stopped while 5, then 25 (node 1, the sender, killed and
+//! restarted meanwhile), then 40 bodies are delivered through node 1, and started again after
+//! each; a delivery into a mailbox that does not exist leaves an orphan body, and one message
+//! is expunged. Checks: which path was taken (memory, spill file, resync: node 1's backlog,
+//! `background_pushed`, `backlog_overflows`, `resyncs_requested`, its spill file; node 3's
+//! `background_fetched`, with no fetch on a read), every
 //! referenced body in node 3's store and none missing, the orphan and the expunged message's
 //! body gone from every node after the grace while every referenced body stays.
 
@@ -72,7 +74,18 @@ fn deliver(cluster: &TestCluster, tag: &str, count: usize) -> Vec<(String, u64)>
 
 #[test]
 fn a_member_that_was_down_gets_every_body_and_unreferenced_ones_are_collected() {
-    let mut cluster = TestCluster::start(3, 2, &["--body-backlog-memory", "640", "--body-gc-grace", "3s"]);
+    let mut cluster = TestCluster::start(
+        3,
+        2,
+        &[
+            "--body-backlog-memory",
+            "640",
+            "--body-backlog-disk",
+            "320",
+            "--body-gc-grace",
+            "3s",
+        ],
+    );
     wait_until(Duration::from_secs(30), "every group at log encoding 3", || {
         get(&cluster.node(1).api, "/admin/status").is_ok_and(|(_, v)| {
             v["groups"]
@@ -106,17 +119,67 @@ fn a_member_that_was_down_gets_every_body_and_unreferenced_ones_are_collected() 
     assert_eq!(node1["backlog_overflows"], 0, "{node1}");
     assert_eq!(node1["resyncs_requested"], 0, "{node1}");
 
-    // A long one: the backlog (ten ids) overflows, node 3 is marked for a full resync, and its
-    // sweep fetches what its index references.
+    // A longer one: ten ids in memory, the next fifteen spilled to disk. Node 1 (the sender) is
+    // killed and restarted meanwhile: the spilled ids survive it, the ten in memory do not, and
+    // node 3's own sweep fetches those.
     cluster.stop(3);
-    let long = deliver(&cluster, "long", 25);
+    let medium = deliver(&cluster, "medium", 25);
+    wait_until(Duration::from_secs(10), "15 ids spilled to disk", || {
+        backlog_for_3(&cluster, 1)["spilled"] == 15
+    });
+    assert_eq!(backlog_for_3(&cluster, 1)["queued"], 10);
+    cluster.kill(1);
+    cluster.restart(1);
+    wait_until(
+        Duration::from_secs(30),
+        "node 1 back with its spilled backlog",
+        || {
+            get(&cluster.node(1).api, "/admin/status").is_ok_and(|(_, v)| {
+                v["node"]["bodies"]["backlogs"].as_array().is_some_and(|b| {
+                    // Read back into memory as the sender takes it up again.
+                    b.iter().any(|b| {
+                        b["node_id"] == 3
+                            && b["spilled"]
+                                .as_u64()
+                                .zip(b["queued"].as_u64())
+                                .map(|(s, q)| s + q)
+                                == Some(15)
+                    })
+                })
+            })
+        },
+    );
+    cluster.restart(3);
+    wait_until(Duration::from_secs(60), "node 3 holds the 25 bodies", || {
+        medium.iter().all(|(id, _)| stored(&cluster, 3, id))
+    });
+    wait_until(Duration::from_secs(30), "node 1's backlog drained", || {
+        backlog_for_3(&cluster, 1).is_null()
+    });
+    let (node1, node3) = (bodies(&cluster, 1), bodies(&cluster, 3));
+    assert!(node1["background_pushed"].as_u64() >= Some(15), "{node1}");
+    assert_eq!(node1["backlog_overflows"], 0, "{node1}");
+    assert_eq!(node1["resyncs_requested"], 0, "{node1}");
+    assert!(
+        node3["background_fetched"].as_u64() >= Some(1),
+        "the lost memory tier: {node3}"
+    );
+
+    // A long one: memory and disk (twenty ids) overflow, node 3 is marked for a full resync,
+    // and its sweep fetches what its index references.
+    cluster.stop(3);
+    let long = deliver(&cluster, "long", 40);
     wait_until(Duration::from_secs(10), "node 3 marked for a full resync", || {
         backlog_for_3(&cluster, 1)["resync"] == true
     });
     let node1 = bodies(&cluster, 1);
     assert_eq!(node1["backlog_overflows"], 1, "{node1}");
+    assert!(
+        !cluster.node(1).dir.join("body-backlog/3.ids").exists(),
+        "the spill file goes"
+    );
     cluster.restart(3);
-    wait_until(Duration::from_secs(60), "node 3 holds the 25 bodies", || {
+    wait_until(Duration::from_secs(60), "node 3 holds the 40 bodies", || {
         long.iter().all(|(id, _)| stored(&cluster, 3, id))
     });
     wait_until(
@@ -129,7 +192,7 @@ fn a_member_that_was_down_gets_every_body_and_unreferenced_ones_are_collected() 
     );
     let (node1, node3) = (bodies(&cluster, 1), bodies(&cluster, 3));
     assert_eq!(node1["resyncs_requested"], 1, "{node1}");
-    assert!(node3["background_fetched"].as_u64() >= Some(25), "{node3}");
+    assert!(node3["background_fetched"].as_u64() >= Some(40), "{node3}");
     assert_eq!(node3["fetches"], 0, "no read fetched anything: {node3}");
 
     // The collector: an orphan body (its delivery was refused) and an expunged message's body
@@ -163,7 +226,7 @@ fn a_member_that_was_down_gets_every_body_and_unreferenced_ones_are_collected() 
         || (1..=3).all(|n| !stored(&cluster, n, &orphan) && !stored(&cluster, n, &expunged)),
     );
     for n in 1..=3 {
-        for (id, _) in short[1..].iter().chain(&long) {
+        for (id, _) in short[1..].iter().chain(&medium).chain(&long) {
             assert!(stored(&cluster, n, id), "node {n} lost referenced body {id}");
         }
         let b = bodies(&cluster, n);

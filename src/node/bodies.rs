@@ -7,29 +7,25 @@
 //! - **The other members** get it from the same pushes, which go on after the answer; a push that
 //!   fails puts the body in that peer's **backlog**, drained in the background on connections of
 //!   its own ([`BodyTransfer`]), so it never delays a delivery, a reader or Raft traffic. A
-//!   backlog holds ids, not bytes (the bytes are in the store), up to `--body-backlog-memory`;
-//!   past that the peer is marked for a full body resync instead.
+//!   backlog holds ids, not bytes (the bytes are in the store): in memory, then on disk, then a
+//!   mark for a full body resync (`node::body_backlog`).
 //! - **A read** ([`NodeBodies::open`]) checks the stored copy; a missing or damaged one (moved
 //!   aside by the check) is fetched at once from a member that has it, on the urgent
 //!   connections, checked, stored and served.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dovetail_raft::{NodeId, ProposeError, RaftNode};
 use hyper::body::{Body, Bytes};
 use serde::Serialize;
 
+use super::body_backlog::{BacklogStatus, Backlogs, Enqueued, Job};
 use super::body_transfer::BodyTransfer;
 use super::mail_group::MailGroup;
 use crate::bodies::stream::put_stream;
 use crate::bodies::{BodyError, BodyId, BodyStore, Stored};
-
-/// What one entry of a peer's backlog costs in memory, counted against
-/// `--body-backlog-memory`: the id, the deque's slot and its share of the bookkeeping.
-pub const BACKLOG_ENTRY_BYTES: u64 = 64;
 
 /// How long one background push may take before the backlog tries the next.
 const BACKGROUND_PUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,31 +85,11 @@ struct Inner {
     urgent: BodyTransfer,
     background: BodyTransfer,
     max_message_bytes: u64,
-    backlogs: Mutex<BTreeMap<NodeId, PeerBacklog>>,
-    backlog_limit: usize,
+    backlogs: Backlogs,
     wake: tokio::sync::Notify,
     /// Asks the body sweep (`node::body_sweep`) for a pass now.
     sweep: tokio::sync::Notify,
     counters: Counters,
-}
-
-/// Bodies waiting to be sent to one peer.
-#[derive(Debug, Default)]
-struct PeerBacklog {
-    api_addr: String,
-    queue: VecDeque<BodyId>,
-    /// The backlog overflowed: the peer needs a full body resync.
-    resync: bool,
-    /// Earliest time of the next try after a failure.
-    retry_at: Option<Instant>,
-}
-
-/// One peer's backlog as `/admin/status` shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct BacklogStatus {
-    pub node_id: NodeId,
-    pub queued: usize,
-    pub resync: bool,
 }
 
 /// The node's bodies as `/admin/status` shows them.
@@ -150,7 +126,7 @@ impl NodeBodies {
         urgent: BodyTransfer,
         background: BodyTransfer,
         max_message_bytes: u64,
-        backlog_memory: u64,
+        backlogs: Backlogs,
     ) -> NodeBodies {
         NodeBodies {
             inner: Arc::new(Inner {
@@ -159,8 +135,7 @@ impl NodeBodies {
                 urgent,
                 background,
                 max_message_bytes,
-                backlogs: Mutex::default(),
-                backlog_limit: (backlog_memory / BACKLOG_ENTRY_BYTES).max(1) as usize,
+                backlogs,
                 wake: tokio::sync::Notify::new(),
                 sweep: tokio::sync::Notify::new(),
                 counters: Counters::default(),
@@ -210,7 +185,7 @@ impl NodeBodies {
                     .await;
                 if let Err(e) = &result {
                     tracing::debug!(peer, body = %id, error = %e, "push failed; the body waits in the peer's backlog");
-                    bodies.enqueue(peer, &node.api_addr, id);
+                    bodies.enqueue(peer, id);
                 }
                 let _ = tx.send((peer, result));
             });
@@ -304,102 +279,71 @@ impl NodeBodies {
             })?
     }
 
-    /// Puts body `id` in `peer`'s backlog (or marks the peer for a full resync when it is full).
-    fn enqueue(&self, peer: NodeId, api_addr: &str, id: BodyId) {
-        let inner = &self.inner;
-        let mut backlogs = inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-        let backlog = backlogs.entry(peer).or_default();
-        backlog.api_addr = api_addr.to_string();
-        if backlog.resync {
-            return;
+    /// Puts body `id` in `peer`'s backlog.
+    fn enqueue(&self, peer: NodeId, id: BodyId) {
+        if self.inner.backlogs.enqueue(peer, id) == Enqueued::Overflowed {
+            self.inner
+                .counters
+                .backlog_overflows
+                .fetch_add(1, Ordering::Relaxed);
         }
-        if backlog.queue.len() >= inner.backlog_limit {
-            backlog.queue.clear();
-            backlog.resync = true;
-            inner.counters.backlog_overflows.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                peer,
-                limit = inner.backlog_limit,
-                "body backlog full: the peer is marked for a full body resync"
-            );
-        } else {
-            backlog.queue.push_back(id);
-        }
-        drop(backlogs);
-        inner.wake.notify_one();
+        self.inner.wake.notify_one();
     }
 
-    /// The next background job, for a peer not waiting out a failure: a full resync to ask
-    /// for (`None`), or a body to send.
-    fn next_background(&self) -> Option<(NodeId, String, Option<BodyId>)> {
-        let backlogs = self.inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        backlogs
-            .iter()
-            .filter(|(_, b)| b.retry_at.is_none_or(|at| at <= now))
-            .find_map(|(peer, b)| {
-                if b.resync {
-                    Some((*peer, b.api_addr.clone(), None))
-                } else {
-                    b.queue.front().map(|id| (*peer, b.api_addr.clone(), Some(*id)))
-                }
-            })
+    /// Where `peer`'s API listens, as the first group that has it as a member says.
+    fn api_addr_of(&self, peer: NodeId) -> Option<String> {
+        let raft = &self.inner.raft;
+        (0..raft.group_count()).find_map(|g| {
+            raft.member_nodes(g)
+                .ok()
+                .and_then(|nodes| nodes.get(&peer).map(|n| n.api_addr.clone()))
+        })
     }
 
-    /// Drains the backlogs, one body at a time, until the process ends. A peer marked for a
-    /// full resync is asked, once it answers, to run its body sweep, which fetches every body its
+    /// Drains the backlogs, one job at a time, until the process ends. A peer marked for a full
+    /// resync is asked, once it answers, to run its body sweep, which fetches every body its
     /// index references and its store lacks.
     pub async fn run_backlog(self) {
         loop {
-            let Some((peer, api_addr, job)) = self.next_background() else {
+            let Some((peer, job)) = self.inner.backlogs.next(Instant::now()) else {
                 let _ = tokio::time::timeout(RETRY_PAUSE, self.inner.wake.notified()).await;
                 continue;
             };
+            let Some(api_addr) = self.api_addr_of(peer) else {
+                // No longer a member of any group: nothing is owed to it.
+                self.inner.backlogs.forget(peer);
+                continue;
+            };
+            let background = &self.inner.background;
             let result = match job {
-                Some(id) => self
-                    .inner
-                    .background
+                Job::Push(id) => background
                     .push(&api_addr, &self.inner.store, id, BACKGROUND_PUSH_TIMEOUT)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
-                None => self
-                    .inner
-                    .background
+                Job::Resync => background
                     .request_sweep(&api_addr, BACKGROUND_PUSH_TIMEOUT)
                     .await
                     .map_err(|e| e.to_string()),
             };
-            let mut backlogs = self.inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(backlog) = backlogs.get_mut(&peer) else {
-                continue;
-            };
-            match (result, job) {
-                (Ok(()), Some(id)) => {
-                    if backlog.queue.front() == Some(&id) {
-                        backlog.queue.pop_front();
-                    }
-                    backlog.retry_at = None;
-                    self.inner
-                        .counters
-                        .background_pushed
-                        .fetch_add(1, Ordering::Relaxed);
+            match result {
+                Ok(()) => {
+                    self.inner.backlogs.done(peer, job);
+                    let counter = match job {
+                        Job::Push(_) => &self.inner.counters.background_pushed,
+                        Job::Resync => {
+                            tracing::info!(
+                                peer,
+                                "asked a peer whose body backlog overflowed for a full body resync"
+                            );
+                            &self.inner.counters.resyncs_requested
+                        }
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
-                (Ok(()), None) => {
-                    backlog.resync = false;
-                    backlog.retry_at = None;
-                    self.inner
-                        .counters
-                        .resyncs_requested
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        peer,
-                        "asked a peer whose body backlog overflowed for a full body resync"
-                    );
-                }
-                (Err(e), _) => {
+                Err(e) => {
                     tracing::debug!(peer, error = %e, "background body transfer failed; retrying later");
-                    backlog.retry_at = Some(Instant::now() + RETRY_PAUSE);
+                    self.inner.backlogs.failed(peer, Instant::now() + RETRY_PAUSE);
                 }
             }
         }
@@ -469,7 +413,6 @@ impl NodeBodies {
         let c = &self.inner.counters;
         let fetches = c.fetches.load(Ordering::Relaxed);
         let failures = c.fetch_failures.load(Ordering::Relaxed);
-        let backlogs = self.inner.backlogs.lock().unwrap_or_else(|e| e.into_inner());
         BodiesStatus {
             damaged: self.inner.store.damaged_count(),
             fetches,
@@ -487,14 +430,7 @@ impl NodeBodies {
             missing: c.missing.load(Ordering::Relaxed),
             collected: c.collected.load(Ordering::Relaxed),
             collected_bytes: c.collected_bytes.load(Ordering::Relaxed),
-            backlogs: backlogs
-                .iter()
-                .map(|(peer, b)| BacklogStatus {
-                    node_id: *peer,
-                    queued: b.queue.len(),
-                    resync: b.resync,
-                })
-                .collect(),
+            backlogs: self.inner.backlogs.status(),
         }
     }
 }

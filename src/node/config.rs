@@ -232,11 +232,14 @@ pub struct ServeConfig {
     /// one is refused with 413 and nothing is stored.
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_message_bytes: u64,
-    /// Bodies waiting to be sent to one peer in the background that are remembered in memory
-    /// (about 64 bytes each: this bounds the bytes); past it the peer is marked for a full body
-    /// resync instead (`node::bodies`).
+    /// Memory for the ids of the bodies waiting to be sent to one peer in the background
+    /// (counted as 64 bytes each); past it they spill to disk (`node::body_backlog`).
     #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(64..))]
     pub body_backlog_memory: u64,
+    /// Disk for one peer's spilled backlog (16 bytes per body id, under
+    /// `<data-dir>/body-backlog/`); past it the peer is marked for a full body resync.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub body_backlog_disk: u64,
     /// How long a stored body no record references is kept before the collector deletes it
     /// (covers deliveries in flight: a body is stored before its entry is proposed). A number of
     /// seconds, or with a unit: `500ms`, `30s`, `10m`, `1h`.

@@ -4,6 +4,7 @@
 //! - [`api_server`]: `serve_api`, the API served on the listener's connections, with deadlines.
 //! - [`bodies`]: `NodeBodies`, a node's message bodies: a delivery's majority, the backlogs,
 //!   fetch on a miss.
+//! - [`body_backlog`]: the bodies owed to each peer: memory, then a spill file, then a resync mark.
 //! - [`body_sweep`]: the periodic pass that collects unreferenced bodies and fetches missing ones.
 //! - [`body_transfer`]: `BodyTransfer`, the HTTP client that moves bodies between members.
 //! - [`config`]: `ServeConfig`, the flags of `dovetail serve`.
@@ -28,6 +29,7 @@
 
 pub mod api_server;
 pub mod bodies;
+pub mod body_backlog;
 pub mod body_sweep;
 pub mod body_transfer;
 pub mod config;

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use super::api_server::{serve_api, Deadlines};
 use super::bodies::NodeBodies;
+use super::body_backlog::Backlogs;
 use super::body_transfer::BodyTransfer;
 use super::config::ServeConfig;
 use super::listener::{tls_acceptor, ApiListener, ConnectionBudget};
@@ -154,7 +155,11 @@ pub async fn run(
         BodyTransfer::new(&config.admin_token, roots)?,
         BodyTransfer::new(&config.admin_token, roots)?,
         config.max_message_bytes,
-        config.body_backlog_memory,
+        Backlogs::open(
+            config.data_dir.join("body-backlog"),
+            config.body_backlog_memory,
+            config.body_backlog_disk,
+        )?,
     );
     let backlog = tokio::spawn(bodies.clone().run_backlog());
     let sweep = tokio::spawn(super::body_sweep::run_body_sweep(

@@ -109,7 +109,8 @@ impl TestNode {
                 dovetail::node::body_transfer::BodyTransfer::new(ADMIN_TOKEN, None).expect("a client"),
                 dovetail::node::body_transfer::BodyTransfer::new(ADMIN_TOKEN, None).expect("a client"),
                 1 << 20,
-                1 << 20,
+                dovetail::node::body_backlog::Backlogs::open(data_dir.join("body-backlog"), 1 << 20, 1 << 20)
+                    .expect("the backlog directory"),
             );
             let node = Arc::new(ReplicatedNode::new(raft.clone(), bodies.clone(), REQUEST_TIMEOUT));
             seed_mailboxes(&node).await;
