@@ -63,7 +63,7 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-echo "== jepsen (short suite: uid/partition, set/kill, flags/pause, list/membership; 3 nodes in network namespaces)"
+echo "== jepsen (short suite: uid/partition, set/kill, flags/pause, list/membership, bodies/kill; 3 nodes in network namespaces)"
 if [ "$(id -u)" = 0 ]; then
   cargo build --locked -p dovetail --bin dovetail -p dovetail-jepsen --bin dovetail-jepsen
   target/debug/dovetail-jepsen suite --bin target/debug/dovetail --time-limit 30 --store target/jepsen-store

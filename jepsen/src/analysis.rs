@@ -8,21 +8,25 @@
 //! | `set` | history, uid, set |
 //! | `list` | history, uid, set, list |
 //! | `flags` | history, uid, flags |
+//! | `bodies` | history, uid, bodies |
 //!
 //! plus `replicas` when `final.json` has `verify`, and `logs` when it has `logs`. The `uid`
-//! checker runs on every workload because every workload appends. The run passes iff
+//! checker runs on every workload because every workload appends (a delivery's UIDs are judged
+//! by `bodies`; `uid` still judges the final reads). The run passes iff
 //! [`verdict`] is `True`.
 
 use serde_json::Value;
 
 use crate::checker::flags::FlagsOptions;
 use crate::checker::set::SetOptions;
-use crate::checker::{flags, list, logs, replicas, set, uid, wellformed, CheckResult, Findings, Validity};
+use crate::checker::{
+    bodies, flags, list, logs, replicas, set, uid, wellformed, CheckResult, Findings, Validity,
+};
 use crate::history::{pair, Event};
 use crate::schema::{parse, Finals};
 
 /// The workloads `analyze` knows.
-pub const WORKLOADS: [&str; 4] = ["uid", "set", "list", "flags"];
+pub const WORKLOADS: [&str; 5] = ["uid", "set", "list", "flags", "bodies"];
 
 /// Runs every checker that applies to `workload` with default options.
 pub fn analyze(workload: &str, history: &[Event], finals: &Value) -> Vec<CheckResult> {
@@ -54,6 +58,9 @@ pub fn analyze(workload: &str, history: &[Event], finals: &Value) -> Vec<CheckRe
     }
     if workload == "flags" {
         results.push(flags::check(&operations, FlagsOptions::default()));
+    }
+    if workload == "bodies" {
+        results.push(bodies::check(&operations, &finals));
     }
     if let Some(report) = &finals.verify {
         results.push(replicas::check(report));

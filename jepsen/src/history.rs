@@ -33,17 +33,26 @@
 //! | `flags` | `read` | `{"mailbox", "uids": [..], "consistency"}` | `{"messages": [{"uid", "flags", "modseq"}]}` |
 //! | `flags` | `write` | `{"mailbox", "uid", "flags": [..]}` (STORE replace) | `{"modseq": m or null, "changed", "modified"}` |
 //! | `flags` | `cas` | `{"mailbox", "uid", "flags": [..], "unchanged_since": M}` | as `write`; 409 → `fail` `{"error": "condition_failed"}` |
+//! | `bodies` | `deliver` | `{"mailbox", "seed", "size", "sha256", "client_id", "request_seq"}` | the append answer (`first_uid == last_uid`) plus `"sha256"` |
 //!
 //! A set/list `read` fetches with `first=1&limit=10000` in one request (pagination would not be
 //! one snapshot); the workload keeps every mailbox below 10 000 messages. A flags `read` fetches
 //! `first=min(uids)&last=max(uids)`; records outside `uids` are ignored, and a UID of `uids` that
 //! the answer lacks is read as "no such message".
 //!
+//! A `deliver` sends the bytes [`crate::checker::bodies::message_bytes`]`(seed, size)` (the history
+//! keeps their SHA-256, never the bytes) with `content-type: message/rfc822` and the client
+//! session `client_id`/`request_seq`; one without an answer is sent again, the same request,
+//! through the next nodes before the operation is given up as `info`.
+//!
 //! `final.json` holds what every node reads after the cluster is healed and quiet
 //! ([`crate::schema::Finals`]): `{"nodes": {"n1": {"mailboxes": {"u3/INBOX": {"uid_validity",
 //! "uid_next", "highest_modseq", "messages": [{"uid", "guid", "flags", "modseq"}]}}}}, "verify":
 //! <POST /admin/verify answer>}`. A node that could not be read is `{"error": "..."}`. Final
 //! reads use `consistency=local` on each node, after all nodes report the same applied index.
+//! The `bodies` workload adds, per node, `"bodies": {"u1/INBOX": [{"uid", "status", "sha256",
+//! "size", "body_id", "error", "attempts"}]}`: what the node served for the body of every message
+//! some final read or acknowledgement names ([`crate::schema::BodyRead`]).
 
 use std::io::{BufRead, Write};
 

@@ -12,12 +12,14 @@
 //!   the checkers read them.
 //! - [`checker`]: one module per property, pure functions from a history (and final reads) to a
 //!   [`checker::CheckResult`]; each is tested against hand-made bad histories.
-//!   - [`checker::uid`], [`checker::set`], [`checker::flags`], [`checker::list`]: the workloads'
-//!     properties; [`checker::replicas`], [`checker::logs`], [`checker::wellformed`]: common ones.
+//!   - [`checker::uid`], [`checker::set`], [`checker::flags`], [`checker::list`],
+//!     [`checker::bodies`]: the workloads' properties; [`checker::replicas`], [`checker::logs`],
+//!     [`checker::wellformed`]: common ones.
 //!   - [`checker::order`] (real-time regressions) and [`checker::wgl`] (linearizability search):
 //!     the shared machinery.
 //! - [`analysis`]: which checkers judge which workload; the run's verdict.
-//! - [`run`]: the runner (cluster control through `scripts/`, workloads, nemeses, HTTP client).
+//! - [`run`]: the runner (cluster control through `scripts/`, workloads, nemeses, HTTP client;
+//!   [`run::bodies`]: the deliveries and final body reads of the bodies workload).
 //! - [`rng`]: the seeded generator of the runner's schedule: `tests/support/rng.rs`, the one every
 //!   randomized test of the workspace uses, included.
 //! - [`report`]: a run's files (results, timeline, plots) and verdict; [`check`] re-checks a
@@ -25,7 +27,7 @@
 //! - [`proxy`]: the TCP proxy between peers that the `latency` and `drop` nemeses steer.
 //!
 //! Reading order for the checkers: `history`, `schema`, `checker` (the result type), `order`,
-//! `uid`, `set`, `list`, `wgl`, `flags`, then `analysis`.
+//! `uid`, `set`, `list`, `wgl`, `flags`, `bodies`, then `analysis`.
 
 pub mod analysis;
 pub mod check;

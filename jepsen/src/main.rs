@@ -26,7 +26,8 @@ enum Command {
         dir: PathBuf,
     },
     /// The short suite CI runs: uid and set under partitions and kills, flags under pauses, one
-    /// membership run (3 nodes). With --soak, longer runs of every workload under every nemesis.
+    /// membership run, bodies under kills (3 nodes). With --soak, longer runs of every workload
+    /// under every nemesis.
     Suite {
         #[command(flatten)]
         common: CommonArgs,
@@ -72,9 +73,9 @@ struct CommonArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 6)]
     concurrency: u32,
-    /// Operations per second, all clients together.
-    #[arg(long, default_value_t = 30.0)]
-    rate: f64,
+    /// Operations per second, all clients together (default 30; bodies 6).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Seed of the operation and fault schedule (default: from the clock; printed). A suite's
     /// runs take seed, seed + 1, ...
     #[arg(long, env = "DOVETAIL_SEED")]
@@ -150,7 +151,7 @@ fn config(
         groups: common.groups,
         time_limit_s: time_limit,
         concurrency: common.concurrency,
-        rate: common.rate,
+        rate: common.rate.unwrap_or(workload.default_rate()),
         seed,
         fault_s: common.fault_s,
         heal_s: common.heal_s,
@@ -216,6 +217,7 @@ async fn main_async(cli: Cli) -> i32 {
                     WorkloadKind::Set,
                     WorkloadKind::Flags,
                     WorkloadKind::List,
+                    WorkloadKind::Bodies,
                 ];
                 let nemeses = [
                     NemesisKind::Partition,
@@ -236,6 +238,7 @@ async fn main_async(cli: Cli) -> i32 {
                     (WorkloadKind::Set, NemesisKind::Kill),
                     (WorkloadKind::Flags, NemesisKind::Pause),
                     (WorkloadKind::List, NemesisKind::Membership),
+                    (WorkloadKind::Bodies, NemesisKind::Kill),
                 ]
             };
             let time_limit = time_limit.unwrap_or(if soak { 300 } else { 30 });

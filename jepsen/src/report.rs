@@ -1,6 +1,7 @@
 //! A run's report: `results.json`, `history.jsonl`, `nemesis.jsonl`, `final.json`, a
 //! self-contained `timeline.html` (operations per process, fault windows shaded), latency and
-//! throughput plots (`latency.svg`, `rate.svg`, drawn by plotters), and the verdict line,
+//! throughput plots (`latency.svg`, `rate.svg`, drawn by plotters), a summary (operations per
+//! `f`, each checker's verdict, the bodies checker's figures), and the verdict line,
 //! "Everything looks good!" or "Analysis invalid!".
 
 use std::collections::BTreeMap;
@@ -142,7 +143,7 @@ impl Report {
                 Validity::False => format!("INVALID {:?}", check.anomaly_counts),
                 Validity::Unknown => format!("unknown: {}", check.unknown.join("; ")),
             };
-            println!("  {:<11} {verdict}", check.checker);
+            println!("  {:<11} {verdict}{}", check.checker, figures(check));
         }
         for e in &self.run_errors {
             println!("  run error: {e}");
@@ -340,6 +341,24 @@ impl Report {
         root.present().map_err(failed(&path))?;
         Ok(())
     }
+}
+
+/// The figures a checker's verdict line shows: what the bodies checker read back.
+fn figures(check: &CheckResult) -> String {
+    if check.checker != crate::checker::bodies::NAME {
+        return String::new();
+    }
+    let stat = |name: &str| check.stats.get(name).copied().unwrap_or(0);
+    format!(
+        " ({} acknowledged, {:.1} MB; {} indeterminate, {} landed; {} reads, {} byte-equal, {} read again)",
+        stat("deliveries_ok"),
+        stat("bytes_acknowledged") as f64 / 1e6,
+        stat("deliveries_info"),
+        stat("info_landed"),
+        stat("reads_checked"),
+        stat("reads_equal"),
+        stat("reads_retried")
+    )
 }
 
 fn escape(text: &str) -> String {

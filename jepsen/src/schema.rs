@@ -93,6 +93,61 @@ pub struct MessageRecord {
     pub flags: Option<Vec<String>>,
     #[serde(default)]
     pub modseq: Option<u64>,
+    /// The id of the message's body (32 hex digits: the first 128 bits of its SHA-256), for a
+    /// delivered message; absent for an index-only append.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// `deliver` invoke value (`bodies` workload): one message whose bytes are
+/// [`crate::checker::bodies::message_bytes`]`(seed, size)`, delivered with a client session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliverArgs {
+    pub mailbox: String,
+    pub seed: u64,
+    pub size: u64,
+    /// SHA-256 of the bytes, 64 hex digits: what every node must serve back.
+    pub sha256: String,
+    pub client_id: String,
+    pub request_seq: u64,
+}
+
+/// What one node answered, at the end, to `GET .../messages/{uid}/body` (`bodies` workload).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BodyRead {
+    pub uid: u32,
+    /// The last answer's HTTP status; `None`: no answer (the last attempt's `error` says why).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// SHA-256 of the bytes served (200), 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// How many bytes were served (200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The `x-dovetail-body` header of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_id: Option<String>,
+    /// The error code of a refusal, or why there was no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Reads made until this answer (a miss is read again until the final phase's deadline).
+    #[serde(default)]
+    pub attempts: u32,
+    /// When this answer is not the first: what the first read answered (`HTTP 503 unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
+}
+
+impl BodyRead {
+    /// The answer in a few words: `HTTP 404 no_such_message`, `no answer: ...`.
+    pub fn describe(&self) -> String {
+        let error = self.error.as_deref().unwrap_or("");
+        match self.status {
+            Some(status) => format!("HTTP {status} {error}").trim_end().to_string(),
+            None => format!("no answer: {error}"),
+        }
+    }
 }
 
 /// `write` and `cas` invoke value: a STORE `replace` of one UID's flags; `cas` adds
@@ -146,6 +201,9 @@ pub struct Finals {
 pub struct NodeFinal {
     #[serde(default)]
     pub mailboxes: BTreeMap<String, MailboxFinal>,
+    /// `bodies` workload: per mailbox, what the node served for every body to check.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bodies: BTreeMap<String, Vec<BodyRead>>,
     /// Set when the node could not be read: its mailboxes are then unknown, not empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -422,3 +422,52 @@ fn unknown_workloads_and_unreadable_inputs_are_unknown_not_valid() {
         (vec!["history"], Validity::Unknown)
     );
 }
+
+#[test]
+fn a_bodies_run_is_judged_by_the_bodies_checker() {
+    use crate::checker::bodies::{body_id, message_bytes, sha256_hex};
+    let event = |time_ns, process, kind, value| Event {
+        time_ns,
+        process,
+        node: "n1".into(),
+        kind,
+        f: "deliver".into(),
+        value,
+    };
+    let mut history = Vec::new();
+    let mut records = Vec::new();
+    let mut reads = Vec::new();
+    for uid in 1..=3u64 {
+        let sha256 = sha256_hex(&message_bytes(uid, 2000));
+        let args = json!({"mailbox": "u1/INBOX", "seed": uid, "size": 2000, "sha256": sha256,
+                          "client_id": "c", "request_seq": uid});
+        history.push(event(uid * 10, 0, EventType::Invoke, args));
+        history.push(event(
+            uid * 10 + 5,
+            0,
+            EventType::Ok,
+            json!({"uid_validity": 7, "first_uid": uid, "last_uid": uid, "modseq": uid + 1, "sha256": sha256}),
+        ));
+        records.push(json!({"uid": uid, "guid": format!("g{uid}"), "body": body_id(&sha256)}));
+        reads.push(
+            json!({"uid": uid, "status": 200, "sha256": sha256, "body_id": body_id(&sha256), "attempts": 1}),
+        );
+    }
+    let node = json!({"mailboxes": {"u1/INBOX": {"uid_validity": 7, "uid_next": 4, "messages": records}},
+                      "bodies": {"u1/INBOX": reads}});
+    let mut finals = json!({"nodes": {"n1": node, "n2": node, "n3": node}});
+    let results = analyzed("bodies", &history, &finals);
+    valid(&results);
+    assert_eq!(checkers(&results), ["history", "uid", "bodies"]);
+    assert_eq!(results[2].stats["reads_equal"], 9);
+    // n2 lost UID 3's body; n3 serves UID 2 with other bytes.
+    finals["nodes"]["n2"]["bodies"]["u1/INBOX"][2] =
+        json!({"uid": 3, "status": 404, "error": "no_such_message", "attempts": 60});
+    finals["nodes"]["n3"]["bodies"]["u1/INBOX"][1]["sha256"] = json!(sha256_hex(b"other"));
+    let results = analyzed("bodies", &history, &finals);
+    assert_eq!(verdict(&results), Validity::False);
+    assert_eq!(
+        anomaly_kinds(&results),
+        [("bodies", "corrupted-body"), ("bodies", "lost-body")]
+    );
+}

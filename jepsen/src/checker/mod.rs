@@ -11,6 +11,8 @@
 //!   compare-and-set, checked by a Wing–Gong–Lowe search ([`wgl`]) per message.
 //! - [`list`]: a mailbox is the list of its UIDs; every read is a prefix of the final list, and
 //!   linearizable reads never shrink in real-time order.
+//! - [`bodies`]: every acknowledged delivery's body is served by every node at the end with the
+//!   delivered bytes (SHA-256) and id: no lost body, no corrupted one.
 //! - [`replicas`]: the cluster's own verify report (or per-node digests) is clean.
 //! - [`logs`]: no node log shows a panic.
 //! - [`wellformed`]: the history itself is one the checkers can judge.
@@ -18,6 +20,7 @@
 //! Shared pieces: [`order`] finds real-time regressions in O(n log n); [`wgl`] is the generic
 //! linearizability search.
 
+pub mod bodies;
 pub mod flags;
 pub mod list;
 pub mod logs;

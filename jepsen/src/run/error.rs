@@ -52,6 +52,9 @@ pub enum RunError {
         attempts: u32,
         last: Box<RequestError>,
     },
+    /// The cluster did not become ready for the workload (deliveries need log encoding 3).
+    #[error("the cluster is not ready: {reason}")]
+    NotReady { reason: String },
     /// The setup's append answered without the UIDs it assigned.
     #[error("setup append answered {answer}")]
     SetupAnswer { answer: Value },

@@ -44,6 +44,19 @@ impl Answer {
     }
 }
 
+/// What became of a request whose answer is bytes (a message body), as [`Answer`].
+#[derive(Debug, Clone)]
+pub enum BytesAnswer {
+    /// The server answered: status, the `x-dovetail-body` header, and the body's bytes.
+    Http {
+        status: u16,
+        body_id: Option<String>,
+        bytes: Bytes,
+    },
+    NotSent(String),
+    Unknown(String),
+}
+
 /// Why a request did not get the answer it needed; the kinds tell a retry that is safe (nothing
 /// sent, or an answer that refused) from one that may apply the request twice.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,6 +114,32 @@ impl Api {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Answer {
+        let bytes = Bytes::from(body.map(|b| b.to_string()).unwrap_or_default());
+        match self
+            .call_bytes(role, addr, method, path, "application/json", bytes, timeout)
+            .await
+        {
+            BytesAnswer::Http { status, bytes, .. } => {
+                Answer::Http(status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            }
+            BytesAnswer::NotSent(e) => Answer::NotSent(e),
+            BytesAnswer::Unknown(e) => Answer::Unknown(e),
+        }
+    }
+
+    /// `method http://{addr}{path}` with `body` of type `content_type`; the answer's bytes as they
+    /// came (message bodies).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn call_bytes(
+        &self,
+        role: Role,
+        addr: &str,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> BytesAnswer {
         let url = format!("http://{addr}{path}");
         let request = match hyper::Request::builder()
             .method(method)
@@ -112,31 +151,36 @@ impl Api {
                     Role::Admin => &self.admin_auth,
                 },
             )
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            ))) {
+            .header("content-type", content_type)
+            .body(Full::new(body))
+        {
             Ok(request) => request,
-            Err(e) => return Answer::NotSent(e.to_string()),
+            Err(e) => return BytesAnswer::NotSent(e.to_string()),
         };
         let exchange = async {
             let response = match self.client.request(request).await {
                 Ok(response) => response,
-                Err(e) if e.is_connect() => return Answer::NotSent(format!("connect {addr}: {e}")),
-                Err(e) => return Answer::Unknown(format!("{url}: {e}")),
+                Err(e) if e.is_connect() => return BytesAnswer::NotSent(format!("connect {addr}: {e}")),
+                Err(e) => return BytesAnswer::Unknown(format!("{url}: {e}")),
             };
             let status = response.status().as_u16();
+            let body_id = response
+                .headers()
+                .get("x-dovetail-body")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
             match response.into_body().collect().await {
-                Ok(body) => Answer::Http(
+                Ok(body) => BytesAnswer::Http {
                     status,
-                    serde_json::from_slice(&body.to_bytes()).unwrap_or(Value::Null),
-                ),
-                Err(e) => Answer::Unknown(format!("{url}: reading the answer: {e}")),
+                    body_id,
+                    bytes: body.to_bytes(),
+                },
+                Err(e) => BytesAnswer::Unknown(format!("{url}: reading the answer: {e}")),
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(answer) => answer,
-            Err(_) => Answer::Unknown(format!("{url}: no answer within {timeout:?}")),
+            Err(_) => BytesAnswer::Unknown(format!("{url}: no answer within {timeout:?}")),
         }
     }
 

@@ -7,9 +7,11 @@
 //! client continues as a new process. The nemesis waits one interval, then alternates a fault
 //! for `--fault-s` seconds and a heal for `--heal-s` seconds until `--time-limit`. Then every
 //! fault is healed, the runner waits until every group has one leader and every member has
-//! applied its leader's commit index, reads every mailbox on every node locally, asks a node to
-//! verify every replica, and runs the checkers.
+//! applied its leader's commit index, reads every mailbox on every node locally (and, for the
+//! bodies workload, every delivered body), asks a node to verify every replica, and runs the
+//! checkers.
 
+pub mod bodies;
 pub mod control;
 mod error;
 pub mod http;
@@ -163,7 +165,13 @@ async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) ->
     let api = Api::new(&cluster.client_token, &cluster.admin_token);
     let mut rng = Rng::new(config.seed);
     let expected_ops = (config.time_limit_s as f64 * config.rate) as u64;
-    let mut workload = Workload::new(config.workload, config.seed, config.rotate_ops, expected_ops);
+    let mut workload = Workload::new(
+        config.workload,
+        config.seed,
+        config.rotate_ops,
+        expected_ops,
+        config.nodes,
+    );
     let start = Instant::now();
     let setup = workload.setup(cluster, &api).await?;
     let workload = Arc::new(workload);
@@ -210,7 +218,7 @@ async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) ->
             tokio::time::sleep(pause.mul_f64(rng.below(1000) as f64 / 1000.0)).await;
             while Instant::now() < end {
                 let node = 1 + (process % u64::from(nodes)) as u32;
-                let op = workload.next_op(&mut rng, &state);
+                let op = workload.next_op(&mut rng, &mut state);
                 let record = |kind: EventType, value: Value| {
                     let _stamping = stamp_lock.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = events.send(Event {
@@ -322,6 +330,9 @@ async fn run_on(config: &RunConfig, cluster: &Cluster, dir: &std::path::Path) ->
     );
 
     let mut finals = workload.final_reads(cluster, &api).await;
+    if config.workload == WorkloadKind::Bodies {
+        bodies::final_body_reads(cluster, &api, &events, &mut finals).await;
+    }
     finals.verify = Some(
         match api
             .call(

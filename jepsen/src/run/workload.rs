@@ -8,6 +8,8 @@
 //! - `flags`: four messages per mailbox in two mailboxes are registers of flags: reads, STORE
 //!   replace (`write`) and STORE replace with UNCHANGEDSINCE the MODSEQ last read (`cas`).
 //! - `list`: appends and reads; every read is a prefix of the final UID order.
+//! - `bodies`: deliveries of messages of 1 KiB to 1 MiB to three mailboxes (three users) with
+//!   client sessions ([`super::bodies`]); at the end every body is read back from every node.
 //!
 //! **Rotation** (set and list): every `--rotate-ops` operations (counted over all clients) the
 //! clients move on to a fresh mailbox per user (`INBOX`, then `rot001`, `rot002`, ...), so a
@@ -24,6 +26,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::bodies::{self, Session};
 use super::control::{api_addr, node_name, Cluster};
 use super::error::RunError;
 use super::http::{Answer, Api, RequestError, Role};
@@ -38,6 +41,7 @@ pub enum WorkloadKind {
     Set,
     Flags,
     List,
+    Bodies,
 }
 
 impl WorkloadKind {
@@ -47,6 +51,16 @@ impl WorkloadKind {
             WorkloadKind::Set => "set",
             WorkloadKind::Flags => "flags",
             WorkloadKind::List => "list",
+            WorkloadKind::Bodies => "bodies",
+        }
+    }
+
+    /// Operations per second, all clients together, unless `--rate` says otherwise: the bodies
+    /// workload's deliveries average 150 KB, stored on every node of a machine's one disk.
+    pub fn default_rate(self) -> f64 {
+        match self {
+            WorkloadKind::Bodies => 6.0,
+            _ => 30.0,
         }
     }
 }
@@ -62,10 +76,12 @@ pub struct Op {
     pub value: Value,
 }
 
-/// What a client remembers between its operations (the flags workload's last-read MODSEQs).
+/// What a client remembers between its operations: the flags workload's last-read MODSEQs, the
+/// bodies workload's client session (none after an `info`: the next operation starts another).
 #[derive(Debug, Default)]
 pub struct ClientState {
     modseqs: BTreeMap<(String, u32), u64>,
+    session: Option<Session>,
 }
 
 pub struct Workload {
@@ -81,6 +97,8 @@ pub struct Workload {
     next_guid: AtomicU64,
     /// Flags workload: the UIDs of each mailbox's registers.
     registers: BTreeMap<String, Vec<u32>>,
+    /// Nodes of the cluster (a delivery without an answer is sent again through the next ones).
+    nodes: u32,
 }
 
 fn key(user: &str, mailbox: &str) -> String {
@@ -105,8 +123,12 @@ fn generation_name(generation: u64) -> String {
 impl Workload {
     /// `rotate_ops`: operations per mailbox generation for set and list (0: no rotation);
     /// `expected_ops`: about how many operations the run will make (time limit × rate).
-    pub fn new(kind: WorkloadKind, run_id: u64, rotate_ops: u64, expected_ops: u64) -> Workload {
-        let count = if kind == WorkloadKind::Uid { 3 } else { 2 };
+    pub fn new(kind: WorkloadKind, run_id: u64, rotate_ops: u64, expected_ops: u64, nodes: u32) -> Workload {
+        let count = if matches!(kind, WorkloadKind::Uid | WorkloadKind::Bodies) {
+            3
+        } else {
+            2
+        };
         let rotates = matches!(kind, WorkloadKind::Set | WorkloadKind::List) && rotate_ops > 0;
         let generations = if rotates {
             (expected_ops / rotate_ops + 2).min(MAX_GENERATIONS)
@@ -127,6 +149,7 @@ impl Workload {
             run_id,
             next_guid: AtomicU64::new(1),
             registers: BTreeMap::new(),
+            nodes: nodes.max(1),
         }
     }
 
@@ -157,6 +180,9 @@ impl Workload {
             let path = format!("/v1/users/{user}/mailboxes");
             let body = json!({ "name": mailbox });
             retry(cluster, api, "POST", &path, &body, &[201, 409]).await?;
+            if self.kind == WorkloadKind::Bodies {
+                continue;
+            }
             if self.kind == WorkloadKind::Flags {
                 let messages: Vec<Value> = (0..FLAG_MESSAGES)
                     .map(|_| json!({"guid": self.guid(), "size": 1}))
@@ -184,11 +210,16 @@ impl Workload {
                     .insert(key(&user, &mailbox), (first as u32..=last as u32).collect());
             }
         }
+        if self.kind == WorkloadKind::Bodies {
+            bodies::wait_for_deliveries(cluster, api, Duration::from_secs(60))
+                .await
+                .map_err(|reason| RunError::NotReady { reason })?;
+        }
         Ok(appends)
     }
 
     /// The next operation of a client.
-    pub fn next_op(&self, rng: &mut Rng, state: &ClientState) -> Op {
+    pub fn next_op(&self, rng: &mut Rng, state: &mut ClientState) -> Op {
         let generation = (self.ops.fetch_add(1, Ordering::Relaxed) / self.rotate_ops)
             .min(self.generations.len() as u64 - 1);
         let (user, mailbox) = rng.pick(&self.generations[generation as usize]);
@@ -201,6 +232,20 @@ impl Workload {
             }),
         };
         match self.kind {
+            WorkloadKind::Bodies => {
+                let session = state.session.get_or_insert_with(|| Session {
+                    client_id: format!(
+                        "jepsen-{:x}-{}",
+                        self.run_id,
+                        self.next_guid.fetch_add(1, Ordering::Relaxed)
+                    ),
+                    request_seq: 0,
+                });
+                Op {
+                    f: "deliver",
+                    value: bodies::next_delivery(rng, &mailbox_key, session),
+                }
+            }
             WorkloadKind::Uid => {
                 if rng.chance(0.75) {
                     append(1 + rng.below(2))
@@ -263,6 +308,13 @@ impl Workload {
         let (user, mailbox) = split_key(&mailbox_key);
         let base = format!("/v1/users/{user}/mailboxes/{mailbox}");
         let consistency = op.value["consistency"].as_str().unwrap_or("linearizable");
+        if op.f == "deliver" {
+            let (kind, value) = bodies::deliver(api, self.nodes, node, &op.value, timeout).await;
+            if kind == EventType::Info {
+                state.session = None;
+            }
+            return (kind, value);
+        }
         let (method, path, body, writes) = match op.f {
             "append" => {
                 let messages: Vec<Value> = op.value["messages"]
