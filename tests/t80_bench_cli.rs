@@ -5,6 +5,11 @@
 //! successful ops with nonzero latencies), none failed, totals add up, and the cluster holds what
 //! the report claims (each bench user's INBOX has the set-up messages plus at least the measured
 //! appends).
+//!
+//! The `deliver` workload the same way: 2 clients deliver 16 KiB messages with their bodies for
+//! 2 measured seconds (the set-up waits for log encoding 3). Checked: deliveries succeeded
+//! without errors, MB/s is messages/s × 16,384 bytes, and each client's INBOX holds its set-up
+//! delivery plus at least the measured ones, each of 16,384 bytes with a body.
 
 mod support;
 
@@ -80,4 +85,72 @@ fn t80_bench_mixed_json_reports_every_operation_without_errors() {
         exists += inbox["exists"].as_u64().unwrap();
     }
     assert!(exists >= 4 * 100 + ops("append"), "{exists} messages: {report:#}");
+}
+
+#[test]
+fn t80_bench_deliver_reports_messages_and_megabytes_per_second() {
+    let cluster = TestCluster::start(3, 4, &[]);
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("http://{}", n.api))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_dovetail"))
+        .arg("bench")
+        .args(["--nodes", &nodes.join(",")])
+        .args([
+            "--workload",
+            "deliver",
+            "--size",
+            "16k",
+            "--concurrency",
+            "2",
+            "--duration",
+            "2",
+            "--json",
+        ])
+        .env("DOVETAIL_CLIENT_TOKEN", CLIENT_TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(report["workload"], "deliver");
+    assert_eq!(report["size_bytes"], 16_384);
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let deliver = &report["operations"]["deliver"];
+    let ops = deliver["ops"].as_u64().unwrap();
+    assert!(ops > 0, "no successful deliveries: {report:#}");
+    let messages_per_second = deliver["messages_per_second"].as_f64().unwrap();
+    let megabytes_per_second = deliver["megabytes_per_second"].as_f64().unwrap();
+    assert!(messages_per_second > 0.0);
+    assert!(
+        (megabytes_per_second - messages_per_second * 16_384.0 / 1e6).abs() < 1e-6,
+        "{report:#}"
+    );
+    assert!(deliver["latency_us"]["p50"].as_u64().unwrap() > 0);
+
+    // Every delivery the report counts is in the cluster, with its body's size.
+    let prefix = report["user_prefix"].as_str().unwrap();
+    let mut exists = 0;
+    for worker in 0..2 {
+        let user = format!("{prefix}{worker}");
+        let path = format!("/v1/users/{user}/mailboxes/INBOX?consistency=linearizable");
+        let (status, inbox) = get(&cluster.node(1 + worker).api, &path).unwrap();
+        assert_eq!(status, 200, "{path}: {inbox}");
+        exists += inbox["exists"].as_u64().unwrap();
+        let path = format!("/v1/users/{user}/mailboxes/INBOX/messages?first=1&last=3");
+        let (status, messages) = get(&cluster.node(1).api, &path).unwrap();
+        assert_eq!(status, 200, "{path}: {messages}");
+        for message in messages["messages"].as_array().unwrap() {
+            assert_eq!(message["size"], 16_384, "{message}");
+            assert!(message["body"].is_string(), "{message}");
+        }
+    }
+    assert!(exists >= 2 + ops, "{exists} messages: {report:#}");
 }

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::pacing;
 use super::report::{self, BenchReport, OperationStats};
-use super::workload::{self, Mix, Operation, RequestSpec, Rng, Sender, Workload};
+use super::workload::{self, MessagePool, Mix, Operation, RequestSpec, Rng, Sender, Workload};
 
 /// A request that has not answered after this long counts as a `timeout` error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,9 +26,17 @@ pub struct BenchConfig {
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:7001")]
     pub nodes: Vec<String>,
     /// What to send: append | store | read-local | read-linearizable | mixed
-    /// (50% append, 25% store, 25% read-linearizable).
+    /// (50% append, 25% store, 25% read-linearizable) | deliver (one message of --size bytes
+    /// with its body) | fsync-floor (no cluster: files of --size bytes written and fsync'd one
+    /// after another in --dir).
     #[arg(long, value_enum, default_value_t = Workload::Append)]
     pub workload: Workload,
+    /// deliver and fsync-floor: bytes per message or file (4096, 4k, 100k, 1m; default 4k).
+    #[arg(long, value_parser = workload::parse_size)]
+    pub size: Option<u64>,
+    /// fsync-floor: the directory to write in (on the filesystem of the nodes' data).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
     /// Concurrent clients (each a user of its own, one request outstanding at a time).
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -52,6 +60,7 @@ pub struct BenchConfig {
     pub max_in_flight: u64,
     /// Write the GUID of every message of every acknowledged (2xx) append to this file, one
     /// `USER GUID` line each (set-up and warm-up included): what the cluster must hold.
+    /// Appends only (a delivery's GUID is the node's).
     #[arg(long)]
     pub acked_out: Option<std::path::PathBuf>,
     /// Print the report as JSON instead of a table.
@@ -60,8 +69,13 @@ pub struct BenchConfig {
     /// No progress line on stderr (it is shown only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
-    /// The cluster's client token.
-    #[arg(long, env = "DOVETAIL_CLIENT_TOKEN", hide_env_values = true)]
+    /// The cluster's client token (every workload but fsync-floor).
+    #[arg(
+        long,
+        env = "DOVETAIL_CLIENT_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub token: String,
 }
 
@@ -72,6 +86,8 @@ struct Shared {
     client: HttpClient,
     nodes: Vec<String>,
     authorization: String,
+    /// Deliveries: the bodies.
+    pool: Option<MessagePool>,
     /// Requests answered (any outcome) and failed, warm-up included: for the progress line.
     completed: AtomicU64,
     failed: AtomicU64,
@@ -80,11 +96,17 @@ struct Shared {
 /// Sends one request; the status, or the kind of failure.
 async fn send(shared: &Shared, node: usize, spec: &RequestSpec) -> Result<u16, &'static str> {
     let url = format!("{}{}", shared.nodes[node % shared.nodes.len()], spec.path);
-    let builder = match spec.body {
-        Some(_) => hyper::Request::post(url).header("content-type", "application/json"),
-        None => hyper::Request::get(url),
+    let (builder, body) = match (&spec.body, &spec.message) {
+        (Some(json), _) => (
+            hyper::Request::post(url).header("content-type", "application/json"),
+            Bytes::from(json.clone()),
+        ),
+        (None, Some(message)) => (
+            hyper::Request::post(url).header("content-type", workload::MESSAGE_CONTENT_TYPE),
+            message.clone(),
+        ),
+        (None, None) => (hyper::Request::get(url), Bytes::new()),
     };
-    let body = spec.body.clone().map(Bytes::from).unwrap_or_default();
     let request = builder
         .header("authorization", &shared.authorization)
         .body(Full::new(body))
@@ -118,8 +140,36 @@ async fn set_up_request(shared: &Shared, node: usize, spec: &RequestSpec) -> Res
     }
 }
 
-/// The set-up of one worker: its INBOX, and messages to STORE on and read.
-async fn set_up(shared: &Shared, sender: Sender, messages: bool) -> anyhow::Result<()> {
+/// How long a worker's set-up delivery is retried while its group has not enabled log encoding
+/// 3 (409 `not_enabled`: a fresh cluster's gate opens on its own shortly after start).
+const SETUP_DELIVERY_WAIT: Duration = Duration::from_secs(60);
+
+/// The set-up delivery of one worker (request number 0, not counted): sent until its group
+/// takes deliveries.
+async fn set_up_delivery(shared: &Shared, sender: Sender, node: usize) -> anyhow::Result<()> {
+    let user = sender.user();
+    let pool = shared.pool.as_ref().expect("a delivery workload has a pool");
+    let spec = sender.deliver(0, pool);
+    let deadline = Instant::now() + SETUP_DELIVERY_WAIT;
+    loop {
+        let status = set_up_request(shared, node, &spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("the set-up delivery for {user}: {e}"))?;
+        match status {
+            200 => return Ok(()),
+            // Not yet at log encoding 3 (or, briefly, a 503 while bodies find a majority).
+            409 | 503 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ => anyhow::bail!(
+                "the set-up delivery for {user}: HTTP {status} (deliveries need log encoding 3)"
+            ),
+        }
+    }
+}
+
+/// The set-up of one worker: its INBOX, messages to STORE on and read, or a first delivery.
+async fn set_up(shared: &Shared, sender: Sender, messages: bool, delivers: bool) -> anyhow::Result<()> {
     let user = sender.user();
     let node = sender.worker as usize;
     let status = set_up_request(shared, node, &sender.create_inbox())
@@ -137,6 +187,9 @@ async fn set_up(shared: &Shared, sender: Sender, messages: bool) -> anyhow::Resu
             status == 200,
             "appending set-up messages for {user}: HTTP {status}"
         );
+    }
+    if delivers {
+        set_up_delivery(shared, sender, node).await?;
     }
     Ok(())
 }
@@ -162,7 +215,7 @@ struct Exchange {
 /// What one worker measured.
 #[derive(Default)]
 struct WorkerResult {
-    stats: [OperationStats; 4],
+    stats: [OperationStats; Operation::COUNT],
     /// Successful (2xx) requests by the whole second of the run they completed in, warm-up
     /// included.
     ok_per_second: Vec<u64>,
@@ -174,6 +227,7 @@ struct WorkerResult {
 
 impl WorkerResult {
     fn record(&mut self, shared: &Shared, clock: &Clock, batch: u64, e: Exchange) {
+        let size = shared.pool.as_ref().map_or(0, MessagePool::size);
         shared.completed.fetch_add(1, Ordering::Relaxed);
         let ok = matches!(e.result, Ok(200..=299));
         if !ok {
@@ -200,12 +254,13 @@ impl WorkerResult {
         }
         match e.result {
             Ok(200..=299) => {
-                let messages = if e.operation == Operation::Append {
-                    batch
-                } else {
-                    0
+                let (messages, bytes) = match e.operation {
+                    Operation::Append => (batch, 0),
+                    Operation::Deliver => (1, size),
+                    _ => (0, 0),
                 };
                 s.record_ok(latency, e.completed.saturating_sub(e.sent), messages);
+                s.record_bytes(bytes);
             }
             Ok(429) => s.record_refused(e.completed.saturating_sub(e.sent)),
             Ok(status) => s.record_error(&format!("http_{status}")),
@@ -224,7 +279,7 @@ async fn exchange(
     intended: Option<Duration>,
     batch: u64,
 ) -> Exchange {
-    let spec = sender.request(operation, seq, batch);
+    let spec = sender.request(operation, seq, batch, shared.pool.as_ref());
     let sent = clock.start.elapsed();
     let result = send(&shared, sender.worker as usize + seq as usize, &spec).await;
     Exchange {
@@ -314,6 +369,12 @@ async fn show_progress(shared: Arc<Shared>, clock: Clock, done: Arc<AtomicBool>)
     let _ = writeln!(stderr);
 }
 
+/// `--size` when not given.
+const DEFAULT_SIZE_BYTES: u64 = 4096;
+
+/// Largest `--size` (the nodes' default `--max-message-bytes` is 64 MiB).
+const MAX_SIZE_BYTES: u64 = 1 << 30;
+
 pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(!config.nodes.is_empty(), "--nodes: at least one URL");
     anyhow::ensure!(config.concurrency > 0, "--concurrency: at least 1");
@@ -321,11 +382,40 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     if let Some(rate) = config.rate {
         anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate: a positive number");
     }
+    let sized = matches!(config.workload, Workload::Deliver | Workload::FsyncFloor);
+    anyhow::ensure!(
+        sized || config.size.is_none(),
+        "--size: only for --workload deliver and fsync-floor"
+    );
+    anyhow::ensure!(
+        (config.workload == Workload::FsyncFloor) == config.dir.is_some(),
+        "--dir: needed by --workload fsync-floor, and only by it"
+    );
+    let size = config.size.unwrap_or(DEFAULT_SIZE_BYTES);
+    anyhow::ensure!(
+        (workload::MESSAGE_BYTES_MIN..=MAX_SIZE_BYTES).contains(&size),
+        "--size: from {} bytes to 1g",
+        workload::MESSAGE_BYTES_MIN
+    );
+    anyhow::ensure!(!sized || config.acked_out.is_none(), "--acked-out: appends only");
     let run_id = {
         let mut b = [0u8; 4];
         getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
         u32::from_le_bytes(b)
     };
+    anyhow::ensure!(
+        config.workload == Workload::FsyncFloor || !config.token.is_empty(),
+        "the client token: --token or DOVETAIL_CLIENT_TOKEN"
+    );
+    let pool = sized.then(|| MessagePool::new(size, u64::from(run_id)));
+    if let (Some(dir), Some(pool)) = (&config.dir, &pool) {
+        let floor = super::floor::FloorRun {
+            writers: config.concurrency,
+            warmup_seconds: config.warmup,
+            seconds: config.duration,
+        };
+        return super::floor::run(floor, dir, pool, run_id).await;
+    }
     let shared = Arc::new(Shared {
         // Idle connections are dropped before a node closes them (`api_server::KEEP_ALIVE_TIMEOUT`).
         client: Client::builder(TokioExecutor::new())
@@ -337,6 +427,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
             .map(|n| n.trim_end_matches('/').to_string())
             .collect(),
         authorization: format!("Bearer {}", config.token),
+        pool,
         completed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
@@ -353,8 +444,8 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     let mut setups = tokio::task::JoinSet::new();
     for &sender in &senders {
         let shared = shared.clone();
-        let messages = mix.needs_messages();
-        setups.spawn(async move { set_up(&shared, sender, messages).await });
+        let (messages, delivers) = (mix.needs_messages(), mix.delivers());
+        setups.spawn(async move { set_up(&shared, sender, messages, delivers).await });
     }
     while let Some(result) = setups.join_next().await {
         result??;
@@ -385,7 +476,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         })
         .collect();
     let setup_seconds = (clock.start - setup_started).as_secs_f64();
-    let mut stats: [OperationStats; 4] = Default::default();
+    let mut stats: [OperationStats; Operation::COUNT] = Default::default();
     let mut unsent = 0;
     let mut ok_per_second: Vec<u64> = Vec::new();
     let mut acked = String::new();
@@ -429,6 +520,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         nodes: shared.nodes.len(),
         concurrency: config.concurrency,
         batch: config.batch,
+        size_bytes: sized.then_some(size),
         rate: config.rate,
         warmup_seconds: config.warmup,
         seconds: config.duration as f64,
@@ -441,6 +533,16 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         errors_by_kind: Default::default(),
         setup_seconds,
         ok_per_second,
+        notes: if mix.delivers() {
+            vec![
+                "each delivery is acknowledged once its body is durable on a majority of the \
+                  group's voters and its index entry committed; MB/s counts each body once \
+                  (MB = 10^6 bytes)"
+                    .to_string(),
+            ]
+        } else {
+            Vec::new()
+        },
     };
     Ok(report::build_report(base, mix.weights(), &stats, unsent))
 }
@@ -489,6 +591,8 @@ mod tests {
         let config = BenchConfig {
             nodes: vec![format!("http://{addr}")],
             workload: Workload::Append,
+            size: None,
+            dir: None,
             concurrency: 2,
             batch: 2,
             duration: 2,

@@ -24,11 +24,21 @@
 //! Connections are kept alive (hyper's pool). A progress line on stderr (a terminal only) shows
 //! elapsed time, completed requests, the current rate and errors twice a second.
 //!
-//! Layout: [`workload`] (mix and request shapes), [`pacing`] (schedules), [`report`] (histograms,
-//! table, JSON, progress line), all pure; [`driver`] does the I/O (set-up, workers, progress).
+//! **Deliveries** (`deliver`): each request is one message of `--size` bytes with its body
+//! (`message/rfc822`), cut from a buffer of random bytes made once (a header line naming the
+//! request keeps every body distinct, so single-instance storage never makes one cheap); the
+//! set-up delivers one message per worker, retried while the group has not reached log
+//! encoding 3 (409). The report adds MB/s. **The floor** (`fsync-floor`, [`floor`]): no
+//! cluster; files of the same size written and fsync'd one after another in `--dir`, what the
+//! disk alone gives (`scripts/bench/deliver.sh` runs both and compares).
+//!
+//! Layout: [`workload`] (mix, request shapes, bodies), [`pacing`] (schedules), [`report`]
+//! (histograms, table, JSON, progress line), all pure; [`driver`] does the I/O (set-up, workers,
+//! progress), [`floor`] the floor's file writes.
 //! This file only declares and re-exports, so the pure parts never depend on the driver.
 
 pub mod driver;
+pub mod floor;
 pub mod pacing;
 pub mod report;
 pub mod workload;

@@ -32,8 +32,11 @@ pub struct OperationStats {
     pub send_lag: Histogram<u64>,
     /// Successful requests.
     pub ops: u64,
-    /// Messages in successful requests (appends: the batch; others 0).
+    /// Messages in successful requests (appends: the batch; deliveries and fsync'd files: 1;
+    /// others 0).
     pub messages: u64,
+    /// Message bytes in successful requests (deliveries and fsync'd files: the size; others 0).
+    pub bytes: u64,
     /// Failed requests by kind: `http_<status>`, `transport`, `timeout`.
     pub errors: BTreeMap<String, u64>,
 }
@@ -48,6 +51,7 @@ impl Default for OperationStats {
             send_lag: histogram(),
             ops: 0,
             messages: 0,
+            bytes: 0,
             errors: BTreeMap::new(),
         }
     }
@@ -61,6 +65,11 @@ impl OperationStats {
         record(&mut self.from_send, from_send);
         self.ops += 1;
         self.messages += messages;
+    }
+
+    /// A 2xx that stored `bytes` of message bodies (or a file written and fsync'd).
+    pub fn record_bytes(&mut self, bytes: u64) {
+        self.bytes += bytes;
     }
 
     /// How late a paced request was sent.
@@ -86,6 +95,7 @@ impl OperationStats {
         self.send_lag.add(&other.send_lag).expect("same bounds");
         self.ops += other.ops;
         self.messages += other.messages;
+        self.bytes += other.bytes;
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
         }
@@ -117,6 +127,8 @@ pub struct OperationReport {
     pub ops: u64,
     pub ops_per_second: f64,
     pub messages_per_second: f64,
+    /// Message bytes stored per second, in MB (10^6 bytes): deliveries and fsync'd files.
+    pub megabytes_per_second: f64,
     pub errors: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Latency of the successful (admitted, 2xx) requests only (paced: from the intended send).
@@ -155,6 +167,7 @@ impl OperationReport {
             ops: stats.ops,
             ops_per_second: stats.ops as f64 / seconds,
             messages_per_second: stats.messages as f64 / seconds,
+            megabytes_per_second: stats.bytes as f64 / 1e6 / seconds,
             errors: stats.error_count(),
             errors_by_kind: stats.errors.clone(),
             latency_us: LatencyReport::of(&stats.histogram),
@@ -177,6 +190,8 @@ pub struct BenchReport {
     pub nodes: usize,
     pub concurrency: usize,
     pub batch: u64,
+    /// `--size`: the bytes of each delivered message or fsync'd file (`null` for the others).
+    pub size_bytes: Option<u64>,
     /// `--rate` (requests per second, all workers), or `null`: closed loop.
     pub rate: Option<f64>,
     pub warmup_seconds: u64,
@@ -199,6 +214,8 @@ pub struct BenchReport {
     /// in, from the start of the warm-up (the last entry may be a partial second): how
     /// throughput moved during the run.
     pub ok_per_second: Vec<u64>,
+    /// What the figures mean beyond the table (e.g. how a floor compares with deliveries).
+    pub notes: Vec<String>,
 }
 
 /// A latency for people: `850 µs`, `1.51 ms`, `29.1 ms`, `196 ms`, `1.23 s`.
@@ -223,35 +240,53 @@ pub fn render_table(report: &BenchReport) -> String {
             report.unsent
         ),
     };
+    let size = match report.size_bytes {
+        Some(size) => format!("size {size} bytes"),
+        None => format!("batch {}", report.batch),
+    };
+    // The floor has writers on the local disk, not clients of nodes.
+    let (who, nodes) = match report.workload {
+        Workload::FsyncFloor => ("writers", String::new()),
+        _ => ("clients", format!(", {} nodes", report.nodes)),
+    };
     let mut out = format!(
-        "workload {} ({}), {} clients, batch {}, {}, {} nodes, {:.0} s measured after {} s warm-up\n",
+        "workload {} ({}), {} {who}, {size}, {}{nodes}, {:.0} s measured after {} s warm-up\n",
         kebab(report.workload),
         mix.join(", "),
         report.concurrency,
-        report.batch,
         pacing,
-        report.nodes,
         report.seconds,
         report.warmup_seconds
     );
     out += &format!(
-        "{:<18} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
-        "OPERATION", "OPS", "OPS/S", "MSGS/S", "P50", "P90", "P99", "P99.9", "MAX", "ERRORS"
+        "{:<18} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+        "OPERATION", "OPS", "OPS/S", "MSGS/S", "MB/S", "P50", "P90", "P99", "P99.9", "MAX", "ERRORS"
     );
     for (name, op) in &report.operations {
         let l = &op.latency_us;
-        // Only appends carry messages.
-        let messages_per_second = if name == Operation::Append.name() {
+        let carries = |n: &str| {
+            Operation::ALL
+                .iter()
+                .any(|o| o.name() == n && o.carries_messages())
+        };
+        let messages_per_second = if carries(name) {
             format!("{:.1}", op.messages_per_second)
         } else {
             "-".to_string()
         };
+        // Only deliveries and fsync'd files carry bytes (an append's size is only declared).
+        let megabytes_per_second = if carries(name) && name != Operation::Append.name() {
+            format!("{:.2}", op.megabytes_per_second)
+        } else {
+            "-".to_string()
+        };
         out += &format!(
-            "{:<18} {:>9} {:>10.1} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+            "{:<18} {:>9} {:>10.1} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
             name,
             op.ops,
             op.ops_per_second,
             messages_per_second,
+            megabytes_per_second,
             format_latency_us(l.p50),
             format_latency_us(l.p90),
             format_latency_us(l.p99),
@@ -262,8 +297,8 @@ pub fn render_table(report: &BenchReport) -> String {
     }
     if report.operations.len() > 1 {
         out += &format!(
-            "{:<18} {:>9} {:>10.1} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
-            "total", report.ops, report.ops_per_second, "", "", "", "", "", "", report.errors
+            "{:<18} {:>9} {:>10.1} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+            "total", report.ops, report.ops_per_second, "", "", "", "", "", "", "", report.errors
         );
     }
     let errors: Vec<String> = report
@@ -289,6 +324,9 @@ pub fn render_table(report: &BenchReport) -> String {
             format_latency_us(l.p99),
             format_latency_us(l.max)
         );
+    }
+    for note in &report.notes {
+        out += &format!("note: {note}\n");
     }
     out
 }
@@ -332,7 +370,7 @@ pub fn progress_line(
 pub fn build_report(
     base: BenchReport,
     mix: &[(Operation, u32)],
-    stats: &[OperationStats; 4],
+    stats: &[OperationStats; Operation::COUNT],
     unsent: u64,
 ) -> BenchReport {
     let mut report = base;
@@ -367,6 +405,7 @@ mod tests {
             nodes: 3,
             concurrency: 64,
             batch: 1,
+            size_bytes: None,
             rate: None,
             warmup_seconds: 1,
             seconds: 10.0,
@@ -379,6 +418,7 @@ mod tests {
             errors_by_kind: BTreeMap::new(),
             setup_seconds: 0.0,
             ok_per_second: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -394,8 +434,8 @@ mod tests {
     #[test]
     fn stats_merge_into_a_report_with_totals_and_error_kinds() {
         let mix = crate::bench::workload::Mix::of(Workload::Mixed);
-        let mut stats: [OperationStats; 4] = Default::default();
-        let mut other: [OperationStats; 4] = Default::default();
+        let mut stats: [OperationStats; Operation::COUNT] = Default::default();
+        let mut other: [OperationStats; Operation::COUNT] = Default::default();
         for ms in 1..=100u64 {
             stats[Operation::Append.index()].record_ok(
                 Duration::from_millis(ms),
@@ -457,7 +497,7 @@ mod tests {
     #[test]
     fn a_clean_single_operation_run_has_no_total_row() {
         let mix = crate::bench::workload::Mix::of(Workload::Append);
-        let mut stats: [OperationStats; 4] = Default::default();
+        let mut stats: [OperationStats; Operation::COUNT] = Default::default();
         stats[0].record_ok(Duration::from_millis(2), Duration::from_millis(2), 10);
         let mut base = empty_report(Workload::Append);
         base.rate = Some(500.0);
@@ -467,13 +507,48 @@ mod tests {
         assert!(table.ends_with("errors: none\n"));
     }
 
+    /// A delivery run reports its size, messages per second and MB/s (10^6 bytes) in the
+    /// table and the JSON, and ends with its notes.
+    #[test]
+    fn a_delivery_run_reports_megabytes_per_second_and_notes() {
+        let mix = crate::bench::workload::Mix::of(Workload::Deliver);
+        let mut stats: [OperationStats; Operation::COUNT] = Default::default();
+        for _ in 0..250 {
+            let s = &mut stats[Operation::Deliver.index()];
+            s.record_ok(Duration::from_millis(4), Duration::from_millis(4), 1);
+            s.record_bytes(100_000);
+        }
+        let mut base = empty_report(Workload::Deliver);
+        base.size_bytes = Some(100_000);
+        base.notes = vec!["bodies are random".into()];
+        let report = build_report(base, mix.weights(), &stats, 0);
+        let deliver = &report.operations["deliver"];
+        assert!((deliver.messages_per_second - 25.0).abs() < 1e-9);
+        assert!((deliver.megabytes_per_second - 2.5).abs() < 1e-9);
+        let table = render_table(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0]
+            .starts_with("workload deliver (100% deliver), 64 clients, size 100000 bytes, closed loop"));
+        assert!(lines[1].contains(" MB/S "));
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cells[..5], ["deliver", "250", "25.0", "25.0", "2.50"]);
+        assert_eq!(lines[1].chars().count(), lines[2].chars().count());
+        assert!(
+            table.ends_with("errors: none\nnote: bodies are random\n"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["size_bytes"], 100_000);
+        assert_eq!(json["operations"]["deliver"]["megabytes_per_second"], 2.5);
+    }
+
     /// A 429 is an error of its own kind, and its quick answer never enters the admitted
     /// requests' latencies: those stay the latencies of the 2xx answers alone.
     #[test]
     fn refusals_are_counted_and_timed_apart_from_admitted_requests() {
         let mix = crate::bench::workload::Mix::of(Workload::Append);
-        let mut stats: [OperationStats; 4] = Default::default();
-        let mut other: [OperationStats; 4] = Default::default();
+        let mut stats: [OperationStats; Operation::COUNT] = Default::default();
+        let mut other: [OperationStats; Operation::COUNT] = Default::default();
         for _ in 0..10 {
             // Sent 50 ms late: charged 200 ms from the intended time, 150 ms from the send.
             stats[0].record_ok(Duration::from_millis(200), Duration::from_millis(150), 1);
