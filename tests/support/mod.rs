@@ -65,16 +65,29 @@ pub struct TestCluster {
 /// Node `id`'s API and peer addresses: its own loopback address 127.0.0.(10+id), two free ports
 /// (bound and released; the tests' own processes are the only users). Both are bound at once:
 /// two binds in turn may be handed the same port, and a node whose two listeners collide exits
-/// at start.
+/// at start. A port is handed out at most once per test process: tests of one binary run in
+/// parallel, and a port released here could otherwise be handed to another test's cluster before
+/// this node binds it — the two clusters would then answer for each other (every cluster's node
+/// i listens on the same address, and they share tokens, users and mailbox names).
 fn free_node_addrs(id: u64) -> NodeAddrs {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let ip = format!("127.0.0.{}", 10 + id);
-    let api = TcpListener::bind((ip.as_str(), 0)).unwrap();
-    let peer = TcpListener::bind((ip.as_str(), 0)).unwrap();
     let port = |l: &TcpListener| l.local_addr().unwrap().port();
-    NodeAddrs {
-        id,
-        api: format!("{ip}:{}", port(&api)),
-        peer: format!("{ip}:{}", port(&peer)),
+    loop {
+        let api = TcpListener::bind((ip.as_str(), 0)).unwrap();
+        let peer = TcpListener::bind((ip.as_str(), 0)).unwrap();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.contains(&port(&api)) || handed_out.contains(&port(&peer)) {
+            continue;
+        }
+        handed_out.insert(port(&api));
+        handed_out.insert(port(&peer));
+        return NodeAddrs {
+            id,
+            api: format!("{ip}:{}", port(&api)),
+            peer: format!("{ip}:{}", port(&peer)),
+        };
     }
 }
 
