@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::backup::take::{take_backup, Source};
 use crate::backup::BackupError;
+use crate::node::bodies::BodiesStatus;
 use crate::node::overview::ClusterOverview;
 use crate::node::peer_api::{error_chain, http_client, ClientTlsError};
 use crate::node::verify::VerifyReport;
@@ -429,6 +430,11 @@ fn status_table(o: &ClusterOverview) -> String {
                 opt(n.uptime_s.map(|s| format!("{s}s"))),
                 opt(n.disk.as_ref().map(|d| bytes(d.log_bytes))),
                 opt(n.disk.as_ref().map(|d| bytes(d.index_bytes))),
+                opt(n
+                    .bodies
+                    .as_ref()
+                    .map(|b| format!("{} ({})", b.stored, bytes(b.stored_bytes)))),
+                opt(n.bodies.as_ref().map(body_debts)),
                 led.to_string(),
                 n.error
                     .clone()
@@ -448,7 +454,18 @@ fn status_table(o: &ClusterOverview) -> String {
     let leaderless = o.groups.iter().filter(|g| g.leader.is_none()).count();
     let mut out = table(
         &[
-            "NODE", "API", "STATE", "VERSION", "ENCODING", "UPTIME", "LOG", "INDEX", "LEADS", "ERROR",
+            "NODE",
+            "API",
+            "STATE",
+            "VERSION",
+            "ENCODING",
+            "UPTIME",
+            "LOG",
+            "INDEX",
+            "BODIES",
+            "MISSING/OWED",
+            "LEADS",
+            "ERROR",
         ],
         &rows,
     );
@@ -461,6 +478,18 @@ fn status_table(o: &ClusterOverview) -> String {
         active_encoding(o)
     );
     out
+}
+
+/// A node's body debts: referenced bodies it lacks (as of its last sweep), then the ids it owes
+/// its peers (memory and disk tiers), with `+resync` while a peer is marked for a full resync.
+fn body_debts(b: &BodiesStatus) -> String {
+    let owed: u64 = b.backlogs.iter().map(|p| p.queued as u64 + p.spilled).sum();
+    let resync = if b.backlogs.iter().any(|p| p.resync) {
+        "+resync"
+    } else {
+        ""
+    };
+    format!("{}/{owed}{resync}", b.missing)
 }
 
 fn groups_table(o: &ClusterOverview) -> String {
