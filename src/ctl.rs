@@ -142,11 +142,15 @@ pub enum CtlCommand {
     },
     /// Spread group leaders evenly over the voters.
     Rebalance,
-    /// Compare every replica's per-mailbox digests; exit 3 on any divergence.
+    /// Compare every replica's per-mailbox digests and check that every node holds every body
+    /// its index references; exit 3 on any divergence.
     Verify {
         /// Only these groups (repeatable); default all.
         #[arg(long)]
         group: Vec<u32>,
+        /// Also hash every referenced body on every node (reads them all; default: presence).
+        #[arg(long)]
+        hash_bodies: bool,
     },
     /// Copy every group, each at a linearizable cut, into a new directory (restore it into a
     /// new cluster with `dovetail restore`). Writes go on meanwhile.
@@ -155,19 +159,27 @@ pub enum CtlCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Replace one replica's copy of one mailbox by a healthy replica's copy.
+    /// Replace one replica's copy of one mailbox by a healthy replica's copy; with --bodies,
+    /// fetch every referenced body the replica lacks.
     Repair {
-        #[arg(long)]
-        group: u32,
+        #[arg(long, required_unless_present = "bodies")]
+        group: Option<u32>,
         /// The mailbox GUID (32 hex digits), as verify reports it.
-        #[arg(long)]
-        mailbox: String,
+        #[arg(long, required_unless_present = "bodies")]
+        mailbox: Option<String>,
         /// The node whose copy is replaced.
         #[arg(long)]
         replica: u64,
         /// The node to copy from (default: the group's leader, or another voter).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "bodies")]
         source: Option<u64>,
+        /// Repair the replica's bodies instead of a mailbox.
+        #[arg(long, conflicts_with_all = ["group", "mailbox"])]
+        bodies: bool,
+        /// With --bodies: hash every referenced body held first, moving damaged copies aside
+        /// (then fetched again).
+        #[arg(long, requires = "bodies")]
+        check: bool,
     },
 }
 
@@ -225,24 +237,39 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, CtlError> 
         CtlCommand::Snapshot { group: Some(g) } => ("POST", format!("/admin/groups/{g}/snapshot"), None),
         CtlCommand::Snapshot { group: None } => ("POST", "/admin/snapshot".into(), None),
         CtlCommand::Rebalance => ("POST", "/admin/rebalance".into(), None),
-        CtlCommand::Verify { group } => (
+        CtlCommand::Verify { group, hash_bodies } => (
             "POST",
             "/admin/verify".into(),
             Some(if group.is_empty() {
-                json!({})
+                json!({ "hash_bodies": hash_bodies })
             } else {
-                json!({ "groups": group })
+                json!({ "groups": group, "hash_bodies": hash_bodies })
             }),
         ),
         CtlCommand::Backup { .. } => unreachable!("taken above"),
+        CtlCommand::Repair {
+            bodies: true,
+            replica,
+            check,
+            ..
+        } => (
+            "POST",
+            "/admin/bodies/repair".into(),
+            Some(json!({"replica": replica, "check": check})),
+        ),
         CtlCommand::Repair {
             group,
             mailbox,
             replica,
             source,
+            ..
         } => (
             "POST",
-            format!("/admin/groups/{group}/mailboxes/{mailbox}/repair"),
+            format!(
+                "/admin/groups/{}/mailboxes/{}/repair",
+                opt(*group),
+                mailbox.as_deref().unwrap_or_default()
+            ),
             Some(json!({"replica": replica, "source": source})),
         ),
     };
@@ -606,6 +633,37 @@ fn verify_table(r: &VerifyReport) -> String {
             .collect();
         out.push_str(&table(&["GROUP", "MAILBOX", "NAME", "SUSPECTS", "REASON"], &rows));
     }
+    if !r.bodies.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .bodies
+            .iter()
+            .map(|b| {
+                vec![
+                    b.node_id.to_string(),
+                    b.group.to_string(),
+                    b.body_id.clone(),
+                    format!("{:?}", b.problem).to_lowercase(),
+                    b.good_copies
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["NODE", "GROUP", "BODY", "PROBLEM", "GOOD COPIES"],
+            &rows,
+        ));
+        let nodes: std::collections::BTreeSet<u64> = r.bodies.iter().map(|b| b.node_id).collect();
+        for node in nodes {
+            let _ = writeln!(
+                out,
+                "repair: dovetail ctl repair --bodies --replica {node}{}",
+                if r.bodies_hashed { " --check" } else { "" }
+            );
+        }
+    }
     for u in &r.unverified {
         let _ = writeln!(
             out,
@@ -618,11 +676,14 @@ fn verify_table(r: &VerifyReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{}: {} groups, {} mailboxes checked, {} divergent, {} unverified, {} unreachable replicas",
+        "{}: {} groups, {} mailboxes checked, {} divergent, {} bodies checked{}, {} missing or damaged, {} unverified, {} unreachable replicas",
         if r.clean { "clean" } else { "NOT CLEAN" },
         r.groups_checked,
         r.mailboxes_checked,
         r.divergences.len(),
+        r.bodies_checked,
+        if r.bodies_hashed { " (hashed)" } else { "" },
+        r.bodies.len(),
         r.unverified.len(),
         r.unreachable.len()
     );
