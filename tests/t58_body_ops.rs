@@ -211,4 +211,8 @@ fn verify_names_missing_and_damaged_bodies_and_repair_fetches_them() {
     assert_eq!(aside, 1, "the damaged copy is kept aside");
     let (code, out, err) = ctl(&cluster, 1, &["verify", "--hash-bodies"]);
     assert_eq!(code, 0, "{out}{err}");
+    // ctl status has a column for each node's bodies and one for what it lacks and owes.
+    let (code, out, err) = ctl(&cluster, 1, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("BODIES") && out.contains("MISSING/OWED"), "{out}");
 }
