@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::backup::take::{take_backup, Source};
 use crate::backup::BackupError;
+use crate::node::bodies::BodiesStatus;
 use crate::node::overview::ClusterOverview;
 use crate::node::peer_api::{error_chain, http_client, ClientTlsError};
 use crate::node::verify::VerifyReport;
@@ -141,11 +142,15 @@ pub enum CtlCommand {
     },
     /// Spread group leaders evenly over the voters.
     Rebalance,
-    /// Compare every replica's per-mailbox digests; exit 3 on any divergence.
+    /// Compare every replica's per-mailbox digests and check that every node holds every body
+    /// its index references; exit 3 on any divergence.
     Verify {
         /// Only these groups (repeatable); default all.
         #[arg(long)]
         group: Vec<u32>,
+        /// Also hash every referenced body on every node (reads them all; default: presence).
+        #[arg(long)]
+        hash_bodies: bool,
     },
     /// Copy every group, each at a linearizable cut, into a new directory (restore it into a
     /// new cluster with `dovetail restore`). Writes go on meanwhile.
@@ -154,19 +159,27 @@ pub enum CtlCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Replace one replica's copy of one mailbox by a healthy replica's copy.
+    /// Replace one replica's copy of one mailbox by a healthy replica's copy; with --bodies,
+    /// fetch every referenced body the replica lacks.
     Repair {
-        #[arg(long)]
-        group: u32,
+        #[arg(long, required_unless_present = "bodies")]
+        group: Option<u32>,
         /// The mailbox GUID (32 hex digits), as verify reports it.
-        #[arg(long)]
-        mailbox: String,
+        #[arg(long, required_unless_present = "bodies")]
+        mailbox: Option<String>,
         /// The node whose copy is replaced.
         #[arg(long)]
         replica: u64,
         /// The node to copy from (default: the group's leader, or another voter).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "bodies")]
         source: Option<u64>,
+        /// Repair the replica's bodies instead of a mailbox.
+        #[arg(long, conflicts_with_all = ["group", "mailbox"])]
+        bodies: bool,
+        /// With --bodies: hash every referenced body held first, moving damaged copies aside
+        /// (then fetched again).
+        #[arg(long, requires = "bodies")]
+        check: bool,
     },
 }
 
@@ -224,24 +237,39 @@ pub async fn execute(args: &CtlArgs, out: &mut String) -> Result<i32, CtlError> 
         CtlCommand::Snapshot { group: Some(g) } => ("POST", format!("/admin/groups/{g}/snapshot"), None),
         CtlCommand::Snapshot { group: None } => ("POST", "/admin/snapshot".into(), None),
         CtlCommand::Rebalance => ("POST", "/admin/rebalance".into(), None),
-        CtlCommand::Verify { group } => (
+        CtlCommand::Verify { group, hash_bodies } => (
             "POST",
             "/admin/verify".into(),
             Some(if group.is_empty() {
-                json!({})
+                json!({ "hash_bodies": hash_bodies })
             } else {
-                json!({ "groups": group })
+                json!({ "groups": group, "hash_bodies": hash_bodies })
             }),
         ),
         CtlCommand::Backup { .. } => unreachable!("taken above"),
+        CtlCommand::Repair {
+            bodies: true,
+            replica,
+            check,
+            ..
+        } => (
+            "POST",
+            "/admin/bodies/repair".into(),
+            Some(json!({"replica": replica, "check": check})),
+        ),
         CtlCommand::Repair {
             group,
             mailbox,
             replica,
             source,
+            ..
         } => (
             "POST",
-            format!("/admin/groups/{group}/mailboxes/{mailbox}/repair"),
+            format!(
+                "/admin/groups/{}/mailboxes/{}/repair",
+                opt(*group),
+                mailbox.as_deref().unwrap_or_default()
+            ),
             Some(json!({"replica": replica, "source": source})),
         ),
     };
@@ -429,6 +457,11 @@ fn status_table(o: &ClusterOverview) -> String {
                 opt(n.uptime_s.map(|s| format!("{s}s"))),
                 opt(n.disk.as_ref().map(|d| bytes(d.log_bytes))),
                 opt(n.disk.as_ref().map(|d| bytes(d.index_bytes))),
+                opt(n
+                    .bodies
+                    .as_ref()
+                    .map(|b| format!("{} ({})", b.stored, bytes(b.stored_bytes)))),
+                opt(n.bodies.as_ref().map(body_debts)),
                 led.to_string(),
                 n.error
                     .clone()
@@ -448,7 +481,18 @@ fn status_table(o: &ClusterOverview) -> String {
     let leaderless = o.groups.iter().filter(|g| g.leader.is_none()).count();
     let mut out = table(
         &[
-            "NODE", "API", "STATE", "VERSION", "ENCODING", "UPTIME", "LOG", "INDEX", "LEADS", "ERROR",
+            "NODE",
+            "API",
+            "STATE",
+            "VERSION",
+            "ENCODING",
+            "UPTIME",
+            "LOG",
+            "INDEX",
+            "BODIES",
+            "MISSING/OWED",
+            "LEADS",
+            "ERROR",
         ],
         &rows,
     );
@@ -461,6 +505,18 @@ fn status_table(o: &ClusterOverview) -> String {
         active_encoding(o)
     );
     out
+}
+
+/// A node's body debts: referenced bodies it lacks (as of its last sweep), then the ids it owes
+/// its peers (memory and disk tiers), with `+resync` while a peer is marked for a full resync.
+fn body_debts(b: &BodiesStatus) -> String {
+    let owed: u64 = b.backlogs.iter().map(|p| p.queued as u64 + p.spilled).sum();
+    let resync = if b.backlogs.iter().any(|p| p.resync) {
+        "+resync"
+    } else {
+        ""
+    };
+    format!("{}/{owed}{resync}", b.missing)
 }
 
 fn groups_table(o: &ClusterOverview) -> String {
@@ -577,6 +633,37 @@ fn verify_table(r: &VerifyReport) -> String {
             .collect();
         out.push_str(&table(&["GROUP", "MAILBOX", "NAME", "SUSPECTS", "REASON"], &rows));
     }
+    if !r.bodies.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .bodies
+            .iter()
+            .map(|b| {
+                vec![
+                    b.node_id.to_string(),
+                    b.group.to_string(),
+                    b.body_id.clone(),
+                    format!("{:?}", b.problem).to_lowercase(),
+                    b.good_copies
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["NODE", "GROUP", "BODY", "PROBLEM", "GOOD COPIES"],
+            &rows,
+        ));
+        let nodes: std::collections::BTreeSet<u64> = r.bodies.iter().map(|b| b.node_id).collect();
+        for node in nodes {
+            let _ = writeln!(
+                out,
+                "repair: dovetail ctl repair --bodies --replica {node}{}",
+                if r.bodies_hashed { " --check" } else { "" }
+            );
+        }
+    }
     for u in &r.unverified {
         let _ = writeln!(
             out,
@@ -589,11 +676,14 @@ fn verify_table(r: &VerifyReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{}: {} groups, {} mailboxes checked, {} divergent, {} unverified, {} unreachable replicas",
+        "{}: {} groups, {} mailboxes checked, {} divergent, {} bodies checked{}, {} missing or damaged, {} unverified, {} unreachable replicas",
         if r.clean { "clean" } else { "NOT CLEAN" },
         r.groups_checked,
         r.mailboxes_checked,
         r.divergences.len(),
+        r.bodies_checked,
+        if r.bodies_hashed { " (hashed)" } else { "" },
+        r.bodies.len(),
         r.unverified.len(),
         r.unreachable.len()
     );

@@ -10,6 +10,12 @@
 //! (the user's name appears nowhere); every node holds 1 mailbox and all appended messages in
 //! the group (the restarted follower through the snapshot it installed); the leader sent at least
 //! the snapshot bytes the follower received.
+//!
+//! A second test covers the bodies' series: on a 3-node cluster at log encoding 3, two
+//! deliveries reach every node, one body is deleted on node 2 and read through it (a fetch on a
+//! miss), and every node is asked for a body sweep; then each node's `dovetail_bod*` series equal
+//! its `node.bodies` in `/admin/status` (stored, bytes, referenced, missing, fetches) and node 2's
+//! fetch latency histogram counted the one fetch.
 
 mod support;
 
@@ -20,7 +26,7 @@ use std::time::Duration;
 
 use dovetail::placement::group_of;
 use serde_json::json;
-use support::{post, token_for, wait_until, TestCluster};
+use support::{get, post, raw_request, token_for, wait_until, TestCluster};
 
 const GROUPS: u32 = 3;
 const USER: &str = "metrics-user@example.com";
@@ -325,5 +331,128 @@ fn metrics_report_raft_storage_api_and_mail_state() {
     assert!(
         sent_bytes >= received_bytes,
         "sent {sent_bytes:?}, received {received_bytes:?}"
+    );
+}
+
+#[test]
+fn body_metrics_match_status_after_deliveries_and_a_fetch() {
+    let cluster = TestCluster::start(3, GROUPS, &[]);
+    let api = |n: u64| cluster.node(n).api.clone();
+    wait_until(Duration::from_secs(30), "every group at log encoding 3", || {
+        get(&api(1), "/admin/status").is_ok_and(|(_, v)| {
+            v["groups"]
+                .as_array()
+                .is_some_and(|gs| gs.iter().all(|g| g["encoding"].as_u64() >= Some(3)))
+        })
+    });
+    let (s, v) = post(
+        &api(1),
+        &format!("/v1/users/{USER}/mailboxes"),
+        &json!({"name": "INBOX"}),
+    )
+    .unwrap();
+    assert_eq!(s, 201, "{v}");
+    let mut uids = Vec::new();
+    let mut paths = Vec::new();
+    for i in 0..2 {
+        let bytes = format!("Subject: metrics {i}\r\n\r\n{}", "y".repeat(3000)).into_bytes();
+        let answer = raw_request(
+            &api(1),
+            "POST",
+            &format!("/v1/users/{USER}/mailboxes/INBOX/messages"),
+            &[("Content-Type", "message/rfc822")],
+            &bytes,
+        )
+        .unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.json());
+        uids.push(answer.json()["first_uid"].as_u64().unwrap());
+        let id: String = <sha2::Sha256 as sha2::Digest>::digest(&bytes)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        paths.push(
+            (1..=3)
+                .map(|n| cluster.node(n).dir.join("blobs").join(&id[..2]).join(&id))
+                .collect::<Vec<_>>(),
+        );
+    }
+    wait_until(Duration::from_secs(30), "every node holds both bodies", || {
+        paths.iter().flatten().all(|p| p.is_file())
+    });
+    // A fetch on a miss on node 2.
+    std::fs::remove_file(&paths[0][1]).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "node 2 serves the body it lacked",
+        || {
+            raw_request(
+                &api(2),
+                "GET",
+                &format!("/v1/users/{USER}/mailboxes/INBOX/messages/{}/body", uids[0]),
+                &[],
+                b"",
+            )
+            .is_ok_and(|a| a.status == 200)
+        },
+    );
+    let bodies = |n: u64| get(&api(n), "/admin/status").unwrap().1["node"]["bodies"].clone();
+    for n in 1..=3 {
+        let (s, v) = post(&api(n), "/admin/bodies/sweep", &json!({})).unwrap();
+        assert_eq!(s, 202, "{v}");
+    }
+    let mut scrapes: BTreeMap<u64, Scrape> = BTreeMap::new();
+    let mut statuses: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the body series match /admin/status",
+        || {
+            statuses = (1..=3).map(|n| (n, bodies(n))).collect();
+            scrapes = (1..=3).map(|n| (n, scrape(&api(n)))).collect();
+            (1..=3).all(|n| {
+                let (b, m) = (&statuses[&n], &scrapes[&n]);
+                b["sweeps"].as_u64() >= Some(1)
+                    && [
+                        ("dovetail_bodies_stored", "stored"),
+                        ("dovetail_bodies_stored_bytes", "stored_bytes"),
+                        ("dovetail_bodies_referenced", "referenced"),
+                        ("dovetail_bodies_missing", "missing"),
+                        ("dovetail_bodies_damaged_total", "damaged"),
+                        ("dovetail_bodies_collected_total", "collected"),
+                    ]
+                    .iter()
+                    .all(|(series, field)| m.value(series, &[]) == b[field].as_f64())
+            })
+        },
+    );
+    for n in 1..=3 {
+        let (b, m) = (&statuses[&n], &scrapes[&n]);
+        assert_eq!(b["stored"], json!(2), "node {n}: {b}");
+        assert_eq!(b["referenced"], json!(2), "node {n}: {b}");
+        assert_eq!(b["missing"], json!(0), "node {n}: {b}");
+        let fetched = if n == 2 { 1.0 } else { 0.0 };
+        assert_eq!(
+            m.value("dovetail_body_fetches_total", &[("result", "ok")]),
+            Some(fetched),
+            "node {n}\n{}",
+            m.text
+        );
+        assert_eq!(
+            m.value("dovetail_body_fetches_total", &[("result", "failed")]),
+            Some(0.0)
+        );
+        let timed = m.value("dovetail_body_fetch_seconds_count", &[]).unwrap_or(0.0);
+        assert_eq!(timed, fetched, "node {n}\n{}", m.text);
+        assert!(
+            !m.text.contains("body-ops") && !m.text.contains(USER),
+            "{}",
+            m.text
+        );
+    }
+    assert!(
+        scrapes[&2]
+            .text
+            .contains("# TYPE dovetail_body_fetch_seconds histogram"),
+        "{}",
+        scrapes[&2].text
     );
 }

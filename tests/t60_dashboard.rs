@@ -462,6 +462,14 @@ fn dashboard_renders_the_grid_in_chromium() {
         "{context}"
     );
     assert!(page.dom.contains(env!("CARGO_PKG_VERSION")), "{context}");
+    // Each node's bodies: nothing missing, nothing owed on an idle cluster.
+    assert_eq!(
+        page.dom
+            .matches(r#"class="meta bodies" data-missing="0" data-owed="0""#)
+            .count(),
+        NODES as usize,
+        "{context}"
+    );
     assert_eq!(page.cells.len(), (GROUPS * NODES as u32) as usize, "{context}");
     for (g, leader) in leaders.iter().enumerate() {
         assert_eq!(

@@ -33,6 +33,9 @@ const BACKGROUND_PUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the backlog waits before trying a peer again after a failed push.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Histogram: seconds a successful fetch on a miss took (`node::body_metrics` describes it).
+pub const BODY_FETCH_SECONDS: &str = "dovetail_body_fetch_seconds";
+
 /// Why a body could not be stored, replicated or read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodiesError {
@@ -251,6 +254,7 @@ impl NodeBodies {
                     Ok(Some(file)) => {
                         let micros = started.elapsed().as_micros() as u64;
                         inner.counters.fetch_micros.fetch_add(micros, Ordering::Relaxed);
+                        metrics::histogram!(BODY_FETCH_SECONDS).record(started.elapsed());
                         tracing::info!(body = %id, from = peer, micros, "fetched a body this node lacked");
                         return Ok(Some(file));
                     }

@@ -24,6 +24,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinHandle;
 
+use super::bodies::NodeBodies;
+use super::body_metrics::{describe as describe_bodies, sample_bodies};
 use super::mail_group::MailGroup;
 
 /// Counter, labels `route`, `method`, `status`: API requests answered.
@@ -84,6 +86,7 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("another metrics recorder is installed: /metrics will stay empty");
             }
             describe();
+            describe_bodies();
             dovetail_raft::metrics::describe();
             handle
         })
@@ -193,14 +196,21 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// Spawns the gauge task: every [`GAUGE_INTERVAL`] it samples every group of `raft` into the
-/// `dovetail_group_*` gauges and runs the recorder's upkeep. Abort it at shutdown.
-pub fn spawn_gauge_task(raft: RaftNode<MailGroup>, handle: PrometheusHandle) -> JoinHandle<()> {
+/// `dovetail_group_*` gauges, the node's bodies into the `dovetail_bod*` series
+/// (`node::body_metrics`), and runs the recorder's upkeep. Abort it at shutdown.
+pub fn spawn_gauge_task(
+    raft: RaftNode<MailGroup>,
+    bodies: NodeBodies,
+    handle: PrometheusHandle,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(GAUGE_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lag_series = BTreeSet::new();
+        let mut backlog_peers = BTreeSet::new();
         loop {
             ticks.tick().await;
+            backlog_peers = sample_bodies(&bodies, backlog_peers);
             let raft = raft.clone();
             // Reading the mail state takes each group's application lock, which an apply or a
             // snapshot install may hold for a while: wait for it off the runtime threads.

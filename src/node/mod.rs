@@ -30,6 +30,8 @@
 pub mod api_server;
 pub mod bodies;
 pub mod body_backlog;
+pub mod body_check;
+pub mod body_metrics;
 pub mod body_sweep;
 pub mod body_transfer;
 pub mod config;

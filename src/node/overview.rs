@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use dovetail_raft::NodeId;
 use serde::{Deserialize, Serialize};
 
+use super::bodies::BodiesStatus;
 use super::peer_api::PeerApiError;
 use super::status::{DiskUsage, GroupStatus, NodeStatus};
 
@@ -42,6 +43,9 @@ pub struct NodeReport {
     /// The member holds that it was removed from every group (it serves nothing).
     #[serde(default)]
     pub removed: bool,
+    /// The member's bodies (`node.bodies` of its status): store, missing, fetches, backlogs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies: Option<BodiesStatus>,
 }
 
 /// One group across the cluster.
@@ -123,6 +127,7 @@ pub fn merge(this_node: NodeId, answers: &BTreeMap<NodeId, MemberAnswer>) -> Clu
                 max_encoding: summary.map(|s| s.max_encoding),
                 storage_alarm: summary.and_then(|s| s.storage.alarm.clone()),
                 removed: summary.is_some_and(|s| s.removed),
+                bodies: summary.map(|s| s.bodies.clone()),
             }
         })
         .collect();

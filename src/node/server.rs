@@ -203,7 +203,7 @@ pub async fn run(
         peers,
         timeout: config.request_timeout() * 3,
         metrics: metrics_handle.clone(),
-        bodies,
+        bodies: bodies.clone(),
     };
     let app = http_app(
         node,
@@ -232,7 +232,7 @@ pub async fn run(
             Duration::from_millis(config.election_timeout_ms),
         ))
     });
-    let gauges = super::metrics::spawn_gauge_task(raft.clone(), metrics_handle);
+    let gauges = super::metrics::spawn_gauge_task(raft.clone(), bodies.clone(), metrics_handle);
     tracing::info!(
         node_id = config.node_id,
         api = %api_addr,

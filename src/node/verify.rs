@@ -7,6 +7,11 @@
 //! `state_machine::repair`). Copies at different positions are in flux and are asked again a
 //! few times; the manifest (names, sessions) is compared when the replicas stand at the same
 //! group position. A copy that fails its own checks is reported at once.
+//!
+//! Bodies are compared per node, not per mailbox ([`compare_bodies`]): each member reports the
+//! referenced bodies its store lacks or (when verify hashes) holds damaged
+//! (`node::body_check`), and each such body is a divergence of its own kind, named by node and
+//! body, with the members that hold it without fault (where `repair --bodies` fetches from).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +19,7 @@ use dovetail_raft::NodeId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::body_check::{BodyCheck, BodyProblem};
 use crate::state_machine::MailboxDigest;
 
 /// One replica's digests of one group.
@@ -38,6 +44,27 @@ pub struct VerifyReport {
     pub unverified: Vec<Unverified>,
     /// Replicas that did not answer: `{group, node_id, error}`.
     pub unreachable: Vec<Value>,
+    /// Referenced bodies checked, summed over the nodes, and whether their bytes were hashed
+    /// (else only their presence was checked).
+    #[serde(default)]
+    pub bodies_checked: u64,
+    #[serde(default)]
+    pub bodies_hashed: bool,
+    /// Referenced bodies missing or damaged on a node.
+    #[serde(default)]
+    pub bodies: Vec<BodyDivergence>,
+}
+
+/// A referenced body that a node lacks or holds damaged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyDivergence {
+    pub node_id: NodeId,
+    pub group: u32,
+    pub body_id: String,
+    pub problem: BodyProblem,
+    /// The other members of the group that answered and hold the body without fault (as far
+    /// as the check went): where a repair can fetch it. Empty: no good copy is known.
+    pub good_copies: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +208,39 @@ pub fn compare(
     pending
 }
 
+/// The body divergences of one round of checks: every fault a node reports, with the members of
+/// its group (`members`) that answered, checked that group and report no fault for that body.
+pub fn compare_bodies(
+    checks: &BTreeMap<NodeId, BodyCheck>,
+    members: &BTreeMap<u32, BTreeSet<NodeId>>,
+) -> Vec<BodyDivergence> {
+    let faulty: BTreeSet<(NodeId, &str)> = checks
+        .iter()
+        .flat_map(|(n, c)| c.faults.iter().map(move |f| (*n, f.body_id.as_str())))
+        .collect();
+    let mut out = Vec::new();
+    for (node_id, check) in checks {
+        for fault in &check.faults {
+            let good_copies = members
+                .get(&fault.group)
+                .into_iter()
+                .flatten()
+                .filter(|m| *m != node_id && !faulty.contains(&(**m, fault.body_id.as_str())))
+                .filter(|m| checks.get(m).is_some_and(|c| c.groups.contains(&fault.group)))
+                .copied()
+                .collect();
+            out.push(BodyDivergence {
+                node_id: *node_id,
+                group: fault.group,
+                body_id: fault.body_id.clone(),
+                problem: fault.problem,
+                good_copies,
+            });
+        }
+    }
+    out
+}
+
 /// The nodes whose value differs from the most common one (all of them if there is a tie
 /// for most common, since no majority vouches for any copy).
 fn minority(values: &BTreeMap<NodeId, &str>) -> Vec<NodeId> {
@@ -271,6 +331,64 @@ mod tests {
         assert_eq!(pending[0].mailbox_guid, "b");
         assert_eq!(report.divergences.len(), 1);
         assert_eq!(report.divergences[0].suspects, [2]);
+    }
+
+    fn check(node_id: NodeId, faults: &[(&str, BodyProblem)]) -> BodyCheck {
+        BodyCheck {
+            node_id,
+            groups: vec![0],
+            checked: 3,
+            hashed: true,
+            faults: faults
+                .iter()
+                .map(|(id, problem)| crate::node::body_check::BodyFault {
+                    group: 0,
+                    body_id: id.to_string(),
+                    problem: *problem,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn body_faults_are_named_by_node_and_body_with_their_good_copies() {
+        use BodyProblem::{Damaged, Missing};
+        let members = BTreeMap::from([(0, BTreeSet::from([1, 2, 3]))]);
+        let clean: BTreeMap<NodeId, BodyCheck> = (1..=3).map(|n| (n, check(n, &[]))).collect();
+        assert!(compare_bodies(&clean, &members).is_empty());
+
+        let checks = BTreeMap::from([
+            (1, check(1, &[])),
+            (2, check(2, &[("aa", Missing), ("cc", Missing)])),
+            (3, check(3, &[("bb", Damaged), ("cc", Missing)])),
+        ]);
+        let found = compare_bodies(&checks, &members);
+        let named: Vec<(NodeId, &str, BodyProblem, Vec<NodeId>)> = found
+            .iter()
+            .map(|d| (d.node_id, d.body_id.as_str(), d.problem, d.good_copies.clone()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (2, "aa", Missing, vec![1, 3]),
+                (2, "cc", Missing, vec![1]),
+                (3, "bb", Damaged, vec![1, 2]),
+                (3, "cc", Missing, vec![1]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_member_that_did_not_answer_is_no_good_copy() {
+        let members = BTreeMap::from([(0, BTreeSet::from([1, 2, 3]))]);
+        let checks = BTreeMap::from([(2, check(2, &[("aa", BodyProblem::Missing)])), (3, check(3, &[]))]);
+        let found = compare_bodies(&checks, &members);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].good_copies, [3], "node 1 did not answer");
+        let mut other_group = check(3, &[]);
+        other_group.groups = vec![1];
+        let checks = BTreeMap::from([(2, check(2, &[("aa", BodyProblem::Missing)])), (3, other_group)]);
+        assert!(compare_bodies(&checks, &members)[0].good_copies.is_empty());
     }
 
     #[test]

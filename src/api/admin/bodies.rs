@@ -2,7 +2,8 @@
 //! against its id, durable before the answer), `GET /admin/bodies/{id}` hands out this node's
 //! checked copy (what a member fetches on a miss). Behind the admin token, which every member
 //! shares; see `node::bodies`. `POST /admin/bodies/sweep` asks for a body sweep now (a full body
-//! resync, `node::body_sweep`).
+//! resync, `node::body_sweep`). `POST /admin/bodies/check` and `POST /admin/bodies/repair` are
+//! verify's and repair's part for bodies (`node::body_check`).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -14,14 +15,17 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::state::AdminState;
-use crate::api::extract::PathParams;
+use crate::api::extract::{OptionalJson, PathParams};
 use crate::api::{ApiError, ErrorCode};
 use crate::bodies::stream::{file_body, put_stream};
 use crate::bodies::{BodyError, BodyId};
+use crate::node::body_check::{check_bodies, repair_bodies, BodyCheck, BodyRepair, CheckRequest};
 
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/admin/bodies/sweep", post(sweep))
+        .route("/admin/bodies/check", post(check))
+        .route("/admin/bodies/repair", post(repair))
         .route("/admin/bodies/{id}", put(store).get(fetch))
 }
 
@@ -106,4 +110,75 @@ async fn fetch(
 async fn sweep(State(admin): State<AdminState>) -> Response {
     admin.bodies.wake_sweep();
     (StatusCode::ACCEPTED, Json(json!({"sweep": "requested"}))).into_response()
+}
+
+/// This node's referenced bodies that its store lacks, or (with `hash`) holds damaged: what
+/// verify asks every member (`node::body_check::check_bodies`). Reads only.
+async fn check(
+    State(admin): State<AdminState>,
+    OptionalJson(request): OptionalJson<CheckRequest>,
+) -> Result<Json<BodyCheck>, ApiError> {
+    let (raft, store) = (admin.raft.clone(), admin.bodies.store().clone());
+    let checked = tokio::task::spawn_blocking(move || check_bodies(&raft, &store, &request))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(store_error)?;
+    Ok(Json(checked))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RepairRequest {
+    /// The node whose bodies are repaired (default: this node).
+    replica: Option<dovetail_raft::NodeId>,
+    /// Hash every referenced body held first, moving damaged copies aside.
+    #[serde(default)]
+    check: bool,
+}
+
+/// Fetches every referenced body the replica lacks (with `check`, after moving its damaged
+/// copies aside); asked on another node, passes the request on to the replica.
+async fn repair(
+    State(admin): State<AdminState>,
+    OptionalJson(request): OptionalJson<RepairRequest>,
+) -> Result<Json<BodyRepair>, ApiError> {
+    let this_node = admin.raft.node_id();
+    let replica = request.replica.unwrap_or(this_node);
+    if replica != this_node {
+        let api_addr = (0..admin.raft.group_count())
+            .find_map(|g| {
+                admin
+                    .raft
+                    .member_nodes(g)
+                    .ok()
+                    .and_then(|nodes| nodes.get(&replica).map(|n| n.api_addr.clone()))
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NoSuchNode,
+                    format!("node {replica} is not a member of any group"),
+                )
+            })?;
+        let body = json!({"check": request.check});
+        let answer = admin
+            .peers
+            .call(
+                axum::http::Method::POST,
+                &api_addr,
+                "/admin/bodies/repair",
+                Some(body),
+                admin.timeout * 4,
+            )
+            .await;
+        return match answer {
+            Ok((_, bytes)) => serde_json::from_slice(&bytes)
+                .map(Json)
+                .map_err(|e| ApiError::internal(format!("node {replica} answered: {e}"))),
+            Err(e) => Err(ApiError::relayed(replica, e)),
+        };
+    }
+    let repaired = repair_bodies(&admin.raft, &admin.bodies, request.check)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(repaired))
 }
