@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{get, TestCluster, CLIENT_TOKEN};
+use support::{get, raw_request, TestCluster, CLIENT_TOKEN};
 
 /// Closed-loop clients of the capacity and recovery runs, and users of the overload.
 const CLIENTS: u64 = 64;
@@ -240,6 +240,25 @@ fn t55_ten_times_capacity_is_refused_quickly_with_bounded_memory_and_latency() {
     let p99_bound_us = refused_p99_us + 3 * queue_wait_us + capacity_p99_us;
 
     let mib = |kib: &Vec<u64>| kib.iter().map(|k| k / 1024).collect::<Vec<_>>();
+    // Which connections the nodes closed, and why (evicted, deadlines, no place): each one is a
+    // transport error for the generator.
+    let closed: Vec<String> = (1..=3)
+        .flat_map(|n| {
+            let text = raw_request(&cluster.node(n).api, "GET", "/metrics", &[], b"")
+                .map(|a| String::from_utf8_lossy(&a.body).to_string())
+                .unwrap_or_default();
+            text.lines()
+                .filter(|l| l.starts_with("dovetail_api_connections_closed_total"))
+                .map(|l| format!("node {n}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    println!("connections closed by the nodes: {closed:?}");
+    let closed_by_nodes: u64 = closed
+        .iter()
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|n| n as u64)
+        .sum();
     println!(
         "overload figures: capacity {capacity:.0}/s (closed loop of {CLIENTS}, p99 {:.0} ms); \
          scheduled {rate:.0}/s, sent and answered {offered:.0}/s (send lag p99 {:.0} ms, \
@@ -274,7 +293,22 @@ fn t55_ten_times_capacity_is_refused_quickly_with_bounded_memory_and_latency() {
         refused_p99_us < 5_000_000 && (refused_p99_us < 2_500_000 || refused_p99_us <= 4 * read_wait_us),
         "refusals took {refused_p99_us} µs at the p99 (mean wait to be read {read_wait_us} µs)"
     );
-    assert_eq!(answered, admitted + refused, "errors other than 429: {errors:?}");
+    // Besides 429s, the only failures are connections a node closed by its connection budget
+    // (issue 21: a pending connection evicted for a newcomer once it has been silent a while, or
+    // past the first-request deadline; counted in dovetail_api_connections_closed_total): with
+    // the generator starving the nodes' cores, a client can be caught writing to one just as it
+    // closes. Each is a transport error a client retries on a new connection; few, and never
+    // more than the nodes closed.
+    let transport = errors.get("transport").copied().unwrap_or(0);
+    assert_eq!(
+        answered,
+        admitted + refused + transport,
+        "errors other than 429 and closed connections: {errors:?}"
+    );
+    assert!(
+        transport <= closed_by_nodes && transport * 1000 <= answered,
+        "{transport} transport errors: more than the {closed_by_nodes} connections the nodes closed, or over 0.1% of {answered}"
+    );
     // The cluster kept committing: refusing did not take the time it needed for what it
     // admitted (refusals at the leader, each costing about what a write does, once left it a
     // fifth of its capacity; refused before they are read, they leave it most).

@@ -38,8 +38,10 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 // The node's own clients of the API (other members', `dovetail bench`'s) drop idle connections
-// before a node would close them.
+// before a node would close them: after an answer, and before a first request (a pooled
+// connection that was opened for a request another connection served is idle from the start).
 const _: () = assert!(POOL_IDLE_TIMEOUT.as_secs() * 2 <= KEEP_ALIVE_TIMEOUT.as_secs());
+const _: () = assert!(POOL_IDLE_TIMEOUT.as_secs() * 2 <= FIRST_REQUEST_TIMEOUT.as_secs());
 
 /// The API's connection deadlines (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

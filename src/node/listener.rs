@@ -4,7 +4,8 @@
 //! Every accepted connection starts *pending*: it has sent no request with a valid token yet.
 //! At most `max_pending` connections are pending at once. When another arrives, it takes the
 //! place of the oldest pending connection that has sent nothing at all (no byte read, none
-//! waiting in its socket), or else of the oldest one pending for longer than [`SLOW_HEAD_AGE`]
+//! waiting in its socket) for [`SILENT_MIN_AGE`], or else of the oldest one pending for longer
+//! than [`SLOW_HEAD_AGE`]
 //! (a request head that takes a second is no client's): that connection is closed. Only when
 //! every pending connection is younger than that and already sending does the accept loop wait,
 //! and new connections wait in the kernel's accept queue. So idle or slow sockets, however
@@ -44,6 +45,13 @@ use crate::api::auth::AuthenticatedConnection;
 /// How long a pending connection that is sending may keep its place against newcomers: a real
 /// client's request head arrives within a round trip; one that takes a second is trickling.
 pub const SLOW_HEAD_AGE: Duration = Duration::from_secs(1);
+
+/// How long a pending connection that has sent nothing keeps its place against newcomers. A
+/// real client writes its request as soon as it is connected, but on a loaded machine (the
+/// client's own task waiting for a core) that can take a moment: closing silent connections at
+/// once cut such clients off (`tests/t55_overload.rs` saw transport errors). A flood of silent
+/// sockets still gives way within this time.
+pub const SILENT_MIN_AGE: Duration = Duration::from_millis(250);
 
 /// Default of `--max-pending-connections`.
 pub const DEFAULT_MAX_PENDING: u32 = 64;
@@ -238,17 +246,19 @@ impl PendingTable {
         if entries.len() < self.max {
             return None;
         }
+        // The oldest silent connection, and since when it may be closed.
         let silent = entries
             .iter()
             .find(|(_, (connection, socket))| {
                 !connection.sent.load(Ordering::Relaxed) && bytes_waiting(socket) == 0
             })
-            .map(|(&id, _)| id);
+            .map(|(&id, (connection, _))| (id, connection.accepted + SILENT_MIN_AGE));
         let (&oldest, (connection, _)) = entries.first_key_value().expect("a full table");
         let slow_since = connection.accepted + SLOW_HEAD_AGE;
         let victim = match silent {
-            Some(id) => id,
-            None if slow_since <= now => oldest,
+            Some((id, since)) if since <= now => id,
+            _ if slow_since <= now => oldest,
+            Some((_, since)) => return Some(since.min(slow_since)),
             None => return Some(slow_since),
         };
         let (connection, _) = entries.remove(&victim).expect("the victim is in the table");

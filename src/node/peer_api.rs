@@ -16,10 +16,12 @@ use serde::de::DeserializeOwned;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem;
 
-/// How long an idle connection to another member is kept for reuse: well below the time after
-/// which that member closes it (`api_server::KEEP_ALIVE_TIMEOUT`, which asserts it), so a call
-/// is not sent on a connection being closed.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle connection to another member is kept for reuse: well below the times after
+/// which that member closes it (`api_server::KEEP_ALIVE_TIMEOUT` after an answer, and
+/// `FIRST_REQUEST_TIMEOUT` for a connection that never carried a request — a client's pool also
+/// keeps a connection it opened for a request another connection served; `api_server` asserts
+/// both), so a call is not sent on a connection being closed.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The connector every client of the API uses: HTTP, or HTTPS when it trusts some roots.
 pub type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
