@@ -64,6 +64,8 @@ pub enum Command {
     /// Seed the data directory of one node of a new cluster from a backup (`ctl backup`); run it
     /// once per node, with the same backup and --peer list.
     Restore(crate::backup::restore::RestoreArgs),
+    /// Users of a passwd-file: `user hash` prints a `{SCHEME}hash` for a password on stdin.
+    User(crate::users::command::UserArgs),
     /// Decode an index file, manifest, snapshot or group directory into text or JSON.
     Dump {
         /// An `.idx` file, `manifest`, `checkpoint.snap`, or a group directory.
@@ -120,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", report.describe());
             Ok(0)
         }
+        Command::User(args) => crate::users::command::run(args),
         Command::Dump { path, json, limit } => {
             let dump = crate::dump::dump_path(&path, limit)?;
             let mut out = std::io::stdout().lock();

@@ -18,6 +18,8 @@
 //! - [`backup`]: `dovetail ctl backup` and `dovetail restore`: a consistent copy of every group,
 //!   checksummed, and the seeding of a new cluster's nodes from it.
 //! - [`bench`]: `dovetail bench`, a load generator against a cluster's HTTP API.
+//! - [`users`]: the passwd-file (Dovecot's format, reloaded on SIGHUP), password checks, the
+//!   failed-login limiter, `dovetail user hash`.
 //! - [`ctl`]: `dovetail ctl`, the operator's command line over the admin API.
 //! - [`dump`]: human- and machine-readable dumps of index files and group directories.
 //! - [`cli`]: the `dovetail` command line.
@@ -39,6 +41,7 @@ pub mod placement;
 pub mod service;
 pub mod state_machine;
 pub mod txn;
+pub mod users;
 
 /// The seeded generator of the library's randomized tests (one copy: `tests/support/rng.rs`).
 #[cfg(test)]
