@@ -7,10 +7,12 @@ use std::future::Future;
 
 use serde::Deserialize;
 
+use sha2::Digest;
+
 use crate::bodies::BodyId;
 use crate::index::LogPosition;
 use crate::state_machine::GroupStateMachine;
-use crate::txn::{Outcome, Txn};
+use crate::txn::{Guid, NewMessage, Op, Outcome, Txn};
 
 /// An applied write: where it landed and what it did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +110,59 @@ pub struct StoredBody {
     pub size: u64,
 }
 
+/// A new random GUID (a mailbox's, or a message's without a client session).
+pub fn random_guid() -> Guid {
+    let mut guid = [0u8; 16];
+    getrandom::fill(&mut guid).expect("the OS random source is available");
+    guid
+}
+
+/// The proposer's clock in seconds since the epoch (a message's default INTERNALDATE, a new
+/// mailbox's suggested UIDVALIDITY).
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A delivered message's GUID: with a client session, derived from the session and the body,
+/// so that a retry (through any node) is the same request; without one (`None`), random.
+pub fn delivery_guid(client: Option<&(String, u64)>, body: &BodyId) -> Guid {
+    let Some(client) = client else {
+        return random_guid();
+    };
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"dovetail delivery guid\0");
+    hash.update(client.0.as_bytes());
+    hash.update(client.1.to_be_bytes());
+    hash.update(body.0);
+    hash.finalize()[..16].try_into().expect("16 of 32 bytes")
+}
+
+/// The entry of one delivery: the message `stored` (its body already on a majority of the
+/// group's voters) into `mailbox`. Every way in (HTTP, LMTP) builds its deliveries here.
+pub fn deliver_op(
+    user: String,
+    mailbox: String,
+    stored: StoredBody,
+    guid: Guid,
+    internal_date: i64,
+    flags: Vec<String>,
+) -> Op {
+    Op::Deliver {
+        user,
+        mailbox,
+        messages: vec![NewMessage {
+            guid,
+            size: stored.size,
+            internal_date,
+            flags,
+        }],
+        bodies: vec![stored.id.0],
+    }
+}
+
 /// What a delivery's bytes arrive as: any stream of byte chunks (an HTTP request's body, an
 /// LMTP DATA reader's).
 pub trait DeliveryBody:
@@ -134,6 +189,12 @@ pub trait MailService: Send + Sync + 'static {
 
     /// Proposes `txn` in its user's group and answers once it is committed and applied.
     fn write(&self, txn: Txn) -> impl Future<Output = Result<WriteAck, ServiceError>> + Send;
+
+    /// The group `user`'s mailboxes (and bodies) belong to: deliveries of one message to users
+    /// of one group store its body once.
+    fn group_of_user(&self, _user: &str) -> u32 {
+        0
+    }
 
     /// Largest message a delivery may carry.
     fn max_message_bytes(&self) -> u64 {

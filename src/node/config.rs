@@ -232,6 +232,13 @@ pub struct ServeConfig {
     /// one is refused with 413 and nothing is stored.
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_message_bytes: u64,
+    /// Address of the LMTP listener (RFC 2033, for an MTA's deliveries; `lmtp` module); off
+    /// when not given.
+    #[arg(long)]
+    pub lmtp_listen: Option<SocketAddr>,
+    /// Most LMTP connections served at once; one more is answered 421 and closed.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lmtp_max_connections: u32,
     /// Memory for the ids of the bodies waiting to be sent to one peer in the background
     /// (counted as 64 bytes each); past it they spill to disk (`node::body_backlog`).
     #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(64..))]

@@ -9,6 +9,8 @@
 //! line), so a script that started `dev` knows when the cluster is up, how to talk to it and
 //! which processes are its nodes. Both files of an earlier run are removed first.
 //!
+//! Every member also serves LMTP on its API port + 200 (`--lmtp-listen`, printed).
+//!
 //! Node i's command line comes from [`launch::ClusterLayout`], which the multi-node tests use too.
 
 pub mod launch;
@@ -57,8 +59,8 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     let secrets = Secrets::random()?;
     let total = config.nodes + config.spare_nodes;
     anyhow::ensure!(
-        u64::from(config.base_port) + 100 + total <= u64::from(u16::MAX),
-        "--base-port {} leaves no room for {total} nodes' peer ports (base + 100 + i)",
+        u64::from(config.base_port) + 200 + total <= u64::from(u16::MAX),
+        "--base-port {} leaves no room for {total} nodes' peer and LMTP ports (base + 100 + i, base + 200 + i)",
         config.base_port
     );
     let layout = ClusterLayout::on_loopback(
@@ -83,7 +85,7 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let mut children: Vec<Child> = Vec::new();
     for i in 1..=total {
-        match spawn(&layout, &exe, i, &secrets) {
+        match spawn(&layout, &exe, i, &secrets, &lmtp_addr(config.base_port, i)) {
             Ok(child) => children.push(child),
             Err(e) => {
                 stop(&mut children).await;
@@ -139,8 +141,9 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
             "; spare: in no group until added as a learner"
         };
         println!(
-            "  node {i}: http://{}   (peer {}, log {}/node{i}/node.log{spare})",
+            "  node {i}: http://{}   (LMTP {}, peer {}, log {}/node{i}/node.log{spare})",
             api(i),
+            lmtp_addr(config.base_port, i),
             peer(i),
             config.data_dir.display()
         );
@@ -176,6 +179,10 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
         "  cargo run --release -- ctl status --node http://{}   # reads DOVETAIL_ADMIN_TOKEN",
         api(1)
     );
+    println!(
+        "  python3 -c \"import smtplib; s = smtplib.LMTP('127.0.0.1', {}); s.sendmail('me@example.com', ['alice@example.com'], b'Subject: hi\\r\\n\\r\\nhello\\r\\n')\"",
+        u64::from(config.base_port) + 200 + config.nodes.min(2)
+    );
     println!("Ctrl-C stops every node.");
     shutdown.await;
     println!("stopping...");
@@ -184,13 +191,19 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
 }
 
 /// Starts node `i` fresh, its stdout discarded and its stderr (the log) in `node<i>/node.log`.
-fn spawn(layout: &ClusterLayout, exe: &Path, i: u64, secrets: &Secrets) -> anyhow::Result<Child> {
+fn spawn(layout: &ClusterLayout, exe: &Path, i: u64, secrets: &Secrets, lmtp: &str) -> anyhow::Result<Child> {
     let dir = layout.node_dir(i);
     std::fs::create_dir_all(&dir)?;
     let log = std::fs::File::create(dir.join("node.log"))?;
     let mut command = Command::from(layout.command(exe, i, Start::Fresh, secrets));
+    command.arg("--lmtp-listen").arg(lmtp);
     command.stdout(Stdio::null()).stderr(log);
     Ok(command.spawn()?)
+}
+
+/// Node `i`'s LMTP address in `dev`: 127.0.0.1, its API port + 200.
+fn lmtp_addr(base_port: u16, i: u64) -> String {
+    format!("127.0.0.1:{}", u64::from(base_port) + 200 + i)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -104,6 +104,10 @@ impl MailService for ReplicatedNode {
         self.raft.node_id()
     }
 
+    fn group_of_user(&self, user: &str) -> u32 {
+        group_of(user, self.groups)
+    }
+
     fn max_message_bytes(&self) -> u64 {
         self.bodies.max_message_bytes()
     }

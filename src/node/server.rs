@@ -72,6 +72,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     config.validate()?;
+    // Bound first: a taken address fails the start before anything else.
+    let lmtp_listener = match config.lmtp_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--lmtp-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     // Before the raft node starts: a series handle taken before the recorder exists records
     // nowhere.
     let metrics_handle = super::metrics::install();
@@ -205,6 +214,34 @@ pub async fn run(
         metrics: metrics_handle.clone(),
         bodies: bodies.clone(),
     };
+    // Both the API and LMTP stop on `shutdown`.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&s| s).await;
+    };
+    let lmtp = match lmtp_listener {
+        Some(listener) => {
+            let spool_dir = config.data_dir.join("lmtp-spool");
+            std::fs::create_dir_all(&spool_dir)?;
+            let lmtp_config = crate::lmtp::LmtpConfig {
+                max_connections: config.lmtp_max_connections as usize,
+                ..crate::lmtp::LmtpConfig::new(config.max_message_bytes, spool_dir)
+            };
+            tracing::info!(node_id = config.node_id, lmtp = %listener.local_addr()?, "serving LMTP");
+            Some(tokio::spawn(crate::lmtp::serve(
+                listener,
+                node.clone(),
+                Arc::new(crate::lmtp::AllowAllUsers),
+                lmtp_config,
+                stopped(stopping.clone()),
+            )))
+        }
+        None => None,
+    };
     let app = http_app(
         node,
         admin,
@@ -243,7 +280,10 @@ pub async fn run(
         groups = config.groups,
         "serving"
     );
-    serve_api(api_listener, tls, app, Deadlines::default(), shutdown).await;
+    serve_api(api_listener, tls, app, Deadlines::default(), stopped(stopping)).await;
+    if let Some(lmtp) = lmtp {
+        lmtp.abort();
+    }
     if let Some(rebalancer) = rebalancer {
         rebalancer.abort();
     }

@@ -70,25 +70,39 @@ pub struct TestCluster {
 /// this node binds it — the two clusters would then answer for each other (every cluster's node
 /// i listens on the same address, and they share tokens, users and mailbox names).
 fn free_node_addrs(id: u64) -> NodeAddrs {
-    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let ip = format!("127.0.0.{}", 10 + id);
-    let port = |l: &TcpListener| l.local_addr().unwrap().port();
+    let [api, peer] = free_ports(&ip);
+    NodeAddrs {
+        id,
+        api: format!("{ip}:{api}"),
+        peer: format!("{ip}:{peer}"),
+    }
+}
+
+/// Ports handed out so far in this test process (see [`free_node_addrs`]).
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// `N` free ports on `ip`, bound at once and released, none handed out before in this process.
+fn free_ports<const N: usize>(ip: &str) -> [u16; N] {
     loop {
-        let api = TcpListener::bind((ip.as_str(), 0)).unwrap();
-        let peer = TcpListener::bind((ip.as_str(), 0)).unwrap();
+        let listeners: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind((ip, 0)).unwrap()).collect();
+        let ports: [u16; N] = std::array::from_fn(|i| listeners[i].local_addr().unwrap().port());
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out.contains(&port(&api)) || handed_out.contains(&port(&peer)) {
+        if ports.iter().any(|p| handed_out.contains(p)) {
             continue;
         }
-        handed_out.insert(port(&api));
-        handed_out.insert(port(&peer));
-        return NodeAddrs {
-            id,
-            api: format!("{ip}:{}", port(&api)),
-            peer: format!("{ip}:{}", port(&peer)),
-        };
+        handed_out.extend(ports);
+        return ports;
     }
+}
+
+/// A free `HOST:PORT` on node `id`'s loopback address 127.0.0.(10+id) for another listener of
+/// the node (`--lmtp-listen`), never handed out before in this test process.
+pub fn free_node_addr(id: u64) -> String {
+    let ip = format!("127.0.0.{}", 10 + id);
+    let [port] = free_ports(&ip);
+    format!("{ip}:{port}")
 }
 
 impl NodeProcess {

@@ -10,7 +10,6 @@ use axum::http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_T
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sha2::Digest;
 
 use super::read::ReadQuery;
 use super::write::{now_seconds, session, submit, write_response};
@@ -18,9 +17,8 @@ use crate::api::error::{ApiError, ErrorCode};
 use crate::api::extract::{MessagePath, QueryParams};
 use crate::bodies::stream::file_body;
 use crate::bodies::BodyId;
-use crate::service::MailService;
+use crate::service::{deliver_op, delivery_guid, MailService};
 use crate::txn::validate::{check_mailbox_name, check_user};
-use crate::txn::{Guid, NewMessage, Op};
 
 /// The media type of a delivery's body.
 pub const MESSAGE_RFC822: &str = "message/rfc822";
@@ -45,20 +43,6 @@ pub(super) struct DeliverQuery {
     internal_date: Option<i64>,
     client_id: Option<String>,
     request_seq: Option<u64>,
-}
-
-/// The message's GUID: for a request with a client session, derived from the session and the
-/// body, so that a retry (through any node) is the same request; otherwise random.
-fn message_guid(client: &(String, u64), given: bool, body: &BodyId) -> Guid {
-    if !given {
-        return super::write::random_guid();
-    }
-    let mut hash = sha2::Sha256::new();
-    hash.update(b"dovetail delivery guid\0");
-    hash.update(client.0.as_bytes());
-    hash.update(client.1.to_be_bytes());
-    hash.update(body.0);
-    hash.finalize()[..16].try_into().expect("16 of 32 bytes")
 }
 
 /// `POST .../messages` with a `message/rfc822` body: stores the body on a majority of the
@@ -89,17 +73,14 @@ pub(super) async fn deliver<S: MailService>(
         ));
     }
     let stored = service.store_body(&user, request.into_body()).await?;
-    let op = Op::Deliver {
+    let op = deliver_op(
         user,
         mailbox,
-        messages: vec![NewMessage {
-            guid: message_guid(&client, given, &stored.id),
-            size: stored.size,
-            internal_date: query.internal_date.unwrap_or_else(now_seconds),
-            flags,
-        }],
-        bodies: vec![stored.id.0],
-    };
+        stored,
+        delivery_guid(given.then_some(&client), &stored.id),
+        query.internal_date.unwrap_or_else(now_seconds),
+        flags,
+    );
     write_response(submit(&*service, client, op).await?, false)
 }
 

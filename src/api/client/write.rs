@@ -16,7 +16,7 @@ use crate::service::{MailService, WriteAck};
 use crate::state_machine::apply::hex;
 use crate::state_machine::manifest::{is_anonymous, ANONYMOUS_CLIENT_PREFIX};
 use crate::txn::validate::check_client_id;
-use crate::txn::{Guid, Op, Outcome, Txn};
+use crate::txn::{Op, Outcome, Txn};
 
 /// A route layer: a write (POST, DELETE) of a user whose group the node knows to be busy is
 /// answered 429 at once, before its body is read or parsed (`MailService::admit_write`); reads
@@ -73,18 +73,7 @@ pub(super) fn session(
     }
 }
 
-pub(super) fn random_guid() -> Guid {
-    let mut guid = [0u8; 16];
-    getrandom::fill(&mut guid).expect("the OS random source is available");
-    guid
-}
-
-pub(super) fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub(super) use crate::service::{now_seconds, random_guid};
 
 /// Validates `op` as a transaction of `client` and proposes it; answers once it is applied.
 pub(super) async fn submit<S: MailService>(
