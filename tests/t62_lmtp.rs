@@ -219,3 +219,56 @@ fn lmtp_delivers_durably_and_refuses_what_it_cannot() {
     assert_eq!(found.len(), 2);
     assert!(body(&api(1), "alice", "INBOX", found[1]) == lost);
 }
+
+/// With `--passwd-file`, only its users get mail: a valid name that is not in the file is
+/// refused 550 5.1.1 at `RCPT TO`; added to the file and the node sent SIGHUP, it is accepted,
+/// and a file that no longer parses is refused and the old users kept.
+#[test]
+fn with_a_passwd_file_only_its_users_get_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("users");
+    std::fs::write(&passwd, "# users\nalice:\n").unwrap();
+    let passwd_flag = passwd.to_str().unwrap().to_string();
+    let mut cluster = TestCluster::prepare(1, 1, &["--passwd-file", &passwd_flag], support::secrets());
+    let lmtp_addr = free_node_addr(1);
+    cluster.nodes[0].own_flags = vec!["--lmtp-listen".to_string(), lmtp_addr.clone()];
+    cluster.start_all(Start::Fresh);
+    let api = cluster.node(1).api.clone();
+    wait_until(Duration::from_secs(30), "the group at log encoding 3", || {
+        get(&api, "/admin/status").is_ok_and(|(_, v)| {
+            v["groups"]
+                .as_array()
+                .is_some_and(|gs| gs.iter().all(|g| g["encoding"].as_u64() >= Some(3)))
+        })
+    });
+    let mail = message("passwd", 500);
+    let replies = lmtp(&lmtp_addr, 0, &mail, &["alice@example.com", "carol@example.com"]);
+    assert_eq!(codes(&replies["rcpt"]), vec![250, 550], "{replies}");
+    assert!(
+        replies["rcpt"][1][1].as_str().unwrap().contains("5.1.1"),
+        "{replies}"
+    );
+    assert_eq!(codes(&replies["data"]), vec![250], "{replies}");
+    assert_eq!(body(&api, "alice", "INBOX", 1), mail);
+
+    // carol added; the node re-reads the file on SIGHUP.
+    std::fs::write(&passwd, "# users\nalice:\ncarol:\n").unwrap();
+    cluster.signal(1, libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "carol accepted after SIGHUP", || {
+        codes(&lmtp(&lmtp_addr, 0, &mail, &["carol@example.com"])["rcpt"]) == vec![250]
+    });
+    assert_eq!(body(&api, "carol", "INBOX", 1), mail);
+
+    // A broken edit: refused, the users as they were.
+    std::fs::write(&passwd, "alice:\nthis line has no colon\n").unwrap();
+    cluster.signal(1, libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "the refused reload logged", || {
+        cluster.log(1).contains("passwd-file not reloaded")
+    });
+    let replies = lmtp(&lmtp_addr, 0, &mail, &["carol@example.com"]);
+    assert_eq!(
+        codes(&replies["rcpt"]),
+        vec![250],
+        "the old users are kept: {replies}"
+    );
+}

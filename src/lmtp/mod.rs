@@ -6,7 +6,7 @@
 //! retries; nothing was acknowledged, so nothing is lost).
 //!
 //! - [`session`]: one connection's command loop (parsing with `smtp-proto`, replies, DATA).
-//! - [`config`], [`users`]: the listener's limits; the `UserDirectory` hook (allow-all for now).
+//! - [`config`], [`users`]: the listener's limits; the `UserDirectory` hook (every valid name, or `--passwd-file`'s users).
 //! - [`recipient`]: how `RCPT TO:<alice+Work@example.com>` maps to a user and a mailbox.
 
 pub mod config;
@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use self::config::LmtpConfig;
-pub use self::users::{AllowAllUsers, UserDirectory};
+pub use self::users::{AllowAllUsers, Directory, UserDirectory};
 use crate::service::MailService;
 
 /// Accepts LMTP connections on `listener` until `shutdown` resolves; each session runs on its

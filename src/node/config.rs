@@ -236,6 +236,11 @@ pub struct ServeConfig {
     /// when not given.
     #[arg(long)]
     pub lmtp_listen: Option<SocketAddr>,
+    /// The users, in Dovecot's passwd-file format (`user:{SCHEME}hash`; `users` module), the same
+    /// file on every node, re-read on SIGHUP (a file that does not parse is refused and the old
+    /// table kept). Without it every valid user name is accepted at LMTP's `RCPT TO`.
+    #[arg(long)]
+    pub passwd_file: Option<std::path::PathBuf>,
     /// Most LMTP connections served at once; one more is answered 421 and closed.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub lmtp_max_connections: u32,

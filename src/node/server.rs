@@ -223,6 +223,16 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&s| s).await;
     };
+    // The users: loaded before anything is served (a file that does not parse stops the node
+    // with the line that is wrong), re-read on SIGHUP.
+    let directory = match &config.passwd_file {
+        Some(path) => {
+            let users = Arc::new(crate::users::Users::load(path)?);
+            crate::users::spawn_sighup_reload(users.clone())?;
+            crate::lmtp::Directory::Passwd(users)
+        }
+        None => crate::lmtp::Directory::AllowAll,
+    };
     let lmtp = match lmtp_listener {
         Some(listener) => {
             let spool_dir = config.data_dir.join("lmtp-spool");
@@ -235,7 +245,7 @@ pub async fn run(
             Some(tokio::spawn(crate::lmtp::serve(
                 listener,
                 node.clone(),
-                Arc::new(crate::lmtp::AllowAllUsers),
+                Arc::new(directory),
                 lmtp_config,
                 stopped(stopping.clone()),
             )))
