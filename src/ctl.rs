@@ -381,8 +381,9 @@ async fn backup(args: &CtlArgs, api: &Api, dir: &std::path::Path, out: &mut Stri
     let total: u64 = manifest.files.iter().map(|f| f.bytes).sum();
     let _ = writeln!(
         out,
-        "backup of {} groups ({}) from node {} in {:.2?}: {}",
+        "backup of {} groups and {} message bodies ({}) from node {} in {:.2?}: {}",
         manifest.group_count,
+        manifest.body_files().len(),
         bytes(total),
         manifest.cluster.served_by,
         started.elapsed(),

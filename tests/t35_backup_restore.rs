@@ -24,6 +24,13 @@
 //! and log indexes above the cut; `POST /admin/verify` is clean; the old cluster's tokens are
 //! refused. And: a backup with one flipped byte, or one truncated file, is refused by `restore`
 //! with a named error, and nothing is written.
+//!
+//! Message bodies: users of their own (one per group, apart from the writers, whose states are
+//! derived exactly) get messages delivered with bodies (`message/rfc822`, log encoding 3), one
+//! body to all of them, before the backup and while it is taken. The backup holds each body once
+//! (`bodies/<id>`, named by its SHA-256); every message delivered before the backup began, and
+//! every other one the restored cluster lists, reads back byte for byte through the restored
+//! cluster, through its nodes in turn.
 
 mod support;
 
@@ -37,7 +44,8 @@ use std::time::{Duration, Instant};
 use dovetail::node::dev::{Secrets, Start};
 use dovetail::placement::group_of;
 use serde_json::{json, Value};
-use support::{get, post, request_as, TestCluster, ADMIN_TOKEN};
+use sha2::Digest;
+use support::{get, post, raw_request, request_as, wait_until, TestCluster, ADMIN_TOKEN};
 
 const GROUPS: u32 = 4;
 const USERS_PER_GROUP: usize = 2;
@@ -190,6 +198,95 @@ fn write_user(apis: Vec<String>, user: String, seed: usize, stop: Arc<AtomicBool
     acked
 }
 
+/// One user per group for the deliveries with bodies, found by hashing candidate names.
+fn body_users() -> Vec<String> {
+    let mut per_group: BTreeMap<u32, String> = BTreeMap::new();
+    for i in 0.. {
+        let user = format!("bodies{i}@backup.test");
+        per_group.entry(group_of(&user, GROUPS)).or_insert(user);
+        if per_group.len() == GROUPS as usize {
+            break;
+        }
+    }
+    per_group.into_values().collect()
+}
+
+/// A message's bytes: a header naming it, then a body of its own length.
+fn message(tag: &str, len: usize) -> Vec<u8> {
+    let mut bytes = format!("Subject: {tag}\r\n\r\n").into_bytes();
+    let mut i = 0usize;
+    while bytes.len() < len {
+        bytes.push(b'a' + ((i * 7 + tag.len()) % 26) as u8);
+        i += 1;
+        if i.is_multiple_of(70) {
+            bytes.extend_from_slice(b"\r\n");
+        }
+    }
+    bytes
+}
+
+/// The body id the index names for `bytes`: 128 bits of their SHA-256, in hex.
+fn body_id(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One delivered message: to whom, its UID, its bytes, and when its answer came.
+struct Delivered {
+    user: String,
+    uid: u64,
+    bytes: Vec<u8>,
+    at: Instant,
+}
+
+/// Delivers `bytes` to `user`'s INBOX through `api` (the old cluster's client token).
+fn deliver(api: &str, user: &str, bytes: Vec<u8>) -> Delivered {
+    let answer = raw_request(
+        api,
+        "POST",
+        &format!("/v1/users/{user}/mailboxes/INBOX/messages"),
+        &[("Content-Type", "message/rfc822")],
+        &bytes,
+    )
+    .unwrap();
+    assert!(
+        (200..300).contains(&answer.status),
+        "deliver to {user}: {} {}",
+        answer.status,
+        answer.json()
+    );
+    Delivered {
+        user: user.to_string(),
+        uid: answer.json()["first_uid"].as_u64().expect("a first_uid"),
+        bytes,
+        at: Instant::now(),
+    }
+}
+
+/// `GET path` with `token`; the answer's status and raw body (plain HTTP, `Connection: close`).
+fn raw_get_as(api: &str, path: &str, token: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(api).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, response[split + 4..].to_vec())
+}
+
 /// Runs `dovetail` with `args`; returns the exit code, stdout and stderr.
 fn dovetail(args: &[&str], admin_token: &str) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dovetail"))
@@ -219,6 +316,7 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.join("groups")).unwrap();
+    std::fs::create_dir_all(to.join("bodies")).unwrap();
     for file in tree(from).into_iter().filter(|p| p.is_file()) {
         std::fs::copy(&file, to.join(file.strip_prefix(from).unwrap())).unwrap();
     }
@@ -228,6 +326,32 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_backup_taken_during_writes_restores_into_a_fresh_cluster_at_its_cuts() {
     let old = TestCluster::start(3, GROUPS, &["--rebalance-interval-ms", "0"]);
     let apis: Vec<String> = (1..=3).map(|id| old.node(id).api.clone()).collect();
+    // Deliveries with bodies need log encoding 3: wait until every group's gate is there.
+    wait_until(Duration::from_secs(30), "every group at log encoding 3", || {
+        get(&apis[0], "/admin/status").is_ok_and(|(_, v)| {
+            v["groups"]
+                .as_array()
+                .is_some_and(|gs| gs.iter().all(|g| g["encoding"].as_u64() >= Some(3)))
+        })
+    });
+    let body_users = body_users();
+    let mut delivered: Vec<Delivered> = Vec::new();
+    let shared = message("to everyone", 3000);
+    for (i, user) in body_users.iter().enumerate() {
+        let (status, answer) = post(
+            &apis[i % 3],
+            &format!("/v1/users/{user}/mailboxes"),
+            &json!({"name": "INBOX"}),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{user}: {answer}");
+        delivered.push(deliver(&apis[i % 3], user, shared.clone()));
+        delivered.push(deliver(
+            &apis[(i + 1) % 3],
+            user,
+            message(&format!("for {user}"), 500 + 700 * i),
+        ));
+    }
     let users = users();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = users
@@ -238,6 +362,26 @@ fn a_backup_taken_during_writes_restores_into_a_fresh_cluster_at_its_cuts() {
             std::thread::spawn(move || write_user(apis, user, seed, stop))
         })
         .collect();
+    // Deliveries go on while the backup is taken.
+    let deliverer = {
+        let (apis, body_users, stop) = (apis.clone(), body_users.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut delivered = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let user = &body_users[n % body_users.len()];
+                delivered.push(deliver(
+                    &apis[n % 3],
+                    user,
+                    message(&format!("during {n}"), 200 + 37 * n),
+                ));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            delivered
+        })
+    };
     std::thread::sleep(Duration::from_millis(1500));
 
     let work = tempfile::tempdir().unwrap();
@@ -261,6 +405,7 @@ fn a_backup_taken_during_writes_restores_into_a_fresh_cluster_at_its_cuts() {
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let histories: Vec<Vec<Acked>> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    delivered.extend(deliverer.join().unwrap());
 
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(backup_dir.join("backup.json")).unwrap()).unwrap();
@@ -275,6 +420,49 @@ fn a_backup_taken_during_writes_restores_into_a_fresh_cluster_at_its_cuts() {
     assert_eq!(manifest["group_count"], GROUPS);
     assert_eq!(manifest["cluster"]["served_by"], 2);
     assert_eq!(manifest["groups"][0]["membership"]["voters"], json!([1, 2, 3]));
+    // Every body delivered before the backup began is in it, once, named by its SHA-256; every
+    // body file is one delivered.
+    let body_files: BTreeMap<String, u64> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| {
+            let name = f["path"].as_str()?.strip_prefix("bodies/")?;
+            Some((name.to_string(), f["bytes"].as_u64()?))
+        })
+        .collect();
+    let delivered_ids: BTreeMap<String, usize> = delivered
+        .iter()
+        .map(|d| (body_id(&d.bytes), d.bytes.len()))
+        .collect();
+    for d in delivered.iter().filter(|d| d.at < began) {
+        assert_eq!(
+            body_files.get(&body_id(&d.bytes)),
+            Some(&(d.bytes.len() as u64)),
+            "{}: uid {}",
+            d.user,
+            d.uid
+        );
+    }
+    for (id, bytes) in &body_files {
+        assert_eq!(
+            delivered_ids.get(id).map(|&n| n as u64),
+            Some(*bytes),
+            "bodies/{id}: not delivered"
+        );
+        let on_disk = std::fs::read(backup_dir.join("bodies").join(id)).unwrap();
+        assert_eq!(&body_id(&on_disk), id);
+    }
+    assert_eq!(
+        manifest["bodies"],
+        json!({"count": body_files.len(), "bytes": body_files.values().sum::<u64>()})
+    );
+    println!(
+        "{} messages delivered with bodies ({} before the backup); the backup holds {} bodies",
+        delivered.len(),
+        delivered.iter().filter(|d| d.at < began).count(),
+        body_files.len()
+    );
 
     // The backup was taken during writes, and it has writes on both sides of its cuts.
     let acked = |f: &dyn Fn(&Acked, u32) -> bool| -> usize {
@@ -406,6 +594,54 @@ fn a_backup_taken_during_writes_restores_into_a_fresh_cluster_at_its_cuts() {
             "{user}: nothing written before the cut"
         );
     }
+    // Every delivered message the restored cluster lists reads back byte for byte, through each
+    // node in turn; those delivered before the backup began are all there.
+    let mut read_back = 0;
+    for (i, d) in delivered.iter().enumerate() {
+        let node = new.node(1 + i as u64 % 3).api.clone();
+        let base = format!("/v1/users/{}/mailboxes/INBOX/messages", d.user);
+        let (status, listing) = request_as(
+            &node,
+            "GET",
+            &format!("{base}?consistency=linearizable&limit=10000"),
+            None,
+            Some(&secrets.client_token),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{listing}");
+        let listed = listing["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["uid"].as_u64() == Some(d.uid));
+        if !listed {
+            assert!(
+                d.at > began,
+                "{}: uid {} delivered before the backup is not restored",
+                d.user,
+                d.uid
+            );
+            continue;
+        }
+        let (status, body) = raw_get_as(&node, &format!("{base}/{}/body", d.uid), &secrets.client_token);
+        assert_eq!(
+            status,
+            200,
+            "{}: uid {}: {}",
+            d.user,
+            d.uid,
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            body == d.bytes,
+            "{}: uid {}: the restored body differs from the delivered one",
+            d.user,
+            d.uid
+        );
+        read_back += 1;
+    }
+    assert!(read_back >= 2 * body_users.len(), "{read_back} bodies read back");
+
     // New writes go on above the backup's UIDs, MODSEQs and log positions.
     for (i, (user, history)) in users.iter().zip(&histories).enumerate() {
         let (cut_index, _, _) = cut(group_of(user, GROUPS));

@@ -4,6 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::bodies::{BodyError, BodyId};
 use crate::index::LogPosition;
 use crate::state_machine::SmError;
 
@@ -42,9 +43,33 @@ pub enum BackupError {
         found: u32,
         supported: u32,
     },
-    /// The backup holds message bodies, which this release does not restore.
-    #[error("{}: the backup holds message bodies, which this release cannot restore", path.display())]
-    BodiesUnsupported { path: PathBuf },
+    /// The manifest describes its message bodies in a form this release does not read (a later
+    /// release's): restoring the indexes without them is refused.
+    #[error("{}: the backup's message bodies are described as {found}, which this release cannot restore: restore with a newer release", path.display())]
+    BodiesUnsupported { path: PathBuf, found: String },
+    /// A body file is named for another body than its recorded SHA-256 says it holds.
+    #[error("{}: mislabelled body file: its SHA-256 is {sha256}, so it does not hold the body its name says", path.display())]
+    BodyMislabelled { path: PathBuf, sha256: String },
+    /// A group's records reference a body the backup does not hold.
+    #[error("group {group}: its records reference body {id}, which the backup does not hold")]
+    BodyNotInBackup { group: u32, id: BodyId },
+    /// A member sent other bytes for a body than the body's id says.
+    #[error("{url}: body {expected}: the bytes received hash to {actual}")]
+    BodyMismatch {
+        url: String,
+        expected: BodyId,
+        actual: BodyId,
+    },
+    /// No member could serve a body the groups' records reference: the backup is not written.
+    #[error("body {id}: no member could serve it ({reasons}); the backup is not written")]
+    BodyUnavailable { id: BodyId, reasons: String },
+    /// Storing a restored body in the new node's body store failed.
+    #[error("{what}: {source}")]
+    BodyStore {
+        what: String,
+        #[source]
+        source: BodyError,
+    },
     /// A group's copy passed its SHA-256 but is not a sound snapshot stream of the group the
     /// manifest describes (written damaged, or by a broken release).
     #[error("{}: group {group}: {reason}", path.display())]

@@ -4,8 +4,8 @@
 //! The manifest names the cluster the backup came from, when it was taken, each group's cut
 //! (the applied log position of its copy, and the read index that cut had to reach) and
 //! membership, the group count, the release and the log encoding, and the size and SHA-256 of
-//! every other file. Pure: encoding, decoding and the structural checks; reading files is
-//! `verify`'s.
+//! every other file, and what the message bodies under `bodies/` come to. Pure: encoding,
+//! decoding and the structural checks; reading files is `verify`'s.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::BackupError;
+use crate::bodies::BodyId;
 use crate::index::LogPosition;
 
 /// The manifest's file name in a backup directory.
@@ -54,10 +55,21 @@ pub struct BackupManifest {
     pub groups: Vec<GroupCopy>,
     /// Every file of the backup but the manifest and its checksum file.
     pub files: Vec<FileDigest>,
-    /// Reserved for message bodies (a later release): `null` here. Their files will be listed in
-    /// `files` and described in this field; a release that does not restore bodies refuses a
-    /// backup that has them rather than restore the indexes alone.
+    /// The message bodies the groups' records reference, each once, in `bodies/<32 hex>` (listed
+    /// in `files`): a [`BodiesSummary`] as this release writes it. `null` in a backup of an
+    /// earlier release, which held the indexes only. Kept as JSON so that a shape this release
+    /// does not know (a later release's) is refused by name ([`BackupError::BodiesUnsupported`])
+    /// rather than read as something else.
     pub bodies: Option<serde_json::Value>,
+}
+
+/// What [`BackupManifest::bodies`] holds as this release writes it: how many body files the
+/// backup has and their bytes in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodiesSummary {
+    pub count: u64,
+    pub bytes: u64,
 }
 
 /// The cluster a backup was taken from, as the node that served it saw it.
@@ -125,6 +137,15 @@ pub fn group_file(group: u32) -> String {
     format!("groups/g{group:04}.snap")
 }
 
+/// The directory of the body files in a backup directory.
+pub const BODIES_DIR: &str = "bodies";
+
+/// The path of body `id`'s file in a backup directory: `bodies/<32 hex>`, the id being the first
+/// 128 bits of the file's SHA-256 (as in a node's store).
+pub fn body_file(id: &BodyId) -> String {
+    format!("{BODIES_DIR}/{}", id.hex())
+}
+
 /// Lowercase hex of a SHA-256 digest.
 pub fn sha256_hex(digest: impl AsRef<[u8]>) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
@@ -170,9 +191,21 @@ impl BackupManifest {
         Ok(manifest)
     }
 
-    /// The checks that need no other file: format and version, no bodies, one entry per group in
-    /// order, each group's file listed once, every path inside the directory, cuts at or above
-    /// their read index.
+    /// The body files of a checked manifest, each with its id (its file name), in `files` order.
+    pub fn body_files(&self) -> Vec<(BodyId, &FileDigest)> {
+        self.files
+            .iter()
+            .filter_map(|f| {
+                let name = f.path.strip_prefix(BODIES_DIR)?.strip_prefix('/')?;
+                Some((BodyId::parse(name)?, f))
+            })
+            .collect()
+    }
+
+    /// The checks that need no other file: format and version, a `bodies` this release reads
+    /// agreeing with the body files listed (each named by the first 128 bits of its recorded
+    /// SHA-256), one entry per group in order, each group's file listed once, every path inside
+    /// the directory, cuts at or above their read index.
     pub fn check(&self, manifest_path: &Path) -> Result<(), BackupError> {
         let malformed = |reason: String| BackupError::Malformed {
             path: manifest_path.to_path_buf(),
@@ -191,11 +224,16 @@ impl BackupManifest {
                 supported: FORMAT_VERSION,
             });
         }
-        if self.bodies.is_some() {
-            return Err(BackupError::BodiesUnsupported {
-                path: manifest_path.to_path_buf(),
-            });
-        }
+        let summary =
+            match &self.bodies {
+                None => None,
+                Some(value) => Some(serde_json::from_value::<BodiesSummary>(value.clone()).map_err(
+                    |_| BackupError::BodiesUnsupported {
+                        path: manifest_path.to_path_buf(),
+                        found: value.to_string(),
+                    },
+                )?),
+            };
         if self.groups.len() != self.group_count as usize || self.group_count == 0 {
             return Err(malformed(format!(
                 "{} group entries for a group count of {}",
@@ -251,7 +289,41 @@ impl BackupManifest {
                 )));
             }
         }
-        Ok(())
+        let mut found = BodiesSummary::default();
+        for file in self
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with(&format!("{BODIES_DIR}/")))
+        {
+            let name = &file.path[BODIES_DIR.len() + 1..];
+            match BodyId::parse(name) {
+                Some(id) if id.hex() == name => {}
+                _ => {
+                    return Err(malformed(format!(
+                        "{}: not a body file name (bodies/<32 lowercase hex digits>)",
+                        file.path
+                    )))
+                }
+            }
+            if file.sha256[..32] != *name {
+                return Err(BackupError::BodyMislabelled {
+                    path: manifest_path.with_file_name(&file.path),
+                    sha256: file.sha256.clone(),
+                });
+            }
+            found.count += 1;
+            found.bytes += file.bytes;
+        }
+        match summary {
+            Some(summary) if summary != found => Err(malformed(format!(
+                "bodies records {summary:?}, the files listed under {BODIES_DIR}/ come to {found:?}"
+            ))),
+            None if found.count > 0 => Err(malformed(format!(
+                "{} files listed under {BODIES_DIR}/, and bodies is null",
+                found.count
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -343,9 +415,19 @@ mod tests {
                     bytes: 1000,
                     sha256: "ab".repeat(32),
                 })
+                .chain([body_digest(b"hello")])
                 .collect(),
             groups,
-            bodies: None,
+            bodies: Some(serde_json::json!({"count": 1, "bytes": 5})),
+        }
+    }
+
+    /// The listing of a body file holding `bytes`.
+    fn body_digest(bytes: &[u8]) -> FileDigest {
+        FileDigest {
+            path: body_file(&BodyId::of(bytes)),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(Sha256::digest(bytes)),
         }
     }
 
@@ -369,7 +451,22 @@ mod tests {
             json["groups"][0]["membership"]["nodes"]["2"]["peer_addr"],
             "10.0.0.2:7101"
         );
-        assert!(json["bodies"].is_null());
+        assert_eq!(json["bodies"], serde_json::json!({"count": 1, "bytes": 5}));
+        let hello = BodyId::of(b"hello");
+        assert_eq!(json["files"][2]["path"], format!("bodies/{}", hello.hex()));
+        let decoded = BackupManifest::decode(dir, &bytes, &checksum).unwrap();
+        let bodies = decoded.body_files();
+        assert_eq!(bodies.len(), 1);
+        assert_eq!((bodies[0].0, bodies[0].1.bytes), (hello, 5));
+        // A backup of the release before bodies (`bodies: null`, no body files) still reads.
+        let mut indexes_only = sample();
+        indexes_only.bodies = None;
+        indexes_only.files.pop();
+        let (bytes, checksum) = indexes_only.encode();
+        assert!(BackupManifest::decode(dir, &bytes, &checksum)
+            .unwrap()
+            .body_files()
+            .is_empty());
     }
 
     #[test]
@@ -416,10 +513,22 @@ mod tests {
             refused(|m| m.version = 2),
             BackupError::UnsupportedVersion { found: 2, .. }
         ));
-        assert!(matches!(
-            refused(|m| m.bodies = Some(serde_json::json!({"files": 3}))),
-            BackupError::BodiesUnsupported { .. }
-        ));
+        // Bodies described in a shape this release does not know (a later release's).
+        for edit in [
+            (|m: &mut BackupManifest| m.bodies = Some(serde_json::json!({"files": 3})))
+                as fn(&mut BackupManifest),
+            |m| m.bodies = Some(serde_json::json!({"count": 1, "bytes": 5, "compression": "zstd"})),
+            |m| m.bodies = Some(serde_json::json!([1])),
+        ] {
+            assert!(matches!(refused(edit), BackupError::BodiesUnsupported { .. }));
+        }
+        // A body file named for another body than its SHA-256 says.
+        let mislabelled = refused(|m| m.files[2].sha256 = sha256_hex(Sha256::digest(b"other")));
+        assert!(
+            matches!(&mislabelled, BackupError::BodyMislabelled { path, .. }
+                if path.ends_with(body_file(&BodyId::of(b"hello")))),
+            "{mislabelled}"
+        );
         for edit in [
             (|m: &mut BackupManifest| m.format = "tarball".into()) as fn(&mut BackupManifest),
             |m| m.group_count = 3,
@@ -430,6 +539,11 @@ mod tests {
             |m| m.files[1].path = "groups//g0001.snap".into(),
             |m| m.files.push(m.files[0].clone()),
             |m| m.files[0].sha256 = "AB".repeat(32),
+            |m| m.bodies = Some(serde_json::json!({"count": 2, "bytes": 5})),
+            |m| m.bodies = Some(serde_json::json!({"count": 1, "bytes": 6})),
+            |m| m.bodies = None,
+            |m| m.files[2].path = "bodies/HELLO".into(),
+            |m| m.files[2].path = m.files[2].path.to_ascii_uppercase().replace("BODIES", "bodies"),
         ] {
             assert!(matches!(refused(edit), BackupError::Malformed { .. }));
         }

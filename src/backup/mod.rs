@@ -7,9 +7,12 @@
 //! <backup dir>/
 //!   backup.json          the manifest (BackupManifest, JSON): source cluster, time, release,
 //!                        log encoding, group count, per group its cut, read index and
-//!                        membership, and the size and SHA-256 of every other file
+//!                        membership, the size and SHA-256 of every other file, and the
+//!                        count and bytes of the bodies
 //!   backup.json.sha256   the manifest's SHA-256 (`sha256sum -c` format)
 //!   groups/g<NNNN>.snap  each group's snapshot stream at its cut (the checkpoint format)
+//!   bodies/<32 hex>      each message body the copies' records reference, once, named by its
+//!                        id (the first 128 bits of its SHA-256)
 //! ```
 //!
 //! # Layout

@@ -9,7 +9,9 @@
 //! `(T, I)` and names the new cluster's members (`dovetail_raft::restore::reseat_membership`), and
 //! each group's Raft log is seeded empty, purged through `(T, I)`, with a vote of term `T`
 //! (`dovetail_raft::restore::seed_node_logs`, whose docs show why openraft then starts every group
-//! initialized with the new members and elects a leader above `T`). The mailboxes are the
+//! initialized with the new members and elects a leader above `T`). Every message body of the
+//! backup goes into the node's body store (`blobs/`, through `BodyStore::put` with its id
+//! expected, so the store's layout and durability rules apply). The mailboxes are the
 //! backup's byte for byte, so UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ are the backup's, and new
 //! writes continue above them. Everything is written to a staging directory beside the target and
 //! renamed into place at the end: the data directory appears whole or not at all.
@@ -29,6 +31,7 @@ use dovetail_raft::{Node, NodeId};
 
 use super::error::BackupError;
 use super::verify::{verify_backup, VerifiedBackup};
+use crate::bodies::BodyStore;
 use crate::node::config::PeerSpec;
 use crate::node::server::group_dir_in;
 use crate::state_machine::snapshot::repack_snapshot;
@@ -241,6 +244,22 @@ fn write_node(
         seeds.push((copy.group, consensus_meta));
     }
     sync_dir(&staging.join("groups"))?;
+    let blobs = staging.join("blobs");
+    let store = BodyStore::open(&blobs).map_err(|source| BackupError::BodyStore {
+        what: "opening the new node's body store".into(),
+        source,
+    })?;
+    for (id, file) in backup.manifest.body_files() {
+        let path = backup.dir.join(&file.path);
+        let mut input = File::open(&path).map_err(|e| BackupError::io(&path, "opening", e))?;
+        store
+            .put(&mut input, u64::MAX, Some(id))
+            .map_err(|source| BackupError::BodyStore {
+                what: format!("storing body {id}"),
+                source,
+            })?;
+    }
+    sync_dir(&blobs)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -255,8 +274,9 @@ impl RestoreReport {
         let manifest = &self.backup.manifest;
         let mailboxes: u64 = manifest.groups.iter().map(|g| g.mailboxes).sum();
         let users: u64 = manifest.groups.iter().map(|g| g.users).sum();
+        let bodies = manifest.body_files().len();
         let mut out = format!(
-            "backup {}: taken {} through {} (node {}, release {}), {} groups, {users} users, {mailboxes} mailboxes, {} bytes: every checksum verified in {:.2?}\n",
+            "backup {}: taken {} through {} (node {}, release {}), {} groups, {users} users, {mailboxes} mailboxes, {bodies} message bodies, {} bytes: every checksum verified in {:.2?}\n",
             self.backup.dir.display(),
             manifest.started,
             manifest.cluster.via,

@@ -3,8 +3,13 @@
 //! index from the group's leader, waits until it has applied that far, copies the group at its
 //! applied position and streams the copy), and [`BackupWriter`] writes each copy to the backup
 //! directory as it arrives — hashing it on the way, never holding more than one network frame —
-//! checks it through (`verify::check_copy`), and finally writes the manifest.
+//! checks it through (`verify::check_copy`, which also yields the body ids the copy's records
+//! reference). Then every referenced body, once however many groups and records name it, is
+//! fetched (`GET /admin/bodies/{id}`, from the same node, else from each other member in turn)
+//! into `bodies/<32 hex>`, streamed and hashed on the way and refused unless its bytes hash to
+//! its id; a body no member can serve fails the backup. Finally the manifest is written.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,10 +22,11 @@ use sha2::{Digest, Sha256};
 
 use super::error::BackupError;
 use super::manifest::{
-    group_file, rfc3339_utc, sha256_hex, BackupManifest, FileDigest, GroupCopy, SourceCluster, SourceNode,
-    FORMAT, FORMAT_VERSION, MANIFEST_CHECKSUM_FILE, MANIFEST_FILE,
+    body_file, group_file, rfc3339_utc, sha256_hex, BackupManifest, BodiesSummary, FileDigest, GroupCopy,
+    SourceCluster, SourceNode, BODIES_DIR, FORMAT, FORMAT_VERSION, MANIFEST_CHECKSUM_FILE, MANIFEST_FILE,
 };
 use super::verify::check_copy;
+use crate::bodies::BodyId;
 use crate::node::overview::ClusterOverview;
 use crate::node::peer_api::{error_chain, http_client};
 use crate::node::replica::READ_INDEX_HEADER;
@@ -40,6 +46,9 @@ pub struct BackupWriter {
     dir: PathBuf,
     groups: Vec<GroupCopy>,
     files: Vec<FileDigest>,
+    /// The bodies the copies received so far reference.
+    referenced: BTreeSet<BodyId>,
+    bodies: BodiesSummary,
 }
 
 /// One group's copy being received: written to `<file>.part` and hashed as it arrives.
@@ -63,6 +72,33 @@ impl CopyWriter {
     }
 }
 
+/// One body being received: written to `bodies/<hex>.part` and hashed as it arrives.
+#[derive(Debug)]
+pub struct BodyWriter {
+    id: BodyId,
+    part: PathBuf,
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl BodyWriter {
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), BackupError> {
+        self.file
+            .write_all(chunk)
+            .map_err(|e| BackupError::io(&self.part, "writing", e))?;
+        self.hasher.update(chunk);
+        self.bytes += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Removes what was received (a transfer that failed part way; another member is asked).
+    pub fn discard(self) {
+        drop(self.file);
+        let _ = fs::remove_file(&self.part);
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), BackupError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -83,12 +119,16 @@ impl BackupWriter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(BackupError::io(dir, "listing", e)),
         }
-        let groups = dir.join("groups");
-        fs::create_dir_all(&groups).map_err(|e| BackupError::io(&groups, "creating", e))?;
+        for sub in ["groups", BODIES_DIR] {
+            let sub = dir.join(sub);
+            fs::create_dir_all(&sub).map_err(|e| BackupError::io(&sub, "creating", e))?;
+        }
         Ok(BackupWriter {
             dir: dir.to_path_buf(),
             groups: Vec::new(),
             files: Vec::new(),
+            referenced: BTreeSet::new(),
+            bodies: BodiesSummary::default(),
         })
     }
 
@@ -139,6 +179,7 @@ impl BackupWriter {
             bytes,
             sha256: sha256_hex(hasher.finalize()),
         });
+        self.referenced.extend(facts.bodies.iter().copied());
         self.groups.push(GroupCopy {
             group,
             file: path,
@@ -153,10 +194,70 @@ impl BackupWriter {
         Ok(self.groups.last().expect("just pushed"))
     }
 
+    /// The bodies the copies received so far reference, each once.
+    pub fn referenced_bodies(&self) -> &BTreeSet<BodyId> {
+        &self.referenced
+    }
+
+    /// Starts receiving body `id` (into `bodies/<hex>.part`, fresh).
+    pub fn begin_body(&self, id: BodyId) -> Result<BodyWriter, BackupError> {
+        let part = self.dir.join(format!("{}.part", body_file(&id)));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&part)
+            .map_err(|e| BackupError::io(&part, "creating", e))?;
+        Ok(BodyWriter {
+            id,
+            part,
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Finishes a received body: its bytes must hash to its id (else nothing is kept and the
+    /// error names where they came from, `url`); synced, renamed into place and listed.
+    pub fn finish_body(&mut self, body: BodyWriter, url: &str) -> Result<(), BackupError> {
+        let BodyWriter {
+            id,
+            part,
+            file,
+            hasher,
+            bytes,
+        } = body;
+        let digest = hasher.finalize();
+        let actual = BodyId(digest[..16].try_into().expect("a SHA-256 has 32 bytes"));
+        if actual != id {
+            drop(file);
+            let _ = fs::remove_file(&part);
+            return Err(BackupError::BodyMismatch {
+                url: url.to_string(),
+                expected: id,
+                actual,
+            });
+        }
+        file.sync_all()
+            .map_err(|e| BackupError::io(&part, "syncing", e))?;
+        drop(file);
+        let path = body_file(&id);
+        fs::rename(&part, self.dir.join(&path)).map_err(|e| BackupError::io(&part, "renaming", e))?;
+        self.files.push(FileDigest {
+            path,
+            bytes,
+            sha256: sha256_hex(digest),
+        });
+        self.bodies.count += 1;
+        self.bodies.bytes += bytes;
+        Ok(())
+    }
+
     /// Writes the manifest and its checksum (each synced, then renamed into place): the backup
     /// is complete. `started_unix_ms` is when the backup began, `cluster` where it came from.
     pub fn finish(self, started_unix_ms: u64, cluster: SourceCluster) -> Result<BackupManifest, BackupError> {
         sync_dir(&self.dir.join("groups"))?;
+        sync_dir(&self.dir.join(BODIES_DIR))?;
         let manifest = BackupManifest {
             format: FORMAT.into(),
             version: FORMAT_VERSION,
@@ -169,7 +270,7 @@ impl BackupWriter {
             log_encoding: self.groups.iter().map(|g| g.log_encoding).max().unwrap_or(0),
             groups: self.groups,
             files: self.files,
-            bodies: None,
+            bodies: Some(serde_json::to_value(self.bodies).expect("a summary always encodes")),
         };
         manifest.check(&self.dir.join(MANIFEST_FILE))?;
         let (bytes, checksum) = manifest.encode();
@@ -191,6 +292,7 @@ impl BackupWriter {
     /// Removes what an unfinished backup wrote (its directory is left, empty as it was found).
     pub fn abandon(self) {
         let _ = fs::remove_dir_all(self.dir.join("groups"));
+        let _ = fs::remove_dir_all(self.dir.join(BODIES_DIR));
     }
 }
 
@@ -318,6 +420,86 @@ async fn receive_copy(
     }
 }
 
+/// Receives body `id` from the node at `source.base` into `body`.
+async fn receive_body(
+    client: &Client,
+    source: &Source,
+    id: &BodyId,
+    body: &mut BodyWriter,
+) -> Result<(), BackupError> {
+    let path = format!("/admin/bodies/{}", id.hex());
+    let url = format!("{}{path}", source.base);
+    let mut stream = get(client, source, &path).await?.into_body();
+    loop {
+        let frame = tokio::time::timeout(source.timeout, stream.frame())
+            .await
+            .map_err(|_| BackupError::Request {
+                url: url.clone(),
+                reason: format!("the body stalled for {:?}", source.timeout),
+            })?;
+        match frame {
+            None => return Ok(()),
+            Some(Err(e)) => {
+                return Err(BackupError::Request {
+                    url: url.clone(),
+                    reason: error_chain(&e),
+                })
+            }
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    body.write(data)?;
+                }
+            }
+        }
+    }
+}
+
+/// Fetches every body the copies reference into the backup: from `sources[0]` (the node that
+/// served the copies), else from each other member in turn (one that has no good copy answers
+/// 404; one that is down or breaks off is passed over too). Bytes that do not hash to their id
+/// fail the backup, as does a body no member can serve.
+async fn fetch_bodies(
+    client: &Client,
+    sources: &[Source],
+    writer: &mut BackupWriter,
+) -> Result<(), BackupError> {
+    let ids: Vec<BodyId> = writer.referenced_bodies().iter().copied().collect();
+    for id in ids {
+        let mut reasons = Vec::new();
+        let mut fetched = false;
+        for source in sources {
+            let mut body = writer.begin_body(id)?;
+            match receive_body(client, source, &id, &mut body).await {
+                Ok(()) => {
+                    let url = format!("{}/admin/bodies/{}", source.base, id.hex());
+                    writer.finish_body(body, &url)?;
+                    fetched = true;
+                    break;
+                }
+                Err(
+                    e @ (BackupError::Request { .. }
+                    | BackupError::Refused { .. }
+                    | BackupError::UnexpectedAnswer { .. }),
+                ) => {
+                    body.discard();
+                    reasons.push(e.to_string());
+                }
+                Err(e) => {
+                    body.discard();
+                    return Err(e);
+                }
+            }
+        }
+        if !fetched {
+            return Err(BackupError::BodyUnavailable {
+                id,
+                reasons: reasons.join("; "),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Takes a backup of the cluster `source` belongs to into `out` (see the module docs); calls
 /// `progress` after each group. On failure, what was written is removed again.
 pub async fn take_backup(
@@ -355,6 +537,20 @@ pub async fn take_backup(
             let read_index = receive_copy(&client, source, group, &mut copy).await?;
             progress(writer.finish_copy(copy, read_index)?);
         }
+        // The node that served the copies first, then every other member, by the same scheme.
+        let scheme = source.base.split_once("://").map_or("http", |(scheme, _)| scheme);
+        let mut sources = vec![source.clone()];
+        sources.extend(
+            overview
+                .nodes
+                .iter()
+                .filter(|n| n.node_id != status.node_id)
+                .map(|n| Source {
+                    base: format!("{scheme}://{}", n.api_addr),
+                    ..source.clone()
+                }),
+        );
+        fetch_bodies(&client, &sources, &mut writer).await?;
         Ok::<_, BackupError>(cluster)
     }
     .await;

@@ -2,9 +2,13 @@
 //! against its checksum file, every file's size and SHA-256 against the manifest, and every
 //! group's snapshot stream read through with every check an install makes and each index's own
 //! full check (`state_machine::snapshot::check_snapshot`), agreeing with what the manifest says
-//! of the group. [`check_copy`] is the same check of one group's stream, which `ctl backup`
-//! also makes of each copy it receives before it records it.
+//! of the group, and every body the groups' records reference present (its file's size and
+//! SHA-256 checked like every file's, its name being the first 128 bits of that SHA-256, see
+//! `BackupManifest::check`). [`check_copy`] is the same check of one group's stream, which
+//! `ctl backup` also makes of each copy it receives before it records it (and learns from it
+//! which bodies to copy).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use super::error::BackupError;
 use super::manifest::{
     sha256_hex, BackupManifest, FileDigest, GroupCopy, MANIFEST_CHECKSUM_FILE, MANIFEST_FILE,
 };
+use crate::bodies::BodyId;
 use crate::index::LogPosition;
 use crate::state_machine::snapshot::check_snapshot;
 
@@ -29,6 +34,8 @@ pub struct CopyFacts {
     pub mailboxes: u64,
     /// The consensus metadata the group's state stores at the cut.
     pub consensus_meta: Vec<u8>,
+    /// The message bodies the group's records reference at the cut.
+    pub bodies: BTreeSet<BodyId>,
 }
 
 /// A backup whose every file checked out.
@@ -140,6 +147,7 @@ pub fn check_copy(path: &Path, group: u32) -> Result<CopyFacts, BackupError> {
         users: manifest.users.len() as u64,
         mailboxes: checked.mailboxes as u64,
         consensus_meta: manifest.consensus_meta.clone(),
+        bodies: checked.bodies,
     })
 }
 
@@ -191,6 +199,19 @@ pub fn verify_backup(dir: &Path, max_encoding: u8) -> Result<VerifiedBackup, Bac
         let facts = check_copy(&path, copy.group)?;
         check_agrees(&path, copy, &facts)?;
         groups.push(facts);
+    }
+    // A backup of this release holds every body its records reference (one of an earlier
+    // release, `bodies: null`, held none: its indexes are restored alone, as that release did).
+    if manifest.bodies.is_some() {
+        let held: BTreeSet<BodyId> = manifest.body_files().into_iter().map(|(id, _)| id).collect();
+        for (copy, facts) in manifest.groups.iter().zip(&groups) {
+            if let Some(id) = facts.bodies.difference(&held).next() {
+                return Err(BackupError::BodyNotInBackup {
+                    group: copy.group,
+                    id: *id,
+                });
+            }
+        }
     }
     Ok(VerifiedBackup {
         dir: dir.to_path_buf(),

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use super::error::SmError;
 use super::group_state::{GroupState, MailboxFiles};
 use super::manifest::Manifest;
+use crate::bodies::BodyId;
 use crate::index::{Header, LogPosition, MailboxIndex, VecStorage};
 use crate::state_machine::apply::hex;
 use crate::state_machine::MemoryFiles;
@@ -120,6 +121,8 @@ pub struct CheckedSnapshot {
     pub manifest: Manifest,
     /// How many mailbox index files the stream carries.
     pub mailboxes: usize,
+    /// The message bodies the indexes' records reference (`MailboxIndex::body_ids`), each once.
+    pub bodies: BTreeSet<BodyId>,
 }
 
 /// Reads a snapshot stream through and checks everything an install checks, and more: every
@@ -127,12 +130,14 @@ pub struct CheckedSnapshot {
 /// header on the applied position), each index file's own full check (`MailboxIndex::verify`:
 /// digests, order, counters), that it is the index its name says and records a position at or
 /// below the manifest's, and that the manifest names exactly the mailbox files present. Holds one
-/// file in memory at a time. For a backup, whose files are checked before anything is restored.
+/// file in memory at a time; collects the body ids the records reference on the way (16 bytes of
+/// each checked record). For a backup, whose files are checked before anything is restored.
 pub fn check_snapshot<R: Read>(input: R) -> Result<CheckedSnapshot, SmError> {
     let mut reader = SnapshotReader::new(input)?;
     let header = reader.header();
     let mut manifest = None;
     let mut guids = BTreeSet::new();
+    let mut bodies = BTreeSet::new();
     while let Some((name, bytes)) = reader.next_file()? {
         if name == MANIFEST_FILE {
             if manifest.is_some() {
@@ -157,6 +162,7 @@ pub fn check_snapshot<R: Read>(input: R) -> Result<CheckedSnapshot, SmError> {
         if !guids.insert(guid) {
             return Err(corrupt(&format!("{name} appears twice")));
         }
+        bodies.extend(index.body_ids().map(BodyId));
     }
     let manifest = manifest.ok_or_else(|| corrupt("no manifest"))?;
     if manifest.applied != header.applied {
@@ -169,6 +175,7 @@ pub fn check_snapshot<R: Read>(input: R) -> Result<CheckedSnapshot, SmError> {
         header,
         manifest,
         mailboxes: guids.len(),
+        bodies,
     })
 }
 
