@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http_body_util::channel::Channel;
 use http_body_util::BodyExt;
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::http::Method;
 use hyper_util::client::legacy::Client;
@@ -58,6 +58,54 @@ impl BodyTransfer {
         format!("{}://{api_addr}/admin/bodies/{id}", self.scheme)
     }
 
+    /// Sends one request to `url`: with `body`, the first `len` bytes of that file, streamed.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(std::fs::File, u64)>,
+    ) -> Result<hyper::Response<Incoming>, PeerApiError> {
+        let failed = |reason: String| PeerApiError::Request {
+            url: url.to_string(),
+            reason,
+        };
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(AUTHORIZATION, &self.authorization);
+        let body = match body {
+            Some((file, len)) => {
+                request = request
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, len);
+                file_body(file, 0, len)
+            }
+            None => Channel::new(1).1,
+        };
+        let request = request.body(body).map_err(|e| failed(e.to_string()))?;
+        self.client
+            .request(request)
+            .await
+            .map_err(|e| failed(error_chain(&e)))
+    }
+
+    /// The error for a member's answer that is not a success, with (the start of) its body.
+    async fn refused(url: &str, response: hyper::Response<Incoming>) -> PeerApiError {
+        let status = response.status().as_u16();
+        let body = match response.into_body().collect().await {
+            Ok(answer) => String::from_utf8_lossy(&answer.to_bytes())
+                .chars()
+                .take(500)
+                .collect(),
+            Err(_) => String::new(),
+        };
+        PeerApiError::Status {
+            url: url.to_string(),
+            status,
+            body,
+        }
+    }
+
     /// Sends body `id` from `store` to the member at `api_addr`, which checks it and stores it
     /// durably before it answers. `Ok(false)`: this node has no copy to send.
     pub async fn push(
@@ -67,42 +115,17 @@ impl BodyTransfer {
         id: BodyId,
         timeout: Duration,
     ) -> Result<bool, TransferError> {
-        let Some((file, size)) = store.open_unchecked(&id)? else {
+        let Some(file) = store.open_unchecked(&id)? else {
             return Ok(false);
         };
         let url = self.url(api_addr, &id);
-        let failed = |reason: String| PeerApiError::Request {
-            url: url.clone(),
-            reason,
-        };
         let call = async {
-            let request = hyper::Request::builder()
-                .method(Method::PUT)
-                .uri(&url)
-                .header(AUTHORIZATION, &self.authorization)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, size)
-                .body(file_body(file, 0, size))
-                .map_err(|e| failed(e.to_string()))?;
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| failed(error_chain(&e)))?;
-            let status = response.status();
-            let answer = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| failed(error_chain(&e)))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(PeerApiError::Status {
-                    url: url.clone(),
-                    status: status.as_u16(),
-                    body: String::from_utf8_lossy(&answer).chars().take(500).collect(),
-                });
+            let response = self.send(Method::PUT, &url, Some(file)).await?;
+            if !response.status().is_success() {
+                return Err(Self::refused(&url, response).await);
             }
+            // The answer's small JSON body, read so the connection can be reused.
+            let _ = response.into_body().collect().await;
             Ok(())
         };
         match tokio::time::timeout(timeout, call).await {
@@ -115,30 +138,10 @@ impl BodyTransfer {
     /// full body resync.
     pub async fn request_sweep(&self, api_addr: &str, timeout: Duration) -> Result<(), PeerApiError> {
         let url = format!("{}://{api_addr}/admin/bodies/sweep", self.scheme);
-        let failed = |reason: String| PeerApiError::Request {
-            url: url.clone(),
-            reason,
-        };
         let call = async {
-            let (_, empty) = Channel::new(1);
-            let request = hyper::Request::builder()
-                .method(Method::POST)
-                .uri(&url)
-                .header(AUTHORIZATION, &self.authorization)
-                .body(empty)
-                .map_err(|e| failed(e.to_string()))?;
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| failed(error_chain(&e)))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(PeerApiError::Status {
-                    url: url.clone(),
-                    status: status.as_u16(),
-                    body: String::new(),
-                });
+            let response = self.send(Method::POST, &url, None).await?;
+            if !response.status().is_success() {
+                return Err(Self::refused(&url, response).await);
             }
             Ok(())
         };
@@ -159,37 +162,13 @@ impl BodyTransfer {
         timeout: Duration,
     ) -> Result<Option<Stored>, TransferError> {
         let url = self.url(api_addr, &id);
-        let failed = |reason: String| PeerApiError::Request {
-            url: url.clone(),
-            reason,
-        };
         let call = async {
-            let (_, empty) = Channel::new(1);
-            let request = hyper::Request::builder()
-                .method(Method::GET)
-                .uri(&url)
-                .header(AUTHORIZATION, &self.authorization)
-                .body(empty)
-                .map_err(|e| failed(e.to_string()))?;
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| failed(error_chain(&e)))?;
-            let status = response.status();
-            if status == hyper::StatusCode::NOT_FOUND {
+            let response = self.send(Method::GET, &url, None).await?;
+            if response.status() == hyper::StatusCode::NOT_FOUND {
                 return Ok(None);
             }
-            if !status.is_success() {
-                let answer = response.into_body().collect().await.map(|c| c.to_bytes());
-                return Err(PeerApiError::Status {
-                    url: url.clone(),
-                    status: status.as_u16(),
-                    body: answer
-                        .map(|b| String::from_utf8_lossy(&b).chars().take(500).collect())
-                        .unwrap_or_default(),
-                }
-                .into());
+            if !response.status().is_success() {
+                return Err(Self::refused(&url, response).await.into());
             }
             let stored = put_stream(store.clone(), response.into_body(), max_bytes, Some(id)).await?;
             Ok(Some(stored))
