@@ -1,0 +1,1 @@
+//! ENVELOPE, BODYSTRUCTURE and sections from a message's stored bytes (being built).
