@@ -396,3 +396,57 @@ fn without_a_majority_a_delivery_is_refused_and_never_indexed() {
     assert_eq!(status, 200, "{listing}");
     assert_eq!(listing["messages"], json!([]), "a refused delivery was indexed");
 }
+
+/// A member that stops answering (SIGSTOP) while it is a delivering node's first choice for the
+/// copy a majority needs costs a hedge delay, not the deadline: every delivery through node 1
+/// is acknowledged with node 2 paused (a refusal naming the body's quorum fails the test: a
+/// majority was up), and once node 2 continues it gets every body from the background lane,
+/// with no read asking for them.
+#[test]
+fn a_paused_member_costs_a_hedge_and_gets_its_copies_from_the_background() {
+    let mut rng = Rng::new(seed("t56_bodies pause"));
+    let cluster = start();
+    // Node 1 pushes the copy its answers wait on to the member that answered fastest, and to a
+    // member with no record last: after this delivery node 2 (tried first, members in id order)
+    // is the one it would choose.
+    let warm = message(&mut rng, 4_000);
+    assert_eq!(deliver(&cluster.node(1).api, "INBOX", "", &warm).status, 200);
+    cluster.signal(2, libc::SIGSTOP);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let bytes = message(&mut rng, if i % 3 == 0 { 400_000 } else { 4_000 + i * 1_000 });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = deliver(&cluster.node(1).api, "INBOX", "", &bytes);
+            if answer.status == 200 {
+                break;
+            }
+            let text = answer.json().to_string();
+            assert!(
+                !text.contains("held by"),
+                "delivery {i} missed the body's majority with nodes 1 and 3 up: {text}"
+            );
+            // A group whose leader was node 2 elects another: retry until it has.
+            assert!(std::time::Instant::now() < deadline, "delivery {i}: {text}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ids.push(body_id(&bytes));
+    }
+    for id in &ids {
+        assert!(
+            stored_path(&cluster, 3, id).is_file(),
+            "node 3 holds every acknowledged body"
+        );
+    }
+    cluster.signal(2, libc::SIGCONT);
+    wait_until(
+        Duration::from_secs(60),
+        "node 2 has every body from the background lane",
+        || ids.iter().all(|id| stored_path(&cluster, 2, id).is_file()),
+    );
+    assert_eq!(
+        bodies_status(&cluster, 2)["fetches"],
+        0,
+        "no read fetched a body on node 2"
+    );
+}

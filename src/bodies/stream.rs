@@ -1,6 +1,7 @@
 //! Bodies between HTTP byte streams and the store: [`put_stream`] stores what an HTTP body yields
-//! (a client's delivery, a peer's transfer) without holding it in memory; [`file_body`] streams
-//! a stored body, or a byte range of it, out.
+//! (a client's delivery, a peer's transfer) without holding it in memory; [`read_head`] reads a
+//! body whole when it is small (a delivery's fast path) and hands a larger one back unread past
+//! its head; [`file_body`] streams a stored body, or a byte range of it, out.
 
 use std::io::{self, Read, SeekFrom};
 use std::sync::Arc;
@@ -59,6 +60,81 @@ where
     put.await.map_err(|e| BodyError::Input {
         source: io::Error::other(format!("the store's writer failed: {e}")),
     })?
+}
+
+/// What [`read_head`] found: the whole body (it ended within the limit), or its first chunks and
+/// the rest still to read, as one body again ([`Prefixed`]).
+pub enum Head<B> {
+    Whole(Bytes),
+    Longer(Prefixed<B>),
+}
+
+/// Reads `body` until it ends or more than `limit` bytes have come. A body that breaks on the
+/// way is [`BodyError::Input`].
+pub async fn read_head<B>(mut body: B, limit: usize) -> Result<Head<B>, BodyError>
+where
+    B: Body<Data = Bytes> + Unpin + Send,
+    B::Error: std::fmt::Display,
+{
+    let mut head = std::collections::VecDeque::new();
+    let mut len = 0usize;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    len += data.len();
+                    head.push_back(data);
+                    if len > limit {
+                        return Ok(Head::Longer(Prefixed { head, rest: body }));
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                return Err(BodyError::Input {
+                    source: io::Error::other(e.to_string()),
+                })
+            }
+        }
+    }
+    let mut whole = Vec::with_capacity(len);
+    for chunk in head {
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(Head::Whole(Bytes::from(whole)))
+}
+
+/// A body whose first chunks were read already: it yields them, then the rest of `rest`.
+pub struct Prefixed<B> {
+    head: std::collections::VecDeque<Bytes>,
+    rest: B,
+}
+
+impl<B> Body for Prefixed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, B::Error>>> {
+        if let Some(chunk) = self.head.pop_front() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+/// An HTTP body of `bytes`, sent as one chunk.
+pub fn bytes_body(bytes: Bytes) -> Channel<Bytes, io::Error> {
+    let (mut tx, body) = Channel::new(1);
+    tokio::spawn(async move {
+        let _ = tx.send_data(bytes).await;
+    });
+    body
 }
 
 /// `std::io::Read` over the chunks an async task sends (for [`BodyStore::put`] on a blocking
@@ -174,6 +250,43 @@ mod tests {
             Err(BodyError::Mismatch { .. })
         ));
         assert!(store.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_read_whole_and_a_larger_one_comes_back_entire() {
+        let (_dir, store) = store();
+        let bytes: Vec<u8> = (0..50_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let chunked = |bytes: &[u8]| {
+            frames(
+                bytes
+                    .chunks(7_000)
+                    .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                    .collect(),
+            )
+        };
+        match read_head(chunked(&bytes), bytes.len()).await.unwrap() {
+            Head::Whole(whole) => assert_eq!(&whole[..], &bytes[..]),
+            Head::Longer(_) => panic!("a body within the limit is read whole"),
+        }
+        let Head::Longer(rest) = read_head(chunked(&bytes), 10_000).await.unwrap() else {
+            panic!("a body over the limit is handed back");
+        };
+        let stored = put_stream(store.clone(), rest, 1 << 20, None).await.unwrap();
+        assert_eq!(stored.id, BodyId::of(&bytes), "no byte lost or repeated");
+        let broken = frames(vec![
+            Ok(Frame::data(Bytes::from_static(b"half"))),
+            Err(io::Error::other("gone")),
+        ]);
+        assert!(matches!(
+            read_head(broken, 100).await,
+            Err(BodyError::Input { .. })
+        ));
+        let sent = bytes_body(Bytes::from(bytes.clone()))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&sent[..], &bytes[..]);
     }
 
     /// A body yielding `frames` one by one (as a client's or a peer's body arrives).

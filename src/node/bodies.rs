@@ -22,10 +22,38 @@ use hyper::body::{Body, Bytes};
 use serde::Serialize;
 
 use super::body_backlog::{BacklogStatus, Backlogs, Enqueued, Job};
-use super::body_transfer::BodyTransfer;
+use super::body_transfer::{BodyTransfer, PushSource};
 use super::mail_group::MailGroup;
-use crate::bodies::stream::put_stream;
+use crate::bodies::stream::{put_stream, read_head, Head};
 use crate::bodies::{BodyError, BodyId, BodyStore, Stored};
+
+/// Bodies up to this size are read whole before they are stored, so this node's store and the
+/// peers' take them at the same time (a larger one streams into this node's store first).
+pub const SMALL_BODY: usize = 256 << 10;
+
+/// A push unanswered for this many times the member's usual time starts one to another member.
+const HEDGE_FACTOR: u32 = 4;
+const HEDGE_MIN: Duration = Duration::from_millis(20);
+const HEDGE_MAX: Duration = Duration::from_millis(500);
+/// The hedge delay for a member never pushed to yet.
+const HEDGE_UNKNOWN: Duration = Duration::from_millis(100);
+/// A member whose last push failed this recently is tried after the others.
+const FAILED_LATELY: Duration = Duration::from_secs(10);
+
+/// How pushes to one member went lately.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerScore {
+    /// Mean time of a successful push, in microseconds (0: none yet).
+    micros: u64,
+    failed_at: Option<Instant>,
+}
+
+impl PeerScore {
+    fn failed_lately(&self, now: Instant) -> bool {
+        self.failed_at
+            .is_some_and(|at| now.duration_since(at) < FAILED_LATELY)
+    }
+}
 
 /// How long one background push may take before the backlog tries the next.
 const BACKGROUND_PUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -93,6 +121,7 @@ struct Inner {
     /// Asks the body sweep (`node::body_sweep`) for a pass now.
     sweep: tokio::sync::Notify,
     counters: Counters,
+    scores: std::sync::Mutex<std::collections::HashMap<NodeId, PeerScore>>,
 }
 
 /// The node's bodies as `/admin/status` shows them.
@@ -142,6 +171,7 @@ impl NodeBodies {
                 wake: tokio::sync::Notify::new(),
                 sweep: tokio::sync::Notify::new(),
                 counters: Counters::default(),
+                scores: Default::default(),
             }),
         }
     }
@@ -155,71 +185,257 @@ impl NodeBodies {
     }
 
     /// Stores the body `body` yields here and on a majority of `group`'s voters before
-    /// `deadline` ([`NodeBodies::replicate`]).
+    /// `deadline`. A body of at most [`SMALL_BODY`] bytes is read whole first, and this node's
+    /// store and the peers' take it at the same time; a larger one is streamed into this node's
+    /// store, then pushed from there ([`NodeBodies::replicate`]).
     pub async fn deliver<B>(&self, group: u32, body: B, deadline: Instant) -> Result<Stored, BodiesError>
     where
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: std::fmt::Display,
     {
-        let stored = put_stream(self.inner.store.clone(), body, self.inner.max_message_bytes, None).await?;
-        self.replicate(group, stored.id, deadline).await?;
+        let max = self.inner.max_message_bytes;
+        let limit = SMALL_BODY.min(usize::try_from(max).unwrap_or(usize::MAX));
+        let bytes = match read_head(body, limit).await? {
+            Head::Whole(bytes) => bytes,
+            Head::Longer(body) => {
+                let stored = put_stream(self.inner.store.clone(), body, max, None).await?;
+                self.replicate(group, stored.id, deadline).await?;
+                return Ok(stored);
+            }
+        };
+        let id = BodyId::of(&bytes);
+        let (local_done, local_rx) = tokio::sync::watch::channel(None);
+        let store = self.inner.store.clone();
+        let local = {
+            let bytes = bytes.clone();
+            tokio::task::spawn_blocking(move || store.put(&mut &bytes[..], max, Some(id)))
+        };
+        let local = async {
+            let stored = local.await.map_err(|e| BodyError::Input {
+                source: std::io::Error::other(format!("the store's writer failed: {e}")),
+            });
+            let stored = stored.and_then(|stored| stored);
+            let _ = local_done.send(Some(stored.is_ok()));
+            stored
+        };
+        let source = PushSource::Memory(bytes);
+        let (stored, replicated) =
+            tokio::join!(local, self.push_to_quorum(group, id, source, local_rx, deadline));
+        let stored = stored?;
+        replicated?;
         Ok(stored)
     }
 
     /// Returns once a majority of `group`'s voters, this node counted when it is one, hold body
-    /// `id` (which this node holds) durably. Every other member is pushed the body too; the
-    /// pushes go on after the answer, and one that fails leaves the body in that peer's backlog.
+    /// `id` (which this node holds) durably ([`NodeBodies::push_to_quorum`]).
     pub async fn replicate(&self, group: u32, id: BodyId, deadline: Instant) -> Result<(), BodiesError> {
+        let (_, stored) = tokio::sync::watch::channel(Some(true));
+        let source = PushSource::Store(self.inner.store.clone());
+        self.push_to_quorum(group, id, source, stored, deadline).await
+    }
+
+    /// Pushes body `id` from `source` to as many of `group`'s other voters as a majority needs
+    /// besides this node (when it is a voter), answering once they hold it durably, and gives
+    /// every other member the body from the background lane: the third copy of a three-node
+    /// group does not compete with the two the answer waits for. The first pushes go to the
+    /// members that answered fastest lately; another is started when one fails, and when none
+    /// has answered within a few times their usual time (a slow or unreachable member costs a
+    /// hedge delay, not the deadline). A push still running after the answer goes on; one that
+    /// fails, and every member not pushed to, waits in that peer's backlog once `local` says
+    /// this node's own copy is stored (the backlog pushes from the store).
+    async fn push_to_quorum(
+        &self,
+        group: u32,
+        id: BodyId,
+        source: PushSource,
+        local: tokio::sync::watch::Receiver<Option<bool>>,
+        deadline: Instant,
+    ) -> Result<(), BodiesError> {
         let inner = &self.inner;
         let me = inner.raft.node_id();
         let voters = inner.raft.metrics(group)?.voters;
         let members = inner.raft.member_nodes(group)?;
         let needed = voters.len() / 2 + 1;
-        let mut held = usize::from(voters.contains(&me));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for (peer, node) in members.into_iter().filter(|(peer, _)| *peer != me) {
-            let (bodies, tx) = (self.clone(), tx.clone());
-            tokio::spawn(async move {
-                let timeout = deadline.saturating_duration_since(Instant::now());
-                let result = bodies
-                    .inner
-                    .urgent
-                    .push(&node.api_addr, &bodies.inner.store, id, timeout)
-                    .await;
-                if let Err(e) = &result {
-                    tracing::debug!(peer, body = %id, error = %e, "push failed; the body waits in the peer's backlog");
-                    bodies.enqueue(peer, id);
-                }
-                let _ = tx.send((peer, result));
+        let wanted = needed - usize::from(voters.contains(&me));
+        // Voters first, fastest first; members that are not voters only ever get the background.
+        let mut candidates: Vec<_> = members.into_iter().filter(|(peer, _)| *peer != me).collect();
+        {
+            let scores = inner
+                .scores
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            candidates.sort_by_key(|(peer, _)| {
+                let score = scores.get(peer).copied().unwrap_or_default();
+                // Members never pushed to yet come after those with a record.
+                let micros = if score.micros == 0 { u64::MAX } else { score.micros };
+                (!voters.contains(peer), score.failed_lately(now), micros)
             });
         }
-        drop(tx);
-        let mut last_error = String::from("no other voter");
-        while held < needed {
-            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some((peer, Ok(true)))) if voters.contains(&peer) => held += 1,
-                Ok(Some((peer, Ok(_)))) if voters.contains(&peer) => {
-                    last_error = format!("node {peer}: this node lost its copy")
+        let mut untried = candidates.into_iter().collect::<std::collections::VecDeque<_>>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let start = |peer: NodeId, api_addr: String| {
+            let (bodies, tx, source, local) = (self.clone(), tx.clone(), source.clone(), local.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let timeout = deadline.saturating_duration_since(started);
+                let result = bodies.inner.urgent.push(&api_addr, &source, id, timeout).await;
+                bodies.score(peer, started, result.is_ok());
+                let failed = result.is_err();
+                if let Err(e) = &result {
+                    tracing::debug!(peer, body = %id, error = %e, "push failed; the body waits in the peer's backlog");
                 }
-                Ok(Some((_, Ok(_)))) => {}
-                Ok(Some((peer, Err(e)))) => last_error = format!("node {peer}: {e}"),
-                Ok(None) => break,
-                Err(_) => {
-                    last_error = format!("deadline reached; last: {last_error}");
+                let _ = tx.send((peer, result));
+                if failed {
+                    bodies.enqueue_once_stored(peer, id, local).await;
+                }
+            });
+        };
+        let mut running = 0usize;
+        let mut last_started = None;
+        let mut hedge_at = Instant::now();
+        let mut held = 0usize;
+        let mut last_error = String::from("no other voter");
+        let mut answered = false;
+        loop {
+            // Enough pushes running for the copies still wanted; one more when the hedge is due.
+            let hedge_due = Instant::now() >= hedge_at && running > 0;
+            if let (true, Some(slow)) = (hedge_due, last_started) {
+                // Overdue: the next deliveries try the others first until it answers again.
+                self.mark_slow(slow);
+            }
+            while held + running < wanted || (hedge_due && held < wanted) {
+                let Some((peer, node)) = untried.pop_front() else {
+                    break;
+                };
+                if !voters.contains(&peer) {
+                    untried.push_front((peer, node));
+                    break;
+                }
+                hedge_at = Instant::now() + self.hedge_delay(peer);
+                last_started = Some(peer);
+                if !answered {
+                    last_error = format!("node {peer}: no answer yet");
+                }
+                start(peer, node.api_addr);
+                running += 1;
+                if hedge_due {
                     break;
                 }
             }
+            if held >= wanted || running == 0 {
+                break;
+            }
+            let wake = if untried.front().is_some_and(|(peer, _)| voters.contains(peer)) {
+                hedge_at.min(deadline)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(wake.into(), rx.recv()).await {
+                Ok(Some((_, Ok(true)))) => {
+                    running -= 1;
+                    held += 1;
+                }
+                Ok(Some((peer, Ok(false)))) => {
+                    running -= 1;
+                    answered = true;
+                    last_error = format!("node {peer}: this node lost its copy");
+                }
+                Ok(Some((peer, Err(e)))) => {
+                    running -= 1;
+                    answered = true;
+                    last_error = format!("node {peer}: {e}");
+                }
+                Ok(None) => break,
+                Err(_) if Instant::now() >= deadline => {
+                    last_error = format!("deadline reached; last: {last_error}");
+                    break;
+                }
+                Err(_) => {} // the hedge is due
+            }
         }
-        if held >= needed {
+        // Every member not pushed to gets the body from the background lane.
+        let rest: Vec<NodeId> = untried.into_iter().map(|(peer, _)| peer).collect();
+        if !rest.is_empty() {
+            let bodies = self.clone();
+            tokio::spawn(async move {
+                for peer in rest {
+                    bodies.enqueue_once_stored(peer, id, local.clone()).await;
+                }
+            });
+        }
+        if held >= wanted {
             return Ok(());
         }
         Err(BodiesError::NoQuorum {
             group,
             id,
-            held,
+            held: held + (needed - wanted),
             needed,
             reason: last_error,
         })
+    }
+
+    /// Puts body `id` in `peer`'s backlog once this node's own copy is stored (`local` says
+    /// whether it was: a copy that failed to store is not owed to anyone).
+    async fn enqueue_once_stored(
+        &self,
+        peer: NodeId,
+        id: BodyId,
+        mut local: tokio::sync::watch::Receiver<Option<bool>>,
+    ) {
+        if let Ok(stored) = local.wait_for(Option::is_some).await {
+            if *stored == Some(true) {
+                self.enqueue(peer, id);
+            }
+        }
+    }
+
+    /// Records how a push to `peer` that started at `started` went.
+    fn score(&self, peer: NodeId, started: Instant, ok: bool) {
+        let mut scores = self
+            .inner
+            .scores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let score = scores.entry(peer).or_default();
+        if ok {
+            let micros = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u64;
+            // An exponentially weighted mean (weight 1/8 for the newest).
+            score.micros = if score.micros == 0 {
+                micros
+            } else {
+                (score.micros * 7 + micros) / 8
+            };
+            score.failed_at = None;
+        } else {
+            score.failed_at = Some(Instant::now());
+        }
+    }
+
+    /// Ranks `peer` after the others for the next pushes (until a push to it succeeds).
+    fn mark_slow(&self, peer: NodeId) {
+        let mut scores = self
+            .inner
+            .scores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        scores.entry(peer).or_default().failed_at = Some(Instant::now());
+    }
+
+    /// How long a push to `peer` may go unanswered before another member is pushed to as well.
+    fn hedge_delay(&self, peer: NodeId) -> Duration {
+        let scores = self
+            .inner
+            .scores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match scores.get(&peer).map(|s| s.micros) {
+            Some(micros) if micros > 0 => {
+                (Duration::from_micros(micros) * HEDGE_FACTOR).clamp(HEDGE_MIN, HEDGE_MAX)
+            }
+            _ => HEDGE_UNKNOWN,
+        }
     }
 
     /// Opens body `id` of `group` for reading, checked; a copy this node lacks (or that fails
@@ -321,7 +537,12 @@ impl NodeBodies {
             let background = &self.inner.background;
             let result = match job {
                 Job::Push(id) => background
-                    .push(&api_addr, &self.inner.store, id, BACKGROUND_PUSH_TIMEOUT)
+                    .push(
+                        &api_addr,
+                        &PushSource::Store(self.inner.store.clone()),
+                        id,
+                        BACKGROUND_PUSH_TIMEOUT,
+                    )
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),

@@ -17,7 +17,7 @@ use hyper::http::Method;
 use hyper_util::client::legacy::Client;
 
 use super::peer_api::{error_chain, http_client_for, ClientTlsError, Connector, PeerApiError};
-use crate::bodies::stream::{file_body, put_stream};
+use crate::bodies::stream::{bytes_body, file_body, put_stream};
 use crate::bodies::{BodyError, BodyId, BodyStore, Stored};
 
 /// Why a transfer failed.
@@ -28,6 +28,14 @@ pub enum TransferError {
     /// This node's own store failed (reading what to send, or storing what came).
     #[error(transparent)]
     Store(#[from] BodyError),
+}
+
+/// What a push sends: a stored copy, or the bytes of a small body still in memory (a delivery
+/// pushes those while its own node stores them).
+#[derive(Debug, Clone)]
+pub enum PushSource {
+    Store(Arc<BodyStore>),
+    Memory(Bytes),
 }
 
 /// A client for other members' body endpoints.
@@ -44,6 +52,12 @@ impl std::fmt::Debug for BodyTransfer {
     }
 }
 
+/// A request's body.
+enum Payload {
+    File(std::fs::File, u64),
+    Bytes(Bytes),
+}
+
 impl BodyTransfer {
     /// A client over plain HTTP, or over HTTPS trusting the PEM CA certificates in `roots`.
     pub fn new(admin_token: &str, roots: Option<&Path>) -> Result<BodyTransfer, ClientTlsError> {
@@ -58,12 +72,13 @@ impl BodyTransfer {
         format!("{}://{api_addr}/admin/bodies/{id}", self.scheme)
     }
 
-    /// Sends one request to `url`: with `body`, the first `len` bytes of that file, streamed.
+    /// Sends one request to `url`: with `body`, the first `len` bytes of that file, streamed,
+    /// or those bytes.
     async fn send(
         &self,
         method: Method,
         url: &str,
-        body: Option<(std::fs::File, u64)>,
+        body: Option<Payload>,
     ) -> Result<hyper::Response<Incoming>, PeerApiError> {
         let failed = |reason: String| PeerApiError::Request {
             url: url.to_string(),
@@ -73,13 +88,18 @@ impl BodyTransfer {
             .method(method)
             .uri(url)
             .header(AUTHORIZATION, &self.authorization);
+        if let Some(payload) = &body {
+            let len = match payload {
+                Payload::File(_, len) => *len,
+                Payload::Bytes(bytes) => bytes.len() as u64,
+            };
+            request = request
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, len);
+        }
         let body = match body {
-            Some((file, len)) => {
-                request = request
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, len);
-                file_body(file, 0, len)
-            }
+            Some(Payload::File(file, len)) => file_body(file, 0, len),
+            Some(Payload::Bytes(bytes)) => bytes_body(bytes),
             None => Channel::new(1).1,
         };
         let request = request.body(body).map_err(|e| failed(e.to_string()))?;
@@ -106,21 +126,25 @@ impl BodyTransfer {
         }
     }
 
-    /// Sends body `id` from `store` to the member at `api_addr`, which checks it and stores it
-    /// durably before it answers. `Ok(false)`: this node has no copy to send.
+    /// Sends body `id` from `source` to the member at `api_addr`, which checks it and stores it
+    /// durably before it answers. `Ok(false)`: this node's store has no copy to send.
     pub async fn push(
         &self,
         api_addr: &str,
-        store: &BodyStore,
+        source: &PushSource,
         id: BodyId,
         timeout: Duration,
     ) -> Result<bool, TransferError> {
-        let Some(file) = store.open_unchecked(&id)? else {
-            return Ok(false);
+        let payload = match source {
+            PushSource::Memory(bytes) => Payload::Bytes(bytes.clone()),
+            PushSource::Store(store) => match store.open_unchecked(&id)? {
+                Some((file, len)) => Payload::File(file, len),
+                None => return Ok(false),
+            },
         };
         let url = self.url(api_addr, &id);
         let call = async {
-            let response = self.send(Method::PUT, &url, Some(file)).await?;
+            let response = self.send(Method::PUT, &url, Some(payload)).await?;
             if !response.status().is_success() {
                 return Err(Self::refused(&url, response).await);
             }
