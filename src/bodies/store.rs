@@ -17,9 +17,12 @@
 //! - **Reading** ([`BodyStore::open`]) checks the whole file against its name before handing it
 //!   out: a copy that fails is never served; it is moved to `quarantine/` and counted, and the
 //!   caller fetches it again from a peer.
+//! - **Small bodies** ([`BodyStore::put_small`], at most a delivery's `SMALL_BODY`) are made
+//!   durable by the journal (`journal`: one append and an `fdatasync` shared by concurrent
+//!   puts) rather than by syncing their file and directory; the journal is replayed when the
+//!   store opens.
 //! - Leftovers of a crash in `tmp/` are removed when the store opens.
 
-use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -29,94 +32,8 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-/// A body's name: the first 128 bits of the SHA-256 of its bytes.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
-pub struct BodyId(pub [u8; 16]);
-
-impl BodyId {
-    /// The id of `bytes`.
-    pub fn of(bytes: &[u8]) -> BodyId {
-        BodyId::from_digest(&Sha256::digest(bytes))
-    }
-
-    fn from_digest(digest: &[u8]) -> BodyId {
-        BodyId(digest[..16].try_into().expect("a SHA-256 has 32 bytes"))
-    }
-
-    /// Lower-case hex, 32 characters.
-    pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Parses 32 hex characters.
-    pub fn parse(text: &str) -> Option<BodyId> {
-        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let mut id = [0u8; 16];
-        for (i, byte) in id.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(BodyId(id))
-    }
-}
-
-impl fmt::Debug for BodyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BodyId({})", self.hex())
-    }
-}
-
-impl fmt::Display for BodyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.hex())
-    }
-}
-
-/// What can go wrong with the store.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("{path}: I/O error while {action}: {source}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    /// The body's bytes could not be read from where they came from (a client that went away,
-    /// a peer's broken transfer); nothing was stored.
-    #[error("reading the body: {source}")]
-    Input {
-        #[source]
-        source: io::Error,
-    },
-    /// The body is larger than allowed; nothing was stored.
-    #[error("the message is larger than {max} bytes")]
-    TooLarge { max: u64 },
-    /// The stored copy's bytes do not hash to its name: it was moved to `quarantine/`.
-    #[error("body {id}: the stored copy is damaged (hashes to {actual}); moved aside")]
-    Damaged { id: BodyId, actual: BodyId },
-    /// Bytes received as body `expected` hash to another id: nothing was stored.
-    #[error("body {expected}: the bytes received hash to {actual}")]
-    Mismatch { expected: BodyId, actual: BodyId },
-}
-
-impl BodyError {
-    fn io(path: &Path, action: &'static str, source: io::Error) -> BodyError {
-        BodyError::Io {
-            path: path.to_path_buf(),
-            action,
-            source,
-        }
-    }
-
-    /// Whether the failure is a full disk (a retry later may succeed).
-    pub fn is_out_of_space(&self) -> bool {
-        matches!(self, BodyError::Io { source, .. } if crate::state_machine::error::is_out_of_space(source))
-    }
-}
+pub use super::id::{hash_reader, BodyError, BodyId};
+use super::journal::{replay, Journal, Replayed};
 
 /// A body written by [`BodyStore::put`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +67,9 @@ pub struct BodyStore {
     /// [`BodyStore::remove_if_stale`] while it checks that time and deletes: so a put that
     /// returns `written: false` always leaves a copy whose time is its own.
     refresh: Mutex<()>,
+    /// Where [`BodyStore::put_small`] makes bodies durable (`None` only while the store opens).
+    journal: Option<Journal>,
+    replayed: Replayed,
 }
 
 impl BodyStore {
@@ -160,15 +80,26 @@ impl BodyStore {
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| BodyError::io(&tmp, "clearing", e))?;
         }
-        for sub in [dir.join("tmp"), dir.join("quarantine")] {
+        let journal = dir.join("journal");
+        for sub in [dir.join("tmp"), dir.join("quarantine"), journal.clone()] {
             fs::create_dir_all(&sub).map_err(|e| BodyError::io(&sub, "creating", e))?;
         }
-        Ok(BodyStore {
+        let mut store = BodyStore {
             dir,
             damaged: AtomicU64::new(0),
             next_tmp: AtomicU64::new(0),
             refresh: Mutex::new(()),
-        })
+            journal: None,
+            replayed: Replayed::default(),
+        };
+        store.replayed = replay(&journal, &store.dir, |bytes, id| {
+            store.put(&mut &bytes[..], u64::MAX, Some(id)).map(|_| ())
+        })?;
+        if store.replayed.records > 0 {
+            tracing::info!(replayed = ?store.replayed, "replayed the body journal");
+        }
+        store.journal = Some(Journal::open(journal, store.dir.clone())?);
+        Ok(store)
     }
 
     /// Where body `id` lives.
@@ -240,23 +171,8 @@ impl BodyStore {
             }
         }
         let target = self.path_of(&id);
-        {
-            let _refresh = self.refresh.lock().unwrap_or_else(PoisonError::into_inner);
-            if target.is_file() {
-                // Present already: the copy's time becomes now, as if written, so the collector
-                // counts its grace from this put (the body is about to be referenced again);
-                // synced, so a crash does not take the refresh back while the entry is pending.
-                File::options()
-                    .write(true)
-                    .open(&target)
-                    .and_then(|f| f.set_modified(SystemTime::now()).and_then(|()| f.sync_all()))
-                    .map_err(|e| BodyError::io(&target, "refreshing the modification time of", e))?;
-                return Ok(Stored {
-                    id,
-                    size,
-                    written: false,
-                });
-            }
+        if let Some(present) = self.refresh_if_present(&target, id, size)? {
+            return Ok(present);
         }
         file.sync_all().map_err(|e| BodyError::io(tmp, "syncing", e))?;
         drop(file);
@@ -269,6 +185,82 @@ impl BodyStore {
             size,
             written: true,
         })
+    }
+
+    /// If the store holds body `id` already, sets its copy's time to now, as if written, so
+    /// the collector counts its grace from this put (the body is about to be referenced again);
+    /// synced, so a crash does not take the refresh back while the entry is pending.
+    fn refresh_if_present(&self, target: &Path, id: BodyId, size: u64) -> Result<Option<Stored>, BodyError> {
+        let _refresh = self.refresh.lock().unwrap_or_else(PoisonError::into_inner);
+        if !target.is_file() {
+            return Ok(None);
+        }
+        File::options()
+            .write(true)
+            .open(target)
+            .and_then(|f| f.set_modified(SystemTime::now()).and_then(|()| f.sync_all()))
+            .map_err(|e| BodyError::io(target, "refreshing the modification time of", e))?;
+        Ok(Some(Stored {
+            id,
+            size,
+            written: false,
+        }))
+    }
+
+    /// Stores `bytes` (at most `max_bytes`; if `expected` is given, they must hash to it), as
+    /// [`BodyStore::put`] does, durably once it returns, with one `fdatasync` of the journal
+    /// shared with every concurrent put instead of two `fsync`s of its own (`journal`): the
+    /// file goes into place unsynced, then its record is appended to the journal and synced.
+    pub fn put_small(
+        &self,
+        bytes: &[u8],
+        max_bytes: u64,
+        expected: Option<BodyId>,
+    ) -> Result<Stored, BodyError> {
+        let size = bytes.len() as u64;
+        if size > max_bytes {
+            return Err(BodyError::TooLarge { max: max_bytes });
+        }
+        let id = BodyId::of(bytes);
+        if let Some(expected) = expected {
+            if expected != id {
+                return Err(BodyError::Mismatch { expected, actual: id });
+            }
+        }
+        let Some(journal) = &self.journal else {
+            return self.put(&mut &bytes[..], max_bytes, expected);
+        };
+        let target = self.path_of(&id);
+        if let Some(present) = self.refresh_if_present(&target, id, size)? {
+            return Ok(present);
+        }
+        let tmp = self.dir.join("tmp").join(format!(
+            "{}-{}",
+            std::process::id(),
+            self.next_tmp.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = fs::write(&tmp, bytes).map_err(|e| BodyError::io(&tmp, "writing", e));
+        let parent = target.parent().expect("a fan-out directory");
+        let placed = written
+            .and_then(|()| fs::create_dir_all(parent).map_err(|e| BodyError::io(parent, "creating", e)))
+            .and_then(|()| {
+                fs::rename(&tmp, &target).map_err(|e| BodyError::io(&target, "renaming into place", e))
+            });
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        journal.append(id, bytes)?;
+        Ok(Stored {
+            id,
+            size,
+            written: true,
+        })
+    }
+
+    /// What the journal's replay did when the store opened.
+    pub fn replayed(&self) -> Replayed {
+        self.replayed
     }
 
     /// Opens body `id` after checking every byte against its name, rewound to its start; `None`
@@ -380,20 +372,6 @@ impl BodyStore {
         }
         out.sort_by_key(|(id, _, _)| *id);
         Ok(out)
-    }
-}
-
-/// The id of everything `input` yields.
-pub fn hash_reader(input: &mut impl Read) -> io::Result<BodyId> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        match input.read(&mut buf) {
-            Ok(0) => return Ok(BodyId::from_digest(&hasher.finalize())),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
     }
 }
 

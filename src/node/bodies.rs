@@ -1,14 +1,15 @@
 //! `NodeBodies`: a node's message bodies beside its groups (ARCHITECTURE.md §3, "A delivery").
 //!
-//! - **A delivery's body** ([`NodeBodies::deliver`]) is stored here, then pushed to the other
-//!   members of the user's group at once; the call returns when a majority of the group's voters
-//!   (this node counted when it is one) hold it durably — only then may the index entry that
-//!   names it be proposed, so an acknowledged delivery survives the loss of any minority.
-//! - **The other members** get it from the same pushes, which go on after the answer; a push that
-//!   fails puts the body in that peer's **backlog**, drained in the background on connections of
-//!   its own ([`BodyTransfer`]), so it never delays a delivery, a reader or Raft traffic. A
-//!   backlog holds ids, not bytes (the bytes are in the store): in memory, then on disk, then a
-//!   mark for a full body resync (`node::body_backlog`).
+//! - **A delivery's body** ([`NodeBodies::deliver`]) is stored here and pushed to as many other
+//!   voters of the user's group as a majority needs (a small body: both at once; hedged to
+//!   another voter when one fails or is slow); the call returns when a majority of the group's
+//!   voters (this node counted when it is one) hold it durably — only then may the index entry
+//!   that names it be proposed, so an acknowledged delivery survives the loss of any minority.
+//! - **The other members** get it from the background lane: a push that fails, and every member
+//!   not pushed to, puts the body in that peer's **backlog**, drained in the background on
+//!   connections of its own ([`BodyTransfer`]), so it never delays a delivery, a reader or Raft
+//!   traffic. A backlog holds ids, not bytes (the bytes are in the store): in memory, then on
+//!   disk, then a mark for a full body resync (`node::body_backlog`).
 //! - **A read** ([`NodeBodies::open`]) checks the stored copy; a missing or damaged one (moved
 //!   aside by the check) is fetched at once from a member that has it, on the urgent
 //!   connections, checked, stored and served.
@@ -186,7 +187,8 @@ impl NodeBodies {
 
     /// Stores the body `body` yields here and on a majority of `group`'s voters before
     /// `deadline`. A body of at most [`SMALL_BODY`] bytes is read whole first, and this node's
-    /// store and the peers' take it at the same time; a larger one is streamed into this node's
+    /// store (through its journal, `BodyStore::put_small`) and the peers' take it at the same
+    /// time; a larger one is streamed into this node's
     /// store, then pushed from there ([`NodeBodies::replicate`]).
     pub async fn deliver<B>(&self, group: u32, body: B, deadline: Instant) -> Result<Stored, BodiesError>
     where
@@ -208,7 +210,7 @@ impl NodeBodies {
         let store = self.inner.store.clone();
         let local = {
             let bytes = bytes.clone();
-            tokio::task::spawn_blocking(move || store.put(&mut &bytes[..], max, Some(id)))
+            tokio::task::spawn_blocking(move || store.put_small(&bytes, max, Some(id)))
         };
         let local = async {
             let stored = local.await.map_err(|e| BodyError::Input {

@@ -17,8 +17,9 @@ use serde_json::json;
 use super::state::AdminState;
 use crate::api::extract::{OptionalJson, PathParams};
 use crate::api::{ApiError, ErrorCode};
-use crate::bodies::stream::{file_body, put_stream};
+use crate::bodies::stream::{file_body, put_stream, read_head, Head};
 use crate::bodies::{BodyError, BodyId};
+use crate::node::bodies::SMALL_BODY;
 use crate::node::body_check::{check_bodies, repair_bodies, BodyCheck, BodyRepair, CheckRequest};
 
 pub(super) fn routes() -> Router<AdminState> {
@@ -56,13 +57,19 @@ async fn store(
         return Err(ApiError::new(ErrorCode::InsufficientStorage, reason));
     }
     let bodies = &admin.bodies;
-    let stored = put_stream(
-        bodies.store().clone(),
-        request.into_body(),
-        bodies.max_message_bytes(),
-        Some(id),
-    )
-    .await
+    let max = bodies.max_message_bytes();
+    // A small body (a delivery's push) is read whole and made durable through the store's
+    // journal; a larger one streams into the store.
+    let limit = SMALL_BODY.min(usize::try_from(max).unwrap_or(usize::MAX));
+    let stored = match read_head(request.into_body(), limit).await.map_err(store_error)? {
+        Head::Whole(bytes) => {
+            let store = bodies.store().clone();
+            tokio::task::spawn_blocking(move || store.put_small(&bytes, max, Some(id)))
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("the store's writer failed: {e}")))?
+        }
+        Head::Longer(body) => put_stream(bodies.store().clone(), body, max, Some(id)).await,
+    }
     .map_err(store_error)?;
     let status = if stored.written {
         StatusCode::CREATED
