@@ -8,28 +8,35 @@
 //! returns, the body survives a crash: either its file made it to disk, or the journal replays
 //! it into place when the store opens.
 //!
+//! Segments are written full of zeros and synced before their first record (the next one on a
+//! thread of its own while the active one fills), so an append overwrites allocated blocks and
+//! its `fdatasync` writes data, not the file's size and extents as well.
+//!
 //! A segment that reaches [`SEGMENT_BYTES`] is synced, replaced by the next, and *checkpointed*
 //! by a thread of its own: the files its records named are synced (with their directories),
 //! then the segment is deleted. A checkpoint cut short (a crash) leaves the segment, replayed
 //! at the next open.
 //!
 //! **Replay** ([`replay`]) reads each segment in order; every whole record whose bytes hash to
-//! its id is put in place durably unless a good copy is there already, then the segment goes. A
-//! record cut short at a segment's end (a crash during its append, so never acknowledged) ends
-//! that segment's replay; it is logged with the bytes it skipped.
+//! its id is put in place durably unless a good copy is there already, then the segment goes.
+//! The zeros after the last record end it quietly; a record cut short at a segment's end (a
+//! crash during its append, so never acknowledged) ends that segment's replay too, logged with
+//! the bytes it skipped.
 //!
 //! Record layout: `DVJ1` (4 bytes), the body's length (u32, little-endian), its id (16 bytes),
 //! its bytes.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::id::{hash_reader, BodyError, BodyId};
 
-/// A segment at least this long is replaced by a new one before the next append.
-pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// A segment's size: an append that would go past it goes to a new segment (one record longer
+/// than this makes its segment longer).
+pub const SEGMENT_BYTES: u64 = 4 << 20;
 
 pub(super) const MAGIC: &[u8; 4] = b"DVJ1";
 pub(super) const HEADER: usize = 4 + 4 + 16;
@@ -57,6 +64,24 @@ pub struct Journal {
     blobs: PathBuf,
     active: Mutex<Active>,
     synced: Mutex<Synced>,
+    /// The next segment, zeroed and synced in advance (by a thread of its own).
+    next: Arc<NextSlot>,
+}
+
+/// The next segment's preparation: set to `Zeroing` before its thread starts, so a rotation
+/// waits for it rather than creating the same segment at the same time.
+#[derive(Default)]
+struct NextSlot {
+    state: Mutex<Next>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+enum Next {
+    #[default]
+    Idle,
+    Zeroing(u64),
+    Ready(u64, File),
 }
 
 impl std::fmt::Debug for Journal {
@@ -67,6 +92,11 @@ impl std::fmt::Debug for Journal {
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("seg-{seq:020}"))
+}
+
+/// Where a segment is zeroed before it is renamed into place (removed at open if a crash left it).
+fn preparing_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("seg-{seq:020}.zeroing"))
 }
 
 /// The segments in `dir`, oldest first.
@@ -139,7 +169,7 @@ pub fn replay(
                 report.restored += 1;
             }
         }
-        if at < bytes.len() {
+        if bytes[at..].iter().any(|&b| b != 0) {
             report.skipped_bytes += (bytes.len() - at) as u64;
             tracing::warn!(
                 segment = %path.display(),
@@ -169,9 +199,18 @@ impl Journal {
     /// Opens the journal in `dir` (which [`replay`] has emptied) with a new segment.
     pub fn open(dir: PathBuf, blobs: PathBuf) -> Result<Journal, BodyError> {
         fs::create_dir_all(&dir).map_err(|e| BodyError::io(&dir, "creating", e))?;
+        for entry in fs::read_dir(&dir)
+            .map_err(|e| BodyError::io(&dir, "listing", e))?
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().ends_with(".zeroing") {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(|e| BodyError::io(&path, "removing", e))?;
+            }
+        }
         let seq = segments(&dir)?.last().map_or(0, |(seq, _)| seq + 1);
         let file = create_segment(&dir, seq)?;
-        Ok(Journal {
+        let journal = Journal {
             dir,
             blobs,
             active: Mutex::new(Active {
@@ -181,7 +220,50 @@ impl Journal {
                 ids: Vec::new(),
             }),
             synced: Mutex::new(Synced { seq, upto: 0 }),
-        })
+            next: Arc::default(),
+        };
+        journal.prepare(seq + 1);
+        Ok(journal)
+    }
+
+    /// Zeroes segment `seq` on a thread of its own, for the next rotation.
+    fn prepare(&self, seq: u64) {
+        *self.next.state.lock().unwrap_or_else(PoisonError::into_inner) = Next::Zeroing(seq);
+        let (dir, next) = (self.dir.clone(), self.next.clone());
+        let spawned = std::thread::Builder::new()
+            .name("body-journal-zeroing".into())
+            .spawn(move || {
+                let created = create_segment(&dir, seq);
+                let mut state = next.state.lock().unwrap_or_else(PoisonError::into_inner);
+                *state = match created {
+                    Ok(file) => Next::Ready(seq, file),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "zeroing the next body journal segment failed; the rotation will create it");
+                        Next::Idle
+                    }
+                };
+                next.ready.notify_all();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start zeroing the next body journal segment");
+            *self.next.state.lock().unwrap_or_else(PoisonError::into_inner) = Next::Idle;
+        }
+    }
+
+    /// Segment `seq`, zeroed in advance (waiting for its thread if it is still at it), or now.
+    fn take_next(&self, seq: u64) -> Result<File, BodyError> {
+        let mut state = self.next.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while matches!(*state, Next::Zeroing(s) if s == seq) {
+            state = self
+                .next
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        match std::mem::take(&mut *state) {
+            Next::Ready(s, file) if s == seq => Ok(file),
+            _ => create_segment(&self.dir, seq),
+        }
     }
 
     /// Appends body `id`'s record and returns once it is durable (synced by this call or by
@@ -197,12 +279,13 @@ impl Journal {
         record.extend_from_slice(body);
         let (seq, end) = {
             let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
-            if active.len >= SEGMENT_BYTES {
+            if active.len > 0 && active.len + record.len() as u64 > SEGMENT_BYTES {
                 self.rotate(&mut active)?;
             }
             let path = segment_path(&self.dir, active.seq);
-            (&*active.file)
-                .write_all(&record)
+            active
+                .file
+                .write_all_at(&record, active.len)
                 .map_err(|e| BodyError::io(&path, "appending to", e))?;
             active.len += record.len() as u64;
             active.ids.push(id);
@@ -232,7 +315,9 @@ impl Journal {
             .file
             .sync_data()
             .map_err(|e| BodyError::io(&old_path, "syncing", e))?;
-        let file = create_segment(&self.dir, active.seq + 1)?;
+        let seq = active.seq + 1;
+        let file = self.take_next(seq)?;
+        self.prepare(seq + 1);
         let ids = std::mem::take(&mut active.ids);
         active.seq += 1;
         active.file = Arc::new(file);
@@ -273,13 +358,45 @@ fn checkpoint(dir: &Path, blobs: &Path, path: &Path, ids: &[BodyId]) -> Result<(
     sync_path(dir)
 }
 
+/// Creates segment `seq`: [`SEGMENT_BYTES`] of zeros, synced, renamed into place; on a disk
+/// too full for that, an empty one (its appends then grow it, each sync a little dearer).
 fn create_segment(dir: &Path, seq: u64) -> Result<File, BodyError> {
-    let path = segment_path(dir, seq);
+    match create_zeroed(dir, seq) {
+        Err(e) if e.is_out_of_space() => {
+            let _ = fs::remove_file(preparing_path(dir, seq));
+            tracing::warn!(error = %e, "no room to zero a body journal segment; starting an empty one");
+            let path = segment_path(dir, seq);
+            let file = File::options()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| BodyError::io(&path, "creating", e))?;
+            sync_path(dir)?;
+            Ok(file)
+        }
+        created => created,
+    }
+}
+
+fn create_zeroed(dir: &Path, seq: u64) -> Result<File, BodyError> {
+    let (preparing, path) = (preparing_path(dir, seq), segment_path(dir, seq));
+    let zeros = vec![0u8; 1 << 20];
     let file = File::options()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| BodyError::io(&path, "creating", e))?;
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&preparing)
+        .and_then(|mut file| {
+            for _ in 0..SEGMENT_BYTES / zeros.len() as u64 {
+                file.write_all(&zeros)?;
+            }
+            file.sync_all()?;
+            Ok(file)
+        })
+        .map_err(|e| BodyError::io(&preparing, "zeroing", e))?;
+    fs::rename(&preparing, &path).map_err(|e| BodyError::io(&path, "renaming into place", e))?;
     sync_path(dir)?;
     Ok(file)
 }
