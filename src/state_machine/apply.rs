@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::error::SmError;
 use super::group_state::{GroupState, MailboxFiles};
-use super::manifest::MAX_MAILBOXES_PER_USER;
+use super::manifest::{MAX_MAILBOXES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER};
 use crate::index::format::MAX_KEYWORDS;
 use crate::index::{LogPosition, MailboxIndex, Record};
 use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name, parse_flags, HIERARCHY_SEPARATOR};
@@ -77,7 +77,73 @@ impl<F: MailboxFiles> GroupState<F> {
                 })
             }
             Op::Probe { .. } => Ok(Outcome::Probed),
+            Op::Copy { user, from, to, uids } => self.copy(position, user, from, to, uids, false),
+            Op::Move { user, from, to, uids } => self.copy(position, user, from, to, uids, true),
+            Op::Subscribe { user, mailbox } => Ok(self.subscribe(user, &canonical_mailbox_name(mailbox))),
+            Op::Unsubscribe { user, mailbox } => Ok(self.unsubscribe(user, &canonical_mailbox_name(mailbox))),
         }
+    }
+
+    fn subscribe(&mut self, user: &str, name: &str) -> Outcome {
+        let names = self.manifest.subscriptions.get(user);
+        if names.is_some_and(|n| n.contains(name)) {
+            return Outcome::Subscribed { changed: false };
+        }
+        if names.is_some_and(|n| n.len() >= MAX_SUBSCRIPTIONS_PER_USER) {
+            return Outcome::Rejected(Rejection::TooManySubscriptions {
+                max: MAX_SUBSCRIPTIONS_PER_USER,
+            });
+        }
+        self.manifest
+            .subscriptions
+            .entry(user.to_string())
+            .or_default()
+            .insert(name.to_string());
+        Outcome::Subscribed { changed: true }
+    }
+
+    fn unsubscribe(&mut self, user: &str, name: &str) -> Outcome {
+        let Some(names) = self.manifest.subscriptions.get_mut(user) else {
+            return Outcome::Unsubscribed { changed: false };
+        };
+        let changed = names.remove(name);
+        // Invariant (manifest): no user keeps an empty list.
+        if names.is_empty() {
+            self.manifest.subscriptions.remove(user);
+        }
+        Outcome::Unsubscribed { changed }
+    }
+
+    /// The open index of a mailbox the manifest names.
+    pub(super) fn index(&self, guid: &Guid) -> &MailboxIndex<F::Storage> {
+        self.mailboxes.get(guid).unwrap_or_else(|| {
+            panic!(
+                "invariant: manifest names mailbox {} but it is not open",
+                hex(guid)
+            )
+        })
+    }
+
+    pub(super) fn index_mut(&mut self, guid: &Guid) -> &mut MailboxIndex<F::Storage> {
+        self.mailboxes.get_mut(guid).unwrap_or_else(|| {
+            panic!(
+                "invariant: manifest names mailbox {} but it is not open",
+                hex(guid)
+            )
+        })
+    }
+
+    /// From log encoding 3 on, rewrites a mailbox file still in index format v1 in v2, stamped
+    /// with `position` (every replica does so at the same entry), before its first change.
+    pub(super) fn upgrade_if_older(&mut self, position: LogPosition, guid: &Guid) -> Result<(), SmError> {
+        let wanted = index_version(self.manifest.encoding);
+        if self.index(guid).header().version < wanted {
+            let image = self.index(guid).upgraded_image(position);
+            let storage = self.files.replace(guid, &image)?;
+            *self.index_mut(guid) = MailboxIndex::open(storage)?;
+            self.touched.insert(*guid);
+        }
+        Ok(())
     }
 
     /// Runs `f` on the index of (user, mailbox), or rejects with `NoSuchMailbox`. From log
@@ -94,19 +160,8 @@ impl<F: MailboxFiles> GroupState<F> {
         let Some(guid) = self.manifest.mailbox(user, &name) else {
             return Ok(Outcome::Rejected(Rejection::NoSuchMailbox { mailbox: name }));
         };
-        let wanted = index_version(self.manifest.encoding);
-        let index = self.mailboxes.get_mut(&guid).unwrap_or_else(|| {
-            panic!(
-                "invariant: manifest names mailbox {} but it is not open",
-                hex(&guid)
-            )
-        });
-        if index.header().version < wanted {
-            let image = index.upgraded_image(position);
-            let storage = self.files.replace(&guid, &image)?;
-            *index = MailboxIndex::open(storage)?;
-            self.touched.insert(guid);
-        }
+        self.upgrade_if_older(position, &guid)?;
+        let index = self.index_mut(&guid);
         let before = index.header().applied;
         let outcome = f(index)?;
         if index.header().applied != before {
@@ -238,7 +293,7 @@ impl<F: MailboxFiles> GroupState<F> {
 }
 
 /// Makes room for `keywords` in the mailbox's table, or says it is full.
-fn keywords_fit<S: crate::index::Storage>(index: &MailboxIndex<S>, keywords: &[String]) -> bool {
+pub(super) fn keywords_fit<S: crate::index::Storage>(index: &MailboxIndex<S>, keywords: &[String]) -> bool {
     index.keywords().len() + index.unknown_keyword_count(keywords) <= MAX_KEYWORDS
 }
 

@@ -22,6 +22,9 @@
 //! - Encoding 3: the same wire layout. Adds `Deliver` (messages with bodies in the body store),
 //!   and mailbox files in index format v2 (records name their body): new mailboxes are created
 //!   in v2, and a v1 file is rewritten as v2 by the first change to it.
+//! - Encoding 4: the same wire layout. Adds `Copy` and `Move` (IMAP COPY and MOVE: records
+//!   copied with their body ids, a move's expunge in the same entry), `Subscribe` and
+//!   `Unsubscribe` (IMAP subscriptions, kept in the manifest: its layout 4).
 //!
 //! A legacy entry starts with the length of its client id (1 to 64, a one-byte varint), so it can
 //! never start with [`ENTRY_MAGIC`]; an entry starting with anything else is garbage, rejected
@@ -33,7 +36,7 @@ use super::{Op, Txn};
 pub const ENTRY_MAGIC: u8 = 0xD7;
 
 /// The highest encoding this build can apply and propose.
-pub const CURRENT_ENCODING: u8 = 3;
+pub const CURRENT_ENCODING: u8 = 4;
 
 /// The encoding a test build pretends to be the next release's (`--test-next-encoding`): it
 /// adds [`Op::Probe`]. Lets the rolling-upgrade test move a cluster from this build to a
@@ -76,6 +79,7 @@ pub fn required_encoding(op: &Op) -> u8 {
         | Op::Expunge { .. } => 0,
         Op::SetEncoding { .. } => 1,
         Op::Deliver { .. } => 3,
+        Op::Copy { .. } | Op::Move { .. } | Op::Subscribe { .. } | Op::Unsubscribe { .. } => 4,
         Op::Probe { .. } => TEST_NEXT_ENCODING,
     }
 }
