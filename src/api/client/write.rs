@@ -18,7 +18,7 @@ use crate::state_machine::manifest::{is_anonymous, ANONYMOUS_CLIENT_PREFIX};
 use crate::txn::validate::check_client_id;
 use crate::txn::{Op, Outcome, Txn, UidMap};
 
-/// A route layer: a write (POST, DELETE) of a user whose group the node knows to be busy is
+/// A route layer: a write (POST, PUT, DELETE) of a user whose group the node knows to be busy is
 /// answered 429 at once, before its body is read or parsed (`MailService::admit_write`); reads
 /// and other writes go on.
 pub(super) async fn admit<S: MailService>(
@@ -28,7 +28,7 @@ pub(super) async fn admit<S: MailService>(
     request: Request,
     next: Next,
 ) -> Response {
-    if let (Ok(params), Method::POST | Method::DELETE) = (&params, request.method().clone()) {
+    if let (Ok(params), Method::POST | Method::PUT | Method::DELETE) = (&params, request.method().clone()) {
         let user = params
             .iter()
             .find(|(key, _)| *key == "user")
@@ -40,7 +40,8 @@ pub(super) async fn admit<S: MailService>(
     next.run(request).await
 }
 
-/// The client session of a write without a body (delete, probe), from its query string.
+/// The client session of a write without a body (delete, probe, subscribe, unsubscribe), from
+/// its query string.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SessionQuery {
