@@ -216,6 +216,71 @@ mod tests {
         ));
     }
 
+    /// Encoding 4's ops: a group at encoding 3 cannot take them (`NotEnabled`, what the API
+    /// answers 409 `not_enabled`); an entry claiming encoding 3 with one is garbage; a build of
+    /// encoding 3 meeting an encoding-4 entry stops instead of rejecting it.
+    #[test]
+    fn copies_moves_and_subscriptions_need_encoding_4() {
+        let uids = crate::txn::UidSet::parse("1:5").unwrap();
+        let ops = [
+            Op::Copy {
+                user: "u".into(),
+                from: "INBOX".into(),
+                to: "Archive".into(),
+                uids: uids.clone(),
+            },
+            Op::Move {
+                user: "u".into(),
+                from: "INBOX".into(),
+                to: "Archive".into(),
+                uids,
+            },
+            Op::Subscribe {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+            },
+            Op::Unsubscribe {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+            },
+        ];
+        for op in ops {
+            let txn = Txn {
+                client_id: "c".into(),
+                request_seq: 1,
+                op,
+            };
+            let name = txn.op.describe();
+            assert_eq!(
+                encode_entry(&txn, 3),
+                Err(NotEnabled {
+                    op: name,
+                    needs: 4,
+                    active: 3
+                })
+            );
+            let entry = encode_entry(&txn, 4).unwrap();
+            assert_eq!(&entry[..2], &[ENTRY_MAGIC, 4]);
+            assert_eq!(decode_entry(&entry, CURRENT_ENCODING).unwrap(), (4, txn.clone()));
+            assert!(
+                matches!(
+                    decode_entry(&entry, 3),
+                    Err(EntryError::Unsupported { encoding: 4, max: 3 })
+                ),
+                "{name}"
+            );
+            let mut smuggled = entry.clone();
+            smuggled[1] = 3;
+            assert!(
+                matches!(
+                    decode_entry(&smuggled, CURRENT_ENCODING),
+                    Err(EntryError::Garbage(_))
+                ),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn only_the_gate_entry_may_be_above_the_active_encoding() {
         assert!(admissible(1, &set_encoding(1), 0));
