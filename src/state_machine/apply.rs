@@ -94,11 +94,12 @@ impl<F: MailboxFiles> GroupState<F> {
                 max: MAX_SUBSCRIPTIONS_PER_USER,
             });
         }
-        self.manifest
-            .subscriptions
-            .entry(user.to_string())
-            .or_default()
-            .insert(name.to_string());
+        let names = self.manifest.subscriptions.entry(user.to_string()).or_default();
+        names.insert(name.to_string());
+        debug_assert!(
+            names.len() <= MAX_SUBSCRIPTIONS_PER_USER,
+            "invariant: at most MAX_SUBSCRIPTIONS_PER_USER names per user"
+        );
         Outcome::Subscribed { changed: true }
     }
 

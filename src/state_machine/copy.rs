@@ -125,6 +125,10 @@ impl<F: MailboxFiles> GroupState<F> {
             source: source_uids,
             first_target: uid_next,
         };
+        debug_assert!(
+            uids.first_target != 0 && uids.source.len() == records.len() as u64,
+            "invariant: a UidMap pairs every copy with a target UID"
+        );
         if !moving {
             return Ok(Outcome::Copied {
                 uid_validity,
@@ -137,7 +141,9 @@ impl<F: MailboxFiles> GroupState<F> {
         source.expunge(&positions, source_modseq)?;
         source.commit_header(position);
         self.touched.insert(source_guid);
+        // Invariant (Outcome::Moved): every message copied left its source.
         let expunged = uids.source.clone();
+        debug_assert_eq!(expunged.len(), positions.len() as u64);
         Ok(Outcome::Moved {
             uid_validity,
             uids,
