@@ -61,6 +61,8 @@ pub struct GroupDump {
     pub applied: Option<crate::index::LogPosition>,
     pub uid_validity_max: u32,
     pub sessions: usize,
+    /// Subscribed names, all users together (log encoding 4 on).
+    pub subscriptions: usize,
     pub mailboxes: Vec<MailboxDump>,
 }
 
@@ -161,6 +163,7 @@ fn group_dump(source: &Path, manifest: &Manifest, mailboxes: Vec<MailboxDump>) -
         applied: manifest.applied,
         uid_validity_max: manifest.uid_validity_max,
         sessions: manifest.sessions.len(),
+        subscriptions: manifest.subscriptions.values().map(|names| names.len()).sum(),
         mailboxes,
     }
 }
@@ -207,6 +210,7 @@ pub fn write_text(dump: &Dump, out: &mut impl Write) -> std::io::Result<()> {
             writeln!(out, "applied        {applied}")?;
             writeln!(out, "uidvalidity    max {}", group.uid_validity_max)?;
             writeln!(out, "sessions       {}", group.sessions)?;
+            writeln!(out, "subscriptions  {}", group.subscriptions)?;
             writeln!(out, "mailboxes      {}", group.mailboxes.len())?;
             for mailbox in &group.mailboxes {
                 writeln!(out, "\n== {} / {}", mailbox.user, mailbox.name)?;

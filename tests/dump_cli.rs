@@ -186,3 +186,17 @@ fn dump_refuses_what_install_and_open_refuse() {
         "{open}"
     );
 }
+
+/// A manifest of log encoding 4 (layout 4): the dump counts its subscriptions.
+#[test]
+fn dumps_the_subscriptions_of_a_layout_4_manifest() {
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-encoding4/manifest");
+    let (code, text, _) = dump(&[manifest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("subscriptions  3"), "{text}");
+    let (code, json, _) = dump(&[manifest.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["subscriptions"], 3);
+}

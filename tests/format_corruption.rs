@@ -796,6 +796,156 @@ fn manifest_damage_is_corrupt_manifest() {
     assert_corrupt_manifest(Manifest::decode(path, &future), "version 2");
 }
 
+/// The sample group carried on in log encoding 4: subscriptions (one to a mailbox that does not
+/// exist), a copy and a move. Its manifest is layout 4, the subscriptions after the sessions.
+fn subscribed_txns() -> Vec<Txn> {
+    let subscribe = |mailbox: &str| Op::Subscribe {
+        user: USER.into(),
+        mailbox: mailbox.into(),
+    };
+    let ops = vec![
+        Op::SetEncoding { version: 4 },
+        subscribe("INBOX"),
+        subscribe("Archive"),
+        subscribe("Lists/Not yet created"),
+        Op::Copy {
+            user: USER.into(),
+            from: "INBOX".into(),
+            to: "Archive".into(),
+            uids: uids(&[(1, 10)]),
+        },
+        Op::Move {
+            user: USER.into(),
+            from: "INBOX".into(),
+            to: "Archive".into(),
+            uids: uids(&[(11, 12)]),
+        },
+    ];
+    let first = sample_txns().len() as u64;
+    ops.into_iter()
+        .enumerate()
+        .map(|(i, op)| txn(first + i as u64 + 1, op))
+        .collect()
+}
+
+fn apply_subscribed(mut apply: impl FnMut(LogPosition, &Txn) -> Option<Outcome>) {
+    apply_sample(&mut apply);
+    let first = sample_txns().len() as u64;
+    for (i, t) in subscribed_txns().iter().enumerate() {
+        let outcome = apply(LogPosition::new(1, first + i as u64 + 1), t).expect("new entry");
+        assert!(!outcome.is_rejected(), "encoding-4 txn {i} rejected: {outcome:?}");
+    }
+}
+
+/// Frames `payload` as a manifest of `version` with a correct length and CRC.
+fn manifest_frame_of(version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = manifest_frame(payload);
+    out[8..12].copy_from_slice(&version.to_le_bytes());
+    out
+}
+
+/// Layout 4 (log encoding 4, the subscriptions) is refused by name under every damage the
+/// older layouts are: every cut, every byte flipped (three masks), a trailing byte, a payload
+/// cut anywhere — inside the subscriptions too — and resealed, another version claimed; and a
+/// group directory whose manifest has damage in its subscriptions does not open (the files are
+/// left as they were), nor does a snapshot carrying it import. Never a panic, never a group
+/// opened with its subscriptions silently dropped.
+#[test]
+fn layout_4_manifest_damage_is_corrupt_manifest() {
+    let mut group = GroupState::in_memory();
+    apply_subscribed(|p, t| group.apply(p, t).unwrap());
+    let bytes = group.manifest().encode();
+    let path = Path::new("manifest");
+    assert_eq!(&bytes[8..12], &4u32.to_le_bytes(), "layout 4");
+    let decoded = Manifest::decode(path, &bytes).unwrap();
+    assert_eq!(&decoded, group.manifest());
+    assert_eq!(decoded.subscriptions[USER].len(), 3);
+    for len in 0..bytes.len() {
+        assert_corrupt_manifest(Manifest::decode(path, &bytes[..len]), &format!("cut at {len}"));
+    }
+    for pos in 0..bytes.len() {
+        for mask in MASKS {
+            let mut damaged = bytes.clone();
+            damaged[pos] ^= mask;
+            assert_corrupt_manifest(
+                Manifest::decode(path, &damaged),
+                &format!("byte {pos} ^ {mask:#04x}"),
+            );
+        }
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert_corrupt_manifest(Manifest::decode(path, &trailing), "trailing byte");
+    let payload = &bytes[MANIFEST_FRAME_HEADER..];
+    for len in 0..payload.len() {
+        assert_corrupt_manifest(
+            Manifest::decode(path, &manifest_frame_of(4, &payload[..len])),
+            &format!("payload cut at {len}, frame resealed"),
+        );
+    }
+    for version in [1, 2, 3, 5] {
+        assert_corrupt_manifest(
+            Manifest::decode(path, &manifest_frame_of(version, payload)),
+            &format!("layout 4 payload framed as version {version}"),
+        );
+    }
+
+    // On disk: the subscriptions' bytes (the payload's last ones) damaged, with the frame's CRC
+    // left as it was and resealed.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut machine = GroupStateMachine::open(dir.path()).unwrap();
+        apply_subscribed(|p, t| machine.apply(p, t).unwrap());
+        machine.flush().unwrap();
+        machine.checkpoint().unwrap();
+    }
+    let manifest_path = dir.path().join("live/manifest");
+    let clean = fs::read(&manifest_path).unwrap();
+    assert_eq!(clean, bytes, "on disk as in memory");
+    let reopened = GroupStateMachine::open(dir.path()).unwrap();
+    assert_eq!(
+        reopened.subscriptions(USER),
+        ["Archive", "INBOX", "Lists/Not yet created"]
+    );
+    drop(reopened);
+    let subscriptions_at = clean.len() - 3;
+    let mut resealed_payload = payload.to_vec();
+    let at = resealed_payload.len() - 3;
+    resealed_payload[at] = 0xFF;
+    for (what, damaged) in [
+        ("subscription byte flipped", {
+            let mut b = clean.clone();
+            b[subscriptions_at] ^= 0x01;
+            b
+        }),
+        ("subscriptions cut off", clean[..clean.len() - 10].to_vec()),
+        (
+            "subscription byte changed, frame resealed",
+            manifest_frame_of(4, &resealed_payload),
+        ),
+    ] {
+        fs::write(&manifest_path, &damaged).unwrap();
+        let before = snapshot_dir(dir.path());
+        match GroupStateMachine::open(dir.path()) {
+            Err(SmError::CorruptManifest { .. }) => {}
+            Err(e) => panic!("{what}: wrong error {e:?}"),
+            Ok(_) => panic!("{what}: a group opened with a damaged manifest"),
+        }
+        assert!(snapshot_dir(dir.path()) == before, "{what}: files changed");
+    }
+    fs::write(&manifest_path, &clean).unwrap();
+
+    // A snapshot stream carrying a damaged layout-4 manifest does not import.
+    let mut stream = Vec::new();
+    group.export_snapshot(&mut stream).unwrap();
+    let manifest_at = stream
+        .windows(bytes.len())
+        .position(|w| w == &bytes[..])
+        .expect("the manifest is in the stream");
+    stream[manifest_at + bytes.len() - 3] ^= 0x01;
+    assert!(GroupState::import_snapshot(&stream[..]).is_err());
+}
+
 /// Regression: a payload whose CRC is valid but which claims a string of 2^40 bytes used to make
 /// `Manifest::decode` allocate 1 TiB and abort the process (bincode's standard configuration has
 /// no limit). Only a producer that computes the CRC over garbage (a hostile or buggy leader's

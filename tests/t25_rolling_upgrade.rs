@@ -13,8 +13,11 @@
 //! (`/admin/cluster`). After the last step the gate must move within seconds and the probe
 //! succeed. Then node 3 goes back to the old release: the groups it cannot apply must report the
 //! reason ("upgrade this node") while the two others keep writing; started again as the new
-//! release it catches up. Checks at the end: every acknowledged append at its UID on every node
-//! at the same applied index, equal records everywhere, `POST /admin/verify` clean.
+//! release it catches up. The old release is this build's real encoding (4): its ops (copy,
+//! subscribe) are used before the upgrade and through every upgraded node while old and new
+//! members apply them side by side. Checks at the end: every acknowledged append at its UID on
+//! every node at the same applied index, equal records everywhere (the copies' mailbox too),
+//! the same subscriptions on every node, `POST /admin/verify` clean.
 
 mod support;
 
@@ -24,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{get, post, wait_until, TestCluster};
+use support::{get, post, post_retrying, request, wait_until, Retried, TestCluster};
 
 const NEW_RELEASE: &[&str] = &["--test-next-encoding"];
 const GROUPS: u32 = 2;
@@ -94,6 +97,27 @@ fn probe(cluster: &TestCluster, via: u64, user: &str, seq: u64) -> (u16, Value) 
     .unwrap()
 }
 
+/// Copies `user`'s INBOX as it is into Archive through node `via` (then the others, on a 503
+/// or a lost connection: the client session makes a retry apply at most once); the copy must
+/// be answered 200 with its UID map.
+fn copy_inbox(cluster: &TestCluster, via: u64, user: &str, seq: u64) {
+    let apis: Vec<String> = cluster.nodes.iter().map(|n| n.api.clone()).collect();
+    let body = json!({"uids": "1:4294967295", "to": "Archive",
+                      "client_id": format!("copy-{user}"), "request_seq": seq});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    match post_retrying(
+        &apis,
+        via as usize - 1,
+        &format!("/v1/users/{user}/mailboxes/INBOX/copy"),
+        &body,
+        || Instant::now() > deadline,
+    ) {
+        Retried::Answered(200, answer) => assert!(answer["uid_map"]["source"].is_string(), "{answer}"),
+        Retried::Answered(status, answer) => panic!("copy {seq} of {user}: {status} {answer}"),
+        Retried::Unknown => panic!("copy {seq} of {user}: no answer within 30 s"),
+    }
+}
+
 /// A user whose mailboxes are in group `group`.
 fn user_in(group: u32) -> String {
     (0..)
@@ -115,6 +139,22 @@ fn a_rolling_upgrade_moves_the_encoding_gate_only_after_the_last_node() {
         )
         .unwrap();
         assert_eq!(status, 201, "{body}");
+        // The old release's own encoding-4 ops: a mailbox for copies, a subscription.
+        let (status, body) = post(
+            &cluster.node(1).api,
+            &format!("/v1/users/{user}/mailboxes"),
+            &json!({"name": "Archive"}),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = request(
+            &cluster.node(1).api,
+            "PUT",
+            &format!("/v1/users/{user}/subscriptions/INBOX"),
+            None,
+        )
+        .unwrap();
+        assert_eq!((status, &body["changed"]), (200, &json!(true)), "{body}");
     }
     let apis: Vec<String> = cluster.nodes.iter().map(|n| n.api.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -129,12 +169,18 @@ fn a_rolling_upgrade_moves_the_encoding_gate_only_after_the_last_node() {
         .collect();
 
     let mut probe_seq = 0;
+    let mut copy_seq = 0;
     let mut last_started = Instant::now();
     for id in 1..=3 {
         assert!(cluster.stop(id).success(), "node {id} drains and exits 0");
         cluster.restart_with(id, NEW_RELEASE);
         last_started = Instant::now();
         cluster.wait_for_leaders(Duration::from_secs(30));
+        // Encoding-4 entries go on through the upgraded node, old and new members applying them.
+        copy_seq += 1;
+        for user in &users {
+            copy_inbox(&cluster, id, user, copy_seq);
+        }
         let overview = get(&cluster.node(id).api, "/admin/cluster").unwrap().1;
         let reported: BTreeMap<u64, u64> = overview["nodes"]
             .as_array()
@@ -276,6 +322,34 @@ fn a_rolling_upgrade_moves_the_encoding_gate_only_after_the_last_node() {
         assert!(
             views.windows(2).all(|w| w[0] == w[1]),
             "group {g}: replicas differ"
+        );
+        // The copies and the subscriptions, equal on every node.
+        let mut archives = Vec::new();
+        for id in 1..=3 {
+            let path = format!(
+                "/v1/users/{user}/mailboxes/Archive/messages?limit=10000&consistency=local&min_applied={applied}"
+            );
+            let (status, body) = get(&cluster.node(id).api, &path).unwrap();
+            assert_eq!(status, 200, "{body}");
+            archives.push(body["messages"].clone());
+            let (status, body) = get(
+                &cluster.node(id).api,
+                &format!("/v1/users/{user}/subscriptions?consistency=local&min_applied={applied}"),
+            )
+            .unwrap();
+            assert_eq!(
+                (status, &body["subscriptions"]),
+                (200, &json!(["INBOX"])),
+                "{body}"
+            );
+        }
+        assert!(
+            archives[0].as_array().is_some_and(|a| !a.is_empty()),
+            "group {g}: no copies"
+        );
+        assert!(
+            archives.windows(2).all(|w| w[0] == w[1]),
+            "group {g}: copies differ"
         );
     }
     let (status, verify) = post(&cluster.node(1).api, "/admin/verify", &json!({})).unwrap();

@@ -99,6 +99,14 @@ fn every_route_refuses_without_the_right_token() {
         ),
         ("POST", format!("{b}/expunge"), Some(json!({"uids": "1"}))),
         ("GET", format!("{b}/changes?since=0"), None),
+        (
+            "POST",
+            format!("{b}/copy"),
+            Some(json!({"uids": "1", "to": "INBOX"})),
+        ),
+        ("GET", format!("/v1/users/{USER}/subscriptions"), None),
+        ("PUT", format!("/v1/users/{USER}/subscriptions/Evil"), None),
+        ("DELETE", format!("/v1/users/{USER}/subscriptions/INBOX"), None),
     ];
     let admin_routes: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", "/admin/status".into(), None),

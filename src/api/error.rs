@@ -49,6 +49,7 @@ pub enum ErrorCode {
     UidSpaceExhausted,
     UidValidityExhausted,
     TooManyMailboxes,
+    TooManySubscriptions,
     /// A request older than the client's last one (its session has moved on).
     StaleRequest,
     /// The client's `request_seq` was already used for a different request.
@@ -108,6 +109,7 @@ impl ErrorCode {
             | ErrorCode::UidSpaceExhausted
             | ErrorCode::UidValidityExhausted
             | ErrorCode::TooManyMailboxes
+            | ErrorCode::TooManySubscriptions
             | ErrorCode::StaleRequest
             | ErrorCode::RequestReused
             | ErrorCode::ConditionFailed
@@ -375,6 +377,7 @@ impl From<Rejection> for ApiError {
             Rejection::UidSpaceExhausted => ErrorCode::UidSpaceExhausted,
             Rejection::UidValidityExhausted => ErrorCode::UidValidityExhausted,
             Rejection::TooManyMailboxes { .. } => ErrorCode::TooManyMailboxes,
+            Rejection::TooManySubscriptions { .. } => ErrorCode::TooManySubscriptions,
             Rejection::StaleRequest { .. } => ErrorCode::StaleRequest,
             Rejection::RequestReused { .. } => ErrorCode::RequestReused,
             Rejection::Invalid { .. } => ErrorCode::Invalid,
@@ -407,6 +410,7 @@ mod tests {
             (UidSpaceExhausted, "uid_space_exhausted", 409),
             (UidValidityExhausted, "uid_validity_exhausted", 409),
             (TooManyMailboxes, "too_many_mailboxes", 409),
+            (TooManySubscriptions, "too_many_subscriptions", 409),
             (StaleRequest, "stale_request", 409),
             (RequestReused, "request_reused", 409),
             (ConditionFailed, "condition_failed", 409),

@@ -25,17 +25,23 @@ struct LocalService {
 }
 
 impl LocalService {
-    fn new() -> LocalService {
+    /// Every group at log encoding `encoding` (its gate entry applied at index 1).
+    fn at_encoding(encoding: u8) -> LocalService {
         let dir = tempfile::tempdir().unwrap();
         let groups = (0..GROUPS)
             .map(|g| {
-                (
-                    g,
-                    Mutex::new((
-                        GroupStateMachine::open(&dir.path().join(format!("g{g}"))).unwrap(),
-                        0,
-                    )),
-                )
+                let mut machine = GroupStateMachine::open(&dir.path().join(format!("g{g}"))).unwrap();
+                let mut applied = 0;
+                if encoding > 0 {
+                    let gate = Txn {
+                        client_id: "anon-1-encoding".into(),
+                        request_seq: 1,
+                        op: crate::txn::Op::SetEncoding { version: encoding },
+                    };
+                    applied = 1;
+                    machine.apply(LogPosition::new(1, applied), &gate).unwrap();
+                }
+                (g, Mutex::new((machine, applied)))
             })
             .collect();
         LocalService { groups, _dir: dir }
@@ -50,6 +56,8 @@ impl MailService for LocalService {
     async fn write(&self, txn: Txn) -> Result<WriteAck, ServiceError> {
         let group = group_of(txn.op.user(), GROUPS);
         let mut guard = self.groups[&group].lock().unwrap();
+        // As the replicated node does: in the group's active encoding, or not at all.
+        crate::txn::encoding::encode_entry(&txn, guard.0.state().manifest().encoding)?;
         guard.1 += 1;
         let position = LogPosition::new(1, guard.1);
         let outcome = guard.0.apply(position, &txn).unwrap().unwrap();
@@ -91,7 +99,11 @@ struct Client {
 impl Client {
     /// The client routes, the test op's route and the dashboard, as a node merges them.
     fn new() -> Client {
-        let service = Arc::new(LocalService::new());
+        Client::at_encoding(0)
+    }
+
+    fn at_encoding(encoding: u8) -> Client {
+        let service = Arc::new(LocalService::at_encoding(encoding));
         Client {
             app: router(service.clone())
                 .merge(super::client::test_next_encoding_router(service))
@@ -767,4 +779,250 @@ async fn a_write_to_a_busy_group_is_refused_before_its_body_is_read() {
         "busy: group 2: busy",
         "another user's write is read"
     );
+}
+
+/// Copy and move (`POST .../copy`): the target's UIDVALIDITY, the UID map as COPYUID gives it,
+/// the target's MODSEQ and the token; a move also the expunged source UIDs and the source's
+/// MODSEQ. UIDs the source lacks are skipped; a retry is answered alike and applied once;
+/// mistakes are 4xx JSON errors.
+#[tokio::test]
+async fn copy_and_move_answer_what_uidplus_needs() {
+    let c = Client::at_encoding(crate::txn::encoding::CURRENT_ENCODING);
+    let b = "/v1/users/gil/mailboxes";
+    for name in ["INBOX", "Archive"] {
+        let (s, v) = c.call("POST", b, Some(json!({"name": name}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let messages: Vec<Value> = (1..=4)
+        .map(|i| json!({"guid": format!("{i:032x}"), "size": 10, "flags": ["\\Seen", "$Work"]}))
+        .collect();
+    let (s, v) = c
+        .call(
+            "POST",
+            &format!("{b}/INBOX/messages"),
+            Some(json!({"messages": messages})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let archive_validity = c.call("GET", &format!("{b}/Archive"), None).await.1["uid_validity"].clone();
+
+    let copy = json!({"uids": "1:2,9", "to": "Archive", "client_id": "imap-gil", "request_seq": 1});
+    let (s, v) = c
+        .call("POST", &format!("{b}/INBOX/copy"), Some(copy.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["uid_validity"], archive_validity);
+    assert_eq!(v["uid_map"], json!({"source": "1:2", "target": "1:2"}));
+    assert!(
+        v["modseq"].as_u64().is_some() && v["token"].as_u64().is_some(),
+        "{v}"
+    );
+    assert!(v.get("expunged").is_none(), "{v}");
+    // A retry: the same answer (in a later entry), nothing copied twice.
+    let (s, mut again) = c.call("POST", &format!("{b}/INBOX/copy"), Some(copy)).await;
+    let mut first = v.clone();
+    first["token"] = Value::Null;
+    again["token"] = Value::Null;
+    assert_eq!((s, &again), (StatusCode::OK, &first));
+
+    let (s, v) = c
+        .call(
+            "POST",
+            &format!("{b}/INBOX/copy"),
+            Some(json!({"uids": "3:4", "to": "Archive", "move": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["uid_map"], json!({"source": "3:4", "target": "3:4"}));
+    assert_eq!(v["expunged"], "3:4");
+    assert!(v["source_modseq"].as_u64().is_some(), "{v}");
+    let (_, archive) = c.call("GET", &format!("{b}/Archive/messages"), None).await;
+    let copied = archive["messages"].as_array().unwrap();
+    assert_eq!(copied.len(), 4);
+    assert_eq!(copied[0]["flags"], json!(["\\Seen", "$Work"]));
+    let (_, inbox) = c.call("GET", &format!("{b}/INBOX/messages"), None).await;
+    assert_eq!(inbox["messages"].as_array().unwrap().len(), 2);
+
+    // Nothing of the set in the source: 200 with an empty map.
+    let (s, v) = c
+        .call(
+            "POST",
+            &format!("{b}/INBOX/copy"),
+            Some(json!({"uids": "50", "to": "Archive"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["uid_map"], &v["modseq"]),
+        (&json!({"source": "", "target": ""}), &Value::Null)
+    );
+
+    let cases = [
+        (
+            json!({"uids": "1", "to": "Nowhere"}),
+            StatusCode::NOT_FOUND,
+            "no_such_mailbox",
+        ),
+        (
+            json!({"uids": "1", "to": "inbox", "move": true}),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            json!({"uids": "0", "to": "Archive"}),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            json!({"uids": "1:*", "to": "Archive"}),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            json!({"uids": "1", "to": "a//b"}),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (json!({"uids": "1"}), StatusCode::BAD_REQUEST, "invalid"),
+        (
+            json!({"uids": "1", "to": "Archive", "copy": true}),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (s, v) = c
+            .call("POST", &format!("{b}/INBOX/copy"), Some(body.clone()))
+            .await;
+        assert_eq!((s, error_code(&v)), (status, code), "{body}: {v}");
+    }
+    let (s, v) = c
+        .call(
+            "POST",
+            &format!("{b}/Gone/copy"),
+            Some(json!({"uids": "1", "to": "Archive"})),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "no_such_mailbox"),
+        "{v}"
+    );
+}
+
+/// Subscriptions: `PUT` subscribes a name (NFC, INBOX in any case is INBOX; a mailbox need not
+/// exist), `DELETE` unsubscribes it, each saying whether anything changed; `GET` lists them in
+/// name order with `applied`; a deleted mailbox stays subscribed.
+#[tokio::test]
+async fn subscriptions_are_put_listed_and_deleted() {
+    let c = Client::at_encoding(crate::txn::encoding::CURRENT_ENCODING);
+    let b = "/v1/users/hal/subscriptions";
+    let (s, v) = c.call("GET", b, None).await;
+    assert_eq!((s, &v["subscriptions"]), (StatusCode::OK, &json!([])), "{v}");
+    for (name, changed) in [
+        ("inbox", true),
+        ("INBOX", false),
+        ("Lists%2FRust", true),
+        ("cafe%CC%81", true),
+    ] {
+        let (s, v) = c.call("PUT", &format!("{b}/{name}"), None).await;
+        assert_eq!(s, StatusCode::OK, "{name}: {v}");
+        assert_eq!(
+            (&v["subscribed"], &v["changed"]),
+            (&json!(true), &json!(changed)),
+            "{name}: {v}"
+        );
+        assert!(v["token"].as_u64().is_some(), "{v}");
+    }
+    let (s, v) = c.call("GET", &format!("{b}?consistency=local"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["subscriptions"], json!(["INBOX", "Lists/Rust", "caf\u{e9}"]));
+    assert!(v["applied"].as_u64().is_some(), "{v}");
+    let (s, v) = c
+        .call(
+            "DELETE",
+            &format!("{b}/Lists%2FRust?client_id=imap-hal&request_seq=1"),
+            None,
+        )
+        .await;
+    assert_eq!((s, &v["changed"]), (StatusCode::OK, &json!(true)), "{v}");
+    let (s, v) = c.call("DELETE", &format!("{b}/Lists%2FRust"), None).await;
+    assert_eq!((s, &v["changed"]), (StatusCode::OK, &json!(false)), "{v}");
+    let (_, v) = c.call("GET", b, None).await;
+    assert_eq!(v["subscriptions"], json!(["INBOX", "caf\u{e9}"]));
+    for (method, uri, status, code) in [
+        ("PUT", format!("{b}/a%2F%2Fb"), StatusCode::BAD_REQUEST, "invalid"),
+        ("PUT", format!("{b}/x%2A"), StatusCode::BAD_REQUEST, "invalid"),
+        (
+            "PUT",
+            format!("{b}/INBOX?client_id=c"),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "DELETE",
+            format!("{b}/a%E2%80%8Bb"),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "POST",
+            format!("{b}/INBOX"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            format!("{b}?consistency=eventual"),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+    ] {
+        let (s, v) = c.call(method, &uri, None).await;
+        assert_eq!((s, error_code(&v)), (status, code), "{method} {uri}: {v}");
+    }
+}
+
+/// A group below log encoding 4 has none of its ops: each route answers 409 `not_enabled`
+/// (the rolling upgrade is not finished) and changes nothing.
+#[tokio::test]
+async fn the_encoding_4_routes_are_not_enabled_at_encoding_3() {
+    let c = Client::at_encoding(3);
+    let b = "/v1/users/ivy";
+    for name in ["INBOX", "Archive"] {
+        let (s, v) = c
+            .call("POST", &format!("{b}/mailboxes"), Some(json!({"name": name})))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    for (method, uri, body) in [
+        (
+            "POST",
+            format!("{b}/mailboxes/INBOX/copy"),
+            Some(json!({"uids": "1", "to": "Archive"})),
+        ),
+        (
+            "POST",
+            format!("{b}/mailboxes/INBOX/copy"),
+            Some(json!({"uids": "1", "to": "Archive", "move": true})),
+        ),
+        ("PUT", format!("{b}/subscriptions/INBOX"), None),
+        ("DELETE", format!("{b}/subscriptions/INBOX"), None),
+    ] {
+        let (s, v) = c.call(method, &uri, body).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::CONFLICT, "not_enabled"),
+            "{method} {uri}: {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("needs log encoding 4"),
+            "{v}"
+        );
+    }
+    let (s, v) = c.call("GET", &format!("{b}/subscriptions"), None).await;
+    assert_eq!((s, &v["subscriptions"]), (StatusCode::OK, &json!([])), "{v}");
 }

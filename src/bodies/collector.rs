@@ -36,6 +36,13 @@
 //! deleted mailbox no index, so their bodies are collected once old; a body copied to another
 //! mailbox is referenced by the copy.
 //!
+//! A copy or a move (`Op::Copy`, `Op::Move`, log encoding 4) puts nothing and names no body in
+//! its entry: it copies records, body ids included, that the applied index holds when it is
+//! applied. So it needs no assumption of its own: a body unreferenced at step 2 is named by no
+//! applied record, and a later copy can only copy a record that some later-applied delivery
+//! made, which the assumption above already covers. A move's copy and expunge are one entry,
+//! applied under the group's lock, so step 2 sees the reference on one side or the other.
+//!
 //! Tests: [`plan`] and [`collect_once`] below; the property test over random deliveries,
 //! copies, expunges, deletions, orphans, crashes and passes is `collector_tests.rs`
 //! (ARCHITECTURE.md §6 invariant 11).

@@ -3,7 +3,9 @@
 //! file's modification time is set to it when the body is put).
 //!
 //! Random sequences of: deliveries of a new body or of one stored already (single-instance),
-//! copies (a referenced body delivered into another mailbox), expunges, mailbox deletions and
+//! re-deliveries (a referenced body delivered into another mailbox, put again first), copies and
+//! moves of records (`Op::Copy`, `Op::Move`: the copy names the same body, nothing is put, and a
+//! move expunges its sources in the same entry), expunges, mailbox deletions and
 //! creations, orphans (a body stored whose entry never comes), deliveries in flight (the body
 //! stored now, its entry applied later, within the grace: the collector's assumption), crashes
 //! (the state machine and the store dropped and opened again from disk, the log replayed after
@@ -81,6 +83,8 @@ struct Node {
     in_flight: Vec<InFlight>,
     rng: Rng,
     next_guid: u64,
+    /// Copies and moves that copied at least one record.
+    copies: u64,
 }
 
 struct World {
@@ -250,8 +254,11 @@ impl World {
             in_flight: Vec::new(),
             rng: Rng::new(seed),
             next_guid: 0,
+            copies: 0,
         };
-        node.apply(Op::SetEncoding { version: 3 });
+        node.apply(Op::SetEncoding {
+            version: crate::txn::encoding::CURRENT_ENCODING,
+        });
         for mailbox in &MAILBOXES[..2] {
             node.apply(create(mailbox, node.next_guid + 1000));
             node.next_guid += 1;
@@ -293,9 +300,9 @@ impl World {
                     stored_at,
                 });
             }
-            // A copy: a referenced body delivered into another mailbox (put again first, as
-            // the delivery path does on every node that stores it).
-            33..=40 => {
+            // A re-delivery: a referenced body delivered into another mailbox (put again
+            // first, as the delivery path does on every node that stores it).
+            33..=35 => {
                 let referenced: Vec<BodyId> = node.references()?.into_iter().collect();
                 if !referenced.is_empty() {
                     let id = *node.rng.pick(&referenced);
@@ -303,6 +310,53 @@ impl World {
                     let (body, size) = node.put(store, bytes);
                     let mailbox = *node.rng.pick(MAILBOXES);
                     node.deliver(mailbox, body, size);
+                }
+            }
+            // A copy or a move of some of a mailbox's records into another (or, for a copy,
+            // the same) mailbox: the copies name the same bodies and nothing is put, so a
+            // body's only reference may now be a copy, its source expunged in the same entry.
+            36..=40 => {
+                let from = *node.rng.pick(MAILBOXES);
+                let to = *node.rng.pick(MAILBOXES);
+                let moving = from != to && node.rng.chance(0.5);
+                let uids: Vec<u32> = match node.sm().state().fetch(USER, from, 1, u32::MAX, usize::MAX) {
+                    Ok(messages) => messages.iter().map(|m| m.uid).collect(),
+                    Err(_) => Vec::new(),
+                };
+                let mut chosen: Vec<u32> = uids.into_iter().filter(|_| node.rng.chance(0.5)).collect();
+                // Now and then a UID the source does not have: skipped.
+                chosen.push(10_000);
+                let uids = UidSet::from_ascending(chosen);
+                let (from, to) = (from.to_string(), to.to_string());
+                let op = if moving {
+                    Op::Move {
+                        user: USER.into(),
+                        from,
+                        to,
+                        uids,
+                    }
+                } else {
+                    Op::Copy {
+                        user: USER.into(),
+                        from,
+                        to,
+                        uids,
+                    }
+                };
+                let outcome = node.apply(op);
+                if !matches!(
+                    outcome,
+                    Outcome::Copied { .. }
+                        | Outcome::Moved { .. }
+                        | Outcome::Rejected(crate::txn::Rejection::NoSuchMailbox { .. })
+                ) {
+                    return Err(format!("a copy or move was answered {outcome:?}"));
+                }
+                if matches!(
+                    outcome,
+                    Outcome::Copied { modseq: Some(_), .. } | Outcome::Moved { modseq: Some(_), .. }
+                ) {
+                    node.copies += 1;
                 }
             }
             // An expunge of some of a mailbox's messages.
@@ -478,12 +532,17 @@ fn create(mailbox: &str, guid: u64) -> Op {
 
 /// Runs `STEPS` random steps from `seed` with `collector`: bodies deleted, candidates kept as
 /// put again, entries applied; or the first violation, with its step.
-fn run(seed: u64, collector: Collector) -> Result<[u64; 3], String> {
+fn run(seed: u64, collector: Collector) -> Result<[u64; 4], String> {
     let mut world = World::new(seed);
     for step in 0..STEPS {
         world.step(collector).map_err(|e| format!("step {step}: {e}"))?;
     }
-    Ok([world.removed, world.refreshed, world.node.log.len() as u64])
+    Ok([
+        world.removed,
+        world.refreshed,
+        world.node.log.len() as u64,
+        world.node.copies,
+    ])
 }
 
 #[test]
@@ -491,16 +550,20 @@ fn no_referenced_body_is_deleted_and_every_stale_one_is() {
     let mut seeds = Rng::new(rng::seed(
         "collector_tests::no_referenced_body_is_deleted_and_every_stale_one_is",
     ));
-    let mut totals = [0u64; 3];
+    let mut totals = [0u64; 4];
     for case in 0..CASES {
         let seed = seeds.next_u64();
         match run(seed, Collector::Correct) {
-            Ok(counts) => (0..3).for_each(|i| totals[i] += counts[i]),
+            Ok(counts) => (0..4).for_each(|i| totals[i] += counts[i]),
             Err(e) => panic!("case {case} (case seed {seed}): {e}"),
         }
     }
-    let [removed, refreshed, entries] = totals;
-    eprintln!("{CASES} cases of {STEPS} steps: {entries} entries, {removed} bodies deleted, {refreshed} kept as put again after the listing");
+    let [removed, refreshed, entries, copies] = totals;
+    eprintln!("{CASES} cases of {STEPS} steps: {entries} entries, {copies} copies and moves, {removed} bodies deleted, {refreshed} kept as put again after the listing");
+    assert!(
+        copies >= CASES as u64,
+        "only {copies} copies and moves copied anything"
+    );
     // The sequences must exercise what they check: bodies deleted, the re-check at the
     // deletion used, entries applied.
     assert!(removed >= CASES as u64, "only {removed} bodies deleted");

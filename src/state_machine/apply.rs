@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::error::SmError;
 use super::group_state::{GroupState, MailboxFiles};
-use super::manifest::MAX_MAILBOXES_PER_USER;
+use super::manifest::{MAX_MAILBOXES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER};
 use crate::index::format::MAX_KEYWORDS;
 use crate::index::{LogPosition, MailboxIndex, Record};
 use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name, parse_flags, HIERARCHY_SEPARATOR};
@@ -77,7 +77,74 @@ impl<F: MailboxFiles> GroupState<F> {
                 })
             }
             Op::Probe { .. } => Ok(Outcome::Probed),
+            Op::Copy { user, from, to, uids } => self.copy(position, user, from, to, uids, false),
+            Op::Move { user, from, to, uids } => self.copy(position, user, from, to, uids, true),
+            Op::Subscribe { user, mailbox } => Ok(self.subscribe(user, &canonical_mailbox_name(mailbox))),
+            Op::Unsubscribe { user, mailbox } => Ok(self.unsubscribe(user, &canonical_mailbox_name(mailbox))),
         }
+    }
+
+    fn subscribe(&mut self, user: &str, name: &str) -> Outcome {
+        let names = self.manifest.subscriptions.get(user);
+        if names.is_some_and(|n| n.contains(name)) {
+            return Outcome::Subscribed { changed: false };
+        }
+        if names.is_some_and(|n| n.len() >= MAX_SUBSCRIPTIONS_PER_USER) {
+            return Outcome::Rejected(Rejection::TooManySubscriptions {
+                max: MAX_SUBSCRIPTIONS_PER_USER,
+            });
+        }
+        let names = self.manifest.subscriptions.entry(user.to_string()).or_default();
+        names.insert(name.to_string());
+        debug_assert!(
+            names.len() <= MAX_SUBSCRIPTIONS_PER_USER,
+            "invariant: at most MAX_SUBSCRIPTIONS_PER_USER names per user"
+        );
+        Outcome::Subscribed { changed: true }
+    }
+
+    fn unsubscribe(&mut self, user: &str, name: &str) -> Outcome {
+        let Some(names) = self.manifest.subscriptions.get_mut(user) else {
+            return Outcome::Unsubscribed { changed: false };
+        };
+        let changed = names.remove(name);
+        // Invariant (manifest): no user keeps an empty list.
+        if names.is_empty() {
+            self.manifest.subscriptions.remove(user);
+        }
+        Outcome::Unsubscribed { changed }
+    }
+
+    /// The open index of a mailbox the manifest names.
+    pub(super) fn index(&self, guid: &Guid) -> &MailboxIndex<F::Storage> {
+        self.mailboxes.get(guid).unwrap_or_else(|| {
+            panic!(
+                "invariant: manifest names mailbox {} but it is not open",
+                hex(guid)
+            )
+        })
+    }
+
+    pub(super) fn index_mut(&mut self, guid: &Guid) -> &mut MailboxIndex<F::Storage> {
+        self.mailboxes.get_mut(guid).unwrap_or_else(|| {
+            panic!(
+                "invariant: manifest names mailbox {} but it is not open",
+                hex(guid)
+            )
+        })
+    }
+
+    /// From log encoding 3 on, rewrites a mailbox file still in index format v1 in v2, stamped
+    /// with `position` (every replica does so at the same entry), before its first change.
+    pub(super) fn upgrade_if_older(&mut self, position: LogPosition, guid: &Guid) -> Result<(), SmError> {
+        let wanted = index_version(self.manifest.encoding);
+        if self.index(guid).header().version < wanted {
+            let image = self.index(guid).upgraded_image(position);
+            let storage = self.files.replace(guid, &image)?;
+            *self.index_mut(guid) = MailboxIndex::open(storage)?;
+            self.touched.insert(*guid);
+        }
+        Ok(())
     }
 
     /// Runs `f` on the index of (user, mailbox), or rejects with `NoSuchMailbox`. From log
@@ -94,19 +161,8 @@ impl<F: MailboxFiles> GroupState<F> {
         let Some(guid) = self.manifest.mailbox(user, &name) else {
             return Ok(Outcome::Rejected(Rejection::NoSuchMailbox { mailbox: name }));
         };
-        let wanted = index_version(self.manifest.encoding);
-        let index = self.mailboxes.get_mut(&guid).unwrap_or_else(|| {
-            panic!(
-                "invariant: manifest names mailbox {} but it is not open",
-                hex(&guid)
-            )
-        });
-        if index.header().version < wanted {
-            let image = index.upgraded_image(position);
-            let storage = self.files.replace(&guid, &image)?;
-            *index = MailboxIndex::open(storage)?;
-            self.touched.insert(guid);
-        }
+        self.upgrade_if_older(position, &guid)?;
+        let index = self.index_mut(&guid);
         let before = index.header().applied;
         let outcome = f(index)?;
         if index.header().applied != before {
@@ -238,7 +294,7 @@ impl<F: MailboxFiles> GroupState<F> {
 }
 
 /// Makes room for `keywords` in the mailbox's table, or says it is full.
-fn keywords_fit<S: crate::index::Storage>(index: &MailboxIndex<S>, keywords: &[String]) -> bool {
+pub(super) fn keywords_fit<S: crate::index::Storage>(index: &MailboxIndex<S>, keywords: &[String]) -> bool {
     index.keywords().len() + index.unknown_keyword_count(keywords) <= MAX_KEYWORDS
 }
 
@@ -416,6 +472,174 @@ pub fn hex(guid: &Guid) -> String {
 #[cfg(test)]
 mod tests {
     use super::hex;
+    use crate::index::LogPosition;
+    use crate::state_machine::manifest::MAX_SUBSCRIPTIONS_PER_USER;
+    use crate::state_machine::{GroupState, GroupStateMachine};
+    use crate::txn::{Op, Outcome, Rejection, Txn};
+
+    /// A group on disk and one in memory, fed the same entries.
+    struct Replicas {
+        disk: GroupStateMachine,
+        memory: GroupState<crate::state_machine::MemoryFiles>,
+        index: u64,
+    }
+
+    impl Replicas {
+        fn apply(&mut self, op: Op) -> Outcome {
+            self.index += 1;
+            let txn = Txn {
+                client_id: format!("c{}", self.index),
+                request_seq: 1,
+                op,
+            };
+            let position = LogPosition::new(1, self.index);
+            let outcome = self.memory.apply(position, &txn).unwrap().unwrap();
+            assert_eq!(self.disk.apply(position, &txn).unwrap().unwrap(), outcome);
+            outcome
+        }
+    }
+
+    fn subscribe(mailbox: &str) -> Op {
+        Op::Subscribe {
+            user: "u".into(),
+            mailbox: mailbox.into(),
+        }
+    }
+
+    fn unsubscribe(mailbox: &str) -> Op {
+        Op::Unsubscribe {
+            user: "u".into(),
+            mailbox: mailbox.into(),
+        }
+    }
+
+    /// Subscriptions (encoding 4): a name is stored canonically (`inbox` is INBOX), need not be
+    /// a mailbox, stays when its mailbox is deleted and is not renamed with it (RFC 3501);
+    /// (un)subscribing twice changes nothing the second time; a user without any keeps no
+    /// entry; they are refused below encoding 4; they are bounded per user; they survive a
+    /// flush and reopen and a checkpoint, and replicas on disk and in memory write the same
+    /// bytes.
+    #[test]
+    fn subscriptions_are_replicated_names_kept_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Replicas {
+            disk: GroupStateMachine::open(dir.path()).unwrap(),
+            memory: GroupState::in_memory(),
+            index: 0,
+        };
+        assert!(matches!(
+            r.apply(subscribe("INBOX")),
+            Outcome::Rejected(Rejection::Invalid { message }) if message.contains("needs log encoding 4")
+        ));
+        r.apply(Op::SetEncoding { version: 4 });
+        let create = |mailbox: &str, guid: u8| Op::CreateMailbox {
+            user: "u".into(),
+            mailbox: mailbox.into(),
+            mailbox_guid: [guid; 16],
+            uid_validity: 1,
+        };
+        r.apply(create("INBOX", 1));
+        r.apply(create("Lists", 2));
+        assert_eq!(r.apply(subscribe("inbox")), Outcome::Subscribed { changed: true });
+        assert_eq!(
+            r.apply(subscribe("INBOX")),
+            Outcome::Subscribed { changed: false }
+        );
+        assert_eq!(r.apply(subscribe("Lists")), Outcome::Subscribed { changed: true });
+        assert_eq!(
+            r.apply(subscribe("Nowhere/Yet")),
+            Outcome::Subscribed { changed: true }
+        );
+        assert_eq!(
+            r.apply(unsubscribe("Nowhere/Yet")),
+            Outcome::Unsubscribed { changed: true }
+        );
+        assert_eq!(
+            r.apply(unsubscribe("Nowhere/Yet")),
+            Outcome::Unsubscribed { changed: false }
+        );
+        assert_eq!(
+            r.apply(unsubscribe("Never")),
+            Outcome::Unsubscribed { changed: false }
+        );
+        r.apply(Op::RenameMailbox {
+            user: "u".into(),
+            from: "Lists".into(),
+            to: "Old/Lists".into(),
+        });
+        r.apply(Op::DeleteMailbox {
+            user: "u".into(),
+            mailbox: "Old/Lists".into(),
+        });
+        assert_eq!(r.disk.subscriptions("u"), ["INBOX", "Lists"]);
+        assert_eq!(r.memory.subscriptions("u"), ["INBOX", "Lists"]);
+        assert!(r.memory.subscriptions("someone else").is_empty());
+        assert_eq!(
+            r.apply(unsubscribe("INBOX")),
+            Outcome::Unsubscribed { changed: true }
+        );
+        assert_eq!(
+            r.apply(unsubscribe("Lists")),
+            Outcome::Unsubscribed { changed: true }
+        );
+        assert!(
+            !r.memory.manifest().subscriptions.contains_key("u"),
+            "no empty list is kept"
+        );
+        assert_eq!(r.apply(subscribe("Lists")), Outcome::Subscribed { changed: true });
+        assert_eq!(r.memory.manifest().encode(), r.disk.state().manifest().encode());
+        r.disk.flush().unwrap();
+        let memory = r.memory;
+        drop(r.disk);
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert_eq!(reopened.subscriptions("u"), ["Lists"]);
+        assert_eq!(reopened.state().digest(), memory.digest());
+        let mut stream = Vec::new();
+        memory.export_snapshot(&mut stream).unwrap();
+        let imported = GroupState::import_snapshot(&stream[..]).unwrap();
+        assert_eq!(imported.subscriptions("u"), ["Lists"]);
+    }
+
+    /// At most [`MAX_SUBSCRIPTIONS_PER_USER`] names per user; another user has its own.
+    #[test]
+    fn subscriptions_are_bounded_per_user() {
+        let mut group = GroupState::in_memory();
+        let mut index = 0;
+        let mut apply = |user: &str, op: Op| {
+            index += 1;
+            let op = match op {
+                Op::Subscribe { mailbox, .. } => Op::Subscribe {
+                    user: user.into(),
+                    mailbox,
+                },
+                op => op,
+            };
+            let txn = Txn {
+                client_id: "c".into(),
+                request_seq: index,
+                op,
+            };
+            group.apply(LogPosition::new(1, index), &txn).unwrap().unwrap()
+        };
+        apply("u", Op::SetEncoding { version: 4 });
+        for i in 0..MAX_SUBSCRIPTIONS_PER_USER {
+            assert_eq!(
+                apply("u", subscribe(&format!("m{i}"))),
+                Outcome::Subscribed { changed: true }
+            );
+        }
+        assert_eq!(
+            apply("u", subscribe("one more")),
+            Outcome::Rejected(Rejection::TooManySubscriptions {
+                max: MAX_SUBSCRIPTIONS_PER_USER
+            })
+        );
+        assert_eq!(
+            apply("u", subscribe("m0")),
+            Outcome::Subscribed { changed: false }
+        );
+        assert_eq!(apply("v", subscribe("m0")), Outcome::Subscribed { changed: true });
+    }
 
     #[test]
     fn hex_is_lower_case_two_digits_per_byte_in_order() {

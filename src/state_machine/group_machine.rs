@@ -307,6 +307,11 @@ impl GroupStateMachine {
         self.state.referenced_bodies()
     }
 
+    /// The mailbox names `user` is subscribed to, in name order ([`GroupState::subscriptions`]).
+    pub fn subscriptions(&self, user: &str) -> Vec<String> {
+        self.state.subscriptions(user)
+    }
+
     /// True while changes since the last flush are not yet durable in the files.
     pub fn is_dirty(&self) -> bool {
         self.dirty.is_some()

@@ -1,5 +1,6 @@
 //! `Manifest`: a group's state outside the mailbox files — which mailboxes each user has, the
-//! UIDVALIDITY high-water mark, the exactly-once session table, the applied log position.
+//! UIDVALIDITY high-water mark, the exactly-once session table, the applied log position, and
+//! (from log encoding 4 on) each user's IMAP subscriptions.
 //!
 //! Encoded with bincode 2 (standard configuration: little-endian varints; `BTreeMap`s make the
 //! bytes a pure function of the content) inside a frame: magic, version, length, CRC32C.
@@ -11,7 +12,8 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::error::SmError;
 use crate::index::LogPosition;
-use crate::txn::{Guid, Outcome};
+use crate::txn::validate::{canonical_mailbox_name, check_mailbox_name};
+use crate::txn::{quoted, Guid, Outcome};
 
 const MAGIC: [u8; 8] = *b"DVTLMFST";
 /// The layout of a group in log encoding 0: the fields of [`Manifest`] but `encoding`.
@@ -21,6 +23,13 @@ const VERSION_2: u32 = 2;
 /// The layout of a group in log encoding 2 or later: version 2's fields, then the sessions'
 /// request digests (client id -> digest, for the sessions that have one).
 const VERSION_3: u32 = 3;
+/// The layout of a group in log encoding 4 or later: version 3's fields, then the users'
+/// subscriptions (user -> subscribed mailbox names). Subscriptions live here rather than in a
+/// file of their own because they are small per-user name lists like the mailbox names beside
+/// them, change only by log entries, and must travel in snapshots, checkpoints and backups and
+/// be checked and written atomically with the rest of the group's names: the manifest already
+/// is that file (CRC'd, versioned by the log encoding, rewritten whole at every flush).
+const VERSION_4: u32 = 4;
 const FRAME_HEADER: usize = 8 + 4 + 8 + 4;
 
 /// Most named client sessions (a `client_id` the client chose) a group remembers; past it the
@@ -52,6 +61,11 @@ pub const MAX_MANIFEST_BYTES: usize = 256 << 20;
 /// Most mailboxes one user may have.
 pub const MAX_MAILBOXES_PER_USER: usize = 10_000;
 
+/// Most subscriptions one user may have (a subscription may name a mailbox that does not exist,
+/// so they are bounded on their own). Part of the replicated behaviour, like
+/// [`MAX_MAILBOXES_PER_USER`].
+pub const MAX_SUBSCRIPTIONS_PER_USER: usize = 10_000;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The last log entry applied to the group. Invariant: every file's `applied` is at or below.
@@ -73,6 +87,14 @@ pub struct Manifest {
     /// and replicas at one position write the same bytes whatever build they run.
     #[serde(skip)]
     pub encoding: u8,
+    /// user -> subscribed mailbox names (canonical, as mailbox names are stored), from log
+    /// encoding 4 on (IMAP SUBSCRIBE, RFC 3501 §6.3.6). A name need not be a mailbox: deleting
+    /// a mailbox does not unsubscribe it, and renaming one does not rename its subscription
+    /// (RFC 3501's rule; clients that want it re-subscribe). Not part of layouts 1 to 3, so
+    /// empty in every group below encoding 4. Invariant: no user has an empty set, and none
+    /// more than [`MAX_SUBSCRIPTIONS_PER_USER`] names.
+    #[serde(skip)]
+    pub subscriptions: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The last request of each client and its outcome (Raft thesis §6.3 client sessions).
@@ -271,11 +293,22 @@ impl Manifest {
                 VERSION_2,
                 bincode::serde::encode_to_vec((self, self.encoding), standard),
             ),
-            _ => (
+            2 | 3 => (
                 VERSION_3,
                 bincode::serde::encode_to_vec((self, self.encoding, self.sessions.digests()), standard),
             ),
+            _ => (
+                VERSION_4,
+                bincode::serde::encode_to_vec(
+                    (self, self.encoding, self.sessions.digests(), &self.subscriptions),
+                    standard,
+                ),
+            ),
         };
+        debug_assert!(
+            self.encoding >= 4 || self.subscriptions.is_empty(),
+            "invariant: subscriptions only from log encoding 4 on"
+        );
         let payload = payload.expect("encoding a manifest into memory cannot fail");
         let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
         out.extend_from_slice(&MAGIC);
@@ -301,9 +334,9 @@ impl Manifest {
             return Err(corrupt("not a Dovetail manifest (bad magic)".into()));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if !(VERSION_1..=VERSION_3).contains(&version) {
+        if !(VERSION_1..=VERSION_4).contains(&version) {
             return Err(corrupt(format!(
-                "manifest version {version} is not supported (this build reads {VERSION_1} to {VERSION_3})"
+                "manifest version {version} is not supported (this build reads {VERSION_1} to {VERSION_4})"
             )));
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
@@ -345,25 +378,36 @@ impl Manifest {
                 manifest.encoding = encoding;
                 (manifest, used)
             }
-            _ => {
+            VERSION_3 => {
                 type Layout3 = (Manifest, u8, BTreeMap<String, RequestDigest>);
                 let ((mut manifest, encoding, digests), used) =
                     dovetail_raft::decode::decode_from_slice::<Layout3>(payload).map_err(undecodable)?;
-                if encoding < 2 {
+                if !(2..=3).contains(&encoding) {
                     return Err(corrupt(format!(
-                        "layout 3 with log encoding {encoding} (it is written in layout 1 or 2)"
+                        "layout 3 with log encoding {encoding} (it is written in encodings 2 and 3)"
                     )));
                 }
-                for (client_id, digest) in digests {
-                    if manifest.sessions.digest(&client_id).is_some()
-                        || !manifest.sessions.contains(&client_id)
-                    {
-                        return Err(corrupt(format!(
-                            "a request digest for client {client_id:?}, which has no session"
-                        )));
-                    }
-                    manifest.sessions.set_digest(&client_id, digest);
+                set_digests(&mut manifest, digests).map_err(corrupt)?;
+                manifest.encoding = encoding;
+                (manifest, used)
+            }
+            _ => {
+                type Layout4 = (
+                    Manifest,
+                    u8,
+                    BTreeMap<String, RequestDigest>,
+                    BTreeMap<String, BTreeSet<String>>,
+                );
+                let ((mut manifest, encoding, digests, subscriptions), used) =
+                    dovetail_raft::decode::decode_from_slice::<Layout4>(payload).map_err(undecodable)?;
+                if encoding < 4 {
+                    return Err(corrupt(format!(
+                        "layout 4 with log encoding {encoding} (it is written from encoding 4 on)"
+                    )));
                 }
+                set_digests(&mut manifest, digests).map_err(corrupt)?;
+                check_subscriptions(&subscriptions).map_err(corrupt)?;
+                manifest.subscriptions = subscriptions;
                 manifest.encoding = encoding;
                 (manifest, used)
             }
@@ -376,6 +420,49 @@ impl Manifest {
         }
         Ok(manifest)
     }
+}
+
+/// Puts the request digests of layouts 3 and 4 beside their sessions; a digest of a client
+/// without a session, or given twice, is damage.
+fn set_digests(manifest: &mut Manifest, digests: BTreeMap<String, RequestDigest>) -> Result<(), String> {
+    for (client_id, digest) in digests {
+        if manifest.sessions.digest(&client_id).is_some() || !manifest.sessions.contains(&client_id) {
+            return Err(format!(
+                "a request digest for client {client_id:?}, which has no session"
+            ));
+        }
+        manifest.sessions.set_digest(&client_id, digest);
+    }
+    Ok(())
+}
+
+/// The subscriptions of layout 4 as the state machine writes them: no user without one, no
+/// user over the bound, every name one a subscription may have (a checksum-valid file that
+/// says otherwise was not written by a correct build: named, not taken in).
+fn check_subscriptions(subscriptions: &BTreeMap<String, BTreeSet<String>>) -> Result<(), String> {
+    for (user, names) in subscriptions {
+        if names.is_empty() {
+            return Err(format!("user {:?} has an empty subscription list", quoted(user)));
+        }
+        if names.len() > MAX_SUBSCRIPTIONS_PER_USER {
+            return Err(format!(
+                "user {:?} has {} subscriptions, over the bound of {MAX_SUBSCRIPTIONS_PER_USER}",
+                quoted(user),
+                names.len()
+            ));
+        }
+        if let Some(bad) = names
+            .iter()
+            .find(|name| check_mailbox_name(name).is_err() || canonical_mailbox_name(name) != name.as_str())
+        {
+            return Err(format!(
+                "user {:?} is subscribed to {:?}, which is no mailbox name",
+                quoted(user),
+                quoted(bad)
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -449,11 +536,11 @@ mod tests {
             Err(SmError::CorruptManifest { .. })
         ));
         let mut unknown = current;
-        unknown[8..12].copy_from_slice(&4u32.to_le_bytes());
+        unknown[8..12].copy_from_slice(&5u32.to_le_bytes());
         assert!(Manifest::decode(Path::new("m"), &unknown)
             .unwrap_err()
             .to_string()
-            .contains("version 4 is not supported"));
+            .contains("version 5 is not supported"));
 
         // Encoding 2: layout 3, the sessions' request digests beside them.
         m.encoding = 2;
@@ -471,6 +558,111 @@ mod tests {
         // A digest is part of the state: a manifest that differs only in one differs in bytes.
         m.sessions.set_digest("c", [8; 16]);
         assert_ne!(m.encode(), with_digests);
+        // Encoding 3 is still layout 3, byte for byte what the previous release wrote.
+        m.encoding = 3;
+        let layout_3 = m.encode();
+        assert_eq!(&layout_3[8..12], &VERSION_3.to_le_bytes());
+        assert_eq!(Manifest::decode(Path::new("m"), &layout_3).unwrap(), m);
+    }
+
+    /// Rewrites the frame around `payload` with a right CRC: damage that the checksum cannot
+    /// catch, which the decoder must.
+    fn reframed(version: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn subscribed(m: &mut Manifest, user: &str, names: &[&str]) {
+        m.subscriptions
+            .insert(user.into(), names.iter().map(|n| n.to_string()).collect());
+    }
+
+    /// Encoding 4: layout 4, the subscriptions after layout 3's fields. They round-trip, are
+    /// part of the bytes, and every kind of damage is a named `CorruptManifest`: truncations,
+    /// each flipped bit, a layout-4 frame claiming an older encoding, a checksum-valid payload
+    /// with an empty subscription list, a name no mailbox can have, or one not canonical.
+    #[test]
+    fn layout_4_carries_subscriptions_and_damage_is_named() {
+        let mut m = Manifest {
+            applied: Some(LogPosition::new(4, 30)),
+            uid_validity_max: 9,
+            encoding: 4,
+            ..Manifest::default()
+        };
+        m.users
+            .entry("alice".into())
+            .or_default()
+            .insert("INBOX".into(), [3; 16]);
+        m.sessions
+            .record("c", 4, 30, Outcome::Subscribed { changed: true });
+        m.sessions.set_digest("c", [7; 16]);
+        subscribed(&mut m, "alice", &["Archive/2024", "INBOX", "Not yet created"]);
+        subscribed(&mut m, "bob", &["Été"]);
+        let bytes = m.encode();
+        assert_eq!(&bytes[8..12], &VERSION_4.to_le_bytes());
+        let back = Manifest::decode(Path::new("m"), &bytes).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.subscriptions["alice"].len(), 3);
+        // Without the subscriptions, other bytes: replicas that differ in them differ in files.
+        let mut fewer = m.clone();
+        fewer.subscriptions.remove("bob");
+        assert_ne!(fewer.encode(), bytes);
+        // Every truncation and every flipped bit is named, never a panic, never taken in.
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(
+                    Manifest::decode(Path::new("m"), &bytes[..cut]),
+                    Err(SmError::CorruptManifest { .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(
+                    Manifest::decode(Path::new("m"), &flipped),
+                    Err(SmError::CorruptManifest { .. })
+                ),
+                "bit {bit}"
+            );
+        }
+        // Checksum-valid payloads that no correct build writes.
+        let standard = bincode::config::standard();
+        let encode = |encoding: u8, subscriptions: &BTreeMap<String, BTreeSet<String>>| {
+            bincode::serde::encode_to_vec((&m, encoding, m.sessions.digests(), subscriptions), standard)
+                .unwrap()
+        };
+        let old_encoding = reframed(VERSION_4, &encode(3, &m.subscriptions));
+        let error = Manifest::decode(Path::new("m"), &old_encoding)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("layout 4 with log encoding 3"), "{error}");
+        let mut empty = m.subscriptions.clone();
+        empty.insert("carol".into(), BTreeSet::new());
+        let error = Manifest::decode(Path::new("m"), &reframed(VERSION_4, &encode(4, &empty)))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("empty subscription list"), "{error}");
+        for bad in ["a//b", "x*", "inbox/Sub"] {
+            let mut named = m.subscriptions.clone();
+            named.get_mut("alice").unwrap().insert(bad.into());
+            let error = Manifest::decode(Path::new("m"), &reframed(VERSION_4, &encode(4, &named)))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("which is no mailbox name"), "{bad}: {error}");
+        }
+        // Layout 3 claiming encoding 4 (it would lose the subscriptions) is refused too.
+        let layout_3 = bincode::serde::encode_to_vec((&m, 4u8, m.sessions.digests()), standard).unwrap();
+        let error = Manifest::decode(Path::new("m"), &reframed(VERSION_3, &layout_3))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("layout 3 with log encoding 4"), "{error}");
     }
 
     #[test]

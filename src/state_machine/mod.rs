@@ -2,9 +2,11 @@
 //! deterministically, serves reads, and exports/imports whole-group snapshots.
 //!
 //! - [`group_state`]: `GroupState`, the state and `apply` (generic over where files live).
-//! - [`apply`]: per-op logic; UID, UIDVALIDITY and MODSEQ assignment.
+//! - [`apply`]: per-op logic; UID, UIDVALIDITY and MODSEQ assignment; subscriptions.
+//! - [`copy`]: copy and move (records copied with their body ids; a move's expunge).
 //! - [`read`]: list, status, fetch, changes since a MODSEQ.
-//! - [`manifest`]: mailbox names, UIDVALIDITY high-water mark, session table, applied position.
+//! - [`manifest`]: mailbox names, UIDVALIDITY high-water mark, session table, applied position,
+//!   subscriptions.
 //! - [`snapshot`]: the snapshot stream (also the on-disk checkpoint).
 //! - [`group_machine`]: `GroupStateMachine`, the on-disk group with crash recovery.
 //! - [`repair`]: per-mailbox digests for cross-replica verification, and the replacement of one
@@ -12,6 +14,7 @@
 //! - [`error`]: the `SmError` type.
 
 pub mod apply;
+pub mod copy;
 pub mod error;
 pub mod group_machine;
 pub mod group_state;

@@ -14,7 +14,7 @@ use proptest::test_runner::{FileFailurePersistence, RngSeed};
 use super::{GroupState, GroupStateMachine, MemoryFiles};
 use crate::index::{flag_bits, LogPosition};
 use crate::txn::validate::{canonical_mailbox_name, parse_flags, validate_in};
-use crate::txn::{Guid, NewMessage, Op, Outcome, Rejection, StoreMode, Txn, UidSet};
+use crate::txn::{Guid, NewMessage, Op, Outcome, Rejection, StoreMode, Txn, UidMap, UidSet};
 
 use crate::test_rng as rng;
 
@@ -86,6 +86,8 @@ struct Model {
     uid_validity_max: u32,
     sessions: BTreeMap<String, (u64, Outcome)>,
     encoding: u8,
+    /// user -> subscribed names (canonical).
+    subscriptions: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Model {
@@ -366,6 +368,101 @@ impl Model {
                 }
             }
             Op::Probe { .. } => Outcome::Probed,
+            Op::Copy { user, from, to, uids } | Op::Move { user, from, to, uids } => {
+                let moving = matches!(op, Op::Move { .. });
+                let Some(source_guid) = self.guid_of(user, from) else {
+                    return no_such(from);
+                };
+                let Some(target_guid) = self.guid_of(user, to) else {
+                    return no_such(to);
+                };
+                let source = &self.boxes[&source_guid];
+                // (uid, message, its keywords by name), in UID order.
+                let picked: Vec<(u32, ModelMessage, Vec<String>)> = source
+                    .messages
+                    .iter()
+                    .filter(|(uid, _)| uids.contains(**uid))
+                    .map(|(uid, m)| {
+                        let names = m.keywords.iter().map(|&k| source.keywords[k].clone()).collect();
+                        (*uid, m.clone(), names)
+                    })
+                    .collect();
+                let target = self.boxes.get_mut(&target_guid).unwrap();
+                let uid_validity = target.uid_validity;
+                if picked.is_empty() {
+                    return if moving {
+                        Outcome::Moved {
+                            uid_validity,
+                            uids: UidMap::empty(),
+                            modseq: None,
+                            expunged: UidSet::new(),
+                            source_modseq: None,
+                        }
+                    } else {
+                        Outcome::Copied {
+                            uid_validity,
+                            uids: UidMap::empty(),
+                            modseq: None,
+                        }
+                    };
+                }
+                let names: Vec<String> = picked.iter().flat_map(|p| p.2.clone()).collect();
+                if !target.register(&names) {
+                    return Outcome::Rejected(Rejection::KeywordLimit { max: 128 });
+                }
+                target.highest_modseq += 1;
+                let first_target = target.uid_next;
+                for (_, m, names) in &picked {
+                    let copy = ModelMessage {
+                        keywords: names.iter().map(|k| target.keyword(k).unwrap()).collect(),
+                        modseq: target.highest_modseq,
+                        ..m.clone()
+                    };
+                    target.messages.insert(target.uid_next, copy);
+                    target.uid_next += 1;
+                }
+                let modseq = Some(target.highest_modseq);
+                let map = UidMap {
+                    source: UidSet::from_ascending(picked.iter().map(|p| p.0)),
+                    first_target,
+                };
+                if !moving {
+                    return Outcome::Copied {
+                        uid_validity,
+                        uids: map,
+                        modseq,
+                    };
+                }
+                let source = self.boxes.get_mut(&source_guid).unwrap();
+                source.highest_modseq += 1;
+                for (uid, _, _) in &picked {
+                    source.messages.remove(uid);
+                    source.vanished.push((*uid, source.highest_modseq));
+                }
+                Outcome::Moved {
+                    uid_validity,
+                    expunged: map.source.clone(),
+                    uids: map,
+                    modseq,
+                    source_modseq: Some(source.highest_modseq),
+                }
+            }
+            Op::Subscribe { user, mailbox } => {
+                let changed = self
+                    .subscriptions
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(canonical_mailbox_name(mailbox));
+                Outcome::Subscribed { changed }
+            }
+            Op::Unsubscribe { user, mailbox } => {
+                let names = self.subscriptions.entry(user.clone()).or_default();
+                let changed = names.remove(&canonical_mailbox_name(mailbox));
+                if names.is_empty() {
+                    self.subscriptions.remove(user);
+                }
+                Outcome::Unsubscribed { changed }
+            }
         }
     }
 
@@ -426,9 +523,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (user(), name(), guid(), 1u32..2_000_000_000).prop_map(|(user, mailbox, mailbox_guid, uid_validity)| {
             Op::CreateMailbox { user, mailbox, mailbox_guid, uid_validity }
         }),
-        2 => (user(), pick(&["A", "B", "A/B", "Été", "INBOX/x"]), pick(NAMES))
+        3 => (user(), pick(&["A", "B", "A/B", "Été", "INBOX/x"]), pick(NAMES))
             .prop_map(|(user, from, to)| Op::RenameMailbox { user, from: from.into(), to: to.into() }),
-        1 => (user(), name()).prop_map(|(user, mailbox)| Op::DeleteMailbox { user, mailbox }),
+        2 => (user(), name()).prop_map(|(user, mailbox)| Op::DeleteMailbox { user, mailbox }),
         6 => (user(), name(), proptest::collection::vec((guid(), 0u64..100_000, 0i64..2_000_000_000, flags()), 1..10))
             .prop_map(|(user, mailbox, msgs)| Op::Append {
                 user,
@@ -448,9 +545,28 @@ fn op() -> impl Strategy<Value = Op> {
                     .map(|(guid, _, size, flags)| NewMessage { guid, size, internal_date: 1_700_000_000, flags })
                     .collect(),
             }),
-        // The encoding gate: deliveries are refused until the group is in encoding 3, and
-        // mailbox files written before are upgraded on their next write.
-        1 => (1u8..=3).prop_map(|version| Op::SetEncoding { version }),
+        // The encoding gate: deliveries are refused until the group is in encoding 3, copies,
+        // moves and subscriptions until 4, and mailbox files written before encoding 3 are
+        // upgraded on their next write (by a copy or a move too).
+        2 => prop_oneof![1u8..=3, Just(4u8)].prop_map(|version| Op::SetEncoding { version }),
+        // Copies and moves, within a mailbox too (a move into itself is refused).
+        3 => (user(), name(), prop_oneof![Just("A".to_string()), name()], uid_set(), any::<bool>())
+            .prop_map(|(user, from, to, uids, moving)| {
+            if moving {
+                Op::Move { user, from, to, uids }
+            } else {
+                Op::Copy { user, from, to, uids }
+            }
+        }),
+        // Subscriptions, of names that are mailboxes and of one that never is.
+        1 => (user(), prop_oneof![name(), Just("Nowhere/Yet".to_string())], any::<bool>())
+            .prop_map(|(user, mailbox, on)| {
+                if on {
+                    Op::Subscribe { user, mailbox }
+                } else {
+                    Op::Unsubscribe { user, mailbox }
+                }
+            }),
         5 => (user(), name(), uid_set(), pick(&[StoreMode::Add, StoreMode::Remove, StoreMode::Replace]), flags(),
               proptest::option::of(0u64..30))
             .prop_map(|(user, mailbox, uids, mode, flags, unchanged_since)| Op::Store {
@@ -543,6 +659,12 @@ fn assert_reads_agree(sm: &GroupState<MemoryFiles>, model: &Model) {
             })
             .unwrap_or_default();
         assert_eq!(listed, expected, "mailbox list of {user}");
+        let subscribed: Vec<String> = model
+            .subscriptions
+            .get(*user)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default();
+        assert_eq!(sm.subscriptions(user), subscribed, "subscriptions of {user}");
         for (name, guid, _) in &expected {
             let b = &model.boxes[guid];
             let status = sm.status(user, name).unwrap();
@@ -685,10 +807,14 @@ impl InvariantTracker {
     }
 }
 
+/// The new MODSEQ of the mailbox `op_mailbox` names (a copy's or a move's: the target's).
 fn modseq_of(outcome: &Outcome) -> Option<u64> {
     match outcome {
         Outcome::Appended { modseq, .. } => Some(*modseq),
-        Outcome::Stored { modseq, .. } | Outcome::Expunged { modseq, .. } => *modseq,
+        Outcome::Stored { modseq, .. }
+        | Outcome::Expunged { modseq, .. }
+        | Outcome::Copied { modseq, .. }
+        | Outcome::Moved { modseq, .. } => *modseq,
         _ => None,
     }
 }
@@ -774,7 +900,8 @@ fn op_mailbox(op: &Op) -> &str {
         | Op::Store { mailbox, .. }
         | Op::Expunge { mailbox, .. } => mailbox,
         Op::RenameMailbox { from, .. } => from,
-        Op::SetEncoding { .. } | Op::Probe { .. } => "",
+        Op::Copy { to, .. } | Op::Move { to, .. } => to,
+        Op::SetEncoding { .. } | Op::Probe { .. } | Op::Subscribe { .. } | Op::Unsubscribe { .. } => "",
     }
 }
 
@@ -866,6 +993,11 @@ fn generator_covers_the_interesting_paths() {
                 (_, Outcome::Stored { modseq: Some(_), .. }) => "store",
                 (_, Outcome::Expunged { modseq: Some(_), .. }) => "expunge",
                 (Op::Deliver { .. }, Outcome::Appended { .. }) => "deliver",
+                (_, Outcome::Copied { modseq: Some(_), .. }) => "copy",
+                (_, Outcome::Moved { modseq: Some(_), .. }) => "move",
+                (_, Outcome::Subscribed { changed: true } | Outcome::Unsubscribed { changed: true }) => {
+                    "subscription"
+                }
                 (_, Outcome::Appended { .. }) => "append",
                 (_, Outcome::Renamed { .. }) => "rename",
                 (_, Outcome::Deleted { .. }) => "delete",
@@ -881,6 +1013,9 @@ fn generator_covers_the_interesting_paths() {
         "expunge",
         "append",
         "deliver",
+        "copy",
+        "move",
+        "subscription",
         "rename",
         "delete",
     ] {

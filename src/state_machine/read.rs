@@ -179,6 +179,35 @@ impl<F: MailboxFiles> GroupState<F> {
             .collect())
     }
 
+    /// The records of the UIDs in `uids` that the mailbox has, in UID order, at most `limit` of
+    /// them: what a copy or a move of those UIDs would copy (`Op::Copy` skips the others).
+    pub fn fetch_set(
+        &self,
+        user: &str,
+        mailbox: &str,
+        uids: &UidSet,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, ReadError> {
+        let index = self.mailbox_index(user, mailbox)?;
+        Ok(uids
+            .ranges()
+            .iter()
+            .flat_map(|&(first, last)| index.positions_in(first, last))
+            .take(limit)
+            .map(|p| view(index, &index.record_at(p)))
+            .collect())
+    }
+
+    /// The mailbox names `user` is subscribed to, in name order (IMAP LSUB, or LIST
+    /// (SUBSCRIBED)): names of mailboxes that may not exist (any more), as RFC 3501 allows.
+    pub fn subscriptions(&self, user: &str) -> Vec<String> {
+        self.manifest
+            .subscriptions
+            .get(user)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// At most `limit` changes after `cursor` (records changed, UIDs expunged), in (MODSEQ,
     /// UID) order, and where the next page starts.
     pub fn changes_page(

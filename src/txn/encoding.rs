@@ -22,6 +22,9 @@
 //! - Encoding 3: the same wire layout. Adds `Deliver` (messages with bodies in the body store),
 //!   and mailbox files in index format v2 (records name their body): new mailboxes are created
 //!   in v2, and a v1 file is rewritten as v2 by the first change to it.
+//! - Encoding 4: the same wire layout. Adds `Copy` and `Move` (IMAP COPY and MOVE: records
+//!   copied with their body ids, a move's expunge in the same entry), `Subscribe` and
+//!   `Unsubscribe` (IMAP subscriptions, kept in the manifest: its layout 4).
 //!
 //! A legacy entry starts with the length of its client id (1 to 64, a one-byte varint), so it can
 //! never start with [`ENTRY_MAGIC`]; an entry starting with anything else is garbage, rejected
@@ -33,7 +36,7 @@ use super::{Op, Txn};
 pub const ENTRY_MAGIC: u8 = 0xD7;
 
 /// The highest encoding this build can apply and propose.
-pub const CURRENT_ENCODING: u8 = 3;
+pub const CURRENT_ENCODING: u8 = 4;
 
 /// The encoding a test build pretends to be the next release's (`--test-next-encoding`): it
 /// adds [`Op::Probe`]. Lets the rolling-upgrade test move a cluster from this build to a
@@ -76,6 +79,7 @@ pub fn required_encoding(op: &Op) -> u8 {
         | Op::Expunge { .. } => 0,
         Op::SetEncoding { .. } => 1,
         Op::Deliver { .. } => 3,
+        Op::Copy { .. } | Op::Move { .. } | Op::Subscribe { .. } | Op::Unsubscribe { .. } => 4,
         Op::Probe { .. } => TEST_NEXT_ENCODING,
     }
 }
@@ -210,6 +214,71 @@ mod tests {
             decode_entry(&smuggled, TEST_NEXT_ENCODING),
             Err(EntryError::Garbage(_))
         ));
+    }
+
+    /// Encoding 4's ops: a group at encoding 3 cannot take them (`NotEnabled`, what the API
+    /// answers 409 `not_enabled`); an entry claiming encoding 3 with one is garbage; a build of
+    /// encoding 3 meeting an encoding-4 entry stops instead of rejecting it.
+    #[test]
+    fn copies_moves_and_subscriptions_need_encoding_4() {
+        let uids = crate::txn::UidSet::parse("1:5").unwrap();
+        let ops = [
+            Op::Copy {
+                user: "u".into(),
+                from: "INBOX".into(),
+                to: "Archive".into(),
+                uids: uids.clone(),
+            },
+            Op::Move {
+                user: "u".into(),
+                from: "INBOX".into(),
+                to: "Archive".into(),
+                uids,
+            },
+            Op::Subscribe {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+            },
+            Op::Unsubscribe {
+                user: "u".into(),
+                mailbox: "INBOX".into(),
+            },
+        ];
+        for op in ops {
+            let txn = Txn {
+                client_id: "c".into(),
+                request_seq: 1,
+                op,
+            };
+            let name = txn.op.describe();
+            assert_eq!(
+                encode_entry(&txn, 3),
+                Err(NotEnabled {
+                    op: name,
+                    needs: 4,
+                    active: 3
+                })
+            );
+            let entry = encode_entry(&txn, 4).unwrap();
+            assert_eq!(&entry[..2], &[ENTRY_MAGIC, 4]);
+            assert_eq!(decode_entry(&entry, CURRENT_ENCODING).unwrap(), (4, txn.clone()));
+            assert!(
+                matches!(
+                    decode_entry(&entry, 3),
+                    Err(EntryError::Unsupported { encoding: 4, max: 3 })
+                ),
+                "{name}"
+            );
+            let mut smuggled = entry.clone();
+            smuggled[1] = 3;
+            assert!(
+                matches!(
+                    decode_entry(&smuggled, CURRENT_ENCODING),
+                    Err(EntryError::Garbage(_))
+                ),
+                "{name}"
+            );
+        }
     }
 
     #[test]

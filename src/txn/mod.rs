@@ -20,7 +20,7 @@ pub(crate) mod test_txns;
 
 use serde::{Deserialize, Serialize};
 
-pub use outcome::{Outcome, Rejection};
+pub use outcome::{Outcome, Rejection, UidMap};
 pub use uid_set::{UidSet, UidSetError};
 pub use validate::TxnError;
 
@@ -116,6 +116,30 @@ pub enum Op {
         messages: Vec<NewMessage>,
         bodies: Vec<[u8; 16]>,
     },
+    /// Copy the messages of `from` with these UIDs into `to`, a mailbox of the same user (so of
+    /// the same group) (log encoding 4; IMAP COPY, RFC 3501 §6.4.7). The copies get consecutive
+    /// new UIDs in `to` in source-UID order and one new MODSEQ of `to`; flags, keywords, message
+    /// GUID, size, internal date and body id are kept (a body is stored once, however many
+    /// records name it). UIDs not in `from` are skipped. `from == to` copies within a mailbox.
+    Copy {
+        user: String,
+        from: String,
+        to: String,
+        uids: UidSet,
+    },
+    /// As [`Op::Copy`], and the copied messages are expunged from `from` in the same entry
+    /// (log encoding 4; RFC 6851 MOVE, atomic: one entry). `from == to` is refused.
+    Move {
+        user: String,
+        from: String,
+        to: String,
+        uids: UidSet,
+    },
+    /// Add `mailbox` to the user's subscriptions (log encoding 4; RFC 3501 SUBSCRIBE). The name
+    /// need not be a mailbox: a subscription outlives a deletion and is not renamed with one.
+    Subscribe { user: String, mailbox: String },
+    /// Remove `mailbox` from the user's subscriptions (log encoding 4; RFC 3501 UNSUBSCRIBE).
+    Unsubscribe { user: String, mailbox: String },
 }
 
 /// A message to append: its body lives elsewhere, identified by `guid`.
@@ -149,6 +173,10 @@ impl Op {
             | Op::Store { user, .. }
             | Op::Expunge { user, .. }
             | Op::Deliver { user, .. }
+            | Op::Copy { user, .. }
+            | Op::Move { user, .. }
+            | Op::Subscribe { user, .. }
+            | Op::Unsubscribe { user, .. }
             | Op::Probe { user } => user,
             Op::SetEncoding { .. } => "",
         }
@@ -166,6 +194,10 @@ impl Op {
             Op::SetEncoding { .. } => "set_encoding",
             Op::Probe { .. } => "probe",
             Op::Deliver { .. } => "deliver",
+            Op::Copy { .. } => "copy",
+            Op::Move { .. } => "move",
+            Op::Subscribe { .. } => "subscribe",
+            Op::Unsubscribe { .. } => "unsubscribe",
         }
     }
 }

@@ -47,6 +47,72 @@ pub enum Outcome {
     },
     /// A [`crate::txn::Op::Probe`] was applied.
     Probed,
+    /// A [`crate::txn::Op::Copy`]: what UIDPLUS's COPYUID needs (RFC 4315).
+    Copied {
+        /// The target mailbox's UIDVALIDITY.
+        uid_validity: u32,
+        /// Which source UIDs were copied, and the UIDs their copies got.
+        uids: UidMap,
+        /// The target's new MODSEQ; `None` when nothing was copied (no UID was in the source).
+        modseq: Option<u64>,
+    },
+    /// A [`crate::txn::Op::Move`]: the copy's answer, and the expunge of the source messages.
+    Moved {
+        uid_validity: u32,
+        uids: UidMap,
+        modseq: Option<u64>,
+        /// The source UIDs expunged. Invariant: equal to `uids.source` (every message moved
+        /// left its source, in the same entry).
+        expunged: UidSet,
+        /// The source's new MODSEQ (the expunge's); `None` when nothing was moved.
+        source_modseq: Option<u64>,
+    },
+    /// A [`crate::txn::Op::Subscribe`]; `changed` is false if the name was subscribed already.
+    Subscribed {
+        changed: bool,
+    },
+    /// A [`crate::txn::Op::Unsubscribe`]; `changed` is false if the name was not subscribed.
+    Unsubscribed {
+        changed: bool,
+    },
+}
+
+/// The source UIDs of a copy and the target UIDs of their copies, compactly: the copies got
+/// consecutive target UIDs in source-UID order, so the i-th source UID (ascending) was copied to
+/// `first_target + i`. Stored in the session table, so its size follows the source set's ranges,
+/// not the number of messages. Invariant: `first_target == 0` exactly when `source` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UidMap {
+    pub source: UidSet,
+    pub first_target: u32,
+}
+
+impl UidMap {
+    /// The map of no copy.
+    pub fn empty() -> UidMap {
+        UidMap {
+            source: UidSet::new(),
+            first_target: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.source.is_empty()
+    }
+
+    /// The target UIDs (one range, or none).
+    pub fn target(&self) -> UidSet {
+        if self.source.is_empty() {
+            return UidSet::new();
+        }
+        let last = self.first_target + (self.source.len() - 1) as u32;
+        UidSet::from_ranges([(self.first_target, last)]).expect("one ascending range")
+    }
+
+    /// (source UID, target UID) pairs in source-UID order.
+    pub fn pairs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.source.iter().zip(self.first_target..)
+    }
 }
 
 /// Why the state machine refused a transaction. Deterministic: every replica refuses alike.
@@ -77,6 +143,9 @@ pub enum Rejection {
     /// content (a client reusing a sequence number for a new request).
     #[error("request_seq {request_seq} of this client was used for another request")]
     RequestReused { request_seq: u64 },
+    /// From log encoding 4 on: the user has as many subscriptions as a user may have.
+    #[error("the user has the maximum of {max} subscriptions")]
+    TooManySubscriptions { max: usize },
 }
 
 impl Outcome {

@@ -67,6 +67,8 @@ pub enum TxnError {
     BodiesMismatch { messages: usize, bodies: usize },
     #[error("a body id must not be all zero")]
     ZeroBody,
+    #[error("cannot move messages from {name:?} into the same mailbox")]
+    MoveToSelf { name: String },
     #[error("{op} needs log encoding {needs}; the group's is {encoding}")]
     NotInEncoding {
         op: &'static str,
@@ -137,8 +139,12 @@ fn check_names_v2(op: &Op) -> Result<(), TxnError> {
         | Op::Append { mailbox, .. }
         | Op::Store { mailbox, .. }
         | Op::Expunge { mailbox, .. }
-        | Op::Deliver { mailbox, .. } => &[mailbox],
-        Op::RenameMailbox { from, to, .. } => &[from, to],
+        | Op::Deliver { mailbox, .. }
+        | Op::Subscribe { mailbox, .. }
+        | Op::Unsubscribe { mailbox, .. } => &[mailbox],
+        Op::RenameMailbox { from, to, .. } | Op::Copy { from, to, .. } | Op::Move { from, to, .. } => {
+            &[from, to]
+        }
         Op::SetEncoding { .. } | Op::Probe { .. } => &[],
     };
     for mailbox in mailboxes {
@@ -298,6 +304,20 @@ fn validate_encoding_0(txn: &Txn) -> Result<(), TxnError> {
                 return Err(TxnError::ZeroBody);
             }
         }
+        Op::Copy { from, to, uids, .. } => {
+            check_mailbox_name(from)?;
+            check_mailbox_name(to)?;
+            check_uid_set(uids)?;
+        }
+        Op::Move { from, to, uids, .. } => {
+            check_mailbox_name(from)?;
+            check_mailbox_name(to)?;
+            check_uid_set(uids)?;
+            if canonical_mailbox_name(from) == canonical_mailbox_name(to) {
+                return Err(TxnError::MoveToSelf { name: from.clone() });
+            }
+        }
+        Op::Subscribe { mailbox, .. } | Op::Unsubscribe { mailbox, .. } => check_mailbox_name(mailbox)?,
         Op::Probe { .. } => {}
         Op::SetEncoding { .. } => unreachable!("returned above"),
     }
@@ -638,5 +658,71 @@ mod tests {
             to: "x".into(),
         });
         assert_eq!(validate_in(&rename, 2), Err(TxnError::InboxImmutable));
+    }
+
+    /// The encoding-4 ops: they exist only from encoding 4 on; a copy may stay within its
+    /// mailbox, a move may not (also spelled differently: `inbox` is `INBOX`); their UID sets
+    /// and names follow the rules of the other ops.
+    #[test]
+    fn copies_moves_and_subscriptions() {
+        let copy = |from: &str, to: &str, uids: &str| Op::Copy {
+            user: "u".into(),
+            from: from.into(),
+            to: to.into(),
+            uids: UidSet::parse(uids).unwrap(),
+        };
+        let moving = |from: &str, to: &str| Op::Move {
+            user: "u".into(),
+            from: from.into(),
+            to: to.into(),
+            uids: UidSet::parse("1:4294967295").unwrap(),
+        };
+        validate_in(&txn(copy("INBOX", "Archive", "1:5,7")), 4).unwrap();
+        validate_in(&txn(copy("INBOX", "INBOX", "1")), 4).unwrap();
+        assert!(matches!(
+            validate_in(&txn(copy("INBOX", "Archive", "1")), 3),
+            Err(TxnError::NotInEncoding {
+                op: "copy",
+                needs: 4,
+                encoding: 3
+            })
+        ));
+        assert_eq!(
+            validate_in(&txn(moving("INBOX", "inbox")), 4),
+            Err(TxnError::MoveToSelf { name: "INBOX".into() })
+        );
+        validate_in(&txn(moving("INBOX", "Trash")), 4).unwrap();
+        let mut empty = txn(copy("INBOX", "Archive", "1"));
+        if let Op::Copy { uids, .. } = &mut empty.op {
+            *uids = UidSet::new();
+        }
+        assert_eq!(validate_in(&empty, 4), Err(TxnError::EmptyUidSet));
+        assert!(matches!(
+            validate_in(&txn(copy("INBOX", "a//b", "1")), 4),
+            Err(TxnError::InvalidMailboxName { .. })
+        ));
+        let subscribe = |mailbox: &str| Op::Subscribe {
+            user: "u".into(),
+            mailbox: mailbox.into(),
+        };
+        validate_in(&txn(subscribe("Not/There/Yet")), 4).unwrap();
+        assert!(matches!(
+            validate_in(&txn(subscribe("x*")), 4),
+            Err(TxnError::InvalidMailboxName { .. })
+        ));
+        assert!(matches!(
+            validate_in(&txn(subscribe("cafe\u{301}")), 4),
+            Err(TxnError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            validate_in(
+                &txn(Op::Unsubscribe {
+                    user: "u".into(),
+                    mailbox: "a\u{200b}b".into()
+                }),
+                4
+            ),
+            Err(TxnError::InvalidName { .. })
+        ));
     }
 }

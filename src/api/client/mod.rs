@@ -13,6 +13,10 @@
 //! POST   /v1/users/{user}/mailboxes/{mailbox}/store       flags         {"uids","mode","flags","unchanged_since"}
 //! POST   /v1/users/{user}/mailboxes/{mailbox}/expunge     expunge       {"uids","expected_guids"}
 //! GET    /v1/users/{user}/mailboxes/{mailbox}/changes     changes ?since=MODSEQ&after_uid&limit, paged
+//! POST   /v1/users/{user}/mailboxes/{mailbox}/copy        copy or move  {"uids","to","move"}
+//! GET    /v1/users/{user}/subscriptions                   subscribed names
+//! PUT    /v1/users/{user}/subscriptions/{mailbox}         subscribe
+//! DELETE /v1/users/{user}/subscriptions/{mailbox}         unsubscribe
 //! ```
 //! Mailbox names are percent-encoded path segments (`Archive%2F2024`). Writes take optional
 //! `client_id` and `request_seq` (a retry with the same pair is applied once) and answer with the
@@ -20,24 +24,27 @@
 //! linearizable` (default linearizable) and `min_applied=<token>`, and answer with `applied`.
 //!
 //! One file per resource, each with its handlers and body types: `mailboxes` (list, create,
-//! status, delete, rename), `messages` (append, fetch), `bodies` (deliver, a body's bytes), `flags` (store, expunge), `changes`.
+//! status, delete, rename), `messages` (append, fetch), `bodies` (deliver, a body's bytes), `flags`
+//! (store, expunge), `changes`, `copy` (copy, move), `subscriptions` (list, subscribe, unsubscribe).
 //! What every write shares is in `write` (the client session, validation, the answer); what
 //! every read shares is in `read` (the freshness parameters, the answer). This file holds the
 //! route table.
 
 mod bodies;
 mod changes;
+mod copy;
 mod flags;
 mod mailboxes;
 mod messages;
 mod probe;
 mod read;
+mod subscriptions;
 mod write;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 pub use read::{DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT};
@@ -91,6 +98,12 @@ pub fn router<S: MailService>(service: Arc<S>) -> Router {
         .route(
             "/v1/users/{user}/mailboxes/{mailbox}/changes",
             get(changes::changes::<S>),
+        )
+        .route("/v1/users/{user}/mailboxes/{mailbox}/copy", post(copy::copy::<S>))
+        .route("/v1/users/{user}/subscriptions", get(subscriptions::list::<S>))
+        .route(
+            "/v1/users/{user}/subscriptions/{mailbox}",
+            put(subscriptions::subscribe::<S>).delete(subscriptions::unsubscribe::<S>),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),

@@ -16,9 +16,9 @@ use crate::service::{MailService, WriteAck};
 use crate::state_machine::apply::hex;
 use crate::state_machine::manifest::{is_anonymous, ANONYMOUS_CLIENT_PREFIX};
 use crate::txn::validate::check_client_id;
-use crate::txn::{Op, Outcome, Txn};
+use crate::txn::{Op, Outcome, Txn, UidMap};
 
-/// A route layer: a write (POST, DELETE) of a user whose group the node knows to be busy is
+/// A route layer: a write (POST, PUT, DELETE) of a user whose group the node knows to be busy is
 /// answered 429 at once, before its body is read or parsed (`MailService::admit_write`); reads
 /// and other writes go on.
 pub(super) async fn admit<S: MailService>(
@@ -28,7 +28,7 @@ pub(super) async fn admit<S: MailService>(
     request: Request,
     next: Next,
 ) -> Response {
-    if let (Ok(params), Method::POST | Method::DELETE) = (&params, request.method().clone()) {
+    if let (Ok(params), Method::POST | Method::PUT | Method::DELETE) = (&params, request.method().clone()) {
         let user = params
             .iter()
             .find(|(key, _)| *key == "user")
@@ -40,7 +40,8 @@ pub(super) async fn admit<S: MailService>(
     next.run(request).await
 }
 
-/// The client session of a write without a body (delete, probe), from its query string.
+/// The client session of a write without a body (delete, probe, subscribe, unsubscribe), from
+/// its query string.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SessionQuery {
@@ -90,6 +91,12 @@ pub(super) async fn submit<S: MailService>(
     Ok(service.write(txn).await?)
 }
 
+/// A copy's UIDs as UIDPLUS's COPYUID gives them (RFC 4315): the source UIDs copied and the
+/// target UIDs, the i-th of one the copy of the i-th of the other; both empty if none was.
+fn uid_map(uids: &UidMap) -> Value {
+    json!({"source": uids.source.to_string(), "target": uids.target().to_string()})
+}
+
 /// The HTTP answer for an applied write: 2xx with the result, or the rejection's error.
 pub(super) fn write_response(ack: WriteAck, created: bool) -> Result<Response, ApiError> {
     let mut body = json!({"group": ack.group, "token": ack.position.index});
@@ -134,6 +141,26 @@ pub(super) fn write_response(ack: WriteAck, created: bool) -> Result<Response, A
         }
         Outcome::EncodingSet { encoding } => json!({"encoding": encoding}),
         Outcome::Probed => json!({"probed": true}),
+        Outcome::Copied {
+            uid_validity,
+            uids,
+            modseq,
+        } => json!({"uid_validity": uid_validity, "uid_map": uid_map(&uids), "modseq": modseq}),
+        Outcome::Moved {
+            uid_validity,
+            uids,
+            modseq,
+            expunged,
+            source_modseq,
+        } => json!({
+            "uid_validity": uid_validity,
+            "uid_map": uid_map(&uids),
+            "modseq": modseq,
+            "expunged": expunged.to_string(),
+            "source_modseq": source_modseq,
+        }),
+        Outcome::Subscribed { changed } => json!({"subscribed": true, "changed": changed}),
+        Outcome::Unsubscribed { changed } => json!({"subscribed": false, "changed": changed}),
     };
     if let (Value::Object(body), Value::Object(result)) = (&mut body, result) {
         body.extend(result);

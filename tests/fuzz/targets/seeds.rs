@@ -68,7 +68,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         );
     }
 
-    // Manifests: the sample's (layout 1), the same group in log encoding 1 (layout 2), empty.
+    // Manifests: the sample's (layout 1), the same group in log encoding 1 (layout 2), the
+    // delivered one (layout 4, with subscriptions) and it in encoding 3 (layout 3), empty.
     let manifest = group.manifest().clone();
     add("manifest", "layout1", manifest.encode());
     add(
@@ -81,6 +82,16 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         .encode(),
     );
     add("manifest", "delivered", delivered.manifest().encode());
+    add(
+        "manifest",
+        "layout3",
+        Manifest {
+            encoding: 3,
+            subscriptions: Default::default(),
+            ..delivered.manifest().clone()
+        }
+        .encode(),
+    );
     add("manifest", "empty", Manifest::default().encode());
     add(
         "manifest",
@@ -102,7 +113,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     // Log entries: every op in every encoding that has it.
     for (i, txn) in entry_txns().iter().enumerate() {
         let op = txn.op.describe();
-        for encoding in [0, 1, 2, CURRENT_ENCODING, TEST_NEXT_ENCODING] {
+        for encoding in [0, 1, 2, 3, CURRENT_ENCODING, TEST_NEXT_ENCODING] {
             if let Ok(entry) = encode_entry(txn, encoding) {
                 add("log_entry", &format!("{i:02}-{op}-e{encoding}"), entry);
             }
@@ -276,6 +287,30 @@ fn sample_group(encoding: u8) -> GroupState<MemoryFiles> {
         },
         append("Archive", 100..=102),
     ]);
+    if encoding >= 4 {
+        ops.extend([
+            Op::Subscribe {
+                user: USER.into(),
+                mailbox: "INBOX".into(),
+            },
+            Op::Subscribe {
+                user: USER.into(),
+                mailbox: "Lists/Not yet".into(),
+            },
+            Op::Copy {
+                user: USER.into(),
+                from: "INBOX".into(),
+                to: "Archive".into(),
+                uids: uids("1:5"),
+            },
+            Op::Move {
+                user: USER.into(),
+                from: "INBOX".into(),
+                to: "Archive".into(),
+                uids: uids("6:7"),
+            },
+        ]);
+    }
     let mut group = GroupState::in_memory();
     for (i, op) in ops.into_iter().enumerate() {
         let outcome = group
@@ -331,6 +366,26 @@ fn entry_txns() -> Vec<Txn> {
             mailbox: "INBOX".into(),
             messages: (4..=5).map(message).collect(),
             bodies: vec![[0xb4; 16], [0xb5; 16]],
+        },
+        Op::Copy {
+            user: "u".into(),
+            from: "INBOX".into(),
+            to: "Archive/2024".into(),
+            uids: uids("1:5,7"),
+        },
+        Op::Move {
+            user: "u".into(),
+            from: "INBOX".into(),
+            to: "Trash".into(),
+            uids: uids("2"),
+        },
+        Op::Subscribe {
+            user: "u".into(),
+            mailbox: "Archive/2024".into(),
+        },
+        Op::Unsubscribe {
+            user: "u".into(),
+            mailbox: "Archive/2024".into(),
         },
     ];
     ops.into_iter()
@@ -719,6 +774,35 @@ fn client_requests() -> Vec<(&'static str, String)> {
         (
             "changes",
             request(&format!("GET {b}/INBOX/changes?since=2&consistency=local"), None),
+        ),
+        (
+            "copy",
+            request(
+                &format!("POST {b}/INBOX/copy?client_id=c3&request_seq=1"),
+                Some(r#"{"uids":"1:5,7","to":"Archive/2024"}"#),
+            ),
+        ),
+        (
+            "move",
+            request(
+                &format!("POST {b}/INBOX/copy"),
+                Some(r#"{"uids":"2","to":"Trash","move":true}"#),
+            ),
+        ),
+        (
+            "subscriptions",
+            request("GET /v1/users/alice/subscriptions?consistency=local", None),
+        ),
+        (
+            "subscribe",
+            request("PUT /v1/users/alice/subscriptions/Archive%2F2024", None),
+        ),
+        (
+            "unsubscribe",
+            request(
+                "DELETE /v1/users/alice/subscriptions/INBOX?client_id=c4&request_seq=2",
+                None,
+            ),
         ),
         (
             "probe",
