@@ -2,18 +2,26 @@
 //! stored bytes. Pure and deterministic: the same bytes give the same answer on every node
 //! (MAIL-NOTES.md "Semantics" 6), whatever the bytes are (no panic, every range in bounds).
 //!
-//! The message is first cut into a tree of [`Node`]s (header range, body range, kind), the one
+//! The message is first cut into a tree of `Node`s (header range, body range, kind), the one
 //! source for both the structure and the sections, so `BODY[2.1]` is always the part that
 //! BODYSTRUCTURE lists second, first. Cutting follows RFC 2045/2046 and, where the RFCs leave it
 //! open, Dovecot 2.3 (the reference recorded in `tests/fixtures/imap/`, see `mime_tests.rs`):
 //!
-//! - a header ends at its first empty line; without one it runs to the end and the body is empty;
+//! - a header ends after its first empty line, or at a delimiter line of an enclosing
+//!   multipart, or at the end (then the body is empty);
 //! - a bare LF ends a line like CRLF; sizes and line counts are of the bytes as stored (Dovecot
 //!   counts an LF-only message as if it had CRLF: we do not, the stored bytes are the message);
-//! - a multipart's parts are cut at lines starting with `--boundary`; the line ending before a
-//!   delimiter belongs to the delimiter; preamble and epilogue belong to no part; a missing close
-//!   delimiter ends the last part at the end of the multipart; a multipart without boundary is
-//!   a single opaque part, one whose delimiters never appear has one empty text/plain part;
+//! - one pass with a stack of boundaries: a line starting with `--boundary` is a delimiter of
+//!   the innermost enclosing multipart whose boundary it starts with (so `--b2` inside `--b` is
+//!   the inner one's); the line ending before a delimiter belongs to the delimiter, unless it was
+//!   read before the text it would end began (after a nested close delimiter, or a header cut by
+//!   the delimiter), where Dovecot leaves it in the enclosing part; preamble and epilogue belong
+//!   to no part; a missing close delimiter ends the last part at the next enclosing delimiter
+//!   or the end; a multipart without boundary, or without delimiters, has one empty text/plain
+//!   part (as Dovecot answers);
+//! - `Content-Type: text` (no subtype) is type text with subtype "" (as Dovecot shows it); no
+//!   or unparsable Content-Type is text/plain; charset=us-ascii (message/rfc822 inside a
+//!   multipart/digest), RFC 2045 §5.2 and RFC 2046 §5.1.5;
 //! - part numbers (RFC 3501 §6.4.5): a multipart's children are 1..n; a message/rfc822 part's
 //!   numbers are those of the message it encloses; a non-multipart message, or any leaf, has a
 //!   part 1, itself (so `BODY[1]` of a text/plain message is its body, `BODY[1.MIME]` its

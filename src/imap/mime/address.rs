@@ -196,6 +196,9 @@ fn mailbox(
             cfws_capture(lexer, &mut comment);
             out.push(address(comment, None, phrase, host));
         }
+        // No `@` and no `<`: one word is a local part without domain, several are a
+        // display name without address (Dovecot's reading of both).
+        _ if phrase.contains(&b' ') => out.push(address(Some(phrase), None, Vec::new(), Vec::new())),
         _ => {
             if !phrase.is_empty() {
                 out.push(address(comment, None, phrase, Vec::new()));

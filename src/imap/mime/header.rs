@@ -146,11 +146,11 @@ pub(crate) fn parse_media(value: &[u8], with_subtype: bool) -> Option<MediaValue
     let mut subtype = None;
     if with_subtype {
         lexer.skip_cfws();
+        // No subtype ("Content-Type: text"): an empty one, as Dovecot shows it.
+        subtype = Some(Vec::new());
         if lexer.eat(b'/') {
             lexer.skip_cfws();
-            subtype = Some(lexer.token()?);
-        } else {
-            return None;
+            subtype = Some(lexer.token().unwrap_or_default());
         }
     }
     let mut params = Vec::new();

@@ -35,72 +35,11 @@ pub(crate) enum Kind {
 
 impl Node {
     pub(crate) fn parse(bytes: &[u8]) -> Node {
-        Node::parse_part(bytes, 0..bytes.len(), false, 0)
-    }
-
-    /// The part at `range`, which starts with its header.
-    fn parse_part(bytes: &[u8], range: Range<usize>, in_digest: bool, depth: usize) -> Node {
-        let (header, body) = header::split(bytes, range);
-        let fields = header::fields(&bytes[header.clone()]);
-        let mut content_type = header::first_value(&fields, "Content-Type")
-            .and_then(|value| header::parse_media(&value, true))
-            .unwrap_or_else(|| default_type(in_digest));
-        let is = |media: &MediaValue, t: &str, s: &str| {
-            media.value.eq_ignore_ascii_case(t.as_bytes())
-                && media
-                    .subtype
-                    .as_deref()
-                    .is_some_and(|sub| sub.eq_ignore_ascii_case(s.as_bytes()))
+        let mut cutter = Cutter {
+            bytes,
+            boundaries: Vec::new(),
         };
-        let kind = if depth >= MAX_DEPTH {
-            if content_type.value.eq_ignore_ascii_case(b"multipart") || is(&content_type, "message", "rfc822")
-            {
-                content_type = MediaValue {
-                    value: b"application".to_vec(),
-                    subtype: Some(b"octet-stream".to_vec()),
-                    params: Vec::new(),
-                };
-            }
-            Kind::Leaf
-        } else if content_type.value.eq_ignore_ascii_case(b"multipart") {
-            let boundary = content_type
-                .params
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(b"boundary"))
-                .map(|(_, value)| value.clone())
-                .filter(|boundary| !boundary.is_empty());
-            match boundary {
-                None => Kind::Leaf,
-                Some(boundary) => {
-                    let digest = is(&content_type, "multipart", "digest");
-                    let mut children: Vec<Node> = split_multipart(bytes, body.clone(), &boundary)
-                        .into_iter()
-                        .map(|part| Node::parse_part(bytes, part, digest, depth + 1))
-                        .collect();
-                    if children.is_empty() {
-                        let end = body.end;
-                        children.push(Node {
-                            header: end..end,
-                            body: end..end,
-                            content_type: default_type(false),
-                            kind: Kind::Leaf,
-                        });
-                    }
-                    Kind::Multipart(children)
-                }
-            }
-        } else if is(&content_type, "message", "rfc822") {
-            Kind::Message(Box::new(Node::parse_part(bytes, body.clone(), false, depth + 1)))
-        } else {
-            Kind::Leaf
-        };
-        debug_assert_eq!(header.end, body.start);
-        Node {
-            header,
-            body,
-            content_type,
-            kind,
-        }
+        cutter.part(0, false, 0).0
     }
 
     /// The part numbered `path` below this message (RFC 3501 §6.4.5), if it exists.
@@ -143,35 +82,205 @@ fn default_type(in_digest: bool) -> MediaValue {
     }
 }
 
-/// The ranges of a multipart body's parts, each starting at its header (RFC 2046 §5.1.1).
-fn split_multipart(bytes: &[u8], body: Range<usize>, boundary: &[u8]) -> Vec<Range<usize>> {
-    let mut parts = Vec::new();
-    let mut current: Option<usize> = None;
-    let mut pos = body.start;
-    while pos < body.end {
-        let line_end = header::memchr_lf(&bytes[pos..body.end]).map_or(body.end, |i| pos + i + 1);
-        let line = &bytes[pos..line_end];
-        if line.starts_with(b"--") && line[2..].starts_with(boundary) {
-            if let Some(start) = current {
-                // The line ending before a delimiter belongs to the delimiter.
-                let mut end = pos;
-                if end > start && bytes[end - 1] == b'\n' {
-                    end -= 1;
-                    if end > start && bytes[end - 1] == b'\r' {
-                        end -= 1;
-                    }
-                }
-                parts.push(start..end);
+/// Where a part stopped: at the start of a delimiter line of `boundaries[boundary]`, or at
+/// the end of the message (`boundary` None).
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    at: usize,
+    boundary: Option<usize>,
+    /// Where the text that the delimiter ends began (a body, an epilogue): the line ending
+    /// before the delimiter is the delimiter's only if it lies after this point.
+    ///
+    /// Invariant: `floor <= at`.
+    floor: usize,
+}
+
+/// Cuts a message in one pass, as Dovecot's parser does: each line that starts with `--` is
+/// checked against the boundaries of the enclosing multiparts, innermost first, so an inner
+/// boundary that has an outer one as prefix (`--b2` inside `--b`) belongs to the inner one.
+struct Cutter<'a> {
+    bytes: &'a [u8],
+    /// The boundaries of the multiparts being cut, outermost first.
+    ///
+    /// Invariant: at most `MAX_DEPTH` entries (one per nesting level).
+    boundaries: Vec<Vec<u8>>,
+}
+
+impl Cutter<'_> {
+    fn line_end(&self, pos: usize) -> usize {
+        header::memchr_lf(&self.bytes[pos..]).map_or(self.bytes.len(), |i| pos + i + 1)
+    }
+
+    /// The active boundary whose delimiter the line at `pos` is (innermost first), and whether
+    /// it is the close delimiter. A delimiter is a line starting with `--boundary`, whatever
+    /// follows (Dovecot's rule; RFC 2046 allows only blanks after it).
+    fn delimiter(&self, pos: usize) -> Option<(usize, bool)> {
+        let line = &self.bytes[pos..self.line_end(pos)];
+        let rest = line.strip_prefix(b"--")?;
+        self.boundaries
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, boundary)| rest.starts_with(boundary))
+            .map(|(index, boundary)| (index, rest[boundary.len()..].starts_with(b"--")))
+    }
+
+    /// The first delimiter line at or after `pos`.
+    fn scan(&self, start: usize) -> Stop {
+        let mut pos = start;
+        while pos < self.bytes.len() {
+            if let Some((index, _)) = self.delimiter(pos) {
+                return Stop {
+                    at: pos,
+                    boundary: Some(index),
+                    floor: start,
+                };
             }
-            if line[2 + boundary.len()..].starts_with(b"--") {
-                return parts;
-            }
-            current = Some(line_end);
+            pos = self.line_end(pos);
         }
-        pos = line_end;
+        Stop {
+            at: self.bytes.len(),
+            boundary: None,
+            floor: start,
+        }
     }
-    if let Some(start) = current {
-        parts.push(start..body.end);
+
+    /// The part starting (with its header) at `start`, and where it stopped.
+    fn part(&mut self, start: usize, in_digest: bool, depth: usize) -> (Node, Stop) {
+        // The header ends after its blank line, at a delimiter line, or at the end.
+        let mut pos = start;
+        let (header_end, header_stop) = loop {
+            if pos >= self.bytes.len() {
+                break (pos, None);
+            }
+            if let Some((index, _)) = self.delimiter(pos) {
+                let stop = Stop {
+                    at: pos,
+                    boundary: Some(index),
+                    floor: start,
+                };
+                break (self.text_end(stop), Some(Stop { floor: pos, ..stop }));
+            }
+            let line_end = self.line_end(pos);
+            if matches!(&self.bytes[pos..line_end], b"\n" | b"\r\n") {
+                break (line_end, None);
+            }
+            pos = line_end;
+        };
+        let fields = header::fields(&self.bytes[start..header_end]);
+        let mut content_type = header::first_value(&fields, "Content-Type")
+            .and_then(|value| header::parse_media(&value, true))
+            .unwrap_or_else(|| default_type(in_digest));
+        let is_multipart = content_type.value.eq_ignore_ascii_case(b"multipart");
+        let is_message = content_type.value.eq_ignore_ascii_case(b"message")
+            && content_type
+                .subtype
+                .as_deref()
+                .is_some_and(|sub| sub.eq_ignore_ascii_case(b"rfc822"));
+        let empty = |at: usize, content_type: MediaValue| Node {
+            header: at..at,
+            body: at..at,
+            content_type,
+            kind: Kind::Leaf,
+        };
+        let (kind, stop) = if depth >= MAX_DEPTH {
+            if is_multipart || is_message {
+                content_type = MediaValue {
+                    value: b"application".to_vec(),
+                    subtype: Some(b"octet-stream".to_vec()),
+                    params: Vec::new(),
+                };
+            }
+            (Kind::Leaf, header_stop.unwrap_or_else(|| self.scan(header_end)))
+        } else if is_multipart {
+            let boundary = content_type
+                .params
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(b"boundary"))
+                .map(|(_, value)| value.clone())
+                .filter(|boundary| !boundary.is_empty());
+            let digest = content_type
+                .subtype
+                .as_deref()
+                .is_some_and(|sub| sub.eq_ignore_ascii_case(b"digest"));
+            let (mut children, stop) = match (header_stop, boundary) {
+                (Some(stop), _) => (Vec::new(), stop),
+                (None, Some(boundary)) => self.multipart(header_end, boundary, digest, depth),
+                (None, None) => (Vec::new(), self.scan(header_end)),
+            };
+            if children.is_empty() {
+                // No delimiter (or no boundary): one empty text/plain part, as Dovecot answers.
+                children.push(empty(header_end, default_type(false)));
+            }
+            (Kind::Multipart(children), stop)
+        } else if is_message {
+            let (inner, stop) = match header_stop {
+                Some(stop) => (empty(header_end, default_type(false)), stop),
+                None => self.part(header_end, false, depth + 1),
+            };
+            (Kind::Message(Box::new(inner)), stop)
+        } else {
+            (Kind::Leaf, header_stop.unwrap_or_else(|| self.scan(header_end)))
+        };
+        // A header cut by a delimiter leaves an empty body (its last line ending is neither
+        // header nor body: Dovecot counts it only in the enclosing part).
+        let body_end = match header_stop {
+            Some(_) => header_end,
+            None => self.text_end(stop).max(header_end),
+        };
+        let node = Node {
+            header: start..header_end,
+            body: header_end..body_end,
+            content_type,
+            kind,
+        };
+        debug_assert!(node.header.end == node.body.start && node.body.end <= self.bytes.len());
+        (node, stop)
     }
-    parts
+
+    /// Where the text cut at `stop` ends: the line ending before a delimiter belongs to the
+    /// delimiter (RFC 2046 §5.1.1), unless it was read before that text began (after a nested
+    /// close delimiter, or a header cut by the delimiter: Dovecot counts that line ending in
+    /// the enclosing part, and so do we).
+    fn text_end(&self, stop: Stop) -> usize {
+        debug_assert!(stop.floor <= stop.at);
+        let mut end = stop.at;
+        if stop.boundary.is_some() && end > stop.floor && self.bytes[end - 1] == b'\n' {
+            end -= 1;
+            if end > stop.floor && self.bytes[end - 1] == b'\r' {
+                end -= 1;
+            }
+        }
+        end
+    }
+
+    /// The children of a multipart whose body starts at `body_start`, and where it stopped: at
+    /// a delimiter of an enclosing multipart or at the end. After the close delimiter the
+    /// epilogue runs to the next enclosing delimiter.
+    fn multipart(
+        &mut self,
+        body_start: usize,
+        boundary: Vec<u8>,
+        digest: bool,
+        depth: usize,
+    ) -> (Vec<Node>, Stop) {
+        self.boundaries.push(boundary);
+        let own = self.boundaries.len() - 1;
+        debug_assert!(self.boundaries.len() <= MAX_DEPTH + 1);
+        let mut children = Vec::new();
+        let mut stop = self.scan(body_start);
+        while stop.boundary == Some(own) {
+            let close = self.delimiter(stop.at).is_some_and(|(_, close)| close);
+            let after = self.line_end(stop.at);
+            if close {
+                self.boundaries.truncate(own);
+                return (children, self.scan(after));
+            }
+            let (child, next) = self.part(after, digest, depth + 1);
+            children.push(child);
+            stop = next;
+        }
+        self.boundaries.truncate(own);
+        (children, stop)
+    }
 }
