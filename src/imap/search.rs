@@ -12,13 +12,16 @@
 //! - **Dates**: BEFORE, ON and SINCE compare the calendar day of the internal date in UTC with
 //!   the key's date; SENTBEFORE, SENTON and SENTSINCE the day written in the `Date:` header, its
 //!   time and zone disregarded (RFC 3501 §6.4.4); a missing or unparsable `Date:` matches none
-//!   of the three.
+//!   of the three (Dovecot takes it as 1970-01-01: `search_tests.rs` lists that difference).
 //! - **Text**: BCC, BODY, CC, FROM, HEADER, SUBJECT, TEXT and TO match a substring, compared
 //!   Unicode case-insensitively (both sides through [`fold`]), in values decoded by mail-parser:
-//!   encoded words and charsets decoded, address fields as `name <address>` lists, the body as
-//!   the decoded text of its text parts (nested messages included). TEXT looks in the header
-//!   and the body. `HEADER name ""` matches every message that has the field. The server turns
-//!   the command's CHARSET into Unicode before calling.
+//!   encoded words and charsets decoded, address fields as `name <address>` lists, folds made
+//!   one space. HEADER and the address and subject keys look at the message's own header; BODY
+//!   at the decoded text parts (text/*, those of enclosed messages too; not preamble, epilogue,
+//!   MIME headers or non-text parts); TEXT at the body and every header line of the message,
+//!   its MIME parts and enclosed messages, `name: value`. `HEADER name ""` matches every
+//!   message that has the field. The server turns the command's CHARSET into Unicode before
+//!   calling. These choices were checked against Dovecot 2.3 (`search_tests.rs`).
 //! - **Flags** compare ASCII case-insensitively (RFC 3501 §2.3.2: flags are case-insensitive).
 //! - **MODSEQ**: the message's mod-sequence is at least the key's. Dovetail keeps one
 //!   mod-sequence per message, so the entry name and type are ignored, as RFC 7162 §3.1.5 asks
@@ -133,9 +136,12 @@ struct Evaluator<'e, 'f> {
 /// The searchable text of a message, case-folded ([`fold`]).
 #[derive(Debug, Default)]
 struct Text {
-    /// (field name, decoded value) of the message header, in order.
+    /// (field name, decoded value) of the message header, in order: for HEADER, FROM, ...
     headers: Vec<(String, String)>,
-    /// Decoded text parts, one after the other.
+    /// Every header of the message as `name: value` lines (the message's, its MIME parts', and
+    /// those of the messages it encloses): with `body`, what TEXT searches.
+    all_headers: String,
+    /// Decoded text parts, one after the other, nested messages' included: what BODY searches.
     body: String,
     /// Days since the epoch of the day written in `Date:`.
     sent_day: Option<i64>,
@@ -207,11 +213,7 @@ impl Evaluator<'_, '_> {
             SearchKey::Text(needle) => {
                 let needle = lower(needle);
                 let text = self.text()?;
-                text.body.contains(&needle)
-                    || text
-                        .headers
-                        .iter()
-                        .any(|(name, value)| name.contains(&needle) || value.contains(&needle))
+                text.body.contains(&needle) || text.all_headers.contains(&needle)
             }
             SearchKey::ModSequence { modseq, .. } => facts.modseq >= *modseq,
             #[allow(unreachable_patterns)] // Keys of features Dovetail does not enable.
@@ -289,31 +291,130 @@ fn extract(bytes: &[u8]) -> Text {
     };
     let mut text = Text::default();
     for header in message.headers() {
-        let value = match header.value() {
-            HeaderValue::Text(value) => value.to_string(),
-            HeaderValue::Address(address) => address_text(address),
-            _ => raw_value(bytes, header.offset_start(), header.offset_end()),
-        };
-        // Unfolding (RFC 5322 §2.2.3) removes the line breaks, keeping the blanks after them.
-        let value = value.replace(['\r', '\n'], "");
+        let value = header_text(&message, header);
         text.headers.push((header.name().to_lowercase(), fold(&value)));
     }
     text.sent_day = message
-        .date()
-        .filter(|date| date.is_valid())
-        .map(|date| date.to_timestamp_local().div_euclid(86_400));
-    body_text(&message, 0, &mut text.body);
+        .header_raw("Date")
+        .and_then(|raw| sent_day(raw.as_bytes()));
+    collect(&message, 0, &mut text);
+    text.all_headers = fold(&text.all_headers);
     text.body = fold(&text.body);
     text
+}
+
+/// A header's value as searched: decoded text, addresses as `name <address>`, else the raw
+/// value; unfolded (RFC 5322 §2.2.3: line breaks removed, the blanks after them kept).
+fn header_text(message: &Message<'_>, header: &mail_parser::Header<'_>) -> String {
+    let value = match header.value() {
+        HeaderValue::Text(value) => value.to_string(),
+        HeaderValue::Address(address) => address_text(address),
+        _ => raw_value(message.raw_message(), header.offset_start(), header.offset_end()),
+    };
+    unfold(&value)
+}
+
+/// Unfolds a value (RFC 5322 §2.2.3): a line break and the blanks around it become one space,
+/// as Dovecot searches them ("one\r\n\ttwo" is found by "one two").
+fn unfold(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut pending_break = false;
+    for c in value.chars() {
+        match c {
+            '\r' | '\n' => {
+                while out.ends_with([' ', '\t']) {
+                    out.pop();
+                }
+                pending_break = true;
+            }
+            ' ' | '\t' if pending_break => {}
+            _ => {
+                if pending_break {
+                    out.push(' ');
+                    pending_break = false;
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The day written in a `Date:` value, as days since 1970-01-01: `[day-name ","] day month
+/// year`, the rest (time, zone) disregarded as RFC 3501 §6.4.4 asks for SENT*; a two-digit
+/// year is read as RFC 5322 §4.3 says (00-49: 2000s, 50-99: 1900s), a three-digit one plus
+/// 1900. None when the day, month or year is missing or impossible.
+fn sent_day(value: &[u8]) -> Option<i64> {
+    const MONTHS: [&[u8]; 12] = [
+        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
+    ];
+    let text: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
+    let mut words = text
+        .split(|b| b.is_ascii_whitespace() || *b == b',')
+        .filter(|word| !word.is_empty());
+    let mut word = words.next()?;
+    if word.first()?.is_ascii_alphabetic() {
+        word = words.next()?; // the day name
+    }
+    let day: u32 = std::str::from_utf8(word).ok()?.parse().ok()?;
+    let month_word = words.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_word)? as u32 + 1;
+    let year_word = words.next()?;
+    let year: i64 = std::str::from_utf8(year_word).ok()?.parse().ok()?;
+    let year = match year_word.len() {
+        1 | 2 if year < 50 => year + 2000,
+        1 | 2 => year + 1900,
+        3 => year + 1900,
+        _ => year,
+    };
+    let days_in_month = match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day == 0 || day > days_in_month || !(1..=9999).contains(&year) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Appends every header line of `message`'s parts to `text.all_headers` and its decoded text
+/// parts to `text.body`, then those of the messages it encloses (down to [`MAX_TEXT_DEPTH`]).
+fn collect(message: &Message<'_>, depth: usize, text: &mut Text) {
+    for part in message.parts.iter() {
+        for header in part.headers.iter() {
+            text.all_headers.push_str(header.name());
+            text.all_headers.push_str(": ");
+            text.all_headers.push_str(&header_text(message, header));
+            text.all_headers.push('\n');
+        }
+        match &part.body {
+            PartType::Text(body) | PartType::Html(body) => {
+                text.body.push_str(body);
+                text.body.push('\n');
+            }
+            PartType::Message(inner) if depth < MAX_TEXT_DEPTH => collect(inner, depth + 1, text),
+            _ => {}
+        }
+    }
 }
 
 fn raw_value(bytes: &[u8], start: u32, end: u32) -> String {
     let (start, end) = (start as usize, end as usize);
     let raw = bytes.get(start..end.max(start)).unwrap_or_default();
-    String::from_utf8_lossy(raw)
-        .replace(['\r', '\n'], "")
-        .trim()
-        .to_string()
+    String::from_utf8_lossy(raw).trim().to_string()
 }
 
 fn address_text(address: &Address<'_>) -> String {
@@ -336,27 +437,5 @@ fn address_text(address: &Address<'_>) -> String {
             })
             .collect::<Vec<_>>()
             .join(", "),
-    }
-}
-
-/// Appends the decoded text parts of `message` (and of messages it encloses) to `out`.
-fn body_text(message: &Message<'_>, depth: usize, out: &mut String) {
-    for part in message.parts.iter() {
-        match &part.body {
-            PartType::Text(text) | PartType::Html(text) => {
-                out.push_str(text);
-                out.push('\n');
-            }
-            PartType::Message(inner) if depth < MAX_TEXT_DEPTH => {
-                for header in inner.headers() {
-                    if let HeaderValue::Text(value) = header.value() {
-                        out.push_str(value);
-                        out.push('\n');
-                    }
-                }
-                body_text(inner, depth + 1, out);
-            }
-            _ => {}
-        }
     }
 }
