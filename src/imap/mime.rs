@@ -57,7 +57,7 @@ pub fn envelope(bytes: &[u8]) -> Envelope<'static> {
 
 /// BODYSTRUCTURE (`extended`, with extension data) or BODY (without) of a message.
 pub fn body_structure(bytes: &[u8], extended: bool) -> BodyStructure<'static> {
-    structure::body_structure(bytes, &Node::parse(bytes), extended)
+    ParsedMessage::parse(bytes).body_structure(extended)
 }
 
 /// RFC822.SIZE: the size of the message as stored, saturated at `u32::MAX`.
@@ -65,43 +65,74 @@ pub fn rfc822_size(bytes: &[u8]) -> u32 {
     u32::try_from(bytes.len()).unwrap_or(u32::MAX)
 }
 
-/// The bytes of `BODY[section]` (`None`: `BODY[]`, the whole message). RFC822 is `BODY[]`,
-/// RFC822.HEADER is `BODY[HEADER]`, RFC822.TEXT is `BODY[TEXT]`. A part that does not exist
-/// gives no bytes. `HEADER.FIELDS` and `HEADER.FIELDS.NOT` return the matching fields as stored,
-/// in stored order, names compared ASCII case-insensitively, followed by the header's blank line
-/// if it has one (RFC 3501 §6.4.5: "the blank line between the header and the body is
-/// included"); a last field without line ending gets CRLF.
+/// The bytes of `BODY[section]`: see [`ParsedMessage::section`].
 pub fn section<'a>(bytes: &'a [u8], section: Option<&Section<'_>>) -> Cow<'a, [u8]> {
-    let Some(section) = section else {
-        return Cow::Borrowed(bytes);
-    };
-    let root = Node::parse(bytes);
-    let find = |part: &Option<Part>| match part {
-        None => Some(&root),
-        Some(part) => root.find(part),
-    };
-    // HEADER, HEADER.FIELDS and TEXT of a part are those of the message a message/rfc822 part
-    // encloses; other parts have none.
-    let message = |part: &Option<Part>| match part {
-        None => Some(&root),
-        Some(_) => find(part).and_then(|node| match &node.kind {
-            Kind::Message(inner) => Some(inner.as_ref()),
-            _ => None,
-        }),
-    };
-    let slice = |range: Range<usize>| Cow::Borrowed(&bytes[range]);
-    let empty = || Cow::Borrowed(&bytes[..0]);
-    match section {
-        Section::Part(path) => root.find(path).map_or_else(empty, |n| slice(n.body.clone())),
-        Section::Mime(path) => root.find(path).map_or_else(empty, |n| slice(n.header.clone())),
-        Section::Header(path) => message(path).map_or_else(empty, |n| slice(n.header.clone())),
-        Section::Text(path) => message(path).map_or_else(empty, |n| slice(n.body.clone())),
-        Section::HeaderFields(path, names) => message(path).map_or_else(empty, |n| {
-            Cow::Owned(header_fields(&bytes[n.header.clone()], names.as_ref(), true))
-        }),
-        Section::HeaderFieldsNot(path, names) => message(path).map_or_else(empty, |n| {
-            Cow::Owned(header_fields(&bytes[n.header.clone()], names.as_ref(), false))
-        }),
+    ParsedMessage::parse(bytes).section(section)
+}
+
+/// A message cut once, for a FETCH that asks several items of it (the free functions above cut
+/// the message again on each call).
+#[derive(Debug)]
+pub struct ParsedMessage<'a> {
+    bytes: &'a [u8],
+    root: Node,
+}
+
+impl<'a> ParsedMessage<'a> {
+    pub fn parse(bytes: &'a [u8]) -> ParsedMessage<'a> {
+        ParsedMessage {
+            bytes,
+            root: Node::parse(bytes),
+        }
+    }
+
+    pub fn envelope(&self) -> Envelope<'static> {
+        structure::envelope(&self.bytes[self.root.header.clone()])
+    }
+
+    pub fn body_structure(&self, extended: bool) -> BodyStructure<'static> {
+        structure::body_structure(self.bytes, &self.root, extended)
+    }
+
+    /// The bytes of `BODY[section]` (`None`: `BODY[]`, the whole message). RFC822 is `BODY[]`,
+    /// RFC822.HEADER is `BODY[HEADER]`, RFC822.TEXT is `BODY[TEXT]`. A part that does not exist
+    /// gives no bytes. `HEADER.FIELDS` and `HEADER.FIELDS.NOT` return the matching fields as
+    /// stored, in stored order, names compared ASCII case-insensitively, followed by the
+    /// header's blank line if it has one (RFC 3501 §6.4.5: "the blank line between the header
+    /// and the body is included"); a last field without line ending gets CRLF.
+    pub fn section(&self, section: Option<&Section<'_>>) -> Cow<'a, [u8]> {
+        let bytes = self.bytes;
+        let Some(section) = section else {
+            return Cow::Borrowed(bytes);
+        };
+        let root = &self.root;
+        let find = |part: &Option<Part>| match part {
+            None => Some(root),
+            Some(part) => root.find(part),
+        };
+        // HEADER, HEADER.FIELDS and TEXT of a part are those of the message a message/rfc822
+        // part encloses; other parts have none.
+        let message = |part: &Option<Part>| match part {
+            None => Some(root),
+            Some(_) => find(part).and_then(|node| match &node.kind {
+                Kind::Message(inner) => Some(inner.as_ref()),
+                _ => None,
+            }),
+        };
+        let slice = |range: Range<usize>| Cow::Borrowed(&bytes[range]);
+        let empty = || Cow::Borrowed(&bytes[..0]);
+        match section {
+            Section::Part(path) => root.find(path).map_or_else(empty, |n| slice(n.body.clone())),
+            Section::Mime(path) => root.find(path).map_or_else(empty, |n| slice(n.header.clone())),
+            Section::Header(path) => message(path).map_or_else(empty, |n| slice(n.header.clone())),
+            Section::Text(path) => message(path).map_or_else(empty, |n| slice(n.body.clone())),
+            Section::HeaderFields(path, names) => message(path).map_or_else(empty, |n| {
+                Cow::Owned(header_fields(&bytes[n.header.clone()], names.as_ref(), true))
+            }),
+            Section::HeaderFieldsNot(path, names) => message(path).map_or_else(empty, |n| {
+                Cow::Owned(header_fields(&bytes[n.header.clone()], names.as_ref(), false))
+            }),
+        }
     }
 }
 

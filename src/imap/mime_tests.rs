@@ -40,7 +40,7 @@ use imap_types::{
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
 
-use super::mime::{self, body_structure, envelope, partial, section, MAX_DEPTH};
+use super::mime::{self, body_structure, envelope, partial, section, ParsedMessage, MAX_DEPTH};
 use crate::test_rng as rng;
 
 fn fixtures_dir() -> PathBuf {
@@ -479,6 +479,9 @@ proptest! {
         encode(MessageDataItem::Body(body_structure(&message, false)));
         encode(MessageDataItem::Envelope(envelope(&message)));
         check_sizes(&structure, message.len())?;
+        let parsed = ParsedMessage::parse(&message);
+        prop_assert_eq!(parsed.body_structure(true), structure.clone());
+        check_part_sizes(&parsed, &structure, &mut Vec::new(), true)?;
         let data = section(&message, wanted.as_ref());
         match &data {
             std::borrow::Cow::Borrowed(slice) => {
@@ -507,4 +510,50 @@ fn check_sizes(structure: &BodyStructure<'_>, len: usize) -> Result<(), TestCase
         }
     }
     Ok(())
+}
+
+/// Every part BODYSTRUCTURE lists has, at its part number, a body section of the size it says:
+/// the structure and the sections read one tree. `path` is the part's number (empty for the
+/// message itself); `message` says whether `structure` is a message's (whose non-multipart
+/// body is its part 1) rather than a part's.
+fn check_part_sizes(
+    parsed: &ParsedMessage<'_>,
+    structure: &BodyStructure<'_>,
+    path: &mut Vec<u32>,
+    message: bool,
+) -> Result<(), TestCaseError> {
+    match structure {
+        BodyStructure::Multi { bodies, .. } => {
+            for (index, body) in bodies.as_ref().iter().enumerate() {
+                path.push(index as u32 + 1);
+                check_part_sizes(parsed, body, path, false)?;
+                path.pop();
+            }
+        }
+        BodyStructure::Single { body, .. } => {
+            let pushed = message;
+            if pushed {
+                path.push(1);
+            }
+            let data = parsed.section(Some(&part(path)));
+            prop_assert_eq!(data.len(), body.basic.size as usize, "part {:?}", path);
+            if let SpecificFields::Message { body_structure, .. } = &body.specific {
+                check_part_sizes(parsed, body_structure, path, true)?;
+            }
+            if pushed {
+                path.pop();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fixture_part_sizes_match_their_sections() {
+    for (name, bytes) in fixtures() {
+        let parsed = ParsedMessage::parse(&bytes);
+        let structure = parsed.body_structure(true);
+        check_part_sizes(&parsed, &structure, &mut Vec::new(), true)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
 }
