@@ -31,10 +31,10 @@
 //!   such a part is an opaque application/octet-stream leaf, bounding time and stack.
 
 mod address;
-mod header;
+pub(crate) mod header;
 mod imap_string;
 mod structure;
-mod tree;
+pub(crate) mod tree;
 
 use std::borrow::Cow;
 use std::ops::Range;

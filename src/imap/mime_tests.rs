@@ -388,8 +388,9 @@ fn multipart_without_delimiters_has_one_empty_part() {
     assert_eq!(section(message, Some(&part(&[1]))).as_ref(), b"");
 }
 
-/// Bytes to feed the parser: random, or a fixture mutated at a few places.
-fn hostile_message() -> impl Strategy<Value = Vec<u8>> {
+/// Bytes to feed the parser: random, or a fixture mutated at a few places (search_tests
+/// feeds them to the search too).
+pub(super) fn hostile_message() -> impl Strategy<Value = Vec<u8>> {
     let fixtures: Vec<Vec<u8>> = fixtures().into_iter().map(|(_, bytes)| bytes).collect();
     let tokens: Vec<&'static [u8]> = vec![
         b"\r\n",

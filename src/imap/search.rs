@@ -36,10 +36,10 @@ use imap_types::{
     sequence::{Sequence, SequenceSet},
 };
 use mail_parser::{Address, HeaderValue, Message, MessageParser, PartType};
-use unicode_normalization::UnicodeNormalization;
 
-/// How deep nested messages are searched for text; deeper ones are skipped.
-const MAX_TEXT_DEPTH: usize = 32;
+use super::mime::header;
+use super::mime::tree::{Kind, Node};
+use unicode_normalization::UnicodeNormalization;
 
 /// What the index knows about one message.
 #[derive(Debug, Clone)]
@@ -284,27 +284,29 @@ fn internal_day(facts: &MessageFacts<'_>) -> i64 {
     facts.internal_date.div_euclid(86_400)
 }
 
-/// The searchable text of a message (see [`Text`]).
+/// The searchable text of a message (see [`Text`]). The message is cut by `mime`'s tree
+/// (bounded depth, never panics on any bytes); mail-parser only decodes one header block or one
+/// text part at a time, so it never sees a nested structure.
 fn extract(bytes: &[u8]) -> Text {
-    let Some(message) = MessageParser::default().default_header_text().parse(bytes) else {
-        return Text::default();
-    };
+    let root = Node::parse(bytes);
+    let parser = MessageParser::default().default_header_text();
     let mut text = Text::default();
-    for header in message.headers() {
-        let value = header_text(&message, header);
-        text.headers.push((header.name().to_lowercase(), fold(&value)));
+    let top = &bytes[root.header.clone()];
+    if let Some(headers) = parser.parse_headers(top) {
+        for header in headers.headers() {
+            let value = header_text(&headers, header);
+            text.headers.push((header.name().to_lowercase(), fold(&value)));
+        }
     }
-    text.sent_day = message
-        .header_raw("Date")
-        .and_then(|raw| sent_day(raw.as_bytes()));
-    collect(&message, 0, &mut text);
+    text.sent_day = header::first_value(&header::fields(top), "Date").and_then(|v| sent_day(&v));
+    collect(bytes, &root, &parser, &mut text);
     text.all_headers = fold(&text.all_headers);
     text.body = fold(&text.body);
     text
 }
 
 /// A header's value as searched: decoded text, addresses as `name <address>`, else the raw
-/// value; unfolded (RFC 5322 §2.2.3: line breaks removed, the blanks after them kept).
+/// value; unfolded.
 fn header_text(message: &Message<'_>, header: &mail_parser::Header<'_>) -> String {
     let value = match header.value() {
         HeaderValue::Text(value) => value.to_string(),
@@ -312,6 +314,44 @@ fn header_text(message: &Message<'_>, header: &mail_parser::Header<'_>) -> Strin
         _ => raw_value(message.raw_message(), header.offset_start(), header.offset_end()),
     };
     unfold(&value)
+}
+
+/// Appends the header lines of `node` (and of every part and enclosed message below it) to
+/// `text.all_headers`, and its decoded text/* leaves to `text.body`. Recursion is bounded by
+/// the tree's depth (`mime::MAX_DEPTH`).
+fn collect(bytes: &[u8], node: &Node, parser: &MessageParser, text: &mut Text) {
+    if let Some(headers) = parser.parse_headers(&bytes[node.header.clone()]) {
+        for header in headers.headers() {
+            text.all_headers.push_str(header.name());
+            text.all_headers.push_str(": ");
+            text.all_headers.push_str(&header_text(&headers, header));
+            text.all_headers.push('\n');
+        }
+    }
+    match &node.kind {
+        Kind::Multipart(children) => {
+            for child in children {
+                collect(bytes, child, parser, text);
+            }
+        }
+        Kind::Message(inner) => collect(bytes, inner, parser, text),
+        Kind::Leaf if node.content_type.value.eq_ignore_ascii_case(b"text") => {
+            // The part alone (its header says how to decode it; it has no parts of its own).
+            let mut part = bytes[node.header.clone()].to_vec();
+            part.extend_from_slice(&bytes[node.body.clone()]);
+            let decoded = parser.parse(&part[..]).and_then(|message| {
+                match message.parts.into_iter().next().map(|part| part.body) {
+                    Some(PartType::Text(body) | PartType::Html(body)) => Some(body.into_owned()),
+                    _ => None,
+                }
+            });
+            if let Some(decoded) = decoded {
+                text.body.push_str(&decoded);
+                text.body.push('\n');
+            }
+        }
+        Kind::Leaf => {}
+    }
 }
 
 /// Unfolds a value (RFC 5322 §2.2.3): a line break and the blanks around it become one space,
@@ -388,27 +428,6 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
-}
-
-/// Appends every header line of `message`'s parts to `text.all_headers` and its decoded text
-/// parts to `text.body`, then those of the messages it encloses (down to [`MAX_TEXT_DEPTH`]).
-fn collect(message: &Message<'_>, depth: usize, text: &mut Text) {
-    for part in message.parts.iter() {
-        for header in part.headers.iter() {
-            text.all_headers.push_str(header.name());
-            text.all_headers.push_str(": ");
-            text.all_headers.push_str(&header_text(message, header));
-            text.all_headers.push('\n');
-        }
-        match &part.body {
-            PartType::Text(body) | PartType::Html(body) => {
-                text.body.push_str(body);
-                text.body.push('\n');
-            }
-            PartType::Message(inner) if depth < MAX_TEXT_DEPTH => collect(inner, depth + 1, text),
-            _ => {}
-        }
-    }
 }
 
 fn raw_value(bytes: &[u8], start: u32, end: u32) -> String {

@@ -323,7 +323,7 @@ proptest! {
     #[test]
     fn random_key_trees_never_panic(
         key in key_tree(),
-        bytes in prop_oneof![Just(MESSAGE.to_vec()), proptest::collection::vec(any::<u8>(), 0..200)],
+        bytes in prop_oneof![Just(MESSAGE.to_vec()), super::mime_tests::hostile_message()],
         seq in 1u32..6,
         uid in 1u32..43,
     ) {
@@ -485,5 +485,30 @@ fn sent_dates_are_read_as_written() {
         let probe = day.unwrap_or((2022, 3, 4));
         let found = matches(&on(probe), &facts(&flags), &mut body, &CTX).expect("evaluates");
         assert_eq!(found, day.is_some(), "{}", String::from_utf8_lossy(message));
+    }
+}
+
+#[test]
+fn deeply_nested_messages_are_searched_without_overflow() {
+    use SearchKey as K;
+    let flags = flags();
+    for depth in [10usize, 1_000, 20_000] {
+        let mut message = b"Subject: leaf\r\n\r\ndeep text\r\n".to_vec();
+        for level in 0..depth {
+            let mut outer = if level % 2 == 0 {
+                b"Content-Type: message/rfc822\r\n\r\n".to_vec()
+            } else {
+                format!("Content-Type: multipart/mixed; boundary=b{level}\r\n\r\n--b{level}\r\n").into_bytes()
+            };
+            outer.extend_from_slice(&message);
+            if level % 2 == 1 {
+                outer.extend_from_slice(format!("\r\n--b{level}--\r\n").as_bytes());
+            }
+            message = outer;
+        }
+        let mut body: &[u8] = &message;
+        let found = matches(&K::Body(s("deep text")), &facts(&flags), &mut body, &CTX);
+        // Found when shallow; below mime::MAX_DEPTH the leaf is opaque and not searched.
+        assert_eq!(found, Ok(depth == 10), "depth {depth}");
     }
 }
