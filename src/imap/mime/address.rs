@@ -3,7 +3,8 @@
 //! left as they are), groups as a start marker `(NIL NIL "name" NIL)`, the members and an end
 //! marker `(NIL NIL NIL NIL)`, and Dovecot's placeholders `MISSING_MAILBOX` / `MISSING_DOMAIN`
 //! for an address without local part or domain. A comment stands in for a missing display name
-//! (`a@b (Ann)` gives "Ann"). Junk after an address is skipped up to the next comma, so any
+//! (`a@b (Ann)` gives "Ann"). Without `@` or `<`, one word is a local part without domain and
+//! several words a display name without address (both as Dovecot reads them). Junk after an address is skipped up to the next comma, so any
 //! bytes give some list and the parser always advances.
 
 use imap_types::{core::NString, envelope::Address};
