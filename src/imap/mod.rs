@@ -1,8 +1,34 @@
-//! IMAP4rev1 (RFC 3501) with its extensions, on `--imap-listen` / `--imaps-listen` (issue 18;
-//! being built). Each part in its own file:
+//! IMAP4rev1 (RFC 3501) with LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS
+//! and CONDSTORE, on `--imap-listen` (STARTTLS) and `--imaps-listen` (implicit TLS), built on
+//! imap-next's sans-I/O server. Each part in its own file:
 //!
+//! - [`server`]: the listeners, the connection limit, TLS; one task per session; [`shared`]:
+//!   what the sessions share (users, login limiter, limits).
+//! - [`transport`]: drives imap-next's `Server` over TCP or TLS; the STARTTLS upgrade.
+//! - [`session`]: one connection's state and command loop; the not-authenticated commands
+//!   (LOGIN and AUTHENTICATE PLAIN against `--passwd-file`, rate-limited per address).
+//! - [`mailboxes`]: the authenticated commands (LIST, CREATE, DELETE, RENAME, STATUS,
+//!   SELECT/EXAMINE, APPEND through the body store).
+//! - [`selected`]: the selected state (STORE, EXPUNGE, CLOSE, IDLE) and the refresh that tells a
+//!   session what changed, only where RFC 3501 §7.4.1 allows; [`fetch`]: FETCH.
+//! - [`view`]: a selected mailbox's per-session sequence ↔ UID map, expunges buffered.
+//! - [`list`]: LIST's patterns and attributes (special-use mailboxes).
+//! - [`config`]: the listeners' limits and policy.
 //! - [`mime`]: ENVELOPE, BODYSTRUCTURE, RFC822.SIZE and `BODY[section]<partial>` from a message's
 //!   stored bytes, the same on every node.
 //! - [`search`]: evaluating SEARCH keys against one message.
+pub mod config;
+pub mod fetch;
+pub mod list;
+pub mod mailboxes;
 pub mod mime;
 pub mod search;
+pub mod selected;
+pub mod server;
+pub mod session;
+pub mod shared;
+pub mod transport;
+pub mod view;
+
+pub use self::config::ImapConfig;
+pub use self::server::{ImapServer, ListenerKind};

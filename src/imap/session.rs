@@ -1,0 +1,706 @@
+//! `Session`: one IMAP connection — its state (not authenticated, authenticated, selected), the
+//! command loop over imap-next's `Server`, and the commands of the not-authenticated state
+//! (CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN, AUTHENTICATE PLAIN). The commands of the other
+//! states are in [`super::mailboxes`] and [`super::selected`].
+//!
+//! Reads go to this node's index ([`Consistency::Local`]) with the session's token as
+//! `min_applied`: the highest log index the session has written or read at, so a session never
+//! sees the mailbox older than its own last write or its last answer (read-your-writes on a
+//! follower; its view never goes backwards).
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::core::{IString, NString, Tag, Text, Vec1};
+use imap_next::imap_types::extensions::enable::CapabilityEnable;
+use imap_next::imap_types::response::{
+    Bye, Capability, Code, CodeOther, CommandContinuationRequest, Data, Greeting, Status, StatusBody,
+    StatusKind, Tagged,
+};
+use imap_next::server::{Error as ServerError, Event, Options, ResponseHandle, Server};
+use imap_next::types::CommandAuthenticate;
+use tokio_rustls::TlsAcceptor;
+
+use super::shared::Shared;
+use super::transport::{server_after_starttls, Connection, TransportError};
+use super::view::View;
+use crate::service::{Consistency, MailService, ReadOptions, ServiceError};
+use crate::state_machine::manifest::ANONYMOUS_CLIENT_PREFIX;
+use crate::state_machine::GroupStateMachine;
+use crate::txn::{Op, Outcome, Rejection, Txn};
+
+/// A command's tagged answer: OK, NO or BAD, an optional response code, a text.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub kind: StatusKind,
+    pub code: Option<Code<'static>>,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn ok(text: impl Into<String>) -> Reply {
+        Reply {
+            kind: StatusKind::Ok,
+            code: None,
+            text: text.into(),
+        }
+    }
+
+    pub fn no(text: impl Into<String>) -> Reply {
+        Reply {
+            kind: StatusKind::No,
+            code: None,
+            text: text.into(),
+        }
+    }
+
+    pub fn bad(text: impl Into<String>) -> Reply {
+        Reply {
+            kind: StatusKind::Bad,
+            code: None,
+            text: text.into(),
+        }
+    }
+
+    pub fn code(mut self, code: Code<'static>) -> Reply {
+        self.code = Some(code);
+        self
+    }
+
+    /// The answer of a command whose part is not built yet (a seam another change fills).
+    pub fn not_yet(what: &str) -> Reply {
+        Reply::no(format!("{what} not yet supported")).code(other_code("CANNOT"))
+    }
+}
+
+/// A response code imap-types has no variant for (RFC 5530's, mostly).
+pub fn other_code(name: &'static str) -> Code<'static> {
+    Code::Other(CodeOther::unvalidated(name.as_bytes()))
+}
+
+/// `text` as IMAP text: printable ASCII, never empty.
+pub fn text(text: &str) -> Text<'static> {
+    let clean: String = text
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect();
+    let clean = if clean.is_empty() { "-".to_string() } else { clean };
+    Text::try_from(clean).expect("printable ASCII is valid text")
+}
+
+/// The selected mailbox of a session.
+pub struct Selected {
+    pub name: String,
+    pub read_only: bool,
+    pub uid_validity: u32,
+    pub view: View,
+    /// MODSEQs of this session's own flag changes not yet caught up with: their FETCH FLAGS
+    /// went with the command's answer (or were silenced), so the refresh does not repeat them.
+    pub own_modseqs: std::collections::BTreeSet<u64>,
+}
+
+/// One client connection and its IMAP state.
+pub struct Session<S: MailService> {
+    pub(super) shared: Arc<Shared<S>>,
+    pub(super) peer: SocketAddr,
+    pub(super) conn: Connection,
+    pub(super) server: Server,
+    /// The logged-in user (the authenticated and selected states).
+    pub(super) user: Option<String>,
+    pub(super) selected: Option<Selected>,
+    /// Read-your-writes: the highest log index of the user's group this session wrote or read
+    /// at. Invariant: never decreases.
+    pub(super) token: Option<u64>,
+    /// CONDSTORE enabled (RFC 7162 §3.1: ENABLE, SELECT (CONDSTORE), or a command using it).
+    pub(super) condstore: bool,
+    /// The node's "applied index changed" signal of the user's group (IDLE, NOOP).
+    pub(super) applied: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The tag of the AUTHENTICATE in progress.
+    authenticating: Option<Tag<'static>>,
+    /// Name of the command being served (metrics).
+    pub(super) command_name: &'static str,
+    bad_in_a_row: u32,
+    logout: bool,
+}
+
+impl<S: MailService> Session<S> {
+    pub fn new(shared: Arc<Shared<S>>, peer: SocketAddr, conn: Connection) -> Session<S> {
+        let options = server_options(&shared);
+        let caps = capabilities(
+            false,
+            conn.is_tls(),
+            shared.tls.is_some(),
+            shared.config.allow_plaintext,
+        );
+        let greeting = Greeting::new(
+            imap_next::imap_types::response::GreetingKind::Ok,
+            Some(Code::Capability(caps)),
+            "Dovetail IMAP ready",
+        )
+        .expect("valid greeting");
+        Session {
+            server: Server::new(options, greeting),
+            shared,
+            peer,
+            conn,
+            user: None,
+            selected: None,
+            token: None,
+            condstore: false,
+            applied: None,
+            authenticating: None,
+            command_name: "",
+            bad_in_a_row: 0,
+            logout: false,
+        }
+    }
+
+    /// Serves the connection until LOGOUT, a timeout, a protocol failure or the client leaving.
+    pub async fn run(mut self) {
+        loop {
+            let timeout = if self.user.is_some() {
+                self.shared.config.autologout
+            } else {
+                self.shared.config.login_timeout
+            };
+            let next = tokio::time::timeout(timeout, self.conn.next(&mut self.server)).await;
+            let event = match next {
+                Err(_) => {
+                    self.bye("Autologout: idle for too long").await;
+                    break;
+                }
+                Ok(Err(TransportError::Protocol(e))) => {
+                    if !self.malformed(e).await {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "imap session ended");
+                    break;
+                }
+                Ok(Ok(event)) => event,
+            };
+            match event {
+                Event::GreetingSent { .. } | Event::ResponseSent { .. } | Event::IdleDoneReceived => {}
+                Event::CommandReceived { command } => {
+                    self.bad_in_a_row = 0;
+                    self.command(command).await;
+                }
+                Event::CommandAuthenticateReceived { command_authenticate } => {
+                    self.authenticate(command_authenticate).await;
+                }
+                Event::AuthenticateDataReceived { authenticate_data } => {
+                    self.authenticate_data(authenticate_data).await;
+                }
+                Event::IdleCommandReceived { tag } => {
+                    if !self.idle(tag).await {
+                        break;
+                    }
+                }
+            }
+            if self.logout {
+                break;
+            }
+        }
+        self.conn.shutdown().await;
+    }
+
+    /// Answers a message imap-next could not take with BAD (tagged if its tag can be read);
+    /// false once too many came in a row (the connection is then closed).
+    async fn malformed(&mut self, error: ServerError) -> bool {
+        let (discarded, reason) = match &error {
+            ServerError::ExpectedCrlfGotLf { discarded_bytes } => {
+                (discarded_bytes, "lines must end with CRLF")
+            }
+            ServerError::MalformedMessage { discarded_bytes } => (discarded_bytes, "malformed command"),
+            ServerError::CommandTooLong { discarded_bytes } => (discarded_bytes, "command too long"),
+            // imap-next has already answered BAD for the refused literal.
+            ServerError::LiteralTooLong { .. } => {
+                record_command("APPEND", "bad");
+                return true;
+            }
+        };
+        let bytes = discarded.declassify();
+        let tag = bytes
+            .iter()
+            .position(|&b| b == b' ')
+            .and_then(|end| Tag::try_from(String::from_utf8_lossy(&bytes[..end]).into_owned()).ok());
+        record_command("malformed", "bad");
+        self.server.enqueue_status(
+            Status::bad(tag, None, text(&format!("Error in IMAP command: {reason}"))).expect("valid status"),
+        );
+        self.bad_in_a_row += 1;
+        if self.bad_in_a_row >= self.shared.config.max_bad_commands {
+            self.bye("Too many invalid commands").await;
+            return false;
+        }
+        true
+    }
+
+    /// Sends `* BYE text` and ends the session.
+    pub(super) async fn bye(&mut self, reason: &str) {
+        let handle = self.server.enqueue_status(Status::Bye(Bye {
+            code: None,
+            text: text(reason),
+        }));
+        self.send_until(handle).await;
+        self.logout = true;
+    }
+
+    /// Drives the connection until the response `handle` is written.
+    pub(super) async fn send_until(&mut self, handle: ResponseHandle) {
+        loop {
+            match self.conn.next(&mut self.server).await {
+                Ok(Event::ResponseSent { handle: sent, .. }) if sent == handle => break,
+                Ok(_) => {}
+                Err(_) => {
+                    self.logout = true;
+                    return;
+                }
+            }
+        }
+        if self.conn.flush().await.is_err() {
+            self.logout = true;
+        }
+    }
+
+    /// Enqueues the tagged answer of the command being served and counts it.
+    pub(super) fn finish(&mut self, tag: Tag<'static>, reply: Reply) -> ResponseHandle {
+        let result = match reply.kind {
+            StatusKind::Ok => "ok",
+            StatusKind::No => "no",
+            StatusKind::Bad => "bad",
+        };
+        record_command(self.command_name, result);
+        self.server.enqueue_status(Status::Tagged(Tagged {
+            tag,
+            body: StatusBody {
+                kind: reply.kind,
+                code: reply.code,
+                text: text(&reply.text),
+            },
+        }))
+    }
+
+    async fn command(&mut self, command: Command<'static>) {
+        self.command_name = command.body.name();
+        let tag = command.tag;
+        // RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE or SEARCH (their UID forms allow it).
+        let allow_expunge = !matches!(
+            command.body,
+            CommandBody::Fetch { uid: false, .. }
+                | CommandBody::Store { uid: false, .. }
+                | CommandBody::Search { uid: false, .. }
+        );
+        let reply = match command.body {
+            CommandBody::Capability => {
+                let caps = self.capabilities();
+                self.server.enqueue_data(Data::Capability(caps));
+                Reply::ok("CAPABILITY completed")
+            }
+            CommandBody::Noop => Reply::ok("NOOP completed"),
+            CommandBody::Logout => {
+                self.server.enqueue_status(Status::Bye(Bye {
+                    code: None,
+                    text: text("Logging out"),
+                }));
+                let handle = self.finish(tag, Reply::ok("LOGOUT completed"));
+                self.send_until(handle).await;
+                self.logout = true;
+                return;
+            }
+            CommandBody::Id { .. } => {
+                let name = (
+                    IString::try_from("name").expect("valid"),
+                    NString(Some(IString::try_from("Dovetail").expect("valid"))),
+                );
+                self.server.enqueue_data(Data::Id {
+                    parameters: Some(vec![name]),
+                });
+                Reply::ok("ID completed")
+            }
+            CommandBody::StartTLS => {
+                let Some(acceptor) = self.shared.tls.clone().filter(|_| !self.conn.is_tls()) else {
+                    let reply = Reply::bad("STARTTLS is not available on this connection");
+                    self.finish(tag, reply);
+                    return;
+                };
+                if self.user.is_some() {
+                    self.finish(tag, Reply::bad("STARTTLS only before login"));
+                    return;
+                }
+                self.start_tls(tag, acceptor).await;
+                return;
+            }
+            CommandBody::Login { username, password } => {
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let password = password.declassify().as_ref().to_vec();
+                self.login(user, password).await
+            }
+            CommandBody::Enable { capabilities } => self.enable(capabilities.into_inner()),
+            body => {
+                if self.user.is_none() {
+                    Reply::bad(format!("{} needs a login first", body.name()))
+                } else {
+                    self.authenticated_command(body).await
+                }
+            }
+        };
+        if self.selected.is_some() && !self.logout {
+            self.refresh_selected(allow_expunge).await;
+        }
+        self.finish(tag, reply);
+    }
+
+    pub(super) fn is_logging_out(&self) -> bool {
+        self.logout
+    }
+
+    /// CAPABILITY as this connection's state offers it: only what works.
+    pub(super) fn capabilities(&self) -> Vec1<Capability<'static>> {
+        capabilities(
+            self.user.is_some(),
+            self.conn.is_tls(),
+            self.shared.tls.is_some(),
+            self.shared.config.allow_plaintext,
+        )
+    }
+
+    fn plaintext_allowed(&self) -> bool {
+        self.conn.is_tls() || self.shared.config.allow_plaintext
+    }
+
+    async fn start_tls(&mut self, tag: Tag<'static>, acceptor: TlsAcceptor) {
+        let handle = self.finish(tag, Reply::ok("Begin TLS negotiation now"));
+        self.send_until(handle).await;
+        if self.logout {
+            return;
+        }
+        match self.conn.start_tls(&acceptor).await {
+            Ok(()) => self.server = server_after_starttls(server_options(&self.shared)),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "imap STARTTLS handshake failed");
+                self.logout = true;
+            }
+        }
+    }
+
+    fn enable(&mut self, capabilities: Vec<CapabilityEnable<'static>>) -> Reply {
+        if self.user.is_none() {
+            return Reply::bad("ENABLE needs a login first");
+        }
+        let mut enabled = Vec::new();
+        for capability in capabilities {
+            if matches!(capability, CapabilityEnable::CondStore) {
+                self.condstore = true;
+                enabled.push(CapabilityEnable::CondStore);
+            }
+        }
+        self.server.enqueue_data(Data::Enabled {
+            capabilities: enabled,
+        });
+        Reply::ok("ENABLE completed")
+    }
+
+    /// LOGIN and AUTHENTICATE PLAIN: the same checks, the same answers.
+    async fn login(&mut self, user: String, password: Vec<u8>) -> Reply {
+        if self.user.is_some() {
+            return Reply::bad("Already logged in");
+        }
+        if !self.plaintext_allowed() {
+            return Reply::no("Plaintext authentication is not allowed without TLS (use STARTTLS)")
+                .code(other_code("PRIVACYREQUIRED"));
+        }
+        let Some(users) = self.shared.users.clone() else {
+            return Reply::no("This node has no user database (start it with --passwd-file)")
+                .code(other_code("UNAVAILABLE"));
+        };
+        let now = Instant::now();
+        let admission = match self.shared.limiter.lock() {
+            Ok(limiter) => limiter.check(self.peer.ip(), now),
+            Err(_) => crate::users::Admission::Allowed,
+        };
+        if let crate::users::Admission::Wait { ms } = admission {
+            metrics::counter!(LOGIN_FAILURES, "reason" => "rate_limited").increment(1);
+            return Reply::no(format!(
+                "Too many failed logins from this address; retry in {} s",
+                ms.div_ceil(1000)
+            ))
+            .code(other_code("UNAVAILABLE"));
+        }
+        // An invalid name is checked like an unknown user: the answer and its time are the same.
+        let name = crate::users::passwd::normalize_user(&user).unwrap_or(user);
+        if !users.verify_async(name.clone(), password).await {
+            if let Ok(mut limiter) = self.shared.limiter.lock() {
+                limiter.record_failure(self.peer.ip(), Instant::now());
+            }
+            metrics::counter!(LOGIN_FAILURES, "reason" => "credentials").increment(1);
+            return Reply::no("Authentication failed").code(other_code("AUTHENTICATIONFAILED"));
+        }
+        self.user = Some(name.clone());
+        self.applied = Some(self.shared.service.watch(&name));
+        self.ensure_default_mailboxes().await;
+        let caps = self.capabilities();
+        Reply::ok("Logged in").code(Code::Capability(caps))
+    }
+
+    async fn authenticate(&mut self, command: CommandAuthenticate) {
+        self.command_name = "AUTHENTICATE";
+        let refuse = if self.user.is_some() {
+            Some(Reply::bad("Already logged in"))
+        } else if command.mechanism != AuthMechanism::Plain {
+            Some(Reply::no("Only AUTHENTICATE PLAIN is supported").code(other_code("CANNOT")))
+        } else if !self.plaintext_allowed() {
+            Some(
+                Reply::no("Plaintext authentication is not allowed without TLS (use STARTTLS)")
+                    .code(other_code("PRIVACYREQUIRED")),
+            )
+        } else {
+            None
+        };
+        if let Some(reply) = refuse {
+            self.authenticate_finish(command.tag, reply);
+            return;
+        }
+        match command.initial_response {
+            Some(response) => {
+                let reply = self.authenticate_plain(response.declassify()).await;
+                self.authenticate_finish(command.tag, reply);
+            }
+            None => {
+                self.authenticating = Some(command.tag);
+                let _ = self
+                    .server
+                    .authenticate_continue(CommandContinuationRequest::base64(Cow::Borrowed(&b""[..])));
+            }
+        }
+    }
+
+    async fn authenticate_data(&mut self, data: AuthenticateData<'static>) {
+        let Some(tag) = self.authenticating.take() else {
+            return;
+        };
+        let reply = match data {
+            AuthenticateData::Cancel => Reply::bad("AUTHENTICATE cancelled"),
+            AuthenticateData::Continue(response) => self.authenticate_plain(response.declassify()).await,
+        };
+        self.authenticate_finish(tag, reply);
+    }
+
+    /// RFC 4616: `authzid NUL authcid NUL password`; an authzid other than the authcid is refused.
+    async fn authenticate_plain(&mut self, response: &[u8]) -> Reply {
+        let parts: Vec<&[u8]> = response.split(|&b| b == 0).collect();
+        let [authzid, authcid, password] = parts.as_slice() else {
+            return Reply::bad("Malformed PLAIN response");
+        };
+        let user = String::from_utf8_lossy(authcid).into_owned();
+        if !authzid.is_empty() && *authzid != *authcid {
+            return Reply::no("Authentication failed").code(other_code("AUTHENTICATIONFAILED"));
+        }
+        self.login(user, password.to_vec()).await
+    }
+
+    fn authenticate_finish(&mut self, tag: Tag<'static>, reply: Reply) {
+        let result = match reply.kind {
+            StatusKind::Ok => "ok",
+            StatusKind::No => "no",
+            StatusKind::Bad => "bad",
+        };
+        record_command("AUTHENTICATE", result);
+        let status = Status::Tagged(Tagged {
+            tag,
+            body: StatusBody {
+                kind: reply.kind,
+                code: reply.code,
+                text: text(&reply.text),
+            },
+        });
+        if let Err(status) = self.server.authenticate_finish(status) {
+            self.server.enqueue_status(status);
+        }
+    }
+
+    /// INBOX and the special-use mailboxes, created at login where absent. A failure (no
+    /// quorum) is logged and the login goes on: the next login tries again.
+    async fn ensure_default_mailboxes(&mut self) {
+        let user = self.user.clone().expect("logged in");
+        let u = user.clone();
+        let Ok(existing) = self
+            .read(move |g| {
+                g.state()
+                    .list_mailboxes(&u)
+                    .into_iter()
+                    .map(|m| m.name)
+                    .collect::<Vec<_>>()
+            })
+            .await
+        else {
+            return;
+        };
+        let wanted = std::iter::once("INBOX").chain(super::list::SPECIAL_USE.iter().map(|(n, _)| *n));
+        for name in wanted {
+            if existing.iter().any(|e| e == name) {
+                continue;
+            }
+            let op = Op::CreateMailbox {
+                user: user.clone(),
+                mailbox: name.to_string(),
+                mailbox_guid: crate::service::random_guid(),
+                uid_validity: u32::try_from(crate::service::now_seconds())
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+            };
+            if let Err(reply) = self.propose(op).await {
+                tracing::warn!(user = %user, mailbox = name, reason = %reply.text, "imap: could not create a default mailbox");
+                return;
+            }
+        }
+    }
+
+    /// Reads the user's group from this node's index, no older than the session's token.
+    pub(super) async fn read<R, F>(&mut self, read: F) -> Result<R, Reply>
+    where
+        R: Send + 'static,
+        F: FnOnce(&GroupStateMachine) -> R + Send + 'static,
+    {
+        let user = self.user.clone().expect("reads need a login");
+        let options = ReadOptions {
+            consistency: Consistency::Local,
+            min_applied: self.token,
+        };
+        match self.shared.service.read(&user, options, read).await {
+            Ok(ack) => {
+                if let Some(applied) = ack.applied {
+                    self.advance_token(applied.index);
+                }
+                Ok(ack.value)
+            }
+            Err(e) => Err(service_reply(&e)),
+        }
+    }
+
+    fn advance_token(&mut self, index: u64) {
+        let before = self.token;
+        self.token = Some(self.token.map_or(index, |t| t.max(index)));
+        debug_assert!(self.token >= before);
+    }
+
+    /// Proposes `op` as a new request of an anonymous client (as LMTP does) and waits until it
+    /// is applied; the outcome, or the NO to answer.
+    pub(super) async fn propose(&mut self, op: Op) -> Result<Outcome, Reply> {
+        let nonce: String = crate::service::random_guid()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let txn = Txn {
+            client_id: format!(
+                "{ANONYMOUS_CLIENT_PREFIX}{}-{nonce}",
+                self.shared.service.node_id()
+            ),
+            request_seq: 1,
+            op,
+        };
+        if let Err(e) = crate::txn::validate::validate_content(&txn, crate::txn::encoding::CURRENT_ENCODING) {
+            return Err(Reply::no(e.to_string()).code(other_code("CANNOT")));
+        }
+        match self.shared.service.write(txn).await {
+            Ok(ack) => {
+                self.advance_token(ack.position.index);
+                Ok(ack.outcome)
+            }
+            Err(e) => Err(service_reply(&e)),
+        }
+    }
+}
+
+/// Metric: commands answered, by command name and result (ok, no, bad).
+pub const COMMANDS_TOTAL: &str = "dovetail_imap_commands_total";
+/// Metric: failed logins, by reason (credentials, rate_limited).
+pub const LOGIN_FAILURES: &str = "dovetail_imap_login_failures_total";
+
+fn record_command(name: &'static str, result: &'static str) {
+    metrics::counter!(COMMANDS_TOTAL, "command" => name, "result" => result).increment(1);
+}
+
+fn server_options<S: MailService>(shared: &Shared<S>) -> Options {
+    let mut options = Options::default();
+    let max_literal = u32::try_from(shared.config.max_message_bytes).unwrap_or(u32::MAX - (1 << 20));
+    options.max_literal_size = max_literal;
+    options.max_command_size = max_literal.saturating_add(64 * 1024);
+    let _ = options.set_literal_reject_text("[TOOBIG] Literal larger than this server takes".to_string());
+    options
+        .set_literal_accept_text("Ready for literal data".to_string())
+        .expect("valid text");
+    options
+}
+
+/// CAPABILITY: `logged_in` after LOGIN; STARTTLS where it can be used; AUTH=PLAIN where
+/// plaintext logins are taken, else LOGINDISABLED.
+pub fn capabilities(
+    logged_in: bool,
+    tls_active: bool,
+    tls_available: bool,
+    allow_plaintext: bool,
+) -> Vec1<Capability<'static>> {
+    let mut caps = vec![Capability::Imap4Rev1];
+    if !logged_in {
+        if tls_available && !tls_active {
+            caps.push(Capability::StartTls);
+        }
+        if tls_active || allow_plaintext {
+            caps.push(Capability::Auth(AuthMechanism::Plain));
+            caps.push(Capability::SaslIr);
+        } else {
+            caps.push(Capability::LoginDisabled);
+        }
+    }
+    caps.extend([
+        Capability::LiteralPlus,
+        Capability::Id,
+        Capability::Enable,
+        Capability::Idle,
+        Capability::Namespace,
+        Capability::Unselect,
+        Capability::UidPlus,
+        Capability::CondStore,
+    ]);
+    Vec1::try_from(caps).expect("not empty")
+}
+
+/// The NO for a request the node could not serve.
+pub fn service_reply(error: &ServiceError) -> Reply {
+    match error {
+        ServiceError::Unavailable { .. }
+        | ServiceError::Busy { .. }
+        | ServiceError::ShuttingDown
+        | ServiceError::GroupStopped { .. }
+        | ServiceError::Removed { .. }
+        | ServiceError::NoSpace { .. } => {
+            Reply::no(format!("Try again later: {error}")).code(other_code("UNAVAILABLE"))
+        }
+        ServiceError::TooLarge { .. } | ServiceError::BodyTooLarge { .. } => {
+            Reply::no(error.to_string()).code(Code::TooBig)
+        }
+        ServiceError::NotEnabled(_) => Reply::no(error.to_string()).code(other_code("CANNOT")),
+        ServiceError::BadBody { .. }
+        | ServiceError::BeyondCommitted { .. }
+        | ServiceError::Internal { .. } => Reply::no(error.to_string()).code(other_code("SERVERBUG")),
+    }
+}
+
+/// The NO for a transaction the state machine refused.
+pub fn rejection_reply(rejection: &Rejection) -> Reply {
+    let code = match rejection {
+        Rejection::NoSuchMailbox { .. } => "NONEXISTENT",
+        Rejection::MailboxExists { .. } => "ALREADYEXISTS",
+        Rejection::HasChildren { .. } => "INUSE",
+        Rejection::KeywordLimit { .. } | Rejection::TooManyMailboxes { .. } => "LIMIT",
+        _ => "CANNOT",
+    };
+    Reply::no(rejection.to_string()).code(other_code(code))
+}

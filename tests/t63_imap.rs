@@ -1,0 +1,80 @@
+//! IMAP (issue "Speak mail"; `src/imap/`). Property: a mail client sees one consistent mailbox
+//! through any node — its own writes at once, other sessions' writes as the node applies them,
+//! sequence numbers that move only where RFC 3501 §7.4.1 allows — and logins that say nothing
+//! about which users exist. Provocation, on a 3-node cluster of real processes with
+//! `--passwd-file`, each node with `--imap-listen` (nodes 2 and 3 with `--imap-allow-plaintext`,
+//! node 1 without and without TLS), driven by Python's imaplib (`tests/imap/session.py`): a
+//! plaintext LOGIN on node 1; a wrong password and an unknown user; LIST, CREATE, DELETE,
+//! SELECT, APPEND with flags and a date, FETCH of flags and bytes, STORE, EXPUNGE on node 2;
+//! a second session on node 3 while node 2 expunges and appends (NOOP, FETCH, IDLE). Checks
+//! (in the script): LOGINDISABLED and `NO [PRIVACYREQUIRED]` on node 1; identical
+//! `NO [AUTHENTICATIONFAILED]` answers; the special-use mailboxes; APPENDUID; the bytes read back;
+//! `\Seen` set by BODY[] and not by BODY.PEEK[]; EXPUNGE renumbering; on node 3 no EXPUNGE during
+//! a FETCH and the EXPUNGE at the next NOOP; EXISTS on node 3 within 1 s by NOOP and by IDLE; the
+//! unbuilt seams answering `NO [CANNOT]`.
+
+mod support;
+
+use std::time::Duration;
+
+use dovetail::node::dev::Start;
+use dovetail::users::Cost;
+use support::{free_node_addr, get, wait_until, TestCluster};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "correct horse battery";
+
+#[test]
+fn imap_sessions_on_different_nodes_see_one_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("users");
+    // A cheap hash: the test checks the protocol, not the KDF.
+    let hash = dovetail::users::command::hash_field(PASSWORD.as_bytes(), Cost::Sha512Crypt { rounds: 1_000 })
+        .unwrap();
+    std::fs::write(&passwd, format!("{USER}:{hash}\nbob:{hash}\n")).unwrap();
+    let passwd = passwd.to_str().unwrap().to_string();
+    let mut cluster = TestCluster::prepare(
+        3,
+        2,
+        &["--passwd-file", &passwd, "--request-timeout-ms", "3000"],
+        support::secrets(),
+    );
+    let imap_addrs: Vec<String> = (1..=3).map(free_node_addr).collect();
+    for (i, (node, addr)) in cluster.nodes.iter_mut().zip(&imap_addrs).enumerate() {
+        node.own_flags = vec!["--imap-listen".to_string(), addr.clone()];
+        if i > 0 {
+            node.own_flags.push("--imap-allow-plaintext".to_string());
+        }
+    }
+    cluster.start_all(Start::Fresh);
+    let api = cluster.nodes[0].api.clone();
+    // APPEND stores through the body store: log encoding 3.
+    wait_until(Duration::from_secs(30), "every group at log encoding 3", || {
+        get(&api, "/admin/status").is_ok_and(|(_, v)| {
+            v["groups"]
+                .as_array()
+                .is_some_and(|gs| gs.iter().all(|g| g["encoding"].as_u64() >= Some(3)))
+        })
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/imap/session.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(&imap_addrs)
+        .args([USER, PASSWORD])
+        .output()
+        .expect("python3 runs");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        for id in 1..=3 {
+            let log = cluster.log(id);
+            let imap: Vec<&str> = log.lines().filter(|l| l.contains("imap")).collect();
+            eprintln!("--- node {id} log, IMAP lines\n{}", imap.join("\n"));
+        }
+    }
+    assert!(
+        output.status.success(),
+        "the IMAP script failed: {}",
+        output.status
+    );
+}
