@@ -1,17 +1,19 @@
 """Drives Dovetail's IMAP server with the standard library's imaplib (t63_imap.rs runs it).
 
-argv: strict_addr addr2 addr3 user password
-  strict_addr: a node's IMAP listener without --imap-allow-plaintext (no TLS configured);
-  addr2, addr3: two other nodes' listeners, with plaintext logins allowed.
+argv: strict_addr addr2 addr3 imaps_addr ca_pem user password
+  strict_addr: a node's IMAP listener without --imap-allow-plaintext (STARTTLS offered);
+  addr2, addr3: two other nodes' listeners, with plaintext logins allowed;
+  imaps_addr: the first node's implicit-TLS listener; ca_pem: the CA that signed its certificate.
 Prints what it does; exits non-zero (an assertion) at the first difference.
 """
 
 import imaplib
-import socket
+import ssl
 import sys
 import time
 
-strict_addr, addr2, addr3, user, password = sys.argv[1:6]
+strict_addr, addr2, addr3, imaps_addr, ca_pem, user, password = sys.argv[1:8]
+tls = ssl.create_default_context(cafile=ca_pem)
 
 
 def connect(addr):
@@ -81,7 +83,26 @@ assert "IMAP4REV1" in caps and "IDLE" in caps and "UIDPLUS" in caps, caps
 typ, data = strict._simple_command("LOGIN", user, strict._quote(password))
 print("  ", typ, data)
 assert typ == "NO" and b"PRIVACYREQUIRED" in data[0], (typ, data)
+assert "STARTTLS" in caps, caps
+
+step("STARTTLS on the strict node: AUTH=PLAIN, no LOGINDISABLED, the login works")
+typ, data = strict.starttls(ssl_context=tls)
+assert typ == "OK", (typ, data)
+caps = strict.capabilities
+print("  ", caps)
+assert "AUTH=PLAIN" in caps and "LOGINDISABLED" not in caps and "STARTTLS" not in caps, caps
+strict.login(user, password)
+assert run(strict, "list", '""', "INBOX")[0] == "OK"
 strict.logout()
+
+step("implicit TLS: AUTHENTICATE PLAIN")
+host, port = imaps_addr.rsplit(":", 1)
+secure = imaplib.IMAP4_SSL(host, int(port), ssl_context=tls, timeout=10)
+typ, data = secure.authenticate("PLAIN", lambda _: ("\0%s\0%s" % (user, password)).encode())
+print("   AUTHENTICATE ->", typ, data)
+assert typ == "OK", (typ, data)
+assert run(secure, "select", "INBOX")[0] == "OK"
+secure.logout()
 
 step("a wrong password and an unknown user are answered alike")
 wrong = login_error(addr2, user, "not-" + password)
