@@ -12,7 +12,8 @@
 //! `NO [AUTHENTICATIONFAILED]` answers; the special-use mailboxes; APPENDUID; the bytes read back;
 //! `\Seen` set by BODY[] and not by BODY.PEEK[]; EXPUNGE renumbering; on node 3 no EXPUNGE during
 //! a FETCH and the EXPUNGE at the next NOOP; EXISTS on node 3 within 1 s by NOOP and by IDLE; the
-//! unbuilt seams answering `NO [CANNOT]`.
+//! unbuilt seams answering `NO [CANNOT]`. Then nodes 1 and 2 are stopped: on node 3 SELECT and
+//! FETCH go on from its index while APPEND and STORE answer `NO [UNAVAILABLE]`.
 
 mod support;
 
@@ -78,7 +79,8 @@ fn imap_sessions_on_different_nodes_see_one_mailbox() {
     for (i, (node, addr)) in cluster.nodes.iter_mut().zip(&imap_addrs).enumerate() {
         node.own_flags = vec!["--imap-listen".to_string(), addr.clone()];
         if i == 0 {
-            node.own_flags.extend(["--imaps-listen".to_string(), imaps_addr.clone()]);
+            node.own_flags
+                .extend(["--imaps-listen".to_string(), imaps_addr.clone()]);
         } else {
             node.own_flags.push("--imap-allow-plaintext".to_string());
         }
@@ -94,20 +96,35 @@ fn imap_sessions_on_different_nodes_see_one_mailbox() {
         })
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/imap/session.py");
+    let mut args: Vec<String> = imap_addrs.clone();
+    args.extend([imaps_addr, ca_pem.clone(), USER.to_string(), PASSWORD.to_string()]);
+    run_script(&cluster, script, &args);
+    // Nodes 1 and 2 gone: node 3's group has no quorum.
+    cluster.stop(1);
+    cluster.stop(2);
+    let args = [
+        "noquorum".to_string(),
+        imap_addrs[2].clone(),
+        USER.to_string(),
+        PASSWORD.to_string(),
+    ];
+    run_script(&cluster, script, &args);
+}
+
+/// Runs the IMAP script with `args`, printing its output; fails the test if it fails.
+fn run_script(cluster: &TestCluster, script: &str, args: &[String]) {
     let output = std::process::Command::new("python3")
         .arg(script)
-        .args(&imap_addrs)
-        .args([&imaps_addr, &ca_pem])
-        .args([USER, PASSWORD])
+        .args(args)
         .output()
         .expect("python3 runs");
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
-        for id in 1..=3 {
-            let log = cluster.log(id);
+        for node in cluster.running() {
+            let log = cluster.log(node);
             let imap: Vec<&str> = log.lines().filter(|l| l.contains("imap")).collect();
-            eprintln!("--- node {id} log, IMAP lines\n{}", imap.join("\n"));
+            eprintln!("--- node {node} log, IMAP lines\n{}", imap.join("\n"));
         }
     }
     assert!(

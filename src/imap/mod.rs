@@ -13,7 +13,7 @@
 //!   session what changed, only where RFC 3501 §7.4.1 allows; [`fetch`]: FETCH.
 //! - [`view`]: a selected mailbox's per-session sequence ↔ UID map, expunges buffered.
 //! - [`list`]: LIST's patterns and attributes (special-use mailboxes).
-//! - [`config`]: the listeners' limits and policy.
+//! - [`config`]: the listeners' limits and policy; [`metrics`]: sessions, commands, failed logins.
 //! - [`mime`]: ENVELOPE, BODYSTRUCTURE, RFC822.SIZE and `BODY[section]<partial>` from a message's
 //!   stored bytes, the same on every node.
 //! - [`search`]: evaluating SEARCH keys against one message.
@@ -21,6 +21,7 @@ pub mod config;
 pub mod fetch;
 pub mod list;
 pub mod mailboxes;
+pub mod metrics;
 pub mod mime;
 pub mod search;
 pub mod selected;

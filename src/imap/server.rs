@@ -11,14 +11,12 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::ImapConfig;
+use super::metrics::SESSIONS_OPEN;
 use super::session::Session;
 pub use super::shared::Shared;
 use super::transport::Connection;
 use crate::service::MailService;
 use crate::users::Users;
-
-/// Metric: IMAP sessions open, by protocol (`imap`: `--imap-listen`, `imaps`: `--imaps-listen`).
-pub const SESSIONS_OPEN: &str = "dovetail_imap_sessions_open";
 
 /// How a listener's connections start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,6 +25,7 @@ use imap_next::server::{Error as ServerError, Event, Options, ResponseHandle, Se
 use imap_next::types::CommandAuthenticate;
 use tokio_rustls::TlsAcceptor;
 
+use super::metrics::{record_command, LOGIN_FAILURES_TOTAL};
 use super::shared::Shared;
 use super::transport::{server_after_starttls, Connection, TransportError};
 use super::view::View;
@@ -426,7 +427,7 @@ impl<S: MailService> Session<S> {
             Err(_) => crate::users::Admission::Allowed,
         };
         if let crate::users::Admission::Wait { ms } = admission {
-            metrics::counter!(LOGIN_FAILURES, "reason" => "rate_limited").increment(1);
+            metrics::counter!(LOGIN_FAILURES_TOTAL, "reason" => "rate_limited").increment(1);
             return Reply::no(format!(
                 "Too many failed logins from this address; retry in {} s",
                 ms.div_ceil(1000)
@@ -439,7 +440,7 @@ impl<S: MailService> Session<S> {
             if let Ok(mut limiter) = self.shared.limiter.lock() {
                 limiter.record_failure(self.peer.ip(), Instant::now());
             }
-            metrics::counter!(LOGIN_FAILURES, "reason" => "credentials").increment(1);
+            metrics::counter!(LOGIN_FAILURES_TOTAL, "reason" => "credentials").increment(1);
             return Reply::no("Authentication failed").code(other_code("AUTHENTICATIONFAILED"));
         }
         self.user = Some(name.clone());
@@ -618,15 +619,6 @@ impl<S: MailService> Session<S> {
     }
 }
 
-/// Metric: commands answered, by command name and result (ok, no, bad).
-pub const COMMANDS_TOTAL: &str = "dovetail_imap_commands_total";
-/// Metric: failed logins, by reason (credentials, rate_limited).
-pub const LOGIN_FAILURES: &str = "dovetail_imap_login_failures_total";
-
-fn record_command(name: &'static str, result: &'static str) {
-    metrics::counter!(COMMANDS_TOTAL, "command" => name, "result" => result).increment(1);
-}
-
 fn server_options<S: MailService>(shared: &Shared<S>) -> Options {
     let mut options = Options::default();
     let max_literal = u32::try_from(shared.config.max_message_bytes).unwrap_or(u32::MAX - (1 << 20));
@@ -673,16 +665,19 @@ pub fn capabilities(
 }
 
 /// The NO for a request the node could not serve.
+/// The client gets a short reason; the node's log has the details (addresses, body ids).
 pub fn service_reply(error: &ServiceError) -> Reply {
+    tracing::debug!(error = %error, "imap: the node could not serve a request");
+    let unavailable =
+        |what: &str| Reply::no(format!("{what}; try again later")).code(other_code("UNAVAILABLE"));
     match error {
-        ServiceError::Unavailable { .. }
-        | ServiceError::Busy { .. }
-        | ServiceError::ShuttingDown
-        | ServiceError::GroupStopped { .. }
-        | ServiceError::Removed { .. }
-        | ServiceError::NoSpace { .. } => {
-            Reply::no(format!("Try again later: {error}")).code(other_code("UNAVAILABLE"))
+        ServiceError::Unavailable { .. } => unavailable("No quorum for this mailbox right now"),
+        ServiceError::Busy { .. } => unavailable("The server is busy"),
+        ServiceError::ShuttingDown => unavailable("This node is shutting down"),
+        ServiceError::GroupStopped { .. } | ServiceError::Removed { .. } => {
+            unavailable("This node cannot serve this mailbox now")
         }
+        ServiceError::NoSpace { .. } => unavailable("The server is out of disk space"),
         ServiceError::TooLarge { .. } | ServiceError::BodyTooLarge { .. } => {
             Reply::no(error.to_string()).code(Code::TooBig)
         }

@@ -4,6 +4,8 @@ argv: strict_addr addr2 addr3 imaps_addr ca_pem user password
   strict_addr: a node's IMAP listener without --imap-allow-plaintext (STARTTLS offered);
   addr2, addr3: two other nodes' listeners, with plaintext logins allowed;
   imaps_addr: the first node's implicit-TLS listener; ca_pem: the CA that signed its certificate.
+   or: noquorum addr user password — on a node whose group has lost its quorum: reads are
+   served from its index, writes answer NO [UNAVAILABLE].
 Prints what it does; exits non-zero (an assertion) at the first difference.
 """
 
@@ -12,13 +14,39 @@ import ssl
 import sys
 import time
 
-strict_addr, addr2, addr3, imaps_addr, ca_pem, user, password = sys.argv[1:8]
-tls = ssl.create_default_context(cafile=ca_pem)
 
 
 def connect(addr):
     host, port = addr.rsplit(":", 1)
-    return imaplib.IMAP4(host, int(port), timeout=10)
+    return imaplib.IMAP4(host, int(port), timeout=20)
+
+
+if sys.argv[1] == "noquorum":
+    addr, user, password = sys.argv[2:5]
+    print("-- no quorum: reads from the local index, writes NO [UNAVAILABLE]", flush=True)
+    conn = connect(addr)
+    conn.login(user, password)
+    typ, data = conn.select("INBOX")
+    print("   select ->", typ, data, flush=True)
+    assert typ == "OK" and data == [b"4"], (typ, data)
+    typ, data = conn.fetch("1:*", "(UID FLAGS)")
+    print("   fetch ->", typ, data, flush=True)
+    assert typ == "OK" and len(data) == 4, data
+    start = time.time()
+    typ, data = conn.append("INBOX", None, None, b"Subject: lost\r\n\r\nnowhere\r\n")
+    print("   append ->", typ, data, "after %.1f s" % (time.time() - start), flush=True)
+    assert typ == "NO" and b"UNAVAILABLE" in data[0], (typ, data)
+    typ, data = conn.store("1", "+FLAGS", "(\\Flagged)")
+    print("   store ->", typ, data, flush=True)
+    assert typ == "NO" and b"UNAVAILABLE" in data[0], (typ, data)
+    typ, data = conn.fetch("1", "(FLAGS)")
+    assert typ == "OK", (typ, data)
+    conn.logout()
+    print("ALL OK")
+    sys.exit(0)
+
+strict_addr, addr2, addr3, imaps_addr, ca_pem, user, password = sys.argv[1:8]
+tls = ssl.create_default_context(cafile=ca_pem)
 
 
 def step(what):
