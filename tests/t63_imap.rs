@@ -65,6 +65,8 @@ fn imap_sessions_on_different_nodes_see_one_mailbox() {
             &passwd,
             "--request-timeout-ms",
             "3000",
+            "--max-message-bytes",
+            "200000",
             "--tls-cert",
             &node_pem,
             "--tls-key",

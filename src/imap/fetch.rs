@@ -327,8 +327,11 @@ impl<S: MailService> Session<S> {
     /// A message's bytes, from the body store (this node's copy or a member's).
     async fn message_bytes(&mut self, user: &str, record: &MessageView) -> Result<Vec<u8>, Reply> {
         let Some(body) = record.body else {
-            // Appended by reference through the HTTP API: no bytes here.
-            return Ok(Vec::new());
+            // Appended by reference through the HTTP API: there are no bytes to send.
+            return Err(
+                Reply::no(format!("Message UID {} has no stored body", record.uid))
+                    .code(other_code("NONEXISTENT")),
+            );
         };
         let file = self
             .shared

@@ -253,11 +253,22 @@ impl<S: MailService> Session<S> {
         }
         let op = Op::RenameMailbox {
             user: self.user(),
-            from,
-            to,
+            from: from.clone(),
+            to: to.clone(),
         };
         match self.propose(op).await {
-            Ok(Outcome::Renamed { .. }) => Reply::ok("RENAME completed"),
+            Ok(Outcome::Renamed { .. }) => {
+                // The selected mailbox (or a parent) renamed by this session: it stays selected
+                // under its new name (UIDVALIDITY is kept).
+                if let Some(selected) = self.selected.as_mut() {
+                    if selected.name == from {
+                        selected.name = to;
+                    } else if let Some(rest) = selected.name.strip_prefix(&format!("{from}{DELIMITER}")) {
+                        selected.name = format!("{to}{DELIMITER}{rest}");
+                    }
+                }
+                Reply::ok("RENAME completed")
+            }
             Ok(Outcome::Rejected(rejection)) => rejection_reply(&rejection),
             Ok(other) => Reply::no(format!("unexpected outcome {other:?}")).code(other_code("SERVERBUG")),
             Err(reply) => reply,

@@ -624,7 +624,11 @@ fn server_options<S: MailService>(shared: &Shared<S>) -> Options {
     let max_literal = u32::try_from(shared.config.max_message_bytes).unwrap_or(u32::MAX - (1 << 20));
     options.max_literal_size = max_literal;
     options.max_command_size = max_literal.saturating_add(64 * 1024);
-    let _ = options.set_literal_reject_text("[TOOBIG] Literal larger than this server takes".to_string());
+    // A BAD without a code: imap-next takes no response code here (the text may not start with
+    // `[`). An APPEND whose literal fits but is too big for the body store gets `NO [TOOBIG]`.
+    options
+        .set_literal_reject_text("Literal larger than this server takes (max message size)".to_string())
+        .expect("valid text");
     options
         .set_literal_accept_text("Ready for literal data".to_string())
         .expect("valid text");

@@ -159,6 +159,14 @@ assert run(a, "create", "Scratch")[0] == "NO"
 assert run(a, "delete", "Scratch")[0] == "OK"
 typ, data, _ = run(a, "list", "\"\"", "inbox")
 assert len(data) == 1 and data[0].decode().endswith("INBOX"), data
+typ, data, _ = run(a, "list", "\"\"", "\"\"")
+assert data == [b'(\\Noselect) "/" ""'], data
+assert run(a, "create", "Old")[0] == "OK" and run(a, "create", "Old/Child")[0] == "OK"
+assert run(a, "rename", "Old", "New")[0] == "OK"
+typ, data, _ = run(a, "list", "New/", "*")
+assert [l.decode().rsplit(" ", 1)[-1] for l in data] == ["New/Child"], data
+typ, data, _ = run(a, "status", "New/Child", "(MESSAGES UIDVALIDITY)")
+assert typ == "OK" and b"MESSAGES 0" in data[0], data
 
 step("SELECT INBOX; APPEND with flags and a date gives APPENDUID; EXISTS follows")
 typ, data, untagged = run(a, "select", "INBOX")
@@ -208,6 +216,15 @@ typ, data, _ = run(a, "store", "3", "+FLAGS.SILENT", "(\\Answered)")
 assert typ == "OK" and data == [None], data
 typ, data, _ = run(a, "fetch", "3", "(FLAGS)")
 assert "\\Answered" in data[0].decode(), data
+
+step("a literal over --max-message-bytes is refused (BAD) and the session goes on")
+try:
+    a.append("INBOX", None, None, message("big", "y" * 300000))
+    raise AssertionError("the oversized APPEND was taken")
+except imaplib.IMAP4.error as e:
+    print("  ", e)
+    assert "BAD" in str(e) and "larger" in str(e), e
+assert run(a, "noop")[0] == "OK"
 
 step("a malformed command is answered BAD and the session goes on")
 tag = a._new_tag()
