@@ -18,8 +18,9 @@ use imap_next::imap_types::response::Data;
 use imap_next::imap_types::sequence::SequenceSet;
 
 use super::mailboxes::nonzero;
+use super::reply::{other_code, Reply};
 use super::selected::{flags_item, resolve};
-use super::session::{other_code, Reply, Session};
+use super::session::Session;
 use crate::bodies::BodyId;
 use crate::service::MailService;
 use crate::state_machine::read::MessageView;
@@ -215,7 +216,7 @@ impl<S: MailService> Session<S> {
                 };
                 match self.propose(op).await {
                     Ok(Outcome::Stored { modseq, .. }) => self.note_own_modseq(modseq),
-                    Ok(Outcome::Rejected(rejection)) => return super::session::rejection_reply(&rejection),
+                    Ok(Outcome::Rejected(rejection)) => return super::reply::rejection_reply(&rejection),
                     Ok(other) => {
                         return Reply::no(format!("unexpected outcome {other:?}"))
                             .code(other_code("SERVERBUG"))
@@ -338,7 +339,7 @@ impl<S: MailService> Session<S> {
             .service
             .open_body(user, BodyId(body))
             .await
-            .map_err(|e| super::session::service_reply(&e))?;
+            .map_err(|e| super::reply::service_reply(&e))?;
         tokio::task::spawn_blocking(move || {
             use std::io::Read;
             let mut bytes = Vec::new();

@@ -17,7 +17,8 @@ use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::imap_types::ToStatic;
 
 use super::list::{canonical_inbox, join_reference, DELIMITER};
-use super::session::{other_code, rejection_reply, text, Reply, Selected, Session};
+use super::reply::{other_code, rejection_reply, text, Reply};
+use super::session::{Selected, Session};
 use super::view::View;
 use crate::service::{deliver_op, now_seconds, random_guid, MailService};
 use crate::state_machine::read::{MailboxStatus, ReadError};
@@ -424,7 +425,7 @@ impl<S: MailService> Session<S> {
         let body = http_body_util::Full::new(hyper::body::Bytes::from(bytes));
         let stored = match self.shared.service.store_body(&user, body).await {
             Ok(stored) => stored,
-            Err(e) => return super::session::service_reply(&e),
+            Err(e) => return super::reply::service_reply(&e),
         };
         let internal_date = date.map_or_else(now_seconds, |d| d.as_ref().timestamp());
         let op = deliver_op(user, name, stored, random_guid(), internal_date, flags);

@@ -5,12 +5,14 @@
 //! - [`server`]: the listeners, the connection limit, TLS; one task per session; [`shared`]:
 //!   what the sessions share (users, login limiter, limits).
 //! - [`transport`]: drives imap-next's `Server` over TCP or TLS; the STARTTLS upgrade.
-//! - [`session`]: one connection's state and command loop; the not-authenticated commands
-//!   (LOGIN and AUTHENTICATE PLAIN against `--passwd-file`, rate-limited per address).
+//! - [`session`]: one connection's state and command loop; CAPABILITY, NOOP, LOGOUT, ID,
+//!   STARTTLS; reads and writes with the session's read-your-writes token.
+//! - [`login`]: LOGIN and AUTHENTICATE PLAIN against `--passwd-file`, rate-limited per address;
+//!   ENABLE; the default mailboxes. [`reply`]: tagged answers, CAPABILITY.
 //! - [`mailboxes`]: the authenticated commands (LIST, CREATE, DELETE, RENAME, STATUS,
 //!   SELECT/EXAMINE, APPEND through the body store).
-//! - [`selected`]: the selected state (STORE, EXPUNGE, CLOSE, IDLE) and the refresh that tells a
-//!   session what changed, only where RFC 3501 §7.4.1 allows; [`fetch`]: FETCH.
+//! - [`selected`]: the selected state (STORE, EXPUNGE, CLOSE, UNSELECT); [`fetch`]: FETCH;
+//!   [`refresh`]: what changed meanwhile, told only where RFC 3501 §7.4.1 allows, and IDLE.
 //! - [`view`]: a selected mailbox's per-session sequence ↔ UID map, expunges buffered.
 //! - [`list`]: LIST's patterns and attributes (special-use mailboxes).
 //! - [`config`]: the listeners' limits and policy; [`metrics`]: sessions, commands, failed logins.
@@ -20,9 +22,12 @@
 pub mod config;
 pub mod fetch;
 pub mod list;
+pub mod login;
 pub mod mailboxes;
 pub mod metrics;
 pub mod mime;
+pub mod refresh;
+pub mod reply;
 pub mod search;
 pub mod selected;
 pub mod server;

@@ -8,90 +8,26 @@
 //! sees the mailbox older than its own last write or its last answer (read-your-writes on a
 //! follower; its view never goes backwards).
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{IString, NString, Tag, Text, Vec1};
-use imap_next::imap_types::extensions::enable::CapabilityEnable;
+use imap_next::imap_types::core::{IString, NString, Tag, Vec1};
 use imap_next::imap_types::response::{
-    Bye, Capability, Code, CodeOther, CommandContinuationRequest, Data, Greeting, Status, StatusBody,
-    StatusKind, Tagged,
+    Bye, Capability, Code, Data, Greeting, Status, StatusBody, StatusKind, Tagged,
 };
 use imap_next::server::{Error as ServerError, Event, Options, ResponseHandle, Server};
-use imap_next::types::CommandAuthenticate;
 use tokio_rustls::TlsAcceptor;
 
-use super::metrics::{record_command, LOGIN_FAILURES_TOTAL};
+use super::metrics::record_command;
+use super::reply::{capabilities, other_code, service_reply, text, Reply};
 use super::shared::Shared;
 use super::transport::{server_after_starttls, Connection, TransportError};
 use super::view::View;
-use crate::service::{Consistency, MailService, ReadOptions, ServiceError};
+use crate::service::{Consistency, MailService, ReadOptions};
 use crate::state_machine::manifest::ANONYMOUS_CLIENT_PREFIX;
 use crate::state_machine::GroupStateMachine;
-use crate::txn::{Op, Outcome, Rejection, Txn};
-
-/// A command's tagged answer: OK, NO or BAD, an optional response code, a text.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub kind: StatusKind,
-    pub code: Option<Code<'static>>,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn ok(text: impl Into<String>) -> Reply {
-        Reply {
-            kind: StatusKind::Ok,
-            code: None,
-            text: text.into(),
-        }
-    }
-
-    pub fn no(text: impl Into<String>) -> Reply {
-        Reply {
-            kind: StatusKind::No,
-            code: None,
-            text: text.into(),
-        }
-    }
-
-    pub fn bad(text: impl Into<String>) -> Reply {
-        Reply {
-            kind: StatusKind::Bad,
-            code: None,
-            text: text.into(),
-        }
-    }
-
-    pub fn code(mut self, code: Code<'static>) -> Reply {
-        self.code = Some(code);
-        self
-    }
-
-    /// The answer of a command whose part is not built yet (a seam another change fills).
-    pub fn not_yet(what: &str) -> Reply {
-        Reply::no(format!("{what} not yet supported")).code(other_code("CANNOT"))
-    }
-}
-
-/// A response code imap-types has no variant for (RFC 5530's, mostly).
-pub fn other_code(name: &'static str) -> Code<'static> {
-    Code::Other(CodeOther::unvalidated(name.as_bytes()))
-}
-
-/// `text` as IMAP text: printable ASCII, never empty.
-pub fn text(text: &str) -> Text<'static> {
-    let clean: String = text
-        .chars()
-        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
-        .collect();
-    let clean = if clean.is_empty() { "-".to_string() } else { clean };
-    Text::try_from(clean).expect("printable ASCII is valid text")
-}
+use crate::txn::{Op, Outcome, Txn};
 
 /// The selected mailbox of a session.
 pub struct Selected {
@@ -121,7 +57,7 @@ pub struct Session<S: MailService> {
     /// The node's "applied index changed" signal of the user's group (IDLE, NOOP).
     pub(super) applied: Option<tokio::sync::watch::Receiver<u64>>,
     /// The tag of the AUTHENTICATE in progress.
-    authenticating: Option<Tag<'static>>,
+    pub(super) authenticating: Option<Tag<'static>>,
     /// Name of the command being served (metrics).
     pub(super) command_name: &'static str,
     bad_in_a_row: u32,
@@ -372,7 +308,7 @@ impl<S: MailService> Session<S> {
         )
     }
 
-    fn plaintext_allowed(&self) -> bool {
+    pub(super) fn plaintext_allowed(&self) -> bool {
         self.conn.is_tls() || self.shared.config.allow_plaintext
     }
 
@@ -387,178 +323,6 @@ impl<S: MailService> Session<S> {
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "imap STARTTLS handshake failed");
                 self.logout = true;
-            }
-        }
-    }
-
-    fn enable(&mut self, capabilities: Vec<CapabilityEnable<'static>>) -> Reply {
-        if self.user.is_none() {
-            return Reply::bad("ENABLE needs a login first");
-        }
-        let mut enabled = Vec::new();
-        for capability in capabilities {
-            if matches!(capability, CapabilityEnable::CondStore) {
-                self.condstore = true;
-                enabled.push(CapabilityEnable::CondStore);
-            }
-        }
-        self.server.enqueue_data(Data::Enabled {
-            capabilities: enabled,
-        });
-        Reply::ok("ENABLE completed")
-    }
-
-    /// LOGIN and AUTHENTICATE PLAIN: the same checks, the same answers.
-    async fn login(&mut self, user: String, password: Vec<u8>) -> Reply {
-        if self.user.is_some() {
-            return Reply::bad("Already logged in");
-        }
-        if !self.plaintext_allowed() {
-            return Reply::no("Plaintext authentication is not allowed without TLS (use STARTTLS)")
-                .code(other_code("PRIVACYREQUIRED"));
-        }
-        let Some(users) = self.shared.users.clone() else {
-            return Reply::no("This node has no user database (start it with --passwd-file)")
-                .code(other_code("UNAVAILABLE"));
-        };
-        let now = Instant::now();
-        let admission = match self.shared.limiter.lock() {
-            Ok(limiter) => limiter.check(self.peer.ip(), now),
-            Err(_) => crate::users::Admission::Allowed,
-        };
-        if let crate::users::Admission::Wait { ms } = admission {
-            metrics::counter!(LOGIN_FAILURES_TOTAL, "reason" => "rate_limited").increment(1);
-            return Reply::no(format!(
-                "Too many failed logins from this address; retry in {} s",
-                ms.div_ceil(1000)
-            ))
-            .code(other_code("UNAVAILABLE"));
-        }
-        // An invalid name is checked like an unknown user: the answer and its time are the same.
-        let name = crate::users::passwd::normalize_user(&user).unwrap_or(user);
-        if !users.verify_async(name.clone(), password).await {
-            if let Ok(mut limiter) = self.shared.limiter.lock() {
-                limiter.record_failure(self.peer.ip(), Instant::now());
-            }
-            metrics::counter!(LOGIN_FAILURES_TOTAL, "reason" => "credentials").increment(1);
-            return Reply::no("Authentication failed").code(other_code("AUTHENTICATIONFAILED"));
-        }
-        self.user = Some(name.clone());
-        self.applied = Some(self.shared.service.watch(&name));
-        self.ensure_default_mailboxes().await;
-        let caps = self.capabilities();
-        Reply::ok("Logged in").code(Code::Capability(caps))
-    }
-
-    async fn authenticate(&mut self, command: CommandAuthenticate) {
-        self.command_name = "AUTHENTICATE";
-        let refuse = if self.user.is_some() {
-            Some(Reply::bad("Already logged in"))
-        } else if command.mechanism != AuthMechanism::Plain {
-            Some(Reply::no("Only AUTHENTICATE PLAIN is supported").code(other_code("CANNOT")))
-        } else if !self.plaintext_allowed() {
-            Some(
-                Reply::no("Plaintext authentication is not allowed without TLS (use STARTTLS)")
-                    .code(other_code("PRIVACYREQUIRED")),
-            )
-        } else {
-            None
-        };
-        if let Some(reply) = refuse {
-            self.authenticate_finish(command.tag, reply);
-            return;
-        }
-        match command.initial_response {
-            Some(response) => {
-                let reply = self.authenticate_plain(response.declassify()).await;
-                self.authenticate_finish(command.tag, reply);
-            }
-            None => {
-                self.authenticating = Some(command.tag);
-                let _ = self
-                    .server
-                    .authenticate_continue(CommandContinuationRequest::base64(Cow::Borrowed(&b""[..])));
-            }
-        }
-    }
-
-    async fn authenticate_data(&mut self, data: AuthenticateData<'static>) {
-        let Some(tag) = self.authenticating.take() else {
-            return;
-        };
-        let reply = match data {
-            AuthenticateData::Cancel => Reply::bad("AUTHENTICATE cancelled"),
-            AuthenticateData::Continue(response) => self.authenticate_plain(response.declassify()).await,
-        };
-        self.authenticate_finish(tag, reply);
-    }
-
-    /// RFC 4616: `authzid NUL authcid NUL password`; an authzid other than the authcid is refused.
-    async fn authenticate_plain(&mut self, response: &[u8]) -> Reply {
-        let parts: Vec<&[u8]> = response.split(|&b| b == 0).collect();
-        let [authzid, authcid, password] = parts.as_slice() else {
-            return Reply::bad("Malformed PLAIN response");
-        };
-        let user = String::from_utf8_lossy(authcid).into_owned();
-        if !authzid.is_empty() && *authzid != *authcid {
-            return Reply::no("Authentication failed").code(other_code("AUTHENTICATIONFAILED"));
-        }
-        self.login(user, password.to_vec()).await
-    }
-
-    fn authenticate_finish(&mut self, tag: Tag<'static>, reply: Reply) {
-        let result = match reply.kind {
-            StatusKind::Ok => "ok",
-            StatusKind::No => "no",
-            StatusKind::Bad => "bad",
-        };
-        record_command("AUTHENTICATE", result);
-        let status = Status::Tagged(Tagged {
-            tag,
-            body: StatusBody {
-                kind: reply.kind,
-                code: reply.code,
-                text: text(&reply.text),
-            },
-        });
-        if let Err(status) = self.server.authenticate_finish(status) {
-            self.server.enqueue_status(status);
-        }
-    }
-
-    /// INBOX and the special-use mailboxes, created at login where absent. A failure (no
-    /// quorum) is logged and the login goes on: the next login tries again.
-    async fn ensure_default_mailboxes(&mut self) {
-        let user = self.user.clone().expect("logged in");
-        let u = user.clone();
-        let Ok(existing) = self
-            .read(move |g| {
-                g.state()
-                    .list_mailboxes(&u)
-                    .into_iter()
-                    .map(|m| m.name)
-                    .collect::<Vec<_>>()
-            })
-            .await
-        else {
-            return;
-        };
-        let wanted = std::iter::once("INBOX").chain(super::list::SPECIAL_USE.iter().map(|(n, _)| *n));
-        for name in wanted {
-            if existing.iter().any(|e| e == name) {
-                continue;
-            }
-            let op = Op::CreateMailbox {
-                user: user.clone(),
-                mailbox: name.to_string(),
-                mailbox_guid: crate::service::random_guid(),
-                uid_validity: u32::try_from(crate::service::now_seconds())
-                    .unwrap_or(u32::MAX)
-                    .max(1),
-            };
-            if let Err(reply) = self.propose(op).await {
-                tracing::warn!(user = %user, mailbox = name, reason = %reply.text, "imap: could not create a default mailbox");
-                return;
             }
         }
     }
@@ -633,73 +397,4 @@ fn server_options<S: MailService>(shared: &Shared<S>) -> Options {
         .set_literal_accept_text("Ready for literal data".to_string())
         .expect("valid text");
     options
-}
-
-/// CAPABILITY: `logged_in` after LOGIN; STARTTLS where it can be used; AUTH=PLAIN where
-/// plaintext logins are taken, else LOGINDISABLED.
-pub fn capabilities(
-    logged_in: bool,
-    tls_active: bool,
-    tls_available: bool,
-    allow_plaintext: bool,
-) -> Vec1<Capability<'static>> {
-    let mut caps = vec![Capability::Imap4Rev1];
-    if !logged_in {
-        if tls_available && !tls_active {
-            caps.push(Capability::StartTls);
-        }
-        if tls_active || allow_plaintext {
-            caps.push(Capability::Auth(AuthMechanism::Plain));
-            caps.push(Capability::SaslIr);
-        } else {
-            caps.push(Capability::LoginDisabled);
-        }
-    }
-    caps.extend([
-        Capability::LiteralPlus,
-        Capability::Id,
-        Capability::Enable,
-        Capability::Idle,
-        Capability::Namespace,
-        Capability::Unselect,
-        Capability::UidPlus,
-        Capability::CondStore,
-    ]);
-    Vec1::try_from(caps).expect("not empty")
-}
-
-/// The NO for a request the node could not serve.
-/// The client gets a short reason; the node's log has the details (addresses, body ids).
-pub fn service_reply(error: &ServiceError) -> Reply {
-    tracing::debug!(error = %error, "imap: the node could not serve a request");
-    let unavailable =
-        |what: &str| Reply::no(format!("{what}; try again later")).code(other_code("UNAVAILABLE"));
-    match error {
-        ServiceError::Unavailable { .. } => unavailable("No quorum for this mailbox right now"),
-        ServiceError::Busy { .. } => unavailable("The server is busy"),
-        ServiceError::ShuttingDown => unavailable("This node is shutting down"),
-        ServiceError::GroupStopped { .. } | ServiceError::Removed { .. } => {
-            unavailable("This node cannot serve this mailbox now")
-        }
-        ServiceError::NoSpace { .. } => unavailable("The server is out of disk space"),
-        ServiceError::TooLarge { .. } | ServiceError::BodyTooLarge { .. } => {
-            Reply::no(error.to_string()).code(Code::TooBig)
-        }
-        ServiceError::NotEnabled(_) => Reply::no(error.to_string()).code(other_code("CANNOT")),
-        ServiceError::BadBody { .. }
-        | ServiceError::BeyondCommitted { .. }
-        | ServiceError::Internal { .. } => Reply::no(error.to_string()).code(other_code("SERVERBUG")),
-    }
-}
-
-/// The NO for a transaction the state machine refused.
-pub fn rejection_reply(rejection: &Rejection) -> Reply {
-    let code = match rejection {
-        Rejection::NoSuchMailbox { .. } => "NONEXISTENT",
-        Rejection::MailboxExists { .. } => "ALREADYEXISTS",
-        Rejection::HasChildren { .. } => "INUSE",
-        Rejection::KeywordLimit { .. } | Rejection::TooManyMailboxes { .. } => "LIMIT",
-        _ => "CANNOT",
-    };
-    Reply::no(rejection.to_string()).code(other_code(code))
 }
