@@ -136,3 +136,36 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
     };
     Reply::no(rejection.to_string()).code(other_code(code))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(caps: Vec1<Capability<'static>>) -> Vec<String> {
+        caps.into_inner().iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn plaintext_logins_are_advertised_only_where_they_are_taken() {
+        let strict = names(capabilities(false, false, true, false));
+        assert!(strict.contains(&"LOGINDISABLED".to_string()) && strict.contains(&"STARTTLS".to_string()));
+        assert!(!strict.iter().any(|c| c.starts_with("AUTH=")));
+        let after_starttls = names(capabilities(false, true, true, false));
+        assert!(after_starttls.contains(&"AUTH=PLAIN".to_string()));
+        assert!(
+            !after_starttls.contains(&"STARTTLS".to_string())
+                && !after_starttls.contains(&"LOGINDISABLED".to_string())
+        );
+        let no_tls_allowed = names(capabilities(false, false, false, true));
+        assert!(
+            no_tls_allowed.contains(&"AUTH=PLAIN".to_string())
+                && !no_tls_allowed.contains(&"STARTTLS".to_string())
+        );
+        let logged_in = names(capabilities(true, false, true, true));
+        assert!(!logged_in
+            .iter()
+            .any(|c| c.starts_with("AUTH=") || c == "STARTTLS" || c == "LOGINDISABLED"));
+        assert_eq!(logged_in[0], "IMAP4REV1");
+        assert!(!logged_in.contains(&"QRESYNC".to_string()) && !logged_in.contains(&"MOVE".to_string()));
+    }
+}

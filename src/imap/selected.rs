@@ -296,3 +296,36 @@ impl<S: MailService> Session<S> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> SequenceSet {
+        SequenceSet::try_from(text).unwrap()
+    }
+
+    #[test]
+    fn sequence_numbers_resolve_through_the_view() {
+        let view = View::new(vec![4, 7, 9, 12], 1);
+        assert_eq!(resolve(&view, &set("1"), false).unwrap(), vec![4]);
+        assert_eq!(resolve(&view, &set("2:*"), false).unwrap(), vec![7, 9, 12]);
+        assert_eq!(resolve(&view, &set("*:3"), false).unwrap(), vec![9, 12]);
+        assert_eq!(resolve(&view, &set("1,3,1"), false).unwrap(), vec![4, 9]);
+        assert!(resolve(&view, &set("5"), false).is_err());
+        assert!(resolve(&View::new(vec![], 1), &set("1:*"), false).is_err());
+    }
+
+    #[test]
+    fn uids_outside_the_view_are_left_out_and_star_is_the_last_uid() {
+        let view = View::new(vec![4, 7, 9, 12], 1);
+        assert_eq!(resolve(&view, &set("5:10"), true).unwrap(), vec![7, 9]);
+        assert_eq!(resolve(&view, &set("100"), true).unwrap(), Vec::<u32>::new());
+        // RFC 3501: `n:*` always holds the last message, even with n above its UID.
+        assert_eq!(resolve(&view, &set("100:*"), true).unwrap(), vec![12]);
+        assert_eq!(resolve(&view, &set("1:*"), true).unwrap(), vec![4, 7, 9, 12]);
+        assert!(resolve(&View::new(vec![], 1), &set("1:*"), true)
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -217,6 +217,20 @@ assert typ == "OK" and data == [None], data
 typ, data, _ = run(a, "fetch", "3", "(FLAGS)")
 assert "\\Answered" in data[0].decode(), data
 
+step("CONDSTORE: SELECT (CONDSTORE), UID FETCH (CHANGEDSINCE), UID STORE (UNCHANGEDSINCE) -> [MODIFIED]")
+a.untagged_responses.clear()
+typ, data = a._simple_command("SELECT", "INBOX", "(CONDSTORE)")
+highest = int(a.untagged_responses["HIGHESTMODSEQ"][0])
+print("   SELECT (CONDSTORE) ->", typ, data, "HIGHESTMODSEQ", highest)
+assert typ == "OK", (typ, data)
+typ, data, _ = uid_cmd(a, "FETCH", "1:*", "(FLAGS) (CHANGEDSINCE %d)" % (highest - 1))
+rows = fetch_pairs(data)
+assert typ == "OK" and len(rows) == 1 and "MODSEQ (%d)" % highest in rows[0], rows
+typ, data, untagged = uid_cmd(a, "STORE", str(appended_uids[3]), "(UNCHANGEDSINCE 1) +FLAGS", "(\\Flagged)")
+assert typ == "OK" and untagged.get("MODIFIED") == [str(appended_uids[3]).encode()], (data, untagged)
+typ, data, _ = run(a, "fetch", "4", "(FLAGS)")
+assert "\\Flagged" not in data[0].decode(), data
+
 step("a literal over --max-message-bytes is refused (BAD) and the session goes on")
 try:
     a.append("INBOX", None, None, message("big", "y" * 300000))
