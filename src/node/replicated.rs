@@ -27,9 +27,10 @@ pub struct ReplicatedNode {
     bodies: NodeBodies,
     groups: u32,
     timeout: Duration,
-    /// Per group, the "applied index changed" signal of [`MailService::watch`], while someone
-    /// watches it. Bounded by the number of groups.
-    applied_watches: std::sync::Mutex<std::collections::BTreeMap<u32, tokio::sync::watch::Sender<u64>>>,
+    /// Per group, a receiver of the "applied index changed" signal of [`MailService::watch`]
+    /// (watchers get clones); its sender belongs to the group's `follow_applied` task, and a
+    /// closed one (the task ended) is replaced at the next watch. Bounded by the number of groups.
+    applied_watches: std::sync::Mutex<std::collections::BTreeMap<u32, tokio::sync::watch::Receiver<u64>>>,
 }
 
 impl ReplicatedNode {
@@ -107,11 +108,12 @@ fn bodies_error(e: BodiesError) -> ServiceError {
 /// still watches.
 const WATCH_RECHECK: Duration = Duration::from_secs(5);
 
-/// Follows `group`'s applied index on this node and sends it on `sender` until nobody watches
-/// (or the node stops serving the group).
+/// Follows `group`'s applied index on this node and sends it on `sender` until nobody but the
+/// node's own template receiver watches (or the node stops serving the group). Its end closes
+/// the channel: watchers see it and poll instead.
 async fn follow_applied(raft: RaftNode<MailGroup>, group: u32, sender: tokio::sync::watch::Sender<u64>) {
     let mut applied = *sender.borrow();
-    while sender.receiver_count() > 0 {
+    while sender.receiver_count() > 1 {
         match raft
             .wait_applied(group, applied + 1, Instant::now() + WATCH_RECHECK)
             .await
@@ -135,9 +137,12 @@ impl MailService for ReplicatedNode {
     fn watch(&self, user: &str) -> tokio::sync::watch::Receiver<u64> {
         let group = group_of(user, self.groups);
         let mut watches = self.applied_watches.lock().unwrap_or_else(|e| e.into_inner());
-        watches.retain(|_, sender| !sender.is_closed());
-        if let Some(sender) = watches.get(&group) {
-            return sender.subscribe();
+        watches.retain(|_, receiver| receiver.has_changed().is_ok());
+        if let Some(receiver) = watches.get(&group) {
+            let mut receiver = receiver.clone();
+            // Changes before this watch began are no news to this watcher.
+            receiver.borrow_and_update();
+            return receiver;
         }
         let applied = self
             .raft
@@ -146,7 +151,7 @@ impl MailService for ReplicatedNode {
             .flatten()
             .map_or(0, |a| a.index);
         let (sender, receiver) = tokio::sync::watch::channel(applied);
-        watches.insert(group, sender.clone());
+        watches.insert(group, receiver.clone());
         tokio::spawn(follow_applied(self.raft.clone(), group, sender));
         receiver
     }
