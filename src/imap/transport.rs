@@ -40,6 +40,11 @@ pub struct Connection {
     stream: Stream,
     read_buffer: Vec<u8>,
     write_buffer: Vec<u8>,
+    /// Bytes were written since the last flush (TLS buffers records until flushed).
+    unflushed: bool,
+    /// An event the server gave, held until what was written before it is flushed (kept here,
+    /// not in the future, so that a cancelled `next` loses nothing).
+    pending: Option<Event>,
 }
 
 impl Connection {
@@ -56,6 +61,8 @@ impl Connection {
             stream,
             read_buffer: Vec::with_capacity(8 * 1024),
             write_buffer: Vec::new(),
+            unflushed: false,
+            pending: None,
         }
     }
 
@@ -66,6 +73,14 @@ impl Connection {
     /// The server's next event, writing what it has to send and reading what it needs.
     pub async fn next(&mut self, server: &mut Server) -> Result<Event, TransportError> {
         loop {
+            if self.pending.is_some() {
+                // What was sent reaches the client before the caller acts on the event (an
+                // idling client waits for it).
+                if self.unflushed || !self.write_buffer.is_empty() {
+                    self.flush().await?;
+                }
+                return Ok(self.pending.take().expect("checked"));
+            }
             if !self.write_buffer.is_empty() {
                 let written = match &mut self.stream {
                     Stream::Plain(s) => s.write(&self.write_buffer).await?,
@@ -76,6 +91,7 @@ impl Connection {
                     return Err(TransportError::Closed);
                 }
                 self.write_buffer.drain(..written);
+                self.unflushed = true;
                 continue;
             }
             if !self.read_buffer.is_empty() {
@@ -83,7 +99,7 @@ impl Connection {
                 self.read_buffer.clear();
             }
             match server.next() {
-                Ok(event) => return Ok(event),
+                Ok(event) => self.pending = Some(event),
                 Err(Interrupt::Io(Io::Output(bytes))) => self.write_buffer.extend_from_slice(&bytes),
                 Err(Interrupt::Io(Io::NeedMoreInput)) => {
                     self.flush().await?;
@@ -119,6 +135,7 @@ impl Connection {
             Stream::Tls(s) => s.flush().await?,
             Stream::Upgrading => return Err(TransportError::Closed),
         }
+        self.unflushed = false;
         Ok(())
     }
 
