@@ -35,9 +35,13 @@ pub fn mailbox_name(mailbox: &Mailbox<'_>) -> Result<String, Reply> {
     }
 }
 
-/// `name` as a mailbox in a response.
-pub fn mailbox_arg(name: &str) -> Mailbox<'static> {
-    Mailbox::try_from(name.to_string()).unwrap_or(Mailbox::Inbox)
+/// `name` as a mailbox in a response; `None` for a name IMAP4rev1 cannot carry as is (one
+/// stored through the HTTP API with characters outside ASCII: modified UTF-7 is not built yet).
+pub fn mailbox_arg(name: &str) -> Option<Mailbox<'static>> {
+    if !name.is_ascii() {
+        return None;
+    }
+    Mailbox::try_from(name.to_string()).ok()
 }
 
 fn list_pattern(pattern: &ListMailbox<'_>) -> Result<String, Reply> {
@@ -188,10 +192,14 @@ impl<S: MailService> Session<S> {
                 .filter_map(|a| Atom::try_from(a.trim_start_matches('\\').to_string()).ok())
                 .map(FlagNameAttribute::from)
                 .collect();
+            let Some(mailbox) = mailbox_arg(&entry.name) else {
+                tracing::debug!(name = %entry.name, "imap LIST: a name IMAP4rev1 cannot carry is left out");
+                continue;
+            };
             self.server.enqueue_data(Data::List {
                 items,
                 delimiter,
-                mailbox: mailbox_arg(&entry.name),
+                mailbox,
             });
         }
         Reply::ok("LIST completed")
@@ -309,7 +317,7 @@ impl<S: MailService> Session<S> {
             });
         }
         self.server.enqueue_data(Data::Status {
-            mailbox: mailbox_arg(&name),
+            mailbox,
             items: Cow::Owned(values),
         });
         Reply::ok("STATUS completed")
