@@ -13,7 +13,7 @@
 //! - [`state_machine`]: applies transactions to a group's files; recovery; snapshots; reads.
 //! - [`node`]: a cluster member's wiring: groups under `dovetail-raft`, server, config, metrics.
 //! - [`service`]: `MailService`, the seam between the HTTP API and the replicated node.
-//! - [`imap`]: IMAP4rev1 and its extensions for mail clients (being built).
+//! - [`imap`]: IMAP4rev1 and its extensions for mail clients (SEARCH, COPY/MOVE, subscriptions, MIME items to come).
 //! - [`lmtp`]: LMTP (RFC 2033) for MTAs: one body stored once, one committed entry per recipient.
 //! - [`api`]: the whole HTTP surface (axum): client and admin routes, dashboard, JSON errors.
 //! - [`placement`]: which group a user's mailboxes belong to.

@@ -229,6 +229,13 @@ pub trait MailService: Send + Sync + 'static {
         }
     }
 
+    /// A signal that changes whenever this node applies more of `user`'s group (its value: the
+    /// applied log index, as far as the node tracks it). IMAP's IDLE and NOOP wake on it. The
+    /// default sends nothing: its sender is gone at once, and the caller polls instead.
+    fn watch(&self, _user: &str) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(0).1
+    }
+
     /// Runs `read` against `user`'s group once it is as fresh as `options` asks.
     fn read<R, F>(
         &self,

@@ -36,6 +36,8 @@ pub enum ConfigError {
     Incomplete { flags: &'static str },
     #[error("--tls-ca needs --tls-cert")]
     TlsCaWithoutCert,
+    #[error("--imaps-listen needs --tls-cert and --tls-key")]
+    ImapsWithoutCert,
     #[error(
         "--election-timeout-ms ({election_timeout_ms}) must be at least 3 x --heartbeat-ms ({heartbeat_ms})"
     )]
@@ -244,6 +246,20 @@ pub struct ServeConfig {
     /// Most LMTP connections served at once; one more is answered 421 and closed.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub lmtp_max_connections: u32,
+    /// Address of the IMAP listener (RFC 3501; `imap` module): plaintext, with STARTTLS when
+    /// the node has --tls-cert; off when not given.
+    #[arg(long)]
+    pub imap_listen: Option<SocketAddr>,
+    /// Address of the IMAP listener with implicit TLS (port 993's kind); needs --tls-cert.
+    #[arg(long)]
+    pub imaps_listen: Option<SocketAddr>,
+    /// Take LOGIN and AUTHENTICATE PLAIN on --imap-listen before TLS (otherwise refused, and
+    /// LOGINDISABLED advertised, until STARTTLS). For loopback and tests.
+    #[arg(long)]
+    pub imap_allow_plaintext: bool,
+    /// Most IMAP connections served at once over both listeners; one more gets BYE.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub imap_max_connections: u32,
     /// Memory for the ids of the bodies waiting to be sent to one peer in the background
     /// (counted as 64 bytes each); past it they spill to disk (`node::body_backlog`).
     #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(64..))]
@@ -309,6 +325,9 @@ impl ServeConfig {
         }
         if self.tls_ca.is_some() && self.tls_cert.is_none() {
             return Err(ConfigError::TlsCaWithoutCert);
+        }
+        if self.imaps_listen.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError::ImapsWithoutCert);
         }
         let peer_tls = [&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca];
         if peer_tls.iter().any(|p| p.is_some()) && !peer_tls.iter().all(|p| p.is_some()) {

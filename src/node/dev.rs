@@ -9,7 +9,9 @@
 //! line), so a script that started `dev` knows when the cluster is up, how to talk to it and
 //! which processes are its nodes. Both files of an earlier run are removed first.
 //!
-//! Every member also serves LMTP on its API port + 200 (`--lmtp-listen`, printed).
+//! Every member also serves LMTP on its API port + 200 (`--lmtp-listen`) and IMAP on its API
+//! port + 300 (`--imap-listen`, plaintext logins allowed: loopback only), both printed. IMAP
+//! logins need users: pass `-- --passwd-file FILE` (`dovetail user hash` makes a line).
 //!
 //! Node i's command line comes from [`launch::ClusterLayout`], which the multi-node tests use too.
 
@@ -85,7 +87,8 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let mut children: Vec<Child> = Vec::new();
     for i in 1..=total {
-        match spawn(&layout, &exe, i, &secrets, &lmtp_addr(config.base_port, i)) {
+        let (lmtp, imap) = (lmtp_addr(config.base_port, i), imap_addr(config.base_port, i));
+        match spawn(&layout, &exe, i, &secrets, &lmtp, &imap) {
             Ok(child) => children.push(child),
             Err(e) => {
                 stop(&mut children).await;
@@ -141,9 +144,10 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
             "; spare: in no group until added as a learner"
         };
         println!(
-            "  node {i}: http://{}   (LMTP {}, peer {}, log {}/node{i}/node.log{spare})",
+            "  node {i}: http://{}   (LMTP {}, IMAP {}, peer {}, log {}/node{i}/node.log{spare})",
             api(i),
             lmtp_addr(config.base_port, i),
+            imap_addr(config.base_port, i),
             peer(i),
             config.data_dir.display()
         );
@@ -191,12 +195,23 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
 }
 
 /// Starts node `i` fresh, its stdout discarded and its stderr (the log) in `node<i>/node.log`.
-fn spawn(layout: &ClusterLayout, exe: &Path, i: u64, secrets: &Secrets, lmtp: &str) -> anyhow::Result<Child> {
+fn spawn(
+    layout: &ClusterLayout,
+    exe: &Path,
+    i: u64,
+    secrets: &Secrets,
+    lmtp: &str,
+    imap: &str,
+) -> anyhow::Result<Child> {
     let dir = layout.node_dir(i);
     std::fs::create_dir_all(&dir)?;
     let log = std::fs::File::create(dir.join("node.log"))?;
     let mut command = Command::from(layout.command(exe, i, Start::Fresh, secrets));
     command.arg("--lmtp-listen").arg(lmtp);
+    command
+        .arg("--imap-listen")
+        .arg(imap)
+        .arg("--imap-allow-plaintext");
     command.stdout(Stdio::null()).stderr(log);
     Ok(command.spawn()?)
 }
@@ -204,6 +219,11 @@ fn spawn(layout: &ClusterLayout, exe: &Path, i: u64, secrets: &Secrets, lmtp: &s
 /// Node `i`'s LMTP address in `dev`: 127.0.0.1, its API port + 200.
 fn lmtp_addr(base_port: u16, i: u64) -> String {
     format!("127.0.0.1:{}", u64::from(base_port) + 200 + i)
+}
+
+/// Node `i`'s IMAP address in `dev`: 127.0.0.1, its API port + 300.
+fn imap_addr(base_port: u16, i: u64) -> String {
+    format!("127.0.0.1:{}", u64::from(base_port) + 300 + i)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -87,6 +87,7 @@ pub fn install() -> PrometheusHandle {
             }
             describe();
             describe_bodies();
+            crate::imap::metrics::describe();
             dovetail_raft::metrics::describe();
             handle
         })

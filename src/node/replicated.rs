@@ -27,6 +27,10 @@ pub struct ReplicatedNode {
     bodies: NodeBodies,
     groups: u32,
     timeout: Duration,
+    /// Per group, a receiver of the "applied index changed" signal of [`MailService::watch`]
+    /// (watchers get clones); its sender belongs to the group's `follow_applied` task, and a
+    /// closed one (the task ended) is replaced at the next watch. Bounded by the number of groups.
+    applied_watches: std::sync::Mutex<std::collections::BTreeMap<u32, tokio::sync::watch::Receiver<u64>>>,
 }
 
 impl ReplicatedNode {
@@ -37,6 +41,7 @@ impl ReplicatedNode {
             bodies,
             groups,
             timeout,
+            applied_watches: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -99,9 +104,56 @@ fn bodies_error(e: BodiesError) -> ServiceError {
     }
 }
 
+/// How long a group's apply watcher waits for the next entry before it looks whether anyone
+/// still watches.
+const WATCH_RECHECK: Duration = Duration::from_secs(5);
+
+/// Follows `group`'s applied index on this node and sends it on `sender` until nobody but the
+/// node's own template receiver watches (or the node stops serving the group). Its end closes
+/// the channel: watchers see it and poll instead.
+async fn follow_applied(raft: RaftNode<MailGroup>, group: u32, sender: tokio::sync::watch::Sender<u64>) {
+    let mut applied = *sender.borrow();
+    while sender.receiver_count() > 1 {
+        match raft
+            .wait_applied(group, applied + 1, Instant::now() + WATCH_RECHECK)
+            .await
+        {
+            Ok(position) => {
+                applied = position.index;
+                sender.send_replace(applied);
+            }
+            Err(ProposeError::Timeout { .. }) => {}
+            // Shut down, removed or stopped: the receivers see the sender gone and poll.
+            Err(_) => return,
+        }
+    }
+}
+
 impl MailService for ReplicatedNode {
     fn node_id(&self) -> u64 {
         self.raft.node_id()
+    }
+
+    fn watch(&self, user: &str) -> tokio::sync::watch::Receiver<u64> {
+        let group = group_of(user, self.groups);
+        let mut watches = self.applied_watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.retain(|_, receiver| receiver.has_changed().is_ok());
+        if let Some(receiver) = watches.get(&group) {
+            let mut receiver = receiver.clone();
+            // Changes before this watch began are no news to this watcher.
+            receiver.borrow_and_update();
+            return receiver;
+        }
+        let applied = self
+            .raft
+            .with_app(group, |app| app.machine().applied())
+            .ok()
+            .flatten()
+            .map_or(0, |a| a.index);
+        let (sender, receiver) = tokio::sync::watch::channel(applied);
+        watches.insert(group, receiver.clone());
+        tokio::spawn(follow_applied(self.raft.clone(), group, sender));
+        receiver
     }
 
     fn group_of_user(&self, user: &str) -> u32 {

@@ -81,6 +81,17 @@ pub async fn run(
         ),
         None => None,
     };
+    let bind = |addr: Option<std::net::SocketAddr>, flag: &'static str| async move {
+        match addr {
+            Some(addr) => TcpListener::bind(addr)
+                .await
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("{flag} {addr}: {e}")),
+            None => Ok(None),
+        }
+    };
+    let imap_listener = bind(config.imap_listen, "--imap-listen").await?;
+    let imaps_listener = bind(config.imaps_listen, "--imaps-listen").await?;
     // Before the raft node starts: a series handle taken before the recorder exists records
     // nowhere.
     let metrics_handle = super::metrics::install();
@@ -214,7 +225,7 @@ pub async fn run(
         metrics: metrics_handle.clone(),
         bodies: bodies.clone(),
     };
-    // Both the API and LMTP stop on `shutdown`.
+    // The API, LMTP and IMAP stop on `shutdown`.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -225,14 +236,44 @@ pub async fn run(
     };
     // The users: loaded before anything is served (a file that does not parse stops the node
     // with the line that is wrong), re-read on SIGHUP.
-    let directory = match &config.passwd_file {
+    let users = match &config.passwd_file {
         Some(path) => {
             let users = Arc::new(crate::users::Users::load(path)?);
             crate::users::spawn_sighup_reload(users.clone())?;
-            crate::lmtp::Directory::Passwd(users)
+            Some(users)
         }
+        None => None,
+    };
+    let directory = match &users {
+        Some(users) => crate::lmtp::Directory::Passwd(users.clone()),
         None => crate::lmtp::Directory::AllowAll,
     };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let mut imap = Vec::new();
+    if imap_listener.is_some() || imaps_listener.is_some() {
+        let imap_config = crate::imap::ImapConfig {
+            max_connections: config.imap_max_connections as usize,
+            allow_plaintext: config.imap_allow_plaintext,
+            ..crate::imap::ImapConfig::new(config.max_message_bytes)
+        };
+        let server = crate::imap::ImapServer::new(node.clone(), users.clone(), imap_config, tls.clone());
+        for (listener, kind) in [
+            (imap_listener, crate::imap::ListenerKind::Plain),
+            (imaps_listener, crate::imap::ListenerKind::ImplicitTls),
+        ] {
+            if let Some(listener) = listener {
+                tracing::info!(node_id = config.node_id, imap = %listener.local_addr()?, ?kind, "serving IMAP");
+                imap.push(tokio::spawn(server.clone().serve(
+                    listener,
+                    kind,
+                    stopped(stopping.clone()),
+                )));
+            }
+        }
+    }
     let lmtp = match lmtp_listener {
         Some(listener) => {
             let spool_dir = config.data_dir.join("lmtp-spool");
@@ -260,10 +301,6 @@ pub async fn run(
         config.test_next_encoding,
         InFlightLimit::new(config.max_in_flight as usize),
     );
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-        _ => None,
-    };
     let api_listener = ApiListener::new(
         api_listener,
         ConnectionBudget {
@@ -293,6 +330,9 @@ pub async fn run(
     serve_api(api_listener, tls, app, Deadlines::default(), stopped(stopping)).await;
     if let Some(lmtp) = lmtp {
         lmtp.abort();
+    }
+    for imap in imap {
+        imap.abort();
     }
     if let Some(rebalancer) = rebalancer {
         rebalancer.abort();

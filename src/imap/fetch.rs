@@ -1,0 +1,353 @@
+//! FETCH and UID FETCH (RFC 3501 §6.4.5, RFC 7162 CHANGEDSINCE): FLAGS, UID, INTERNALDATE,
+//! RFC822.SIZE, MODSEQ, and the whole message (`BODY[]`, `BODY.PEEK[]`, `RFC822`, with a
+//! partial `<origin.length>`) read through [`MailService::open_body`]. A non-PEEK body fetch
+//! sets `\Seen` in a read-write mailbox (a replicated STORE before the answer).
+//!
+//! Seam: what needs the message's MIME structure — ENVELOPE, BODYSTRUCTURE, BODY,
+//! `BODY[section]`, RFC822.HEADER, RFC822.TEXT, BINARY — becomes [`Want::Mime`] in [`plan`], and
+//! is answered `NO [CANNOT]` while [`MIME_READY`] is false. `super::mime` plugs in at
+//! `render_mime` below: the item's value from the message's bytes.
+
+use std::num::NonZeroU64;
+
+use imap_next::imap_types::command::FetchModifier;
+use imap_next::imap_types::core::{IString, Literal, NString, Vec1};
+use imap_next::imap_types::datetime::DateTime;
+use imap_next::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName};
+use imap_next::imap_types::response::Data;
+use imap_next::imap_types::sequence::SequenceSet;
+
+use super::mailboxes::nonzero;
+use super::reply::{other_code, Reply};
+use super::selected::{flags_item, resolve};
+use super::session::Session;
+use crate::bodies::BodyId;
+use crate::service::MailService;
+use crate::state_machine::read::MessageView;
+use crate::txn::{Op, Outcome, StoreMode, UidSet};
+
+/// Whether `super::mime` answers the MIME items yet (the seam: false until it is wired).
+pub const MIME_READY: bool = false;
+
+/// One item a FETCH asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    Flags,
+    Uid,
+    InternalDate,
+    Size,
+    ModSeq,
+    /// The whole message: `BODY[]` (`rfc822` false) or `RFC822`, maybe partial.
+    Message {
+        peek: bool,
+        rfc822: bool,
+        partial: Option<(u32, u32)>,
+    },
+    /// An item computed from the message's MIME structure (`super::mime`).
+    Mime(MessageDataItemName<'static>),
+}
+
+/// The items of a FETCH, macros expanded; `NO [CANNOT]` for those not built yet.
+pub fn plan(names: MacroOrMessageDataItemNames<'static>) -> Result<Vec<Want>, Reply> {
+    let names = match names {
+        MacroOrMessageDataItemNames::Macro(m) => {
+            m.expand().into_iter().map(|n| n.to_owned_static()).collect()
+        }
+        MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+    };
+    let mut wants = Vec::new();
+    for name in names {
+        let want = match name {
+            MessageDataItemName::Flags => Want::Flags,
+            MessageDataItemName::Uid => Want::Uid,
+            MessageDataItemName::InternalDate => Want::InternalDate,
+            MessageDataItemName::Rfc822Size => Want::Size,
+            MessageDataItemName::ModSeq => Want::ModSeq,
+            MessageDataItemName::Rfc822 => Want::Message {
+                peek: false,
+                rfc822: true,
+                partial: None,
+            },
+            MessageDataItemName::BodyExt {
+                section: None,
+                partial,
+                peek,
+            } => Want::Message {
+                peek,
+                rfc822: false,
+                partial: partial.map(|(origin, length)| (origin, length.get())),
+            },
+            other => {
+                if !MIME_READY {
+                    return Err(Reply::not_yet(&format!("FETCH {}", item_label(&other))));
+                }
+                Want::Mime(other)
+            }
+        };
+        if !wants.contains(&want) {
+            wants.push(want);
+        }
+    }
+    Ok(wants)
+}
+
+/// How an item is named in a "not yet supported" answer.
+fn item_label(name: &MessageDataItemName<'_>) -> &'static str {
+    match name {
+        MessageDataItemName::Envelope => "ENVELOPE",
+        MessageDataItemName::BodyStructure => "BODYSTRUCTURE",
+        MessageDataItemName::Body => "BODY",
+        MessageDataItemName::BodyExt { .. } => "BODY[section]",
+        MessageDataItemName::Rfc822Header => "RFC822.HEADER",
+        MessageDataItemName::Rfc822Text => "RFC822.TEXT",
+        MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => "BINARY",
+        _ => "item",
+    }
+}
+
+trait ToOwnedStatic {
+    fn to_owned_static(self) -> MessageDataItemName<'static>;
+}
+
+impl ToOwnedStatic for MessageDataItemName<'_> {
+    fn to_owned_static(self) -> MessageDataItemName<'static> {
+        use imap_next::imap_types::IntoStatic;
+        self.into_static()
+    }
+}
+
+/// Seam for `super::mime`: the value of `name` for the message `bytes`.
+fn render_mime(_name: &MessageDataItemName<'static>, _bytes: &[u8]) -> Option<MessageDataItem<'static>> {
+    None
+}
+
+/// A record's INTERNALDATE.
+fn internal_date(seconds: i64) -> DateTime {
+    let date = chrono::DateTime::from_timestamp(seconds, 0)
+        .unwrap_or_default()
+        .fixed_offset();
+    DateTime::try_from(date).unwrap_or_else(|_| {
+        DateTime::try_from(
+            chrono::DateTime::from_timestamp(0, 0)
+                .unwrap_or_default()
+                .fixed_offset(),
+        )
+        .expect("the epoch is a valid IMAP date")
+    })
+}
+
+/// Message bytes as a FETCH value (NIL when the bytes cannot be a literal: a NUL byte).
+fn nstring(bytes: Vec<u8>) -> NString<'static> {
+    match Literal::try_from(bytes) {
+        Ok(literal) => NString(Some(IString::Literal(literal))),
+        Err(_) => NString(None),
+    }
+}
+
+impl<S: MailService> Session<S> {
+    pub(super) async fn fetch(
+        &mut self,
+        set: SequenceSet,
+        names: MacroOrMessageDataItemNames<'static>,
+        uid: bool,
+        modifiers: Vec<FetchModifier>,
+    ) -> Reply {
+        let mut wants = match plan(names) {
+            Ok(wants) => wants,
+            Err(reply) => return reply,
+        };
+        let mut changed_since = None;
+        for modifier in modifiers {
+            match modifier {
+                FetchModifier::ChangedSince(modseq) => changed_since = Some(modseq.get()),
+                FetchModifier::Vanished => return Reply::bad("VANISHED needs QRESYNC, which is not enabled"),
+            }
+        }
+        if uid && !wants.contains(&Want::Uid) {
+            wants.insert(0, Want::Uid);
+        }
+        if (changed_since.is_some() || wants.contains(&Want::ModSeq)) && !wants.contains(&Want::ModSeq) {
+            wants.push(Want::ModSeq);
+        }
+        if wants.contains(&Want::ModSeq) {
+            self.condstore = true;
+        }
+        let selected = self.selected.as_ref().expect("selected");
+        let uids = match resolve(&selected.view, &set, uid) {
+            Ok(uids) => uids,
+            Err(reply) => return reply,
+        };
+        if uids.is_empty() {
+            return Reply::ok("FETCH completed (no messages)");
+        }
+        let (user, name, read_only) = (
+            self.user.clone().expect("logged in"),
+            selected.name.clone(),
+            selected.read_only,
+        );
+        let mut records = match self.records(&user, &name, &uids).await {
+            Ok(records) => records,
+            Err(reply) => return reply,
+        };
+        // A non-PEEK body fetch sets \Seen first, so the answer shows it (RFC 3501 §6.4.5).
+        let sets_seen = !read_only
+            && wants.iter().any(|w| {
+                matches!(
+                    w,
+                    Want::Message { peek: false, .. }
+                        | Want::Mime(MessageDataItemName::BodyExt { peek: false, .. })
+                )
+            });
+        let mut seen_now = std::collections::BTreeSet::new();
+        if sets_seen {
+            let unseen: Vec<u32> = records
+                .iter()
+                .filter(|r| !r.flags.iter().any(|f| f == "\\Seen"))
+                .map(|r| r.uid)
+                .collect();
+            if !unseen.is_empty() {
+                let op = Op::Store {
+                    user: user.clone(),
+                    mailbox: name.clone(),
+                    uids: UidSet::from_ascending(unseen.iter().copied()),
+                    mode: StoreMode::Add,
+                    flags: vec!["\\Seen".to_string()],
+                    unchanged_since: None,
+                };
+                match self.propose(op).await {
+                    Ok(Outcome::Stored { modseq, .. }) => self.note_own_modseq(modseq),
+                    Ok(Outcome::Rejected(rejection)) => return super::reply::rejection_reply(&rejection),
+                    Ok(other) => {
+                        return Reply::no(format!("unexpected outcome {other:?}"))
+                            .code(other_code("SERVERBUG"))
+                    }
+                    Err(reply) => return reply,
+                }
+                seen_now.extend(unseen);
+                records = match self.records(&user, &name, &uids).await {
+                    Ok(records) => records,
+                    Err(reply) => return reply,
+                };
+            }
+        }
+        let mut failed = None;
+        for record in records {
+            if changed_since.is_some_and(|since| record.modseq <= since) {
+                continue;
+            }
+            let view = &self.selected.as_ref().expect("selected").view;
+            let Some(seq) = view.seq_of(record.uid) else {
+                continue;
+            };
+            let needs_bytes = wants
+                .iter()
+                .any(|w| matches!(w, Want::Message { .. } | Want::Mime(_)));
+            let bytes = if needs_bytes {
+                match self.message_bytes(&user, &record).await {
+                    Ok(bytes) => Some(bytes),
+                    Err(reply) => {
+                        failed = Some(reply);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let mut items = Vec::new();
+            for want in &wants {
+                items.push(match want {
+                    Want::Flags => flags_item(&record),
+                    Want::Uid => MessageDataItem::Uid(nonzero(record.uid)),
+                    Want::InternalDate => MessageDataItem::InternalDate(internal_date(record.internal_date)),
+                    Want::Size => MessageDataItem::Rfc822Size(u32::try_from(record.size).unwrap_or(u32::MAX)),
+                    Want::ModSeq => match NonZeroU64::new(record.modseq) {
+                        Some(modseq) => MessageDataItem::ModSeq(modseq),
+                        None => continue,
+                    },
+                    Want::Message { rfc822, partial, .. } => {
+                        let all = bytes.clone().unwrap_or_default();
+                        let (origin, data) = match partial {
+                            Some((origin, length)) => {
+                                let start = (*origin as usize).min(all.len());
+                                let end = start.saturating_add(*length as usize).min(all.len());
+                                (Some(*origin), all[start..end].to_vec())
+                            }
+                            None => (None, all),
+                        };
+                        if *rfc822 {
+                            MessageDataItem::Rfc822(nstring(data))
+                        } else {
+                            MessageDataItem::BodyExt {
+                                section: None,
+                                origin,
+                                data: nstring(data),
+                            }
+                        }
+                    }
+                    Want::Mime(name) => match render_mime(name, bytes.as_deref().unwrap_or_default()) {
+                        Some(item) => item,
+                        None => continue,
+                    },
+                });
+            }
+            if seen_now.contains(&record.uid) && !wants.contains(&Want::Flags) {
+                items.push(flags_item(&record));
+            }
+            let Ok(items) = Vec1::try_from(items) else {
+                continue;
+            };
+            let handle = self.server.enqueue_data(Data::Fetch {
+                seq: nonzero(seq),
+                items,
+            });
+            if needs_bytes {
+                // One message's bytes in memory at a time.
+                self.send_until(handle).await;
+            }
+        }
+        match failed {
+            Some(reply) => reply,
+            None => Reply::ok("FETCH completed"),
+        }
+    }
+
+    /// The records of `uids` (ascending) as this node's index has them.
+    async fn records(&mut self, user: &str, name: &str, uids: &[u32]) -> Result<Vec<MessageView>, Reply> {
+        let (first, last) = (uids[0], uids[uids.len() - 1]);
+        let (u, n) = (user.to_string(), name.to_string());
+        let wanted: std::collections::BTreeSet<u32> = uids.iter().copied().collect();
+        let records = self
+            .read(move |g| g.state().fetch(&u, &n, first, last, usize::MAX))
+            .await?
+            .map_err(|e| {
+                Reply::no(format!("The selected mailbox is gone: {e}")).code(other_code("NONEXISTENT"))
+            })?;
+        Ok(records.into_iter().filter(|r| wanted.contains(&r.uid)).collect())
+    }
+
+    /// A message's bytes, from the body store (this node's copy or a member's).
+    async fn message_bytes(&mut self, user: &str, record: &MessageView) -> Result<Vec<u8>, Reply> {
+        let Some(body) = record.body else {
+            // Appended by reference through the HTTP API: there are no bytes to send.
+            return Err(
+                Reply::no(format!("Message UID {} has no stored body", record.uid))
+                    .code(other_code("NONEXISTENT")),
+            );
+        };
+        let file = self
+            .shared
+            .service
+            .open_body(user, BodyId(body))
+            .await
+            .map_err(|e| super::reply::service_reply(&e))?;
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            let mut file = file;
+            file.read_to_end(&mut bytes).map(|_| bytes)
+        })
+        .await
+        .map_err(|e| Reply::no(e.to_string()).code(other_code("SERVERBUG")))?
+        .map_err(|e| Reply::no(format!("reading the message: {e}")).code(other_code("SERVERBUG")))
+    }
+}

@@ -1,0 +1,331 @@
+//! The selected state (RFC 3501 §6.4): CHECK, CLOSE, UNSELECT, EXPUNGE, UID EXPUNGE, STORE.
+//! FETCH is in [`super::fetch`]; what changed meanwhile and IDLE in [`super::refresh`].
+//!
+//! Seams still open (each answers `NO [CANNOT] ... not yet supported`): SEARCH plugs into
+//! `Session::search` (with `super::search`), COPY and MOVE into `Session::copy_or_move` (with the
+//! replicated Copy/Move ops of log encoding 4).
+
+use std::num::NonZeroU32;
+
+use imap_next::imap_types::command::{CommandBody, StoreModifier};
+use imap_next::imap_types::core::Vec1;
+use imap_next::imap_types::fetch::MessageDataItem;
+use imap_next::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
+use imap_next::imap_types::response::{Code, Data};
+use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use super::mailboxes::{flag, flag_text, nonzero};
+use super::reply::{other_code, rejection_reply, Reply};
+use super::session::Session;
+use super::view::View;
+use crate::service::MailService;
+use crate::state_machine::read::{MessageView, ReadError};
+use crate::txn::{Op, Outcome, StoreMode, UidSet};
+
+/// The UIDs a sequence set names in `view`, ascending: sequence numbers (`uid` false; one
+/// beyond the view is an error) or UIDs (`uid` true; those the view lacks are left out).
+pub fn resolve(view: &View, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, Reply> {
+    let largest = if uid { view.last_uid() } else { view.exists() };
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    let mut uids = Vec::new();
+    for sequence in set.0.as_ref() {
+        let (a, b) = match sequence {
+            Sequence::Single(v) => (value(v), value(v)),
+            Sequence::Range(a, b) => (value(a), value(b)),
+        };
+        let (low, high) = (a.min(b), a.max(b));
+        if uid {
+            let known = view.uids();
+            let start = known.partition_point(|&u| u < low);
+            let end = known.partition_point(|&u| u <= high);
+            uids.extend_from_slice(&known[start..end]);
+        } else {
+            if low == 0 || high > view.exists() {
+                return Err(Reply::bad("Invalid message sequence number"));
+            }
+            uids.extend((low..=high).filter_map(|seq| view.uid_of(seq)));
+        }
+    }
+    uids.sort_unstable();
+    uids.dedup();
+    Ok(uids)
+}
+
+/// A FETCH response item of a record's flags.
+pub fn flags_item(record: &MessageView) -> MessageDataItem<'static> {
+    MessageDataItem::Flags(
+        record
+            .flags
+            .iter()
+            .filter_map(|f| flag(f))
+            .map(FlagFetch::Flag)
+            .collect(),
+    )
+}
+
+impl<S: MailService> Session<S> {
+    /// The commands of the selected state.
+    pub(super) async fn selected_command(&mut self, body: CommandBody<'static>) -> Reply {
+        match body {
+            CommandBody::Check => Reply::ok("CHECK completed"),
+            CommandBody::Close => {
+                let selected = self.selected.as_ref().expect("selected");
+                if !selected.read_only {
+                    // Silently: no EXPUNGE responses (RFC 3501 §6.4.2).
+                    if let Err(reply) = self.expunge_deleted(None).await {
+                        return reply;
+                    }
+                }
+                self.selected = None;
+                Reply::ok("CLOSE completed")
+            }
+            CommandBody::Unselect => {
+                self.selected = None;
+                Reply::ok("UNSELECT completed")
+            }
+            CommandBody::Expunge => match self.expunge_deleted(None).await {
+                Ok(()) => Reply::ok("EXPUNGE completed"),
+                Err(reply) => reply,
+            },
+            CommandBody::ExpungeUid { sequence_set } => {
+                let view = &self.selected.as_ref().expect("selected").view;
+                let uids = match resolve(view, &sequence_set, true) {
+                    Ok(uids) => uids,
+                    Err(reply) => return reply,
+                };
+                match self.expunge_deleted(Some(uids)).await {
+                    Ok(()) => Reply::ok("UID EXPUNGE completed"),
+                    Err(reply) => reply,
+                }
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                modifiers,
+            } => {
+                self.fetch(sequence_set, macro_or_item_names, uid, modifiers)
+                    .await
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                modifiers,
+            } => {
+                self.store(sequence_set, kind, response, flags, uid, modifiers)
+                    .await
+            }
+            CommandBody::Search { .. } => self.search(),
+            CommandBody::Copy { .. } | CommandBody::Move { .. } => self.copy_or_move(),
+            other => Reply::bad(format!("{} is not supported", other.name())),
+        }
+    }
+
+    /// SEARCH / UID SEARCH: not yet (the `super::search` evaluator plugs in here).
+    fn search(&mut self) -> Reply {
+        Reply::not_yet("SEARCH")
+    }
+
+    /// COPY / MOVE (and their UID forms): not yet (they need the replicated Copy/Move ops).
+    fn copy_or_move(&mut self) -> Reply {
+        Reply::not_yet(self.command_name)
+    }
+
+    /// Expunges the view's messages flagged `\Deleted` (of `only`, if given). The EXPUNGE
+    /// responses follow from the refresh after the command.
+    async fn expunge_deleted(&mut self, only: Option<Vec<u32>>) -> Result<(), Reply> {
+        let selected = self.selected.as_ref().expect("selected");
+        if selected.read_only {
+            return Err(Reply::no("The mailbox is read-only (EXAMINE)").code(other_code("CANNOT")));
+        }
+        let (user, name) = (self.user.clone().expect("logged in"), selected.name.clone());
+        let known: std::collections::BTreeSet<u32> = match &only {
+            Some(uids) => uids.iter().copied().collect(),
+            None => selected.view.uids().iter().copied().collect(),
+        };
+        let (u, n) = (user.clone(), name.clone());
+        let records = self
+            .read(move |g| g.state().fetch(&u, &n, 1, u32::MAX, usize::MAX))
+            .await?
+            .map_err(|e| self.gone_reply(e))?;
+        let doomed: Vec<(u32, crate::txn::Guid)> = records
+            .iter()
+            .filter(|r| known.contains(&r.uid) && r.flags.iter().any(|f| f == "\\Deleted"))
+            .map(|r| (r.uid, r.guid))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let op = Op::Expunge {
+            user,
+            mailbox: name,
+            uids: UidSet::from_ascending(doomed.iter().map(|(uid, _)| *uid)),
+            expected_guids: doomed,
+        };
+        match self.propose(op).await? {
+            Outcome::Expunged { .. } => Ok(()),
+            Outcome::Rejected(rejection) => Err(rejection_reply(&rejection)),
+            other => Err(Reply::no(format!("unexpected outcome {other:?}")).code(other_code("SERVERBUG"))),
+        }
+    }
+
+    fn gone_reply(&self, error: ReadError) -> Reply {
+        Reply::no(format!("The selected mailbox is gone: {error}")).code(other_code("NONEXISTENT"))
+    }
+
+    async fn store(
+        &mut self,
+        set: SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: Vec<Flag<'static>>,
+        uid: bool,
+        modifiers: Vec<StoreModifier>,
+    ) -> Reply {
+        let selected = self.selected.as_ref().expect("selected");
+        if selected.read_only {
+            return Reply::no("The mailbox is read-only (EXAMINE)").code(other_code("CANNOT"));
+        }
+        let uids = match resolve(&selected.view, &set, uid) {
+            Ok(uids) => uids,
+            Err(reply) => return reply,
+        };
+        let flags = match flags.iter().map(flag_text).collect::<Result<Vec<_>, _>>() {
+            Ok(flags) => flags,
+            Err(reply) => return reply,
+        };
+        let mut unchanged_since = None;
+        for modifier in modifiers {
+            let StoreModifier::UnchangedSince(modseq) = modifier;
+            unchanged_since = Some(modseq);
+            self.condstore = true;
+        }
+        if uids.is_empty() {
+            return Reply::ok("STORE completed (no messages)");
+        }
+        let (user, name) = (self.user.clone().expect("logged in"), selected.name.clone());
+        let op = Op::Store {
+            user: user.clone(),
+            mailbox: name.clone(),
+            uids: UidSet::from_ascending(uids.iter().copied()),
+            mode: match kind {
+                StoreType::Add => StoreMode::Add,
+                StoreType::Remove => StoreMode::Remove,
+                StoreType::Replace => StoreMode::Replace,
+            },
+            flags,
+            unchanged_since,
+        };
+        let modified = match self.propose(op).await {
+            Ok(Outcome::Stored { modified, modseq, .. }) => {
+                self.note_own_modseq(modseq);
+                modified
+            }
+            Ok(Outcome::Rejected(rejection)) => return rejection_reply(&rejection),
+            Ok(other) => {
+                return Reply::no(format!("unexpected outcome {other:?}")).code(other_code("SERVERBUG"))
+            }
+            Err(reply) => return reply,
+        };
+        if response == StoreResponse::Answer {
+            let (first, last) = (uids[0], uids[uids.len() - 1]);
+            let records = match self
+                .read(move |g| g.state().fetch(&user, &name, first, last, usize::MAX))
+                .await
+            {
+                Ok(Ok(records)) => records,
+                Ok(Err(e)) => return self.gone_reply(e),
+                Err(reply) => return reply,
+            };
+            let wanted: std::collections::BTreeSet<u32> = uids.iter().copied().collect();
+            for record in records
+                .iter()
+                .filter(|r| wanted.contains(&r.uid) && !modified.contains(r.uid))
+            {
+                self.send_flags(record, uid);
+            }
+        }
+        if modified.is_empty() {
+            return Reply::ok("STORE completed");
+        }
+        let view = &self.selected.as_ref().expect("selected").view;
+        let numbers: Vec<NonZeroU32> = modified
+            .iter()
+            .filter_map(|u| if uid { Some(u) } else { view.seq_of(u) })
+            .map(nonzero)
+            .collect();
+        match SequenceSet::try_from(numbers) {
+            Ok(set) => Reply::ok("Conditional STORE failed for some messages").code(Code::Modified(set)),
+            Err(_) => Reply::ok("STORE completed"),
+        }
+    }
+
+    /// Remembers a MODSEQ of this session's own STORE (see `Selected::own_modseqs`).
+    pub(super) fn note_own_modseq(&mut self, modseq: Option<u64>) {
+        if let (Some(selected), Some(modseq)) = (self.selected.as_mut(), modseq) {
+            selected.own_modseqs.insert(modseq);
+        }
+    }
+
+    /// An (unsolicited or STORE) `FETCH (FLAGS ...)` of `record`, if the view has it.
+    pub(super) fn send_flags(&mut self, record: &MessageView, with_uid: bool) {
+        let Some(selected) = &self.selected else {
+            return;
+        };
+        let Some(seq) = selected.view.seq_of(record.uid) else {
+            return;
+        };
+        let mut items = vec![flags_item(record)];
+        if with_uid {
+            items.push(MessageDataItem::Uid(nonzero(record.uid)));
+        }
+        if self.condstore {
+            if let Some(modseq) = std::num::NonZeroU64::new(record.modseq) {
+                items.push(MessageDataItem::ModSeq(modseq));
+            }
+        }
+        self.server.enqueue_data(Data::Fetch {
+            seq: nonzero(seq),
+            items: Vec1::try_from(items).expect("not empty"),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> SequenceSet {
+        SequenceSet::try_from(text).unwrap()
+    }
+
+    #[test]
+    fn sequence_numbers_resolve_through_the_view() {
+        let view = View::new(vec![4, 7, 9, 12], 1);
+        assert_eq!(resolve(&view, &set("1"), false).unwrap(), vec![4]);
+        assert_eq!(resolve(&view, &set("2:*"), false).unwrap(), vec![7, 9, 12]);
+        assert_eq!(resolve(&view, &set("*:3"), false).unwrap(), vec![9, 12]);
+        assert_eq!(resolve(&view, &set("1,3,1"), false).unwrap(), vec![4, 9]);
+        assert!(resolve(&view, &set("5"), false).is_err());
+        assert!(resolve(&View::new(vec![], 1), &set("1:*"), false).is_err());
+    }
+
+    #[test]
+    fn uids_outside_the_view_are_left_out_and_star_is_the_last_uid() {
+        let view = View::new(vec![4, 7, 9, 12], 1);
+        assert_eq!(resolve(&view, &set("5:10"), true).unwrap(), vec![7, 9]);
+        assert_eq!(resolve(&view, &set("100"), true).unwrap(), Vec::<u32>::new());
+        // RFC 3501: `n:*` always holds the last message, even with n above its UID.
+        assert_eq!(resolve(&view, &set("100:*"), true).unwrap(), vec![12]);
+        assert_eq!(resolve(&view, &set("1:*"), true).unwrap(), vec![4, 7, 9, 12]);
+        assert!(resolve(&View::new(vec![], 1), &set("1:*"), true)
+            .unwrap()
+            .is_empty());
+    }
+}
