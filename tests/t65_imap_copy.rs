@@ -10,7 +10,9 @@
 //! COPYUID's UID map, equal flags and `BODY[]` bytes of source and copy, MOVE's `* OK [COPYUID]`
 //! then EXPUNGEs renumbering the mover's view, no EXPUNGE on node 3 during a FETCH and the
 //! EXPUNGEs at its NOOP, `NO [TRYCREATE]`, LSUB `%` with an unsubscribed parent `\Noselect`,
-//! INBOX empty after RENAME INBOX and the new mailbox holding its messages.
+//! INBOX empty after RENAME INBOX and the new mailbox holding its messages, a retried RENAME INBOX
+//! (target created, nothing moved) finishing into the empty target; MOVE refused under EXAMINE
+//! and into the selected mailbox itself.
 
 mod support;
 

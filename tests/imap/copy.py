@@ -221,6 +221,22 @@ typ, data, untagged = run(a, "noop")
 assert untagged.get("EXPUNGE") == [b"1"] or wait_for(
     "node 1's EXPUNGE", lambda: run(a, "noop")[2].get("EXPUNGE")), untagged
 
+step("RENAME INBOX retried after its CREATE landed and its move did not: into the empty mailbox")
+assert run(e, "create", "Resumed")[0] == "OK"
+typ, data = e.append("INBOX", None, None, body("m6"))
+assert typ == "OK", (typ, data)
+assert run(e, "rename", "INBOX", "Resumed")[0] == "OK"
+assert status(e, "INBOX", "MESSAGES") == 0 and status(e, "Resumed", "MESSAGES") == 1
+
+step("MOVE is refused on a read-only (EXAMINE) mailbox and into the selected mailbox itself")
+assert run(e, "select", "Archive", True)[0] == "OK"
+typ, data, _ = run(e, "_simple_command", "MOVE", "1", "Old-Inbox")
+assert typ == "NO" and b"read-only" in data[0], (typ, data)
+assert run(e, "select", "Archive")[0] == "OK"
+typ, data, _ = run(e, "_simple_command", "MOVE", "1", "Archive")
+assert typ == "NO", (typ, data)
+assert status(e, "Archive", "MESSAGES") == 7
+
 for conn in [a, c, d, e]:
     conn.logout()
 print("ALL OK")
