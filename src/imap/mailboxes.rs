@@ -117,11 +117,9 @@ impl<S: MailService> Session<S> {
                 date,
                 message,
             } => self.append(mailbox, flags, date, message).await,
-            // Seams: SUBSCRIBE/UNSUBSCRIBE/LSUB plug in with the replicated Subscribe op
-            // (log encoding 4), in `Session::subscriptions_command` below.
-            CommandBody::Subscribe { .. } | CommandBody::Unsubscribe { .. } | CommandBody::Lsub { .. } => {
-                self.subscriptions_command()
-            }
+            body @ (CommandBody::Subscribe { .. }
+            | CommandBody::Unsubscribe { .. }
+            | CommandBody::Lsub { .. }) => self.subscriptions_command(body).await,
             body => match self.selected.is_some() {
                 true => self.selected_command(body).await,
                 false => match body {
@@ -143,9 +141,26 @@ impl<S: MailService> Session<S> {
         }
     }
 
-    /// SUBSCRIBE, UNSUBSCRIBE, LSUB: not yet (they need the replicated Subscribe op).
-    fn subscriptions_command(&mut self) -> Reply {
-        Reply::not_yet(self.command_name)
+    /// SUBSCRIBE, UNSUBSCRIBE, LSUB, over the replicated Subscribe ops ([`super::subscriptions`]).
+    async fn subscriptions_command(&mut self, body: CommandBody<'static>) -> Reply {
+        match body {
+            CommandBody::Subscribe { mailbox } => self.subscribe(mailbox, true).await,
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(mailbox, false).await,
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => {
+                let reference = match &reference {
+                    Mailbox::Inbox => "INBOX".to_string(),
+                    Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+                };
+                match list_pattern(&mailbox_wildcard) {
+                    Ok(pattern) => self.lsub(join_reference(&reference, &pattern)).await,
+                    Err(reply) => reply,
+                }
+            }
+            other => Reply::bad(format!("{} is no subscription command", other.name())),
+        }
     }
 
     fn user(&self) -> String {
@@ -257,8 +272,7 @@ impl<S: MailService> Session<S> {
             (Err(reply), _) | (_, Err(reply)) => return reply,
         };
         if from == "INBOX" {
-            // RFC 3501 moves INBOX's messages into the new mailbox: that needs the Move op.
-            return Reply::not_yet("RENAME INBOX");
+            return self.rename_inbox(to).await;
         }
         let op = Op::RenameMailbox {
             user: self.user(),

@@ -1,5 +1,5 @@
-//! IMAP4rev1 (RFC 3501) with LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS
-//! and CONDSTORE, on `--imap-listen` (STARTTLS) and `--imaps-listen` (implicit TLS), built on
+//! IMAP4rev1 (RFC 3501) with LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS,
+//! CONDSTORE and MOVE, on `--imap-listen` (STARTTLS) and `--imaps-listen` (implicit TLS), built on
 //! imap-next's sans-I/O server. Each part in its own file:
 //!
 //! - [`server`]: the listeners, the connection limit, TLS; one task per session; [`shared`]:
@@ -14,6 +14,8 @@
 //! - [`selected`]: the selected state (STORE, EXPUNGE, CLOSE, UNSELECT); [`fetch`]: FETCH;
 //!   [`refresh`]: what changed meanwhile, told only where RFC 3501 §7.4.1 allows, and IDLE.
 //! - [`view`]: a selected mailbox's per-session sequence ↔ UID map, expunges buffered.
+//! - [`copy`]: COPY, MOVE (COPYUID; MOVE's EXPUNGEs) and RENAME INBOX over the replicated
+//!   Copy/Move ops (log encoding 4); [`subscriptions`]: SUBSCRIBE, UNSUBSCRIBE, LSUB.
 //! - [`list`]: LIST's patterns and attributes (special-use mailboxes).
 //! - [`config`]: the listeners' limits and policy; [`metrics`]: sessions, commands, failed logins.
 //! - [`mime`]: ENVELOPE, BODYSTRUCTURE / BODY, RFC822.SIZE and `BODY[section]<partial>` from a
@@ -23,6 +25,7 @@
 //!   [`search::MessageFacts`] from the index and passes the body lazily; RECENT never matches
 //!   (no `\Recent` in a cluster).
 pub mod config;
+pub mod copy;
 pub mod fetch;
 pub mod list;
 pub mod login;
@@ -36,6 +39,7 @@ pub mod selected;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod subscriptions;
 pub mod transport;
 pub mod view;
 

@@ -2,8 +2,7 @@
 //! FETCH is in [`super::fetch`]; what changed meanwhile and IDLE in [`super::refresh`].
 //!
 //! Seams still open (each answers `NO [CANNOT] ... not yet supported`): SEARCH plugs into
-//! `Session::search` (with `super::search`), COPY and MOVE into `Session::copy_or_move` (with the
-//! replicated Copy/Move ops of log encoding 4).
+//! `Session::search` (with `super::search`). COPY and MOVE are in [`super::copy`].
 
 use std::num::NonZeroU32;
 
@@ -122,7 +121,7 @@ impl<S: MailService> Session<S> {
                     .await
             }
             CommandBody::Search { .. } => self.search(),
-            CommandBody::Copy { .. } | CommandBody::Move { .. } => self.copy_or_move(),
+            body @ (CommandBody::Copy { .. } | CommandBody::Move { .. }) => self.copy_or_move(body).await,
             other => Reply::bad(format!("{} is not supported", other.name())),
         }
     }
@@ -132,9 +131,21 @@ impl<S: MailService> Session<S> {
         Reply::not_yet("SEARCH")
     }
 
-    /// COPY / MOVE (and their UID forms): not yet (they need the replicated Copy/Move ops).
-    fn copy_or_move(&mut self) -> Reply {
-        Reply::not_yet(self.command_name)
+    /// COPY / MOVE and their UID forms, over the replicated Copy/Move ops ([`super::copy`]).
+    async fn copy_or_move(&mut self, body: CommandBody<'static>) -> Reply {
+        match body {
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy_messages(sequence_set, mailbox, uid, false).await,
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy_messages(sequence_set, mailbox, uid, true).await,
+            other => Reply::bad(format!("{} is not COPY or MOVE", other.name())),
+        }
     }
 
     /// Expunges the view's messages flagged `\Deleted` (of `only`, if given). The EXPUNGE
