@@ -11,7 +11,8 @@
 //!
 //! Every member also serves LMTP on its API port + 200 (`--lmtp-listen`) and IMAP on its API
 //! port + 300 (`--imap-listen`, plaintext logins allowed: loopback only), both printed. IMAP
-//! logins need users: pass `-- --passwd-file FILE` (`dovetail user hash` makes a line).
+//! logins need users: unless `-- --passwd-file FILE` is passed, `dev` writes `<data-dir>/passwd`
+//! with one user, `alice`, and a fresh password it prints (LMTP then takes mail for her only).
 //!
 //! Node i's command line comes from [`launch::ClusterLayout`], which the multi-node tests use too.
 
@@ -85,10 +86,19 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     // Installed before any node starts: a signal during start-up stops the nodes started so far.
     let shutdown = shutdown_signals()?;
     tokio::pin!(shutdown);
+    let alice = if config.serve_flags.iter().any(|f| f.starts_with("--passwd-file")) {
+        None
+    } else {
+        Some(write_dev_user(&config.data_dir)?)
+    };
+    let users_flags: Vec<String> = match &alice {
+        Some((path, _)) => vec!["--passwd-file".into(), path.display().to_string()],
+        None => Vec::new(),
+    };
     let mut children: Vec<Child> = Vec::new();
     for i in 1..=total {
         let (lmtp, imap) = (lmtp_addr(config.base_port, i), imap_addr(config.base_port, i));
-        match spawn(&layout, &exe, i, &secrets, &lmtp, &imap) {
+        match spawn(&layout, &exe, i, &secrets, &lmtp, &imap, &users_flags) {
             Ok(child) => children.push(child),
             Err(e) => {
                 stop(&mut children).await;
@@ -187,6 +197,20 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
         "  python3 -c \"import smtplib; s = smtplib.LMTP('127.0.0.1', {}); s.sendmail('me@example.com', ['alice@example.com'], b'Subject: hi\\r\\n\\r\\nhello\\r\\n')\"",
         u64::from(config.base_port) + 200 + config.nodes.min(2)
     );
+    if let Some((path, password)) = &alice {
+        println!(
+            "IMAP and LMTP user: alice, password {password} (in {}; `dovetail user hash` makes more lines)",
+            path.display()
+        );
+        println!(
+            "  python3 -c \"import imaplib; m = imaplib.IMAP4('127.0.0.1', {}); m.login('alice', '{password}'); print(m.select('INBOX')); print(m.fetch('1:*', '(FLAGS ENVELOPE)'))\"",
+            u64::from(config.base_port) + 300 + config.nodes
+        );
+        println!(
+            "  swaks --protocol LMTP --server 127.0.0.1:{} --to alice@example.com --from me@example.com",
+            u64::from(config.base_port) + 200 + 1
+        );
+    }
     println!("Ctrl-C stops every node.");
     shutdown.await;
     println!("stopping...");
@@ -202,6 +226,7 @@ fn spawn(
     secrets: &Secrets,
     lmtp: &str,
     imap: &str,
+    extra: &[String],
 ) -> anyhow::Result<Child> {
     let dir = layout.node_dir(i);
     std::fs::create_dir_all(&dir)?;
@@ -212,8 +237,23 @@ fn spawn(
         .arg("--imap-listen")
         .arg(imap)
         .arg("--imap-allow-plaintext");
+    command.args(extra);
     command.stdout(Stdio::null()).stderr(log);
     Ok(command.spawn()?)
+}
+
+/// Writes `<data_dir>/passwd` (mode 0600) with the user `alice` and a fresh random password;
+/// returns its path and the password.
+fn write_dev_user(data_dir: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let mut raw = [0u8; 9];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("the OS random source: {e}"))?;
+    let password: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let cost = crate::users::Cost::default_for(crate::users::Scheme::Argon2id);
+    let field = crate::users::command::hash_field(password.as_bytes(), cost)?;
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("passwd");
+    write_private(&path, &format!("alice:{field}\n"))?;
+    Ok((path, password))
 }
 
 /// Node `i`'s LMTP address in `dev`: 127.0.0.1, its API port + 200.
