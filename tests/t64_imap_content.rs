@@ -14,7 +14,9 @@
 //! both nodes and equal to Dovecot's recorded one (BODY/BODYSTRUCTURE case-insensitively);
 //! `\Seen` set by non-PEEK sections and RFC822.TEXT only; the SEARCH results; `NO
 //! [BADCHARSET (US-ASCII UTF-8)]`; `(MODSEQ n)` the highest of the matches, only when MODSEQ was
-//! asked; no EXPUNGE during a non-UID SEARCH, whose numbers stay the session's.
+//! asked; no EXPUNGE during a non-UID SEARCH, whose numbers stay the session's. Then a message
+//! appended by reference through the HTTP API (an index record without bytes): FETCH ENVELOPE
+//! answers the others and NO naming it; SEARCH FLAGGED finds it; SEARCH BODY answers NO.
 
 mod support;
 
@@ -22,7 +24,8 @@ use std::time::Duration;
 
 use dovetail::node::dev::Start;
 use dovetail::users::Cost;
-use support::{free_node_addr, get, wait_until, TestCluster};
+use serde_json::json;
+use support::{free_node_addr, get, post, wait_until, TestCluster};
 
 const USER: &str = "carol";
 const PASSWORD: &str = "content test password";
@@ -62,9 +65,28 @@ fn fetch_and_search_answer_the_same_on_every_node() {
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/imap/content.py");
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/imap");
+    run_script(
+        &cluster,
+        script,
+        &[&imap_addrs[0], &imap_addrs[1], USER, PASSWORD, fixtures],
+    );
+    // A message appended by reference through the HTTP API: an index record, no bytes anywhere.
+    let (status, answer) = post(
+        &api,
+        &format!("/v1/users/{USER}/mailboxes/INBOX/messages"),
+        &json!({"messages": [{"guid": format!("{:032x}", 64), "size": 10, "flags": ["\\Flagged"]}],
+                "client_id": "t64", "request_seq": 1}),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    run_script(&cluster, script, &["nobody", &imap_addrs[1], USER, PASSWORD]);
+}
+
+/// Runs the script with `args`, printing its output; fails the test if it fails.
+fn run_script(cluster: &TestCluster, script: &str, args: &[&str]) {
     let output = std::process::Command::new("python3")
         .arg(script)
-        .args([&imap_addrs[0], &imap_addrs[1], USER, PASSWORD, fixtures])
+        .args(args)
         .output()
         .expect("python3 runs");
     println!("{}", String::from_utf8_lossy(&output.stdout));

@@ -6,6 +6,8 @@ argv: addr1 addr2 user password fixtures_dir
   on every node) and Dovecot's recorded answer (`NN-*.dovecot.json`) where one exists (BODY and
   BODYSTRUCTURE case-insensitively, mime_tests.rs rule 1). Prints what it does; exits non-zero
   (an assertion) at the first difference.
+   or: nobody addr user password — INBOX holds two messages with bytes and a third appended by
+   reference through the HTTP API (no bytes anywhere): what needs its bytes answers NO naming it.
 """
 
 import imaplib
@@ -14,6 +16,39 @@ import os
 import re
 import sys
 import time
+
+if sys.argv[1] == "nobody":
+    addr, user, password = sys.argv[2:5]
+    print("-- a message without bytes: FETCH of its content and a SEARCH needing it answer NO", flush=True)
+    host, port = addr.rsplit(":", 1)
+    conn = imaplib.IMAP4(host, int(port), timeout=20)
+    conn.login(user, password)
+    deadline = time.time() + 10
+    while True:
+        typ, data = conn.select("INBOX")
+        if typ == "OK" and int(data[0]) == 3:
+            break
+        assert time.time() < deadline, (typ, data)
+        time.sleep(0.1)
+    typ, data = conn.fetch("1:*", "(UID FLAGS)")
+    print("   fetch flags ->", typ, data, flush=True)
+    assert typ == "OK" and len(data) == 3, data
+    bodiless = int(re.search(rb"UID (\d+)", data[2]).group(1))
+    conn.untagged_responses.clear()
+    typ, data = conn.fetch("1:*", "(UID ENVELOPE)")
+    fetched = conn.untagged_responses.pop("FETCH", [])
+    print("   fetch envelope ->", typ, data, fetched, flush=True)
+    assert typ == "NO" and b"no answer for UID %d " % bodiless in data[0], (typ, data)
+    assert len(fetched) == 2 and all(b"ENVELOPE" in f for f in fetched), fetched
+    typ, data = conn.search(None, "FLAGGED")
+    print("   search flagged ->", typ, data, flush=True)
+    assert typ == "OK" and data[0].split()[-1] == b"3", data
+    typ, data = conn.search(None, "BODY", "hello")
+    print("   search body ->", typ, data, flush=True)
+    assert typ == "NO" and b"SEARCH failed" in data[0] and b"UID %d " % bodiless in data[0], (typ, data)
+    conn.logout()
+    print("ALL OK")
+    sys.exit(0)
 
 addr1, addr2, user, password, fixtures = sys.argv[1:6]
 
