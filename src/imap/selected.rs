@@ -135,7 +135,9 @@ impl<S: MailService> Session<S> {
     /// each key through `super::search::matches`, facts from this node's index; a message's body
     /// is read (one at a time) only when its keys cannot be decided without it. A body that
     /// cannot be read makes the whole SEARCH answer NO: a partial result would be a wrong one.
-    /// `(MODSEQ n)`: the highest mod-sequence of the matches, when a MODSEQ key was used.
+    /// `(MODSEQ n)`: the highest mod-sequence of the matches, when a MODSEQ key was used. A
+    /// message the index no longer has, whose EXPUNGE the session has not been sent yet, keeps
+    /// its sequence number but matches no key (`ALL` included): its record is gone.
     async fn search(
         &mut self,
         charset: Option<imap_next::imap_types::core::Charset<'static>>,
