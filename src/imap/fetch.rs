@@ -1,23 +1,35 @@
 //! FETCH and UID FETCH (RFC 3501 §6.4.5, RFC 7162 CHANGEDSINCE): FLAGS, UID, INTERNALDATE,
 //! RFC822.SIZE, MODSEQ, and the whole message (`BODY[]`, `BODY.PEEK[]`, `RFC822`, with a
 //! partial `<origin.length>`) read through [`MailService::open_body`]. A non-PEEK body fetch
-//! sets `\Seen` in a read-write mailbox (a replicated STORE before the answer).
+//! (and RFC822.TEXT) sets `\Seen` in a read-write mailbox (a replicated STORE before the answer).
 //!
-//! Seam: what needs the message's MIME structure — ENVELOPE, BODYSTRUCTURE, BODY,
-//! `BODY[section]`, RFC822.HEADER, RFC822.TEXT, BINARY — becomes [`Want::Mime`] in [`plan`], and
-//! is answered `NO [CANNOT]` while [`MIME_READY`] is false. `super::mime` plugs in at
-//! `render_mime` below: the item's value from the message's bytes.
+//! What needs the message's MIME structure — ENVELOPE, BODYSTRUCTURE, BODY, `BODY[section]`
+//! (`BODY.PEEK` too, with `<partial>`), RFC822.HEADER, RFC822.TEXT — becomes [`Want::Mime`] in
+//! [`plan`] and is answered by `render_mime` from the message's bytes, cut once per message
+//! ([`ParsedMessage`]). BINARY is not built (`NO [CANNOT]`). One message's bytes are in memory
+//! at a time.
+//!
+//! A message whose bytes cannot be read (no member has a copy within the deadline, or it was
+//! stored by reference without bytes): it gets no FETCH response at all — never an empty or
+//! partial one a client would cache as its content — the other messages are answered, and the
+//! tagged answer is NO naming the UIDs (RFC 3501 §6.4.5 "NO - fetch error: can't fetch that
+//! data"). This is Dovecot's `imap_fetch_failure = no-after`; its default disconnects instead,
+//! which a client takes as a network failure and retries blindly.
 
+use std::borrow::Cow;
 use std::num::NonZeroU64;
 
 use imap_next::imap_types::command::FetchModifier;
 use imap_next::imap_types::core::{IString, Literal, NString, Vec1};
 use imap_next::imap_types::datetime::DateTime;
-use imap_next::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName};
+use imap_next::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
 use imap_next::imap_types::response::Data;
 use imap_next::imap_types::sequence::SequenceSet;
 
 use super::mailboxes::nonzero;
+use super::mime::{self, ParsedMessage};
 use super::reply::{other_code, Reply};
 use super::selected::{flags_item, resolve};
 use super::session::Session;
@@ -27,7 +39,7 @@ use crate::state_machine::read::MessageView;
 use crate::txn::{Op, Outcome, StoreMode, UidSet};
 
 /// Whether `super::mime` answers the MIME items yet (the seam: false until it is wired).
-pub const MIME_READY: bool = false;
+pub const MIME_READY: bool = true;
 
 /// One item a FETCH asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +89,9 @@ pub fn plan(names: MacroOrMessageDataItemNames<'static>) -> Result<Vec<Want>, Re
                 rfc822: false,
                 partial: partial.map(|(origin, length)| (origin, length.get())),
             },
+            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
+                return Err(Reply::not_yet(&format!("FETCH {}", item_label(&name))));
+            }
             other => {
                 if !MIME_READY {
                     return Err(Reply::not_yet(&format!("FETCH {}", item_label(&other))));
@@ -116,9 +131,53 @@ impl ToOwnedStatic for MessageDataItemName<'_> {
     }
 }
 
-/// Seam for `super::mime`: the value of `name` for the message `bytes`.
-fn render_mime(_name: &MessageDataItemName<'static>, _bytes: &[u8]) -> Option<MessageDataItem<'static>> {
-    None
+/// The value of the MIME item `name` for a message cut once (`parsed`).
+fn render_mime(
+    name: &MessageDataItemName<'static>,
+    parsed: &ParsedMessage<'_>,
+) -> Option<MessageDataItem<'static>> {
+    Some(match name {
+        MessageDataItemName::Envelope => MessageDataItem::Envelope(parsed.envelope()),
+        MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(parsed.body_structure(true)),
+        MessageDataItemName::Body => MessageDataItem::Body(parsed.body_structure(false)),
+        MessageDataItemName::Rfc822Header => {
+            MessageDataItem::Rfc822Header(mime::literal(parsed.section(Some(&Section::Header(None)))))
+        }
+        MessageDataItemName::Rfc822Text => {
+            MessageDataItem::Rfc822Text(mime::literal(parsed.section(Some(&Section::Text(None)))))
+        }
+        MessageDataItemName::BodyExt { section, partial, .. } => {
+            let data = parsed.section(section.as_ref());
+            let (origin, data) = match partial {
+                Some((origin, count)) => (
+                    Some(*origin),
+                    mime::literal(Cow::Borrowed(mime::partial(&data, *origin, count.get()))),
+                ),
+                None => (None, mime::literal(data)),
+            };
+            MessageDataItem::BodyExt {
+                section: section.clone(),
+                origin,
+                data,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The tagged NO of a FETCH some of whose messages could not be read: the first failure's code,
+/// and which messages got no answer.
+fn fetch_failed(first: Reply, uids: &[u32]) -> Reply {
+    let listed: Vec<String> = uids.iter().take(10).map(u32::to_string).collect();
+    let more = if uids.len() > 10 { " ..." } else { "" };
+    Reply {
+        text: format!(
+            "FETCH incomplete: no answer for UID {}{more} ({}); the other messages were answered",
+            listed.join(","),
+            first.text
+        ),
+        ..first
+    }
 }
 
 /// A record's INTERNALDATE.
@@ -196,6 +255,7 @@ impl<S: MailService> Session<S> {
                     w,
                     Want::Message { peek: false, .. }
                         | Want::Mime(MessageDataItemName::BodyExt { peek: false, .. })
+                        | Want::Mime(MessageDataItemName::Rfc822Text)
                 )
             });
         let mut seen_now = std::collections::BTreeSet::new();
@@ -230,7 +290,11 @@ impl<S: MailService> Session<S> {
                 };
             }
         }
-        let mut failed = None;
+        let mut failed: Option<(Reply, Vec<u32>)> = None;
+        let needs_bytes = wants
+            .iter()
+            .any(|w| matches!(w, Want::Message { .. } | Want::Mime(_)));
+        let needs_parse = wants.iter().any(|w| matches!(w, Want::Mime(_)));
         for record in records {
             if changed_since.is_some_and(|since| record.modseq <= since) {
                 continue;
@@ -239,19 +303,24 @@ impl<S: MailService> Session<S> {
             let Some(seq) = view.seq_of(record.uid) else {
                 continue;
             };
-            let needs_bytes = wants
-                .iter()
-                .any(|w| matches!(w, Want::Message { .. } | Want::Mime(_)));
             let bytes = if needs_bytes {
                 match self.message_bytes(&user, &record).await {
                     Ok(bytes) => Some(bytes),
                     Err(reply) => {
-                        failed = Some(reply);
+                        // No FETCH response for this message (module doc).
+                        failed
+                            .get_or_insert_with(|| (reply, Vec::new()))
+                            .1
+                            .push(record.uid);
                         continue;
                     }
                 }
             } else {
                 None
+            };
+            let parsed = match (&bytes, needs_parse) {
+                (Some(bytes), true) => Some(ParsedMessage::parse(bytes)),
+                _ => None,
             };
             let mut items = Vec::new();
             for want in &wants {
@@ -284,7 +353,7 @@ impl<S: MailService> Session<S> {
                             }
                         }
                     }
-                    Want::Mime(name) => match render_mime(name, bytes.as_deref().unwrap_or_default()) {
+                    Want::Mime(name) => match parsed.as_ref().and_then(|parsed| render_mime(name, parsed)) {
                         Some(item) => item,
                         None => continue,
                     },
@@ -293,6 +362,7 @@ impl<S: MailService> Session<S> {
             if seen_now.contains(&record.uid) && !wants.contains(&Want::Flags) {
                 items.push(flags_item(&record));
             }
+            drop(parsed);
             let Ok(items) = Vec1::try_from(items) else {
                 continue;
             };
@@ -306,13 +376,18 @@ impl<S: MailService> Session<S> {
             }
         }
         match failed {
-            Some(reply) => reply,
+            Some((first, uids)) => fetch_failed(first, &uids),
             None => Reply::ok("FETCH completed"),
         }
     }
 
     /// The records of `uids` (ascending) as this node's index has them.
-    async fn records(&mut self, user: &str, name: &str, uids: &[u32]) -> Result<Vec<MessageView>, Reply> {
+    pub(super) async fn records(
+        &mut self,
+        user: &str,
+        name: &str,
+        uids: &[u32],
+    ) -> Result<Vec<MessageView>, Reply> {
         let (first, last) = (uids[0], uids[uids.len() - 1]);
         let (u, n) = (user.to_string(), name.to_string());
         let wanted: std::collections::BTreeSet<u32> = uids.iter().copied().collect();
@@ -325,8 +400,9 @@ impl<S: MailService> Session<S> {
         Ok(records.into_iter().filter(|r| wanted.contains(&r.uid)).collect())
     }
 
-    /// A message's bytes, from the body store (this node's copy or a member's).
-    async fn message_bytes(&mut self, user: &str, record: &MessageView) -> Result<Vec<u8>, Reply> {
+    /// A message's bytes, from the body store (this node's copy or a member's); the NO to
+    /// answer when they cannot be had.
+    pub(super) async fn message_bytes(&mut self, user: &str, record: &MessageView) -> Result<Vec<u8>, Reply> {
         let Some(body) = record.body else {
             // Appended by reference through the HTTP API: there are no bytes to send.
             return Err(
@@ -339,7 +415,17 @@ impl<S: MailService> Session<S> {
             .service
             .open_body(user, BodyId(body))
             .await
-            .map_err(|e| super::reply::service_reply(&e))?;
+            .map_err(|e| match e {
+                crate::service::ServiceError::Unavailable { .. } => {
+                    tracing::debug!(uid = record.uid, error = %e, "imap: a message body cannot be read");
+                    Reply::no(format!(
+                        "The body of message UID {} cannot be read now (no member has a copy); try again later",
+                        record.uid
+                    ))
+                    .code(other_code("UNAVAILABLE"))
+                }
+                e => super::reply::service_reply(&e),
+            })?;
         tokio::task::spawn_blocking(move || {
             use std::io::Read;
             let mut bytes = Vec::new();
@@ -349,5 +435,80 @@ impl<S: MailService> Session<S> {
         .await
         .map_err(|e| Reply::no(e.to_string()).code(other_code("SERVERBUG")))?
         .map_err(|e| Reply::no(format!("reading the message: {e}")).code(other_code("SERVERBUG")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_next::imap_types::fetch::{Macro, Part};
+
+    #[test]
+    fn macros_expand_to_mime_items_and_binary_is_not_built() {
+        let all = plan(MacroOrMessageDataItemNames::Macro(Macro::All)).unwrap();
+        assert_eq!(
+            all,
+            vec![
+                Want::Flags,
+                Want::InternalDate,
+                Want::Size,
+                Want::Mime(MessageDataItemName::Envelope)
+            ]
+        );
+        let full = plan(MacroOrMessageDataItemNames::Macro(Macro::Full)).unwrap();
+        assert_eq!(full.last(), Some(&Want::Mime(MessageDataItemName::Body)));
+        let binary = MessageDataItemName::Binary {
+            section: vec![std::num::NonZeroU32::new(1).unwrap()],
+            partial: None,
+            peek: true,
+        };
+        let reply = plan(MacroOrMessageDataItemNames::MessageDataItemNames(vec![binary])).unwrap_err();
+        assert!(reply.text.contains("BINARY"), "{}", reply.text);
+    }
+
+    #[test]
+    fn sections_and_partials_come_from_one_parse() {
+        let bytes = b"Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\r\nContent-Type: text/plain\r\n\r\nsecond part\r\n--b--\r\n";
+        let parsed = ParsedMessage::parse(bytes);
+        let part2 = MessageDataItemName::BodyExt {
+            section: Some(Section::Part(Part(Vec1::from(
+                std::num::NonZeroU32::new(2).unwrap(),
+            )))),
+            partial: Some((1, std::num::NonZeroU32::new(5).unwrap())),
+            peek: true,
+        };
+        match render_mime(&part2, &parsed) {
+            Some(MessageDataItem::BodyExt {
+                origin: Some(1),
+                data: NString(Some(data)),
+                ..
+            }) => assert_eq!(data.as_ref(), b"econd"),
+            other => panic!("{other:?}"),
+        }
+        match render_mime(&MessageDataItemName::Rfc822Header, &parsed) {
+            Some(MessageDataItem::Rfc822Header(NString(Some(data)))) => {
+                assert!(data.as_ref().starts_with(b"Subject: x\r\n") && data.as_ref().ends_with(b"\r\n\r\n"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            render_mime(&MessageDataItemName::Envelope, &parsed),
+            Some(MessageDataItem::Envelope(_))
+        ));
+    }
+
+    #[test]
+    fn a_failed_fetch_names_the_messages_it_left_out() {
+        let first = Reply::no("The body of message UID 4 cannot be read now").code(other_code("UNAVAILABLE"));
+        let reply = fetch_failed(first, &[4, 9]);
+        assert_eq!(reply.kind, imap_next::imap_types::response::StatusKind::No);
+        assert!(
+            reply
+                .text
+                .starts_with("FETCH incomplete: no answer for UID 4,9 ("),
+            "{}",
+            reply.text
+        );
+        assert!(reply.code.is_some());
     }
 }

@@ -11,7 +11,9 @@
 //!   ENABLE; the default mailboxes. [`reply`]: tagged answers, CAPABILITY.
 //! - [`mailboxes`]: the authenticated commands (LIST, CREATE, DELETE, RENAME, STATUS,
 //!   SELECT/EXAMINE, APPEND through the body store).
-//! - [`selected`]: the selected state (STORE, EXPUNGE, CLOSE, UNSELECT); [`fetch`]: FETCH;
+//! - [`selected`]: the selected state (STORE, EXPUNGE, CLOSE, UNSELECT, SEARCH with
+//!   [`searching`]: facts from this node's index, bodies through the body store only when a key
+//!   needs them); [`fetch`]: FETCH, the MIME items cut once per message by [`mime`];
 //!   [`refresh`]: what changed meanwhile, told only where RFC 3501 §7.4.1 allows, and IDLE.
 //! - [`view`]: a selected mailbox's per-session sequence ↔ UID map, expunges buffered.
 //! - [`copy`]: COPY, MOVE (COPYUID; MOVE's EXPUNGEs) and RENAME INBOX over the replicated
@@ -35,6 +37,7 @@ pub mod mime;
 pub mod refresh;
 pub mod reply;
 pub mod search;
+pub mod searching;
 pub mod selected;
 pub mod server;
 pub mod session;

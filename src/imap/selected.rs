@@ -1,8 +1,8 @@
 //! The selected state (RFC 3501 §6.4): CHECK, CLOSE, UNSELECT, EXPUNGE, UID EXPUNGE, STORE.
 //! FETCH is in [`super::fetch`]; what changed meanwhile and IDLE in [`super::refresh`].
 //!
-//! Seams still open (each answers `NO [CANNOT] ... not yet supported`): SEARCH plugs into
-//! `Session::search` (with `super::search`). COPY and MOVE are in [`super::copy`].
+//! SEARCH is `Session::search` (with `super::search` and `super::searching`); COPY and MOVE are
+//! in [`super::copy`].
 
 use std::num::NonZeroU32;
 
@@ -120,15 +120,109 @@ impl<S: MailService> Session<S> {
                 self.store(sequence_set, kind, response, flags, uid, modifiers)
                     .await
             }
-            CommandBody::Search { .. } => self.search(),
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => self.search(charset, criteria, uid).await,
             body @ (CommandBody::Copy { .. } | CommandBody::Move { .. }) => self.copy_or_move(body).await,
             other => Reply::bad(format!("{} is not supported", other.name())),
         }
     }
 
-    /// SEARCH / UID SEARCH: not yet (the `super::search` evaluator plugs in here).
-    fn search(&mut self) -> Reply {
-        Reply::not_yet("SEARCH")
+    /// SEARCH / UID SEARCH (RFC 3501 §6.4.4, MODSEQ of RFC 7162 §3.1.5) over the session's view:
+    /// each key through `super::search::matches`, facts from this node's index; a message's body
+    /// is read (one at a time) only when its keys cannot be decided without it. A body that
+    /// cannot be read makes the whole SEARCH answer NO: a partial result would be a wrong one.
+    /// `(MODSEQ n)`: the highest mod-sequence of the matches, when a MODSEQ key was used. A
+    /// message the index no longer has, whose EXPUNGE the session has not been sent yet, keeps
+    /// its sequence number but matches no key (`ALL` included): its record is gone.
+    async fn search(
+        &mut self,
+        charset: Option<imap_next::imap_types::core::Charset<'static>>,
+        criteria: Vec1<imap_next::imap_types::search::SearchKey<'static>>,
+        uid: bool,
+    ) -> Reply {
+        use super::search::{matches, MessageFacts, SearchContext, SearchError};
+        use super::searching::{check_charset, criteria_key, uses_modseq, Probe};
+        if let Err(reply) = check_charset(charset.as_ref()) {
+            return reply;
+        }
+        let key = criteria_key(criteria);
+        let with_modseq = uses_modseq(&key);
+        if with_modseq {
+            self.condstore = true;
+        }
+        let selected = self.selected.as_ref().expect("selected");
+        let uids = selected.view.uids().to_vec();
+        let ctx = SearchContext {
+            max_seq: selected.view.exists(),
+            max_uid: selected.view.last_uid(),
+        };
+        let (user, name) = (self.user.clone().expect("logged in"), selected.name.clone());
+        let records = if uids.is_empty() {
+            Vec::new()
+        } else {
+            match self.records(&user, &name, &uids).await {
+                Ok(records) => records,
+                Err(reply) => return reply,
+            }
+        };
+        let mut found = Vec::new();
+        let mut highest_modseq = 0;
+        for record in &records {
+            let view = &self.selected.as_ref().expect("selected").view;
+            let Some(seq) = view.seq_of(record.uid) else {
+                continue;
+            };
+            let facts = MessageFacts {
+                seq,
+                uid: record.uid,
+                flags: &record.flags,
+                internal_date: record.internal_date,
+                size: record.size,
+                modseq: record.modseq,
+            };
+            let mut probe = Probe::default();
+            let mut outcome = matches(&key, &facts, &mut probe, &ctx);
+            if probe.asked && matches!(outcome, Err(SearchError::BodyUnavailable { .. })) {
+                let bytes = match self.message_bytes(&user, record).await {
+                    Ok(bytes) => bytes,
+                    Err(reply) => {
+                        return Reply {
+                            text: format!("SEARCH failed: {}", reply.text),
+                            ..reply
+                        }
+                    }
+                };
+                outcome = matches(&key, &facts, &mut bytes.as_slice(), &ctx);
+            }
+            match outcome {
+                Ok(true) => {
+                    found.push(nonzero(if uid { record.uid } else { seq }));
+                    highest_modseq = highest_modseq.max(record.modseq);
+                }
+                Ok(false) => {}
+                Err(SearchError::Unsupported { key }) => {
+                    return Reply::no(format!("SEARCH key {key} is not supported")).code(other_code("CANNOT"))
+                }
+                Err(e @ SearchError::BodyUnavailable { .. }) => {
+                    return Reply::no(format!("SEARCH failed: {e}")).code(other_code("UNAVAILABLE"))
+                }
+            }
+        }
+        found.sort_unstable();
+        let modseq = if with_modseq {
+            std::num::NonZeroU64::new(highest_modseq)
+        } else {
+            None
+        };
+        self.server.enqueue_data(Data::Search(found, modseq));
+        Reply::ok(if uid {
+            "UID SEARCH completed"
+        } else {
+            "SEARCH completed"
+        })
     }
 
     /// COPY / MOVE and their UID forms, over the replicated Copy/Move ops ([`super::copy`]).
