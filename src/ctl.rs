@@ -505,7 +505,45 @@ fn status_table(o: &ClusterOverview) -> String {
         leaderless,
         active_encoding(o)
     );
+    out.push_str(&mail_table(o));
     out
+}
+
+/// One line per reachable node: its IMAP and LMTP sessions open, IMAP commands answered
+/// OK/NO/BAD, failed logins, and LMTP recipients delivered/deferred (451, 452)/refused (5xx).
+fn mail_table(o: &ClusterOverview) -> String {
+    let rows: Vec<Vec<String>> = o
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let m = n.mail.as_ref()?;
+            Some(vec![
+                n.node_id.to_string(),
+                format!("{}+{}", m.imap_sessions_open, m.imaps_sessions_open),
+                format!(
+                    "{}/{}/{}",
+                    m.imap_commands_ok, m.imap_commands_no, m.imap_commands_bad
+                ),
+                m.imap_login_failures.to_string(),
+                m.lmtp_sessions_open.to_string(),
+                format!("{}/{}/{}", m.lmtp_delivered, m.lmtp_deferred, m.lmtp_refused),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    table(
+        &[
+            "NODE",
+            "IMAP+IMAPS",
+            "COMMANDS OK/NO/BAD",
+            "LOGIN FAILURES",
+            "LMTP",
+            "DELIVERED/DEFERRED/REFUSED",
+        ],
+        &rows,
+    )
 }
 
 /// A node's body debts: referenced bodies it lacks (as of its last sweep), then the ids it owes
@@ -795,6 +833,8 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::overview::NodeReport;
+    use crate::node::status::MailFrontStatus;
 
     #[test]
     fn tables_align_columns() {
@@ -821,6 +861,45 @@ mod tests {
              0      unchanged  already voter\n\
              1      changed    now learner (log index 57)\n\
              add_learner node 3: 0 groups changed, 2 unchanged (already voter everywhere)\n"
+        );
+    }
+
+    #[test]
+    fn mail_counts_one_line_per_node() {
+        let mail = MailFrontStatus {
+            imap_sessions_open: 2,
+            imaps_sessions_open: 1,
+            imap_commands_ok: 40,
+            imap_commands_no: 3,
+            imap_commands_bad: 1,
+            imap_login_failures: 2,
+            lmtp_sessions_open: 0,
+            lmtp_delivered: 7,
+            lmtp_deferred: 2,
+            lmtp_refused: 1,
+        };
+        let node = |node_id: u64, mail: Option<MailFrontStatus>| NodeReport {
+            node_id,
+            api_addr: format!("n{node_id}:1"),
+            reachable: mail.is_some(),
+            error: None,
+            version: None,
+            uptime_s: None,
+            disk: None,
+            max_encoding: None,
+            storage_alarm: None,
+            removed: false,
+            bodies: None,
+            mail,
+        };
+        let o = ClusterOverview {
+            nodes: vec![node(1, Some(mail)), node(2, None)],
+            groups: vec![],
+        };
+        assert_eq!(
+            mail_table(&o),
+            "NODE  IMAP+IMAPS  COMMANDS OK/NO/BAD  LOGIN FAILURES  LMTP  DELIVERED/DEFERRED/REFUSED\n\
+             1     2+1         40/3/1              2               0     7/2/1\n"
         );
     }
 

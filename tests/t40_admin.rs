@@ -76,6 +76,9 @@ fn admin_endpoints_verify_and_repair() {
     let (s, status) = get(&api(damaged), "/admin/status").unwrap();
     assert_eq!(s, 200, "{status}");
     assert_eq!(status["groups"].as_array().unwrap().len(), GROUPS as usize);
+    // No IMAP or LMTP listener: the mail counts are there, and 0.
+    assert_eq!(status["node"]["mail"]["lmtp_delivered"], 0, "{status}");
+    assert_eq!(status["node"]["mail"]["imap_sessions_open"], 0, "{status}");
     let (s, overview) = get(&api(third), "/admin/cluster").unwrap();
     assert_eq!(s, 200, "{overview}");
     assert_eq!(overview["nodes"].as_array().unwrap().len(), 3);
@@ -192,6 +195,11 @@ fn admin_endpoints_verify_and_repair() {
         );
     }
     assert!(out.contains("3 nodes, 3 groups, 0 without a leader"), "{out}");
+    // Then one line of mail counts per node.
+    let mail = out
+        .lines()
+        .skip_while(|l| !l.contains("DELIVERED/DEFERRED/REFUSED"));
+    assert_eq!(mail.filter(|l| l.ends_with(" 0/0/0")).count(), 3, "{out}");
     let (code, out, _) = ctl(&cluster, 1, &["groups", "--json"]);
     assert_eq!(code, 0);
     let parsed: Value = serde_json::from_str(&out).expect("--json prints JSON");

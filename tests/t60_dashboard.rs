@@ -470,6 +470,16 @@ fn dashboard_renders_the_grid_in_chromium() {
         NODES as usize,
         "{context}"
     );
+    // Each node's mail line: no IMAP or LMTP listener here, so all 0.
+    assert_eq!(
+        page.dom
+            .matches(
+                r#"class="meta mail" data-imap="0" data-lmtp="0" data-delivered="0" data-login-failures="0""#
+            )
+            .count(),
+        NODES as usize,
+        "{context}"
+    );
     assert_eq!(page.cells.len(), (GROUPS * NODES as u32) as usize, "{context}");
     for (g, leader) in leaders.iter().enumerate() {
         assert_eq!(

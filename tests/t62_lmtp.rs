@@ -8,7 +8,8 @@
 //! `--max-message-bytes`, announced with `SIZE=` and not; then nodes 1 and 3 stopped and a
 //! delivery tried through node 2. Checks: 550 5.1.1 at RCPT for the invalid user, 250 per valid
 //! recipient after DATA, the messages and their bytes read back through node 3's HTTP API, 552
-//! at MAIL (SIZE) and after DATA, 451 without quorum and, once the nodes are back, no new message.
+//! at MAIL (SIZE) and after DATA, 451 without quorum and, once the nodes are back, no new message;
+//! node 2's `/admin/status` (`node.mail`) counting the 250s, the 550 and the 451s.
 
 mod support;
 
@@ -100,6 +101,13 @@ fn uids(api: &str, user: &str, mailbox: &str) -> Vec<u64> {
         .collect()
 }
 
+/// `node.mail` of the node's `/admin/status`: its IMAP and LMTP counts.
+fn mail(api: &str) -> Value {
+    let (status, v) = get(api, "/admin/status").unwrap();
+    assert_eq!(status, 200, "{v}");
+    v["node"]["mail"].clone()
+}
+
 fn body(api: &str, user: &str, mailbox: &str, uid: u64) -> Vec<u8> {
     let answer = raw_request(
         api,
@@ -174,6 +182,13 @@ fn lmtp_delivers_durably_and_refuses_what_it_cannot() {
         );
     }
     assert!(uids(&api(3), "bob", "INBOX").is_empty());
+    // Node 2's /admin/status counts both 250s and the refused recipient; the session is over.
+    wait_until(Duration::from_secs(10), "node 2's LMTP session closed", || {
+        mail(&api(2))["lmtp_sessions_open"] == 0
+    });
+    let counts = mail(&api(2));
+    assert!(counts["lmtp_delivered"].as_u64() >= Some(2), "{counts}");
+    assert!(counts["lmtp_refused"].as_u64() >= Some(1), "{counts}");
 
     // Too large: announced (552 at MAIL), and not announced (552 per recipient after DATA).
     let big = message("big", MAX_MESSAGE + 1000);
@@ -197,6 +212,7 @@ fn lmtp_delivers_durably_and_refuses_what_it_cannot() {
     assert_eq!(codes(&out["rcpt"]), [250, 250], "{out}");
     assert_eq!(codes(&out["data"]), [451, 451], "{out}");
     assert!(out["data"][0][1].as_str().unwrap().starts_with("4."), "{out}");
+    assert!(mail(&api(2))["lmtp_deferred"].as_u64() >= Some(2));
     cluster.restart(1);
     cluster.restart(3);
     cluster.wait_for_leaders(Duration::from_secs(60));

@@ -12,7 +12,8 @@
 //! `NO [AUTHENTICATIONFAILED]` answers; the special-use mailboxes; APPENDUID; the bytes read back;
 //! `\Seen` set by BODY[] and not by BODY.PEEK[]; EXPUNGE renumbering; on node 3 no EXPUNGE during
 //! a FETCH and the EXPUNGE at the next NOOP; EXISTS on node 3 within 1 s by NOOP and by IDLE; the
-//! unbuilt seams answering `NO [CANNOT]`. Then nodes 1 and 2 are stopped: on node 3 SELECT and
+//! unbuilt seams answering `NO [CANNOT]`; node 2's `/admin/status` (`node.mail`) counting a
+//! session while open, commands, a failed login. Then nodes 1 and 2 are stopped: on node 3 SELECT and
 //! FETCH go on from its index while APPEND and STORE answer `NO [UNAVAILABLE]`.
 
 mod support;
@@ -101,6 +102,7 @@ fn imap_sessions_on_different_nodes_see_one_mailbox() {
     let mut args: Vec<String> = imap_addrs.clone();
     args.extend([imaps_addr, ca_pem.clone(), USER.to_string(), PASSWORD.to_string()]);
     run_script(&cluster, script, &args);
+    counted_in_admin_status(&cluster.nodes[1].api, &imap_addrs[1]);
     // Nodes 1 and 2 gone: node 3's group has no quorum.
     cluster.stop(1);
     cluster.stop(2);
@@ -111,6 +113,57 @@ fn imap_sessions_on_different_nodes_see_one_mailbox() {
         PASSWORD.to_string(),
     ];
     run_script(&cluster, script, &args);
+}
+
+/// `node.mail` of the node's `/admin/status`: its IMAP and LMTP counts.
+fn mail(api: &str) -> serde_json::Value {
+    let (status, v) = get(api, "/admin/status").unwrap();
+    assert_eq!(status, 200, "{v}");
+    v["node"]["mail"].clone()
+}
+
+/// On a plaintext session to `imap` (node `api`, after the script's sessions): the session is
+/// counted open while connected and closed after, a failed LOGIN counted (a NO and a login
+/// failure), the script's commands counted OK.
+fn counted_in_admin_status(api: &str, imap: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let before = mail(api);
+    let stream = std::net::TcpStream::connect(imap).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut tagged = move |command: &str| {
+        let tag = command.split(' ').next().unwrap().to_string();
+        writer.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "closed during {command}"
+            );
+            if line.starts_with(&format!("{tag} ")) {
+                return line;
+            }
+        }
+    };
+    // The untagged greeting is skipped by the first command's loop.
+    let answer = tagged(&format!("a1 LOGIN {USER} wrong-password"));
+    assert!(answer.starts_with("a1 NO"), "{answer}");
+    let during = mail(api);
+    assert!(during["imap_sessions_open"].as_u64() >= Some(1), "{during}");
+    assert!(during["imap_commands_ok"].as_u64() >= Some(1), "{during}");
+    for field in ["imap_commands_no", "imap_login_failures"] {
+        assert!(
+            during[field].as_u64() > before[field].as_u64(),
+            "{field}: {before} then {during}"
+        );
+    }
+    let answer = tagged("a2 LOGOUT");
+    assert!(answer.starts_with("a2 OK"), "{answer}");
+    drop(tagged); // closes the connection
+    wait_until(Duration::from_secs(10), "the session counted closed", || {
+        mail(api)["imap_sessions_open"] == 0
+    });
 }
 
 /// Runs the IMAP script with `args`, printing its output; fails the test if it fails.

@@ -14,7 +14,7 @@ use imap_next::imap_types::response::{
 };
 use imap_next::types::CommandAuthenticate;
 
-use super::metrics::{record_command, LOGIN_FAILURES_TOTAL};
+use super::metrics::{record_command, record_login_failure};
 use super::reply::{other_code, text, Reply};
 use super::session::Session;
 use crate::service::MailService;
@@ -57,7 +57,7 @@ impl<S: MailService> Session<S> {
             Err(_) => crate::users::Admission::Allowed,
         };
         if let crate::users::Admission::Wait { ms } = admission {
-            metrics::counter!(LOGIN_FAILURES_TOTAL, "reason" => "rate_limited").increment(1);
+            record_login_failure("rate_limited");
             return Reply::no(format!(
                 "Too many failed logins from this address; retry in {} s",
                 ms.div_ceil(1000)
@@ -70,7 +70,7 @@ impl<S: MailService> Session<S> {
             if let Ok(mut limiter) = self.shared.limiter.lock() {
                 limiter.record_failure(self.peer.ip(), Instant::now());
             }
-            metrics::counter!(LOGIN_FAILURES_TOTAL, "reason" => "credentials").increment(1);
+            record_login_failure("credentials");
             return Reply::no("Authentication failed").code(other_code("AUTHENTICATIONFAILED"));
         }
         self.user = Some(name.clone());

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::ImapConfig;
-use super::metrics::SESSIONS_OPEN;
+use super::metrics::session_opened;
 use super::session::Session;
 pub use super::shared::Shared;
 use super::transport::Connection;
@@ -105,9 +105,9 @@ impl<S: MailService> ImapServer<S> {
                         }
                     }
                 };
-                metrics::gauge!(SESSIONS_OPEN, "protocol" => protocol).increment(1.0);
+                let open = session_opened(protocol);
                 Session::new(shared, peer, conn).run().await;
-                metrics::gauge!(SESSIONS_OPEN, "protocol" => protocol).decrement(1.0);
+                drop(open);
                 drop(permit);
             });
         }

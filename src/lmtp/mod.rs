@@ -7,9 +7,11 @@
 //!
 //! - [`session`]: one connection's command loop (parsing with `smtp-proto`, replies, DATA).
 //! - [`config`], [`users`]: the listener's limits; the `UserDirectory` hook (every valid name, or `--passwd-file`'s users).
+//! - [`metrics`]: sessions open, recipients by reply class.
 //! - [`recipient`]: how `RCPT TO:<alice+Work@example.com>` maps to a user and a mailbox.
 
 pub mod config;
+pub mod metrics;
 pub mod recipient;
 pub mod session;
 #[cfg(test)]
@@ -67,11 +69,13 @@ pub async fn serve<S: MailService, U: UserDirectory>(
         };
         let (service, users, config) = (service.clone(), users.clone(), config.clone());
         sessions.spawn(async move {
+            let open = self::metrics::session_opened();
             let (reader, writer) = stream.into_split();
             let result = session::run(reader, writer, &*service, &*users, &config).await;
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "lmtp session ended");
             }
+            drop(open);
             drop(permit);
         });
     }

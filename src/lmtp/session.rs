@@ -11,6 +11,7 @@ use smtp_proto::{Error as ParseError, Request, MAIL_BODY_BINARYMIME};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::config::LmtpConfig;
+use super::metrics::record_recipient;
 use super::recipient::{parse_recipient, Recipient, INBOX};
 use super::users::UserDirectory;
 use crate::bodies::stream::file_body;
@@ -123,6 +124,12 @@ impl<S: MailService, U: UserDirectory> Session<'_, S, U> {
         self.output.extend_from_slice(b"\r\n");
     }
 
+    /// A recipient's final reply (refused at `RCPT TO`, or its outcome after DATA), counted.
+    fn recipient_reply(&mut self, line: &str) {
+        record_recipient(line);
+        self.reply(line);
+    }
+
     fn reset(&mut self) {
         self.sender = None;
         self.recipients.clear();
@@ -206,14 +213,14 @@ impl<S: MailService, U: UserDirectory> Session<'_, S, U> {
                 if self.sender.is_none() {
                     self.reply("503 5.5.1 MAIL first");
                 } else if self.recipients.len() >= self.config.max_recipients {
-                    self.reply("452 4.5.3 Too many recipients");
+                    self.recipient_reply("452 4.5.3 Too many recipients");
                 } else {
                     match parse_recipient(&to.address).filter(|r| self.users.exists(&r.user)) {
                         Some(recipient) => {
                             self.recipients.push(recipient);
                             self.reply("250 2.1.5 OK");
                         }
-                        None => self.reply(&format!("550 5.1.1 <{}> No such user", to.address)),
+                        None => self.recipient_reply(&format!("550 5.1.1 <{}> No such user", to.address)),
                     }
                 }
             }
@@ -284,7 +291,7 @@ impl<S: MailService, U: UserDirectory> Session<'_, S, U> {
         self.reset();
         if size > max {
             for _ in &recipients {
-                self.reply(&format!("552 5.3.4 Message too big: at most {max} bytes"));
+                self.recipient_reply(&format!("552 5.3.4 Message too big: at most {max} bytes"));
             }
             return Ok(true);
         }
@@ -303,7 +310,7 @@ impl<S: MailService, U: UserDirectory> Session<'_, S, U> {
                 Ok(body) => self.deliver(recipient, *body).await,
             };
             // Each reply as soon as it is known: the MTA sees progress.
-            self.reply(&reply);
+            self.recipient_reply(&reply);
             writer.write_all(&std::mem::take(&mut self.output)).await?;
             writer.flush().await?;
         }

@@ -88,6 +88,7 @@ pub fn install() -> PrometheusHandle {
             describe();
             describe_bodies();
             crate::imap::metrics::describe();
+            crate::lmtp::metrics::describe();
             dovetail_raft::metrics::describe();
             handle
         })

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bodies::BodiesStatus;
 use super::peer_api::PeerApiError;
-use super::status::{DiskUsage, GroupStatus, NodeStatus};
+use super::status::{DiskUsage, GroupStatus, MailFrontStatus, NodeStatus};
 
 /// What `GET /admin/cluster` answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,9 @@ pub struct NodeReport {
     /// The member's bodies (`node.bodies` of its status): store, missing, fetches, backlogs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bodies: Option<BodiesStatus>,
+    /// The member's mail front ends (`node.mail` of its status): sessions, commands, deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailFrontStatus>,
 }
 
 /// One group across the cluster.
@@ -128,6 +131,7 @@ pub fn merge(this_node: NodeId, answers: &BTreeMap<NodeId, MemberAnswer>) -> Clu
                 storage_alarm: summary.and_then(|s| s.storage.alarm.clone()),
                 removed: summary.is_some_and(|s| s.removed),
                 bodies: summary.map(|s| s.bodies.clone()),
+                mail: summary.map(|s| s.mail),
             }
         })
         .collect();
@@ -267,6 +271,7 @@ mod tests {
                     removed_groups: Vec::new(),
                     removed: false,
                     bodies: Default::default(),
+                    mail: Default::default(),
                 },
                 groups,
             }),

@@ -56,6 +56,52 @@ pub struct NodeSummary {
     /// Message bodies: checks failed, fetches on a miss, background transfers, backlogs.
     #[serde(default)]
     pub bodies: BodiesStatus,
+    /// The mail front ends (IMAP, LMTP): sessions open, commands, failed logins, deliveries.
+    #[serde(default)]
+    pub mail: MailFrontStatus,
+}
+
+/// What a node's IMAP and LMTP listeners did since it started (`node.mail`), from the counts
+/// kept beside their Prometheus series (`imap::metrics`, `lmtp::metrics`). All 0 on a node
+/// without those listeners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MailFrontStatus {
+    pub imap_sessions_open: u64,
+    pub imaps_sessions_open: u64,
+    /// IMAP commands answered OK, NO and BAD.
+    pub imap_commands_ok: u64,
+    pub imap_commands_no: u64,
+    pub imap_commands_bad: u64,
+    /// Failed IMAP logins (wrong credentials or rate-limited).
+    pub imap_login_failures: u64,
+    pub lmtp_sessions_open: u64,
+    /// LMTP recipients answered 250 after DATA.
+    pub lmtp_delivered: u64,
+    /// LMTP recipients answered 451 or 452 (the MTA retries).
+    pub lmtp_deferred: u64,
+    /// LMTP recipients answered 5xx, at `RCPT TO` or after DATA.
+    pub lmtp_refused: u64,
+}
+
+impl MailFrontStatus {
+    /// This process's counts now.
+    pub fn now() -> MailFrontStatus {
+        let imap = crate::imap::metrics::counts();
+        let lmtp = crate::lmtp::metrics::counts();
+        MailFrontStatus {
+            imap_sessions_open: imap.imap_sessions_open,
+            imaps_sessions_open: imap.imaps_sessions_open,
+            imap_commands_ok: imap.commands_ok,
+            imap_commands_no: imap.commands_no,
+            imap_commands_bad: imap.commands_bad,
+            imap_login_failures: imap.login_failures,
+            lmtp_sessions_open: lmtp.sessions_open,
+            lmtp_delivered: lmtp.delivered,
+            lmtp_deferred: lmtp.deferred,
+            lmtp_refused: lmtp.refused,
+        }
+    }
 }
 
 /// Bytes a node keeps on disk (apparent file sizes), measured at most `DISK_USAGE_MAX_AGE` ago.
@@ -223,6 +269,7 @@ impl NodeInfo {
             removed_groups: Vec::new(),
             removed: false,
             bodies: BodiesStatus::default(),
+            mail: MailFrontStatus::now(),
         }
     }
 }
