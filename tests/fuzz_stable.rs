@@ -3,8 +3,11 @@
 //!
 //! Property: no hostile input — an index file, a manifest, a snapshot stream or checkpoint, a log
 //! entry, peer frames before and after the handshake, a snapshot transfer, the Raft log's values,
-//! a request to the client or admin API — makes a node panic, hang, or allocate by a length it
-//! did not check; and what decodes is used as the node would use it (round trips, reads, apply).
+//! a request to the client or admin API, what an IMAP client or an MTA (LMTP) sends to a
+//! session — makes a node panic, hang, or allocate by a length it did not check; and what
+//! decodes is used as the node would use it (round trips, reads, apply); the IMAP and LMTP
+//! sessions answer only with well-formed response lines, BAD (IMAP) or 5xx (LMTP) to a command
+//! that does not parse, and go on answering.
 //! How it is provoked: the driver (`tests/fuzz/driver.rs`) mutates real encodings (the seeds of
 //! `tests/fuzz/targets/seeds.rs`) with bit flips, range edits, splices, interesting integers and
 //! huge length fields. What is checked: each target's assertions, plus the driver's panic,
@@ -59,6 +62,8 @@ fuzz_tests!(
     raft_log_values,
     client_api,
     admin_api,
+    imap_session,
+    lmtp_session,
 );
 
 /// The checked-in seeds are what the code writes today (`DOVETAIL_BLESS=1` rewrites them);

@@ -1,5 +1,5 @@
-//! `Connection`: drives imap-next's sans-I/O `Server` over a TCP or TLS stream, and upgrades the
-//! stream for STARTTLS. imap-next's own `Stream` cannot hand its TCP stream back for STARTTLS
+//! `Connection`: drives imap-next's sans-I/O `Server` over a TCP or TLS stream (or any other byte
+//! stream, [`Connection::other`]), and upgrades the stream for STARTTLS. imap-next's own `Stream` cannot hand its TCP stream back for STARTTLS
 //! without a crate feature and would keep plaintext read ahead of the upgrade; this driver
 //! drops it.
 //!
@@ -10,7 +10,7 @@ use std::io;
 
 use imap_next::server::{Error as ServerError, Event, Server};
 use imap_next::{Interrupt, Io, State};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -28,9 +28,16 @@ pub enum TransportError {
     Protocol(ServerError),
 }
 
+/// A byte stream a session can run over besides TCP and TLS ([`Connection::other`]).
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> ByteStream for T {}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// Any other stream: plaintext, no STARTTLS upgrade.
+    Other(Box<dyn ByteStream>),
     /// Between the STARTTLS answer and the handshake's end.
     Upgrading,
 }
@@ -54,6 +61,13 @@ impl Connection {
 
     pub fn tls(stream: TlsStream<TcpStream>) -> Connection {
         Connection::with(Stream::Tls(Box::new(stream)))
+    }
+
+    /// A connection over any byte stream, e.g. one end of `tokio::io::duplex`: how tests and the
+    /// fuzz harness (`tests/fuzz/targets/imap.rs`) run one session in memory. It counts as
+    /// plaintext (not TLS); STARTTLS on it fails and ends the session.
+    pub fn other(stream: impl ByteStream + 'static) -> Connection {
+        Connection::with(Stream::Other(Box::new(stream)))
     }
 
     fn with(stream: Stream) -> Connection {
@@ -85,6 +99,7 @@ impl Connection {
                 let written = match &mut self.stream {
                     Stream::Plain(s) => s.write(&self.write_buffer).await?,
                     Stream::Tls(s) => s.write(&self.write_buffer).await?,
+                    Stream::Other(s) => s.write(&self.write_buffer).await?,
                     Stream::Upgrading => return Err(TransportError::Closed),
                 };
                 if written == 0 {
@@ -106,6 +121,7 @@ impl Connection {
                     let read = match &mut self.stream {
                         Stream::Plain(s) => s.read_buf(&mut self.read_buffer).await?,
                         Stream::Tls(s) => s.read_buf(&mut self.read_buffer).await?,
+                        Stream::Other(s) => s.read_buf(&mut self.read_buffer).await?,
                         Stream::Upgrading => return Err(TransportError::Closed),
                     };
                     if read == 0 {
@@ -123,6 +139,7 @@ impl Connection {
             let written = match &mut self.stream {
                 Stream::Plain(s) => s.write(&self.write_buffer).await?,
                 Stream::Tls(s) => s.write(&self.write_buffer).await?,
+                Stream::Other(s) => s.write(&self.write_buffer).await?,
                 Stream::Upgrading => return Err(TransportError::Closed),
             };
             if written == 0 {
@@ -133,6 +150,7 @@ impl Connection {
         match &mut self.stream {
             Stream::Plain(s) => s.flush().await?,
             Stream::Tls(s) => s.flush().await?,
+            Stream::Other(s) => s.flush().await?,
             Stream::Upgrading => return Err(TransportError::Closed),
         }
         self.unflushed = false;
@@ -159,6 +177,7 @@ impl Connection {
         let _ = match &mut self.stream {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(s) => s.shutdown().await,
+            Stream::Other(s) => s.shutdown().await,
             Stream::Upgrading => Ok(()),
         };
     }

@@ -429,9 +429,9 @@ const INTERESTING: [u64; 18] = [
     u64::MAX,
 ];
 
-/// Tokens of the formats under test: JSON and query syntax, HTTP, names the formats give
-/// meaning to.
-const TOKENS: [&[u8]; 32] = [
+/// Tokens of the formats under test: JSON and query syntax, HTTP, IMAP and LMTP syntax (literals,
+/// line ends, DATA's end), names the formats give meaning to.
+const TOKENS: [&[u8]; 42] = [
     b"\"",
     b"\\",
     b"{",
@@ -464,6 +464,16 @@ const TOKENS: [&[u8]; 32] = [
     b"DVTLIDX\0",
     b"DVTLSNAP",
     b"DVTLEND\0",
+    b"\r\n",
+    b"\n",
+    b"{4294967295}\r\n",
+    b"{0}\r\n",
+    b"{3+}\r\nabc",
+    b"\r\nDONE\r\n",
+    b" BODY[1.2.HEADER]<0.5>",
+    b"\r\n.\r\n",
+    b"\r\n..",
+    b"<>",
 ];
 
 /// One new input from the pool: 1 to 8 stacked mutations of one input, now and then spliced

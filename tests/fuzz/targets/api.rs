@@ -46,7 +46,7 @@ const CLUSTER_SECRET: &str = "fuzz-cluster-secret-0123456789";
 /// admin API adds): a fresh node replaces it after this many requests.
 const REQUESTS_PER_NODE: u64 = 500;
 /// How long a request may wait for the group's leader, quorum or another member.
-const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// Largest response body read back.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
@@ -59,6 +59,70 @@ struct TestNode {
     _dir: tempfile::TempDir,
 }
 
+/// A real one-node cluster in this process (one group, its log, index and body files under a
+/// directory): what the API targets, and the IMAP and LMTP targets (`frontend.rs`), run against.
+pub struct Cluster {
+    pub raft: RaftNode<MailGroup>,
+    pub node: Arc<ReplicatedNode>,
+    pub bodies: dovetail::node::bodies::NodeBodies,
+    pub peer_addr: String,
+    /// Never dialled: nothing listens on port 1.
+    pub api_addr: String,
+}
+
+/// Starts a one-node cluster with its files under `data_dir` and waits until it leads.
+pub async fn start_cluster(data_dir: &std::path::Path) -> Cluster {
+    let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a peer port");
+    let peer_addr = peer_listener.local_addr().expect("its address").to_string();
+    let config = RaftNodeConfig {
+        heartbeat_interval_ms: 50,
+        election_timeout_ms_min: 150,
+        election_timeout_ms_max: 300,
+        ..RaftNodeConfig::new(1, data_dir.join("raft"), 1, CLUSTER_SECRET.as_bytes().to_vec())
+    };
+    let groups = data_dir.join("groups");
+    let raft = RaftNode::start(config, peer_listener, move |group| {
+        let machine =
+            GroupStateMachine::open(&groups.join(format!("g{group:04}"))).map_err(std::io::Error::other)?;
+        Ok(MailGroup::new(machine, CURRENT_ENCODING))
+    })
+    .await
+    .expect("the node starts");
+    let api_addr = "127.0.0.1:1".to_string();
+    let members = BTreeMap::from([(
+        1,
+        Node {
+            peer_addr: peer_addr.clone(),
+            api_addr: api_addr.clone(),
+        },
+    )]);
+    raft.initialize(members).await.expect("initialize");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raft.metrics(0).expect("group 0").current_leader != Some(1) {
+        assert!(Instant::now() < deadline, "the one-node cluster elects itself");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let bodies = dovetail::node::bodies::NodeBodies::new(
+        Arc::new(dovetail::bodies::BodyStore::open(data_dir.join("blobs")).expect("the body store opens")),
+        raft.clone(),
+        dovetail::node::body_transfer::BodyTransfer::new(ADMIN_TOKEN, None).expect("a client"),
+        dovetail::node::body_transfer::BodyTransfer::new(ADMIN_TOKEN, None).expect("a client"),
+        1 << 20,
+        dovetail::node::body_backlog::Backlogs::open(data_dir.join("body-backlog"), 1 << 20, 1 << 20)
+            .expect("the backlog directory"),
+    );
+    let node = Arc::new(ReplicatedNode::new(raft.clone(), bodies.clone(), REQUEST_TIMEOUT));
+    Cluster {
+        raft,
+        node,
+        bodies,
+        peer_addr,
+        api_addr,
+    }
+}
+
 impl TestNode {
     fn start() -> TestNode {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -68,51 +132,13 @@ impl TestNode {
         let dir = super::temp_dir();
         let data_dir = dir.path().to_path_buf();
         let (raft, app) = runtime.block_on(async {
-            let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("a peer port");
-            let peer_addr = peer_listener.local_addr().expect("its address").to_string();
-            let config = RaftNodeConfig {
-                heartbeat_interval_ms: 50,
-                election_timeout_ms_min: 150,
-                election_timeout_ms_max: 300,
-                ..RaftNodeConfig::new(1, data_dir.join("raft"), 1, CLUSTER_SECRET.as_bytes().to_vec())
-            };
-            let groups = data_dir.join("groups");
-            let raft = RaftNode::start(config, peer_listener, move |group| {
-                let machine = GroupStateMachine::open(&groups.join(format!("g{group:04}")))
-                    .map_err(std::io::Error::other)?;
-                Ok(MailGroup::new(machine, CURRENT_ENCODING))
-            })
-            .await
-            .expect("the node starts");
-            // The API address is never dialled: nothing listens on port 1.
-            let api_addr = "127.0.0.1:1".to_string();
-            let members = BTreeMap::from([(
-                1,
-                Node {
-                    peer_addr: peer_addr.clone(),
-                    api_addr: api_addr.clone(),
-                },
-            )]);
-            raft.initialize(members).await.expect("initialize");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while raft.metrics(0).expect("group 0").current_leader != Some(1) {
-                assert!(Instant::now() < deadline, "the one-node cluster elects itself");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let bodies = dovetail::node::bodies::NodeBodies::new(
-                Arc::new(
-                    dovetail::bodies::BodyStore::open(data_dir.join("blobs")).expect("the body store opens"),
-                ),
-                raft.clone(),
-                dovetail::node::body_transfer::BodyTransfer::new(ADMIN_TOKEN, None).expect("a client"),
-                dovetail::node::body_transfer::BodyTransfer::new(ADMIN_TOKEN, None).expect("a client"),
-                1 << 20,
-                dovetail::node::body_backlog::Backlogs::open(data_dir.join("body-backlog"), 1 << 20, 1 << 20)
-                    .expect("the backlog directory"),
-            );
-            let node = Arc::new(ReplicatedNode::new(raft.clone(), bodies.clone(), REQUEST_TIMEOUT));
+            let Cluster {
+                raft,
+                node,
+                bodies,
+                peer_addr,
+                api_addr,
+            } = start_cluster(&data_dir).await;
             seed_mailboxes(&node).await;
             let info = Arc::new(NodeInfo::new(
                 1,

@@ -17,6 +17,8 @@
 //! | `raft_log_values` | values of the sled Raft log, consensus metadata | `log_store::codec::decode`, `ConsensusMeta::decode` |
 //! | `client_api` | an HTTP request to the client API | the axum router over a local `MailService` |
 //! | `admin_api` | an HTTP request to the admin API | the axum router over a one-node `RaftNode` |
+//! | `imap_session` | what an IMAP client sends | one `imap::session::Session` over an in-memory stream, one-node cluster |
+//! | `lmtp_session` | what an MTA sends over LMTP | `lmtp::session::run` over an in-memory stream, one-node cluster |
 //!
 //! Seeds (`tests/fuzz/corpus/<target>/`) are real encodings, written by `seeds.rs`
 //! (`DOVETAIL_BLESS=1 cargo test --test fuzz_stable corpus_is_current`).
@@ -26,7 +28,10 @@
 
 pub mod api;
 pub mod entry;
+pub mod frontend;
+pub mod imap;
 pub mod index;
+pub mod lmtp;
 pub mod manifest;
 pub mod peer;
 pub mod seeds;
@@ -48,6 +53,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("raft_log_values", peer::raft_log_values),
     ("client_api", api::client_api),
     ("admin_api", api::admin_api),
+    ("imap_session", imap::imap_session),
+    ("lmtp_session", lmtp::lmtp_session),
 ];
 
 thread_local! {

@@ -1,9 +1,9 @@
 //! The seed corpus: real encodings made by the code that writes them — a group's index files,
 //! manifest and snapshot stream, log entries of every op, peer frames of every message type, a
-//! snapshot transfer, the Raft log's values, and a request to every API route — written to
-//! `tests/fuzz/corpus/<target>/seed-*` by `DOVETAIL_BLESS=1 cargo test --test fuzz_stable
-//! corpus_is_current`, which otherwise checks that the checked-in seeds are still what the code
-//! writes. Everything here is deterministic (fixed GUIDs, dates, nonces).
+//! snapshot transfer, the Raft log's values, a request to every API route, and IMAP and LMTP
+//! sessions — written to `tests/fuzz/corpus/<target>/seed-*` by `DOVETAIL_BLESS=1 cargo test
+//! --test fuzz_stable corpus_is_current`, which otherwise checks that the checked-in seeds are
+//! still what the code writes. Everything here is deterministic (fixed GUIDs, dates, nonces).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -195,6 +195,14 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, request) in admin_requests() {
         add("admin_api", name, request.into_bytes());
+    }
+
+    // IMAP and LMTP sessions (`imap.rs`, `lmtp.rs`).
+    for (name, session) in super::imap::seeds() {
+        add("imap_session", name, session);
+    }
+    for (name, session) in super::lmtp::seeds() {
+        add("lmtp_session", name, session);
     }
     all
 }
