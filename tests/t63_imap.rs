@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use dovetail::node::dev::Start;
 use dovetail::users::Cost;
-use support::{free_node_addr, get, wait_until, TestCluster};
+use support::{free_node_addr, get, imap, wait_until, TestCluster};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery";
@@ -91,28 +91,15 @@ fn imap_sessions_on_different_nodes_see_one_mailbox() {
     cluster.start_all(Start::Fresh);
     let api = cluster.nodes[0].api.clone();
     // APPEND stores through the body store: log encoding 3.
-    wait_until(Duration::from_secs(30), "every group at log encoding 3", || {
-        get(&api, "/admin/status").is_ok_and(|(_, v)| {
-            v["groups"]
-                .as_array()
-                .is_some_and(|gs| gs.iter().all(|g| g["encoding"].as_u64() >= Some(3)))
-        })
-    });
+    imap::wait_for_encoding(&api, 3);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/imap/session.py");
-    let mut args: Vec<String> = imap_addrs.clone();
-    args.extend([imaps_addr, ca_pem.clone(), USER.to_string(), PASSWORD.to_string()]);
-    run_script(&cluster, script, &args);
+    let (a, b, c) = (&imap_addrs[0], &imap_addrs[1], &imap_addrs[2]);
+    imap::run_script(&cluster, script, &[a, b, c, &imaps_addr, &ca_pem, USER, PASSWORD]);
     counted_in_admin_status(&cluster.nodes[1].api, &imap_addrs[1]);
     // Nodes 1 and 2 gone: node 3's group has no quorum.
     cluster.stop(1);
     cluster.stop(2);
-    let args = [
-        "noquorum".to_string(),
-        imap_addrs[2].clone(),
-        USER.to_string(),
-        PASSWORD.to_string(),
-    ];
-    run_script(&cluster, script, &args);
+    imap::run_script(&cluster, script, &["noquorum", c, USER, PASSWORD]);
 }
 
 /// `node.mail` of the node's `/admin/status`: its IMAP and LMTP counts.
@@ -164,27 +151,4 @@ fn counted_in_admin_status(api: &str, imap: &str) {
     wait_until(Duration::from_secs(10), "the session counted closed", || {
         mail(api)["imap_sessions_open"] == 0
     });
-}
-
-/// Runs the IMAP script with `args`, printing its output; fails the test if it fails.
-fn run_script(cluster: &TestCluster, script: &str, args: &[String]) {
-    let output = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    if !output.status.success() {
-        for node in cluster.running() {
-            let log = cluster.log(node);
-            let imap: Vec<&str> = log.lines().filter(|l| l.contains("imap")).collect();
-            eprintln!("--- node {node} log, IMAP lines\n{}", imap.join("\n"));
-        }
-    }
-    assert!(
-        output.status.success(),
-        "the IMAP script failed: {}",
-        output.status
-    );
 }

@@ -20,12 +20,8 @@
 
 mod support;
 
-use std::time::Duration;
-
-use dovetail::node::dev::Start;
-use dovetail::users::Cost;
 use serde_json::json;
-use support::{free_node_addr, get, post, wait_until, TestCluster};
+use support::{imap, post};
 
 const USER: &str = "carol";
 const PASSWORD: &str = "content test password";
@@ -33,39 +29,13 @@ const PASSWORD: &str = "content test password";
 #[test]
 fn fetch_and_search_answer_the_same_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let passwd = dir.path().join("users");
-    // A cheap hash: the test checks the protocol, not the KDF.
-    let hash = dovetail::users::command::hash_field(PASSWORD.as_bytes(), Cost::Sha512Crypt { rounds: 1_000 })
-        .unwrap();
-    std::fs::write(&passwd, format!("{USER}:{hash}\n")).unwrap();
-    let passwd = passwd.to_str().unwrap().to_string();
-    let mut cluster = TestCluster::prepare(
-        3,
-        2,
-        &["--passwd-file", &passwd, "--request-timeout-ms", "3000"],
-        support::secrets(),
-    );
-    let imap_addrs: Vec<String> = (1..=3).map(free_node_addr).collect();
-    for (node, addr) in cluster.nodes.iter_mut().zip(&imap_addrs) {
-        node.own_flags = vec![
-            "--imap-listen".to_string(),
-            addr.clone(),
-            "--imap-allow-plaintext".to_string(),
-        ];
-    }
-    cluster.start_all(Start::Fresh);
-    let api = cluster.nodes[0].api.clone();
+    let passwd = imap::passwd_file(dir.path(), USER, PASSWORD);
     // APPEND stores through the body store: log encoding 3.
-    wait_until(Duration::from_secs(30), "every group at log encoding 3", || {
-        get(&api, "/admin/status").is_ok_and(|(_, v)| {
-            v["groups"]
-                .as_array()
-                .is_some_and(|gs| gs.iter().all(|g| g["encoding"].as_u64() >= Some(3)))
-        })
-    });
+    let (cluster, imap_addrs) = imap::start_plaintext_cluster(&passwd, 3);
+    let api = cluster.nodes[0].api.clone();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/imap/content.py");
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/imap");
-    run_script(
+    imap::run_script(
         &cluster,
         script,
         &[&imap_addrs[0], &imap_addrs[1], USER, PASSWORD, fixtures],
@@ -79,28 +49,5 @@ fn fetch_and_search_answer_the_same_on_every_node() {
     )
     .unwrap();
     assert_eq!(status, 200, "{answer}");
-    run_script(&cluster, script, &["nobody", &imap_addrs[1], USER, PASSWORD]);
-}
-
-/// Runs the script with `args`, printing its output; fails the test if it fails.
-fn run_script(cluster: &TestCluster, script: &str, args: &[&str]) {
-    let output = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    if !output.status.success() {
-        for node in cluster.running() {
-            let log = cluster.log(node);
-            let imap: Vec<&str> = log.lines().filter(|l| l.contains("imap")).collect();
-            eprintln!("--- node {node} log, IMAP lines\n{}", imap.join("\n"));
-        }
-    }
-    assert!(
-        output.status.success(),
-        "the IMAP content script failed: {}",
-        output.status
-    );
+    imap::run_script(&cluster, script, &["nobody", &imap_addrs[1], USER, PASSWORD]);
 }

@@ -154,7 +154,7 @@ pub fn replay(
                 .and_then(|mut f| hash_reader(&mut f))
                 .is_ok_and(|actual| actual == id);
             if good {
-                sync_file(&target)?;
+                sync_path(&target)?;
                 if let Some(parent) = target.parent() {
                     sync_path(parent)?;
                 }
@@ -401,12 +401,9 @@ fn create_zeroed(dir: &Path, seq: u64) -> Result<File, BodyError> {
     Ok(file)
 }
 
-fn sync_file(path: &Path) -> Result<(), BodyError> {
+/// Syncs the file or directory at `path`.
+fn sync_path(path: &Path) -> Result<(), BodyError> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| BodyError::io(path, "syncing", e))
-}
-
-fn sync_path(dir: &Path) -> Result<(), BodyError> {
-    sync_file(dir)
 }

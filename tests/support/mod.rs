@@ -9,6 +9,9 @@
 
 #![allow(dead_code)]
 
+/// What the IMAP tests share.
+pub mod imap;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
