@@ -66,6 +66,18 @@ pub struct Journal {
     synced: Mutex<Synced>,
     /// The next segment, zeroed and synced in advance (by a thread of its own).
     next: Arc<NextSlot>,
+    /// The zeroing and checkpoint threads still running: joined when the journal is dropped,
+    /// so none of them writes or deletes a segment of the journal opened after it.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let threads = std::mem::take(self.threads.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The next segment's preparation: set to `Zeroing` before its thread starts, so a rotation
@@ -221,6 +233,7 @@ impl Journal {
             }),
             synced: Mutex::new(Synced { seq, upto: 0 }),
             next: Arc::default(),
+            threads: Mutex::default(),
         };
         journal.prepare(seq + 1);
         Ok(journal)
@@ -244,10 +257,20 @@ impl Journal {
                 };
                 next.ready.notify_all();
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start zeroing the next body journal segment");
-            *self.next.state.lock().unwrap_or_else(PoisonError::into_inner) = Next::Idle;
+        match spawned {
+            Ok(thread) => self.keep(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start zeroing the next body journal segment");
+                *self.next.state.lock().unwrap_or_else(PoisonError::into_inner) = Next::Idle;
+            }
         }
+    }
+
+    /// Keeps `thread` to be joined on drop (forgetting those that have finished).
+    fn keep(&self, thread: std::thread::JoinHandle<()>) {
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
     }
 
     /// Segment `seq`, zeroed in advance (waiting for its thread if it is still at it), or now.
@@ -323,7 +346,7 @@ impl Journal {
         active.file = Arc::new(file);
         active.len = 0;
         let (dir, blobs) = (self.dir.clone(), self.blobs.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("body-journal-checkpoint".into())
             .spawn(move || {
                 if let Err(e) = checkpoint(&dir, &blobs, &old_path, &ids) {
@@ -331,6 +354,7 @@ impl Journal {
                 }
             })
             .map_err(|e| BodyError::io(&self.dir, "starting the checkpoint of", e))?;
+        self.keep(thread);
         Ok(())
     }
 }
