@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one gate: exactly what CI runs. Read-only: it never rewrites files (it may install the
-# `chromium` system package, which the dashboard test renders its page in, and `iptables`, which
-# the fault-injection scripts' test partitions its network namespaces with).
+# `chromium` system package, which the dashboard test renders its page in, `iptables`, which
+# the fault-injection scripts' test partitions its network namespaces with, and `dovecot-imapd`
+# and `dovecot-lmtpd`, the IMAP differential test's reference server).
 #   fmt check, clippy with warnings denied, every test (nextest when present), benches in --test mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,24 @@ if [ "$(id -u)" = 0 ]; then
   export DOVETAIL_REQUIRE_NETNS=1
   # ... and the tests that mount small file systems (tests/t52_disk_full.rs) too.
   export DOVETAIL_REQUIRE_ROOT=1
+fi
+
+echo "== dovecot (tests/t69_imap_differential.rs runs the same IMAP sessions against Dovecot 2.3)"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+   && { [ ! -x /usr/sbin/dovecot ] || [ ! -x /usr/lib/dovecot/lmtp ]; }; then
+  dovecot_log="$(mktemp)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-lmtpd \
+         || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-lmtpd; }; } \
+       >"$dovecot_log" 2>&1; then
+    echo "could not install dovecot-imapd dovecot-lmtpd (the IMAP differential test will fail):"
+    tail -n 5 "$dovecot_log"
+  fi
+  rm -f "$dovecot_log"
+fi
+if [ "$(id -u)" = 0 ]; then
+  # As root the reference Dovecot can run, so the differential test fails instead of skipping.
+  export DOVETAIL_REQUIRE_DOVECOT=1
+  python3 scripts/dovecot_ref.py --self-test
 fi
 
 echo "== tests"

@@ -99,6 +99,11 @@ pub fn capabilities(
         Capability::CondStore,
         Capability::Move,
     ]);
+    // RFC 6154 §2: LIST answers carry \Drafts, \Sent, \Trash, \Junk (the LIST-EXTENDED
+    // selection and return options of §3 need LIST-EXTENDED, which is not offered).
+    caps.push(Capability::from(
+        imap_next::imap_types::core::Atom::try_from("SPECIAL-USE").expect("valid atom"),
+    ));
     Vec1::try_from(caps).expect("not empty")
 }
 
@@ -168,5 +173,6 @@ mod tests {
             .any(|c| c.starts_with("AUTH=") || c == "STARTTLS" || c == "LOGINDISABLED"));
         assert_eq!(logged_in[0], "IMAP4REV1");
         assert!(!logged_in.contains(&"QRESYNC".to_string()) && logged_in.contains(&"MOVE".to_string()));
+        assert!(logged_in.contains(&"SPECIAL-USE".to_string()));
     }
 }

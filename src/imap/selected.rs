@@ -338,7 +338,10 @@ impl<S: MailService> Session<S> {
             }
             Err(reply) => return reply,
         };
-        if response == StoreResponse::Answer {
+        // RFC 7162 §3.1.3: once CONDSTORE is on, a FETCH with the new MODSEQ goes out even for
+        // `.SILENT` (the client's cache needs the value); without it, `.SILENT` sends nothing.
+        let silent = response == StoreResponse::Silent;
+        if !silent || self.condstore {
             let (first, last) = (uids[0], uids[uids.len() - 1]);
             let records = match self
                 .read(move |g| g.state().fetch(&user, &name, first, last, usize::MAX))
@@ -353,7 +356,11 @@ impl<S: MailService> Session<S> {
                 .iter()
                 .filter(|r| wanted.contains(&r.uid) && !modified.contains(r.uid))
             {
-                self.send_flags(record, uid);
+                if silent {
+                    self.send_modseq(record, uid);
+                } else {
+                    self.send_flags(record, uid);
+                }
             }
         }
         if modified.is_empty() {
@@ -376,6 +383,28 @@ impl<S: MailService> Session<S> {
         if let (Some(selected), Some(modseq)) = (self.selected.as_mut(), modseq) {
             selected.own_modseqs.insert(modseq);
         }
+    }
+
+    /// A `.SILENT` STORE's `FETCH (MODSEQ (m))` of `record` (and its UID for UID STORE), if the
+    /// view has it.
+    fn send_modseq(&mut self, record: &MessageView, with_uid: bool) {
+        let Some(selected) = &self.selected else {
+            return;
+        };
+        let (Some(seq), Some(modseq)) = (
+            selected.view.seq_of(record.uid),
+            std::num::NonZeroU64::new(record.modseq),
+        ) else {
+            return;
+        };
+        let mut items = vec![MessageDataItem::ModSeq(modseq)];
+        if with_uid {
+            items.push(MessageDataItem::Uid(nonzero(record.uid)));
+        }
+        self.server.enqueue_data(Data::Fetch {
+            seq: nonzero(seq),
+            items: Vec1::try_from(items).expect("not empty"),
+        });
     }
 
     /// An (unsolicited or STORE) `FETCH (FLAGS ...)` of `record`, if the view has it.
