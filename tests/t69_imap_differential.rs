@@ -6,11 +6,12 @@
 //! a 3-node cluster of real processes (`--imap-listen` on each, plaintext logins) and a
 //! throwaway Dovecot on loopback (`scripts/dovecot_ref.py`, started by the script), each user of
 //! the scenarios in both; raw command lines, literals and malformed input sent by
-//! `tests/imap/diff_wire.py` (no client library between the test and the servers). Checks: every
-//! scenario's normalized transcript from node 1 equals Dovecot's after the allowlist; the
-//! read-only scenarios (EXAMINE, FETCH of every MIME fixture, SEARCH, STATUS) read the same on
-//! nodes 2 and 3 once they have applied the setup; every allowlist entry is needed by some
-//! scenario (a stale entry fails the test). Without root or Dovecot it skips, saying why,
+//! `tests/imap/diff_wire.py` (no client library between the test and the servers). Checks: the
+//! normalizer on hand-made transcripts (`--self-test`: quoted and literal strings, human text and
+//! orders read alike, other flags or codes do not); every scenario's normalized transcript from
+//! node 1 equals Dovecot's after the allowlist; the read-only scenarios (EXAMINE, FETCH of the
+//! MIME fixtures, SEARCH, STATUS) read the same on nodes 2 and 3 once they have applied the
+//! setup; every allowlist entry is needed by some scenario (a stale entry fails the test). Without root or Dovecot it skips, saying why,
 //! unless `DOVETAIL_REQUIRE_DOVECOT=1` (scripts/test.sh sets it as root): then it fails.
 
 mod support;
@@ -54,6 +55,15 @@ fn skip_or_fail(reason: &str) {
 
 #[test]
 fn imap_answers_as_dovecot_does_but_for_the_listed_differences() {
+    // The normalizer and the allowlist first, on hand-made transcripts (no server needed).
+    let self_test = std::process::Command::new("python3")
+        .args([script(), "--self-test"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        self_test.status.success(),
+        "differential.py --self-test: {self_test:?}"
+    );
     if let Some(reason) = dovecot_missing() {
         return skip_or_fail(&reason);
     }

@@ -133,7 +133,7 @@ class Session:
         # placeholder keeps the value until `rank_modseqs`, after the allowlist dropped what
         # only one server sends, turns the values into their ranks within the session: which
         # answers carry the same value, and which a higher one, survives.
-        return f"<{int(value)}>"
+        return f"<{int(value)}>" if value.isdigit() else value
 
 
 def internal_date(s):
@@ -147,7 +147,7 @@ def internal_date(s):
     when = datetime.datetime(int(year), MONTHS.index(mon) + 1, int(day), int(hh), int(mm), int(ss))
     offset = datetime.timedelta(hours=int(zh), minutes=int(zm))
     when = when - offset if sign == "+" else when + offset
-    now = datetime.datetime.utcnow()
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     if abs((now - when).total_seconds()) < 86400:
         return "NOW"
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -185,10 +185,6 @@ def rewrite(values, session):
         if key == "INTERNALDATE" and isinstance(nxt, Str):
             out += [v, Str(internal_date(nxt.data.decode("latin-1")).encode())]
             i += 2
-            continue
-        if key == "[MODIFIED" or key == "[MODIFIED]":
-            out.append(v)
-            i += 1
             continue
         out.append(rewrite(v, session) if isinstance(v, list) else v)
         i += 1

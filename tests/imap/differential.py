@@ -1,7 +1,7 @@
 """The IMAP differential test: the same scripted sessions against Dovecot 2.3 and against
-Dovetail, every response line recorded, both transcripts normalized, and any difference not in
-the justified allowlist (`allowlist.py`) reported as a unified diff (t69_imap_differential.rs
-runs it).
+Dovetail, every response recorded, both transcripts normalized, and any difference not in the
+allowlist below (each entry with the RFC text that decides it) reported as a unified diff
+(t69_imap_differential.rs runs it).
 
     python3 tests/imap/differential.py users
         the user names the scenarios log in as (one per scenario; the caller creates them)
@@ -11,9 +11,13 @@ runs it).
         read-only scenarios against every address too; exit 0 when all agree, 1 with the diffs
     python3 tests/imap/differential.py run HOST:PORT PASSWORD [SCENARIO ...]
         one server's normalized transcripts (to look at, or to diff by hand)
+    python3 tests/imap/differential.py --self-test
+        the normalizer and the allowlist on hand-made transcripts
 
-The scenarios are in `scenarios.py`, the client in `wire.py`, the normalizer in `normalize.py`.
-Exit code 77: Dovecot cannot be started here (not root, or not installed); the reason is printed.
+The scenarios are in `diff_scenarios.py`, the client in `diff_wire.py`, the normalizer in
+`diff_normalize.py`. DIFF_USER_SUFFIX=x appends x to every user name (fresh accounts on a
+server that ran the scenarios before). Exit code 77: Dovecot cannot be started here (not root,
+or not installed); the reason is printed.
 """
 import difflib
 from concurrent.futures import ThreadPoolExecutor
@@ -309,8 +313,38 @@ def check(scenario, expected, got, addr, failures, used):
         print(f"same      {scenario.name} against {addr} ({len(got)} lines)", flush=True)
 
 
+def self_test():
+    """The normalizer and the allowlist on hand-made transcripts: what the RFCs leave free reads
+    the same, a real difference stays one, an allowlist entry applies only to its command."""
+    def lines(*responses, command="t001 FETCH 1 (FLAGS BODY[])"):
+        segments = [[("line", r)] if isinstance(r, bytes) else r for r in responses]
+        return normalize([("greeting", [[("line", b"* OK [CAPABILITY IMAP4rev1] hi")]]), (command, segments)])
+
+    quoted = lines(b'* 1 FETCH (FLAGS (\\Seen $A) BODY[] "ab")', b"t001 OK done (0.001 secs)")
+    literal = lines([("line", b"* 1 FETCH (BODY[] {2}"), ("literal", b"ab"), ("line", b" FLAGS ($A \\Seen))")],
+                    b"t001 OK Fetch completed.")
+    assert quoted == literal, (quoted, literal)
+    other_flags = lines(b'* 1 FETCH (FLAGS (\\Seen) BODY[] "ab")', b"t001 OK done")
+    assert other_flags != quoted, other_flags
+    other_code = lines(b'* 1 FETCH (FLAGS (\\Seen $A) BODY[] "ab")', b"t001 OK [ALERT] done")
+    assert other_code != quoted, other_code
+    ranks = rank_modseqs(lines(b"* 1 FETCH (MODSEQ (90))", b"* 2 FETCH (MODSEQ (7))", b"t001 OK"))
+    assert ranks[-3:] == ["S: * 1 FETCH (MODSEQ (M2))", "S: * 2 FETCH (MODSEQ (M1))", "S: t001 OK"], ranks
+    used = {}
+    recent = lines(b"* 1 FETCH (FLAGS (\\Recent \\Seen))", b"t001 OK")
+    plain = lines(b"* 1 FETCH (FLAGS (\\Seen))", b"t001 OK")
+    assert apply_allowlist(recent, plain, used)[0] == plain and used, used
+    bad = lines(b"t001 OK", command="t001 STORE 1 +FLAGS")
+    assert apply_allowlist(bad, lines(b"t001 BAD", command="t001 STORE 1 +FLAGS"), {})[0][-1] == "S: t001 BAD"
+    assert apply_allowlist(lines(b"t001 OK"), lines(b"t001 BAD"), {})[0][-1] == "S: t001 OK"
+    print("differential self-test: ok")
+    return 0
+
+
 def main():
     args = sys.argv[1:]
+    if args[:1] == ["--self-test"]:
+        return self_test()
     if args[:1] == ["users"]:
         print("\n".join(users()))
         return 0
