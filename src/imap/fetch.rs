@@ -1,4 +1,5 @@
-//! FETCH and UID FETCH (RFC 3501 §6.4.5, RFC 7162 CHANGEDSINCE): FLAGS, UID, INTERNALDATE,
+//! FETCH and UID FETCH (RFC 3501 §6.4.5, RFC 7162 CHANGEDSINCE and QRESYNC's VANISHED, the
+//! latter answered by [`super::qresync`]): FLAGS, UID, INTERNALDATE,
 //! RFC822.SIZE, MODSEQ, and the whole message (`BODY[]`, `BODY.PEEK[]`, `RFC822`, with a
 //! partial `<origin.length>`) read through [`MailService::open_body`]. A non-PEEK body fetch
 //! (and RFC822.TEXT) sets `\Seen` in a read-write mailbox (a replicated STORE before the answer).
@@ -216,12 +217,22 @@ impl<S: MailService> Session<S> {
             Err(reply) => return reply,
         };
         let mut changed_since = None;
+        let mut vanished = false;
         for modifier in modifiers {
             match modifier {
                 FetchModifier::ChangedSince(modseq) => changed_since = Some(modseq.get()),
-                FetchModifier::Vanished => return Reply::bad("VANISHED needs QRESYNC, which is not enabled"),
+                FetchModifier::Vanished => vanished = true,
             }
         }
+        // RFC 7162 §3.2.6: VANISHED only in UID FETCH, only with CHANGEDSINCE, only once
+        // QRESYNC is enabled.
+        let vanished_since = match (vanished, changed_since) {
+            (false, _) => None,
+            (true, _) if !uid => return Reply::bad("VANISHED is allowed only in UID FETCH"),
+            (true, _) if !self.qresync => return Reply::bad("VANISHED needs ENABLE QRESYNC first"),
+            (true, None) => return Reply::bad("VANISHED needs CHANGEDSINCE"),
+            (true, Some(since)) => Some(since),
+        };
         if uid && !wants.contains(&Want::Uid) {
             wants.insert(0, Want::Uid);
         }
@@ -230,6 +241,11 @@ impl<S: MailService> Session<S> {
         }
         if wants.contains(&Want::ModSeq) {
             self.condstore = true;
+        }
+        if let Some(since) = vanished_since {
+            if let Err(reply) = self.vanished_earlier(&set, since).await {
+                return reply;
+            }
         }
         let selected = self.selected.as_ref().expect("selected");
         let uids = match resolve(&selected.view, &set, uid) {
