@@ -224,14 +224,9 @@ impl<S: MailService> Session<S> {
                 FetchModifier::Vanished => vanished = true,
             }
         }
-        // RFC 7162 §3.2.6: VANISHED only in UID FETCH, only with CHANGEDSINCE, only once
-        // QRESYNC is enabled.
-        let vanished_since = match (vanished, changed_since) {
-            (false, _) => None,
-            (true, _) if !uid => return Reply::bad("VANISHED is allowed only in UID FETCH"),
-            (true, _) if !self.qresync => return Reply::bad("VANISHED needs ENABLE QRESYNC first"),
-            (true, None) => return Reply::bad("VANISHED needs CHANGEDSINCE"),
-            (true, Some(since)) => Some(since),
+        let vanished_since = match self.vanished_modifier(vanished, uid, changed_since) {
+            Ok(since) => since,
+            Err(reply) => return reply,
         };
         if uid && !wants.contains(&Want::Uid) {
             wants.insert(0, Want::Uid);

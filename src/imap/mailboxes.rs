@@ -18,7 +18,6 @@ use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::imap_types::ToStatic;
 
 use super::list::{canonical_inbox, join_reference, DELIMITER};
-use super::qresync::Resync;
 use super::reply::{other_code, rejection_reply, text, Reply};
 use super::session::{Selected, Session};
 use super::view::View;
@@ -352,32 +351,10 @@ impl<S: MailService> Session<S> {
                 Status::ok(None, Some(Code::Closed), text("Previous mailbox closed")).expect("valid status"),
             );
         }
-        let mut resync = None;
-        for parameter in &parameters {
-            match parameter {
-                SelectParameter::CondStore => self.condstore = true,
-                SelectParameter::QResync { .. } if !self.qresync => {
-                    return Reply::bad("QRESYNC needs ENABLE QRESYNC first")
-                }
-                SelectParameter::QResync { .. } if resync.is_some() => {
-                    return Reply::bad("QRESYNC given twice")
-                }
-                SelectParameter::QResync {
-                    uid_validity,
-                    mod_sequence_value,
-                    known_uids,
-                    seq_match_data,
-                } => match Resync::parse(
-                    *uid_validity,
-                    *mod_sequence_value,
-                    known_uids.as_ref(),
-                    seq_match_data.as_ref(),
-                ) {
-                    Ok(parsed) => resync = Some(parsed),
-                    Err(reply) => return reply,
-                },
-            }
-        }
+        let resync = match self.select_parameters(&parameters) {
+            Ok(resync) => resync,
+            Err(reply) => return reply,
+        };
         let name = match mailbox_name(&mailbox) {
             Ok(name) => name,
             Err(reply) => return reply,

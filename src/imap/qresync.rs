@@ -16,6 +16,7 @@
 
 use std::num::{NonZeroU32, NonZeroU64};
 
+use imap_next::imap_types::command::SelectParameter;
 use imap_next::imap_types::core::Vec1;
 use imap_next::imap_types::response::Data;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
@@ -120,6 +121,57 @@ pub fn vanished(uids: impl IntoIterator<Item = u32>, earlier: bool) -> Option<Da
 }
 
 impl<S: MailService> Session<S> {
+    /// SELECT/EXAMINE's parameters: CONDSTORE turns CONDSTORE on; QRESYNC is checked
+    /// ([`Resync::parse`]) and is BAD before `ENABLE QRESYNC` (RFC 7162 §3.2.5) or given twice.
+    pub(super) fn select_parameters(
+        &mut self,
+        parameters: &[SelectParameter],
+    ) -> Result<Option<Resync>, Reply> {
+        let mut resync = None;
+        for parameter in parameters {
+            match parameter {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync { .. } if !self.qresync => {
+                    return Err(Reply::bad("QRESYNC needs ENABLE QRESYNC first"))
+                }
+                SelectParameter::QResync { .. } if resync.is_some() => {
+                    return Err(Reply::bad("QRESYNC given twice"))
+                }
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    seq_match_data,
+                } => {
+                    resync = Some(Resync::parse(
+                        *uid_validity,
+                        *mod_sequence_value,
+                        known_uids.as_ref(),
+                        seq_match_data.as_ref(),
+                    )?)
+                }
+            }
+        }
+        Ok(resync)
+    }
+
+    /// FETCH's VANISHED modifier (RFC 7162 §3.2.6): the MODSEQ after which to report expunges;
+    /// BAD outside UID FETCH, without CHANGEDSINCE, or before `ENABLE QRESYNC`.
+    pub(super) fn vanished_modifier(
+        &self,
+        vanished: bool,
+        uid: bool,
+        changed_since: Option<u64>,
+    ) -> Result<Option<u64>, Reply> {
+        match (vanished, changed_since) {
+            (false, _) => Ok(None),
+            (true, _) if !uid => Err(Reply::bad("VANISHED is allowed only in UID FETCH")),
+            (true, _) if !self.qresync => Err(Reply::bad("VANISHED needs ENABLE QRESYNC first")),
+            (true, None) => Err(Reply::bad("VANISHED needs CHANGEDSINCE")),
+            (true, Some(since)) => Ok(Some(since)),
+        }
+    }
+
     /// The rest of a `SELECT (QRESYNC ...)` whose UIDVALIDITY matched (RFC 7162 §3.2.5), once
     /// the view is in place: `* VANISHED (EARLIER)` of the known UIDs expunged after the
     /// client's MODSEQ, then `* n FETCH (FLAGS UID MODSEQ)` of the known messages changed after
