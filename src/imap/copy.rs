@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use imap_next::imap_types::core::Vec1;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet as ImapUidSet};
 use imap_next::imap_types::mailbox::Mailbox;
-use imap_next::imap_types::response::{Code, Data, Status};
+use imap_next::imap_types::response::{Code, Status};
 use imap_next::imap_types::sequence::SequenceSet;
 
 use super::mailboxes::{mailbox_name, nonzero};
@@ -125,10 +125,11 @@ impl<S: MailService> Session<S> {
                 }
                 // The moved messages leave the view now (allowed during MOVE); so do expunges
                 // buffered before (MOVE is no command that forbids EXPUNGE).
+                // With QRESYNC, one `* VANISHED` (RFC 6851 §4.3).
                 let view = &mut self.selected.as_mut().expect("selected").view;
                 view.note_expunged(expunged.iter());
-                for seq in view.take_expunges() {
-                    self.server.enqueue_data(Data::Expunge(nonzero(seq)));
+                for data in self.take_expunges() {
+                    self.server.enqueue_data(data);
                 }
                 Reply::ok("MOVE completed")
             }

@@ -1,4 +1,5 @@
-//! FETCH and UID FETCH (RFC 3501 §6.4.5, RFC 7162 CHANGEDSINCE): FLAGS, UID, INTERNALDATE,
+//! FETCH and UID FETCH (RFC 3501 §6.4.5, RFC 7162 CHANGEDSINCE and QRESYNC's VANISHED, the
+//! latter answered by [`super::qresync`]): FLAGS, UID, INTERNALDATE,
 //! RFC822.SIZE, MODSEQ, and the whole message (`BODY[]`, `BODY.PEEK[]`, `RFC822`, with a
 //! partial `<origin.length>`) read through [`MailService::open_body`]. A non-PEEK body fetch
 //! (and RFC822.TEXT) sets `\Seen` in a read-write mailbox (a replicated STORE before the answer).
@@ -216,12 +217,17 @@ impl<S: MailService> Session<S> {
             Err(reply) => return reply,
         };
         let mut changed_since = None;
+        let mut vanished = false;
         for modifier in modifiers {
             match modifier {
                 FetchModifier::ChangedSince(modseq) => changed_since = Some(modseq.get()),
-                FetchModifier::Vanished => return Reply::bad("VANISHED needs QRESYNC, which is not enabled"),
+                FetchModifier::Vanished => vanished = true,
             }
         }
+        let vanished_since = match self.vanished_modifier(vanished, uid, changed_since) {
+            Ok(since) => since,
+            Err(reply) => return reply,
+        };
         if uid && !wants.contains(&Want::Uid) {
             wants.insert(0, Want::Uid);
         }
@@ -230,6 +236,11 @@ impl<S: MailService> Session<S> {
         }
         if wants.contains(&Want::ModSeq) {
             self.condstore = true;
+        }
+        if let Some(since) = vanished_since {
+            if let Err(reply) = self.vanished_earlier(&set, since).await {
+                return reply;
+            }
         }
         let selected = self.selected.as_ref().expect("selected");
         let uids = match resolve(&selected.view, &set, uid) {

@@ -1,7 +1,8 @@
-//! LOGIN, AUTHENTICATE PLAIN (with SASL-IR) and ENABLE; the mailboxes every user gets at first
-//! login. A failed login is `NO [AUTHENTICATIONFAILED]` whether the user exists or not (the
-//! passwd table checks an unknown user against a dummy hash, so the time says nothing either),
-//! and failures are limited per remote address (`users::LoginLimiter`).
+//! LOGIN, AUTHENTICATE PLAIN (with SASL-IR) and ENABLE (CONDSTORE, QRESYNC); the mailboxes
+//! every user gets at first login. A failed login is `NO [AUTHENTICATIONFAILED]` whether the
+//! user exists or not (the passwd table checks an unknown user against a dummy hash, so the
+//! time says nothing either), and failures are limited per remote address
+//! (`users::LoginLimiter`).
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -27,11 +28,21 @@ impl<S: MailService> Session<S> {
         }
         let mut enabled = Vec::new();
         for capability in capabilities {
-            if matches!(capability, CapabilityEnable::CondStore) {
-                self.condstore = true;
-                enabled.push(CapabilityEnable::CondStore);
+            match &capability {
+                CapabilityEnable::CondStore => self.condstore = true,
+                // imap-types has no variant for it: an atom like any other.
+                CapabilityEnable::Other(_) if capability.to_string().eq_ignore_ascii_case("QRESYNC") => {
+                    // RFC 7162 §3.2.3: QRESYNC implies CONDSTORE; ENABLED names what was asked.
+                    self.qresync = true;
+                    self.condstore = true;
+                }
+                _ => continue,
+            }
+            if !enabled.contains(&capability) {
+                enabled.push(capability);
             }
         }
+        debug_assert!(!self.qresync || self.condstore);
         self.server.enqueue_data(Data::Enabled {
             capabilities: enabled,
         });

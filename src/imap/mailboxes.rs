@@ -1,6 +1,7 @@
 //! The commands of the authenticated state (RFC 3501 §6.3): NAMESPACE, LIST, CREATE, DELETE,
-//! RENAME, STATUS, SELECT/EXAMINE, APPEND — and the dispatch of every command that needs a
-//! login, the selected state's included ([`super::selected`]).
+//! RENAME, STATUS, SELECT/EXAMINE (CONDSTORE; QRESYNC through [`super::qresync`]), APPEND — and
+//! the dispatch of every command that needs a login, the selected state's included
+//! ([`super::selected`]).
 
 use std::borrow::Cow;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -343,19 +344,23 @@ impl<S: MailService> Session<S> {
         parameters: Vec<SelectParameter>,
         read_only: bool,
     ) -> Reply {
-        // RFC 3501: a SELECT deselects first, also when it fails.
-        self.selected = None;
-        for parameter in &parameters {
-            match parameter {
-                SelectParameter::CondStore => self.condstore = true,
-                SelectParameter::QResync { .. } => return Reply::bad("QRESYNC is not enabled"),
-            }
+        // RFC 3501: a SELECT deselects first, also when it fails. RFC 7162 §3.2.11: with QRESYNC
+        // on, `[CLOSED]` parts the old mailbox's responses from the new one's.
+        if self.selected.take().is_some() && self.qresync {
+            self.server.enqueue_status(
+                Status::ok(None, Some(Code::Closed), text("Previous mailbox closed")).expect("valid status"),
+            );
         }
+        let resync = match self.select_parameters(&parameters) {
+            Ok(resync) => resync,
+            Err(reply) => return reply,
+        };
         let name = match mailbox_name(&mailbox) {
             Ok(name) => name,
             Err(reply) => return reply,
         };
         let (user, n) = (self.user(), name.clone());
+        let since = resync.as_ref().map(|r| (r.uid_validity, r.modseq));
         let read = self
             .read(move |g| -> Result<_, ReadError> {
                 let state = g.state();
@@ -366,10 +371,17 @@ impl<S: MailService> Session<S> {
                     .position(|r| !r.flags.iter().any(|f| f == "\\Seen"))
                     .map(|i| i as u32 + 1);
                 let uids: Vec<u32> = records.iter().map(|r| r.uid).collect();
-                Ok((status, uids, first_unseen))
+                // RFC 7162 §3.2.5: another UIDVALIDITY is a plain SELECT, the rest ignored.
+                let changes = match since {
+                    Some((uid_validity, modseq)) if uid_validity == status.uid_validity => {
+                        Some(state.changes_since(&user, &n, modseq)?)
+                    }
+                    _ => None,
+                };
+                Ok((status, uids, first_unseen, changes))
             })
             .await;
-        let (status, uids, first_unseen) = match read {
+        let (status, uids, first_unseen, changes) = match read {
             Ok(Ok(read)) => read,
             Ok(Err(e)) => return read_reply(e),
             Err(reply) => return reply,
@@ -409,6 +421,9 @@ impl<S: MailService> Session<S> {
             view: View::new(uids, status.highest_modseq),
             own_modseqs: Default::default(),
         });
+        if let (Some(resync), Some(changes)) = (&resync, &changes) {
+            self.resync_selected(resync, changes);
+        }
         if read_only {
             Reply::ok("EXAMINE completed").code(Code::ReadOnly)
         } else {

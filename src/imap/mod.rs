@@ -1,5 +1,5 @@
 //! IMAP4rev1 (RFC 3501) with LITERAL+, SASL-IR, ID, ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS,
-//! CONDSTORE and MOVE, on `--imap-listen` (STARTTLS) and `--imaps-listen` (implicit TLS), built on
+//! CONDSTORE, QRESYNC and MOVE, on `--imap-listen` (STARTTLS) and `--imaps-listen` (implicit TLS), built on
 //! imap-next's sans-I/O server. Each part in its own file:
 //!
 //! - [`server`]: the listeners, the connection limit, TLS; one task per session; [`shared`]:
@@ -16,6 +16,8 @@
 //!   needs them); [`fetch`]: FETCH, the MIME items cut once per message by [`mime`];
 //!   [`refresh`]: what changed meanwhile, told only where RFC 3501 §7.4.1 allows, and IDLE.
 //! - [`view`]: a selected mailbox's per-session sequence ↔ UID map, expunges buffered.
+//! - [`qresync`]: SELECT/EXAMINE (QRESYNC ...) and UID FETCH (CHANGEDSINCE ... VANISHED):
+//!   `* VANISHED (EARLIER)` from the index's expunge tombstones, then what changed.
 //! - [`copy`]: COPY, MOVE (COPYUID; MOVE's EXPUNGEs) and RENAME INBOX over the replicated
 //!   Copy/Move ops (log encoding 4); [`subscriptions`]: SUBSCRIBE, UNSUBSCRIBE, LSUB.
 //! - [`list`]: LIST's patterns and attributes (special-use mailboxes).
@@ -34,6 +36,7 @@ pub mod login;
 pub mod mailboxes;
 pub mod metrics;
 pub mod mime;
+pub mod qresync;
 pub mod refresh;
 pub mod reply;
 pub mod search;

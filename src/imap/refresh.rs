@@ -1,7 +1,7 @@
 //! What a session learns of its selected mailbox between its own commands: the refresh after
-//! every command (FETCH FLAGS of changed messages, EXISTS, and EXPUNGE only where RFC 3501
-//! §7.4.1 allows — otherwise the view keeps them for later), and IDLE (RFC 2177), woken by the
-//! node's applies of the user's group (`MailService::watch`).
+//! every command (FETCH FLAGS of changed messages, EXISTS, and EXPUNGE — VANISHED once QRESYNC
+//! is enabled — only where RFC 3501 §7.4.1 allows; otherwise the view keeps them for later), and
+//! IDLE (RFC 2177), woken by the node's applies of the user's group (`MailService::watch`).
 
 use imap_next::imap_types::core::Tag;
 use imap_next::imap_types::response::{CommandContinuationRequest, Data, Status};
@@ -76,24 +76,35 @@ impl<S: MailService> Session<S> {
         }
     }
 
-    /// Sends what the view buffered: EXPUNGEs (if allowed), then EXISTS.
+    /// Sends what the view buffered: the expunges (if allowed), then EXISTS.
     fn announce(&mut self, allow_expunge: bool) {
-        let selected = self.selected.as_mut().expect("selected");
         let mut responses = Vec::new();
         if allow_expunge {
-            responses.extend(
-                selected
-                    .view
-                    .take_expunges()
-                    .into_iter()
-                    .map(|seq| Data::Expunge(nonzero(seq))),
-            );
+            responses.extend(self.take_expunges());
         }
+        let selected = self.selected.as_mut().expect("selected");
         if selected.view.take_appended() {
             responses.push(Data::Exists(selected.view.exists()));
         }
         for data in responses {
             self.server.enqueue_data(data);
+        }
+    }
+
+    /// Applies the view's buffered expunges and returns how to tell them: one `* VANISHED` of
+    /// their UIDs once QRESYNC is enabled (RFC 7162 §3.2.10), else `* n EXPUNGE` each.
+    pub(super) fn take_expunges(&mut self) -> Vec<Data<'static>> {
+        let qresync = self.qresync;
+        let view = &mut self.selected.as_mut().expect("selected").view;
+        if qresync {
+            super::qresync::vanished(view.take_vanished(), false)
+                .into_iter()
+                .collect()
+        } else {
+            view.take_expunges()
+                .into_iter()
+                .map(|seq| Data::Expunge(nonzero(seq)))
+                .collect()
         }
     }
 

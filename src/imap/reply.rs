@@ -97,6 +97,7 @@ pub fn capabilities(
         Capability::Unselect,
         Capability::UidPlus,
         Capability::CondStore,
+        Capability::QResync,
         Capability::Move,
     ]);
     // RFC 6154 §2: LIST answers carry \Drafts, \Sent, \Trash, \Junk (the LIST-EXTENDED
@@ -172,7 +173,9 @@ mod tests {
             .iter()
             .any(|c| c.starts_with("AUTH=") || c == "STARTTLS" || c == "LOGINDISABLED"));
         assert_eq!(logged_in[0], "IMAP4REV1");
-        assert!(!logged_in.contains(&"QRESYNC".to_string()) && logged_in.contains(&"MOVE".to_string()));
+        for extension in ["ENABLE", "CONDSTORE", "QRESYNC", "MOVE"] {
+            assert!(logged_in.contains(&extension.to_string()), "{extension}");
+        }
         assert!(logged_in.contains(&"SPECIAL-USE".to_string()));
     }
 }

@@ -54,6 +54,9 @@ pub struct Session<S: MailService> {
     pub(super) token: Option<u64>,
     /// CONDSTORE enabled (RFC 7162 §3.1: ENABLE, SELECT (CONDSTORE), or a command using it).
     pub(super) condstore: bool,
+    /// QRESYNC enabled (RFC 7162 §3.2.3: only by ENABLE, which turns CONDSTORE on too). From
+    /// then on expunges are told as `* VANISHED`. Invariant: implies `condstore`.
+    pub(super) qresync: bool,
     /// The node's "applied index changed" signal of the user's group (IDLE, NOOP).
     pub(super) applied: Option<tokio::sync::watch::Receiver<u64>>,
     /// The tag of the AUTHENTICATE in progress.
@@ -88,6 +91,7 @@ impl<S: MailService> Session<S> {
             selected: None,
             token: None,
             condstore: false,
+            qresync: false,
             applied: None,
             authenticating: None,
             command_name: "",

@@ -98,6 +98,15 @@ impl View {
         seqs
     }
 
+    /// Applies the buffered expunges as QRESYNC tells them (`* VANISHED`, RFC 7162 §3.2.10): the
+    /// UIDs, ascending. One response covers them all; the client renumbers as EXPUNGE would.
+    pub fn take_vanished(&mut self) -> Vec<u32> {
+        let gone = std::mem::take(&mut self.expunged);
+        self.uids.retain(|uid| !gone.contains(uid));
+        debug_assert!(self.uids.windows(2).all(|w| w[0] < w[1]));
+        gone.into_iter().collect()
+    }
+
     /// Applies the buffered appends; whether EXISTS must be sent.
     pub fn take_appended(&mut self) -> bool {
         if self.appended.is_empty() {
@@ -139,6 +148,16 @@ mod tests {
         assert_eq!(view.uids(), &[1, 3, 5]);
         assert_eq!(view.seq_of(5), Some(3));
         assert!(view.take_expunges().is_empty());
+    }
+
+    #[test]
+    fn vanished_takes_the_same_expunges_as_uids() {
+        let mut view = View::new(vec![1, 2, 3, 4, 5], 1);
+        view.note_expunged([4, 2, 42]);
+        assert_eq!(view.seq_of(5), Some(5));
+        assert_eq!(view.take_vanished(), vec![2, 4]);
+        assert_eq!(view.uids(), &[1, 3, 5]);
+        assert!(view.take_vanished().is_empty());
     }
 
     #[test]

@@ -409,6 +409,24 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             .into_bytes(),
         ),
         (
+            "qresync",
+            session(&[
+                "a2 ENABLE CONDSTORE QRESYNC",
+                "a3 SELECT INBOX (QRESYNC (1 1 1:4 (1:2 1:2)))",
+                "a4 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)",
+                "a5 UID FETCH 2:* (UID) (VANISHED CHANGEDSINCE 2)",
+                "a6 UID STORE 1 +FLAGS.SILENT (\\Deleted)",
+                "a7 UID STORE 1 -FLAGS.SILENT (\\Deleted)",
+                "a8 UID EXPUNGE 1:*",
+                "a9 EXAMINE INBOX (QRESYNC (1 1))",
+                "b1 FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)",
+                "b2 UID FETCH 1:* (FLAGS) (VANISHED)",
+                "b3 SELECT Archive (CONDSTORE QRESYNC (4294967295 9223372036854775807 1:*))",
+                "b4 SELECT INBOX (QRESYNC (1 1 1:2 (1:3 1)))",
+                "b5 LOGOUT",
+            ]),
+        ),
+        (
             "malformed",
             session(&[
                 "a2 NOOP extra",
