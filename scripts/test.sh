@@ -22,17 +22,20 @@ python3 scripts/check-doc-refs.py --self-test
 python3 scripts/check-doc-refs.py
 python3 scripts/bench/deliver_table.py --self-test
 
-# Installs Debian package $1 (providing command $1) as root when it is missing; on failure says
-# which tests ($2) will fail, and goes on.
+# Installs Debian package $2 (default: $1), which provides command $1, as root when the command
+# is missing; on failure says which tests ($3, or $2 when only two arguments are given) will
+# fail, and goes on.
 install_if_missing() {
-  command -v "$1" >/dev/null 2>&1 && return 0
+  local command="$1" package what
+  if [ $# -ge 3 ]; then package="$2"; what="$3"; else package="$1"; what="$2"; fi
+  command -v "$command" >/dev/null 2>&1 && return 0
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 0
   local apt_log
   apt_log="$(mktemp)"
-  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" \
-         || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1"; }; } \
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" \
+         || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package"; }; } \
        >"$apt_log" 2>&1; then
-    echo "could not install $1 ($2 will fail):"
+    echo "could not install $package ($what will fail):"
     tail -n 5 "$apt_log"
   fi
   rm -f "$apt_log"
@@ -69,6 +72,15 @@ if [ "$(id -u)" = 0 ]; then
   # As root the reference Dovecot can run, so the differential test fails instead of skipping.
   export DOVETAIL_REQUIRE_DOVECOT=1
   if [ -x /usr/sbin/dovecot ]; then python3 scripts/dovecot_ref.py --self-test; fi
+fi
+
+echo "== mail clients (tests/t67_mail_clients.rs runs mbsync and offlineimap, t68_lmtp_clients.rs swaks)"
+install_if_missing mbsync isync "the mbsync test"
+install_if_missing offlineimap offlineimap3 "the offlineimap test"
+install_if_missing swaks swaks "the swaks test"
+# As root the clients are installed above, so a missing one fails those tests instead of skipping.
+if [ "$(id -u)" = 0 ]; then
+  export DOVETAIL_REQUIRE_MAIL_CLIENTS=1
 fi
 
 echo "== tests"

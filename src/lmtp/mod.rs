@@ -59,6 +59,9 @@ pub async fn serve<S: MailService, U: UserDirectory>(
                 continue;
             }
         };
+        // Each recipient's reply after DATA is written as soon as it is known: with Nagle's
+        // algorithm the second would wait for the MTA's delayed ACK of the first (40 ms).
+        let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             sessions.spawn(async move {
                 let _ = stream

@@ -11,6 +11,10 @@
 
 /// What the IMAP tests share.
 pub mod imap;
+/// What the real-client tests share.
+pub mod mail;
+/// Maildir folders, as the real clients keep them.
+pub mod maildir;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
