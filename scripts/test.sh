@@ -20,6 +20,7 @@ echo "== design citations (every ARCHITECTURE.md § a code comment cites exists)
 python3 scripts/check-doc-refs.py --self-test
 python3 scripts/check-doc-refs.py
 python3 scripts/bench/deliver_table.py --self-test
+python3 scripts/bench/vs_dovecot_table.py --self-test
 
 # Installs Debian package $1 (providing command $1) as root when it is missing; on failure says
 # which tests ($2) will fail, and goes on.
