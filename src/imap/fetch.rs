@@ -328,7 +328,10 @@ impl<S: MailService> Session<S> {
         let needs_bytes = wants
             .iter()
             .any(|w| matches!(w, Want::Message { .. } | Want::Mime(_)));
-        let needs_parse = wants.iter().any(|w| matches!(w, Want::Mime(_)));
+        // ENVELOPE alone needs only the top header (`mime::envelope`), not the cut of the body.
+        let needs_parse = wants
+            .iter()
+            .any(|w| matches!(w, Want::Mime(name) if *name != MessageDataItemName::Envelope));
         records.retain(|record| changed_since.is_none_or(|since| record.modseq > since));
         let lengths = if needs_bytes {
             batches(&records.iter().map(|r| r.size).collect::<Vec<_>>())
@@ -413,6 +416,10 @@ impl<S: MailService> Session<S> {
                                 }
                             }
                         }
+                        Want::Mime(MessageDataItemName::Envelope) if parsed.is_none() => match &bytes {
+                            Some(bytes) => MessageDataItem::Envelope(mime::envelope(bytes)),
+                            None => continue,
+                        },
                         Want::Mime(name) => {
                             match parsed.as_ref().and_then(|parsed| render_mime(name, parsed)) {
                                 Some(item) => item,
