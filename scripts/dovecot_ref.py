@@ -161,6 +161,13 @@ class DovecotRef:
                         self.stop()
                         raise RuntimeError(f"Dovecot not listening on {port} in time; log:\n{tail}")
                     time.sleep(0.05)
+        # The master writes its pid file after its listeners accept: `stop` needs the file, so
+        # a caller that stops right after starting must not find it missing (and leave a server).
+        pid_file = os.path.join(self.work_dir, "run", "master.pid")
+        while not os.path.exists(pid_file):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Dovecot listens but wrote no {pid_file} in time")
+            time.sleep(0.05)
         return self
 
     def stop(self):

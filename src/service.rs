@@ -229,6 +229,18 @@ pub trait MailService: Send + Sync + 'static {
         }
     }
 
+    /// The checked bytes of those of `ids` (bodies of `user`'s group) that this node's store
+    /// holds, read in one go: `None` for each of the others, which [`MailService::open_body`]
+    /// then gets (from a member, or with the reason it cannot). The default reads none.
+    fn read_local_bodies(
+        &self,
+        _user: &str,
+        ids: Vec<BodyId>,
+    ) -> impl Future<Output = Vec<Option<Vec<u8>>>> + Send {
+        let none = vec![None; ids.len()];
+        async move { none }
+    }
+
     /// A signal that changes whenever this node applies more of `user`'s group (its value: the
     /// applied log index, as far as the node tracks it). IMAP's IDLE and NOOP wake on it. The
     /// default sends nothing: its sender is gone at once, and the caller polls instead.

@@ -14,9 +14,10 @@
 //! - **Deleting** is the collector's ([`BodyStore::remove_if_stale`]): it re-checks the copy's
 //!   modification time under the same lock as `put`'s refresh, so a body put again after the
 //!   collector listed it is kept.
-//! - **Reading** ([`BodyStore::open`]) checks the whole file against its name before handing it
-//!   out: a copy that fails is never served; it is moved to `quarantine/` and counted, and the
-//!   caller fetches it again from a peer.
+//! - **Reading** ([`BodyStore::read`] a file, [`BodyStore::read_bytes`] the bytes in memory)
+//!   checks the whole body against its name before handing it out: a copy that fails is never
+//!   served; it is moved to `quarantine/` and counted, and the caller fetches it again from a
+//!   peer.
 //! - **Small bodies** ([`BodyStore::put_small`], at most a delivery's `SMALL_BODY`) are made
 //!   durable by the journal (`journal`: one append and an `fdatasync` shared by concurrent
 //!   puts) rather than by syncing their file and directory; the journal is replayed when the
@@ -283,6 +284,24 @@ impl BodyStore {
         Ok(Some(file))
     }
 
+    /// Body `id`'s bytes, checked as [`BodyStore::read`] checks a file, but read once (the check
+    /// hashes the bytes read); `None` if the store has no copy. For a caller that wants the
+    /// bytes in memory anyway (IMAP FETCH), rather than a file to stream.
+    pub fn read_bytes(&self, id: &BodyId) -> Result<Option<Vec<u8>>, BodyError> {
+        let path = self.path_of(id);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BodyError::io(&path, "reading", e)),
+        };
+        let actual = BodyId::of(&bytes);
+        if actual != *id {
+            self.quarantine(id)?;
+            return Err(BodyError::Damaged { id: *id, actual });
+        }
+        Ok(Some(bytes))
+    }
+
     /// Opens body `id` without checking it, with its size; `None` if the store has no copy. For
     /// a transfer to a peer, which checks every byte it receives.
     pub fn open_unchecked(&self, id: &BodyId) -> Result<Option<(File, u64)>, BodyError> {
@@ -428,6 +447,29 @@ mod tests {
         assert!(!store.has(&stored.id), "moved aside");
         assert_eq!(store.damaged_count(), 1);
         assert_eq!(fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn bytes_read_whole_are_checked_the_same_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BodyStore::open(dir.path()).unwrap();
+        let good = store.put(&mut &b"a good body"[..], 100, None).unwrap();
+        let bad = store.put(&mut &b"a bad body"[..], 100, None).unwrap();
+        assert_eq!(
+            store.read_bytes(&good.id).unwrap().as_deref(),
+            Some(&b"a good body"[..])
+        );
+        assert!(store.read_bytes(&BodyId([9; 16])).unwrap().is_none());
+        let path = store.path_of(&bad.id);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[0] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        assert!(matches!(
+            store.read_bytes(&bad.id),
+            Err(BodyError::Damaged { .. })
+        ));
+        assert!(!store.has(&bad.id), "moved aside");
+        assert_eq!(store.damaged_count(), 1);
     }
 
     #[test]

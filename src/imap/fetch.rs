@@ -7,8 +7,14 @@
 //! What needs the message's MIME structure — ENVELOPE, BODYSTRUCTURE, BODY, `BODY[section]`
 //! (`BODY.PEEK` too, with `<partial>`), RFC822.HEADER, RFC822.TEXT — becomes [`Want::Mime`] in
 //! [`plan`] and is answered by `render_mime` from the message's bytes, cut once per message
-//! ([`ParsedMessage`]). BINARY is not built (`NO [CANNOT]`). One message's bytes are in memory
-//! at a time.
+//! ([`ParsedMessage`]). BINARY is not built (`NO [CANNOT]`).
+//!
+//! Bodies are read in [`batches`] of consecutive messages (at most [`FETCH_BATCH_BYTES`] in all,
+//! or one larger message): the bytes this node's store holds for a batch come from one hand-off
+//! to a blocking thread ([`MailService::read_local_bodies`]), not two per message, which on a
+//! loaded machine cost more than reading the bytes (`scripts/bench/vs-dovecot.sh`); a body the
+//! store lacks is fetched alone ([`MailService::open_body`]). At most one batch's bytes are in
+//! memory at a time.
 //!
 //! A message whose bytes cannot be read (no member has a copy within the deadline, or it was
 //! stored by reference without bytes): it gets no FETCH response at all — never an empty or
@@ -38,6 +44,34 @@ use crate::bodies::BodyId;
 use crate::service::MailService;
 use crate::state_machine::read::MessageView;
 use crate::txn::{Op, Outcome, StoreMode, UidSet};
+
+/// The most message bytes a FETCH reads from the store in one batch (a larger message is a batch
+/// of its own): what it holds in memory at a time.
+pub const FETCH_BATCH_BYTES: u64 = 1 << 20;
+/// The most messages in one batch.
+pub const FETCH_BATCH_MESSAGES: usize = 256;
+
+/// How a FETCH that sends message bytes splits its messages (their sizes, in order) into
+/// batches read together: the batches' lengths, in order, adding up to `sizes.len()`. A batch
+/// takes consecutive messages while they fit in [`FETCH_BATCH_BYTES`] and
+/// [`FETCH_BATCH_MESSAGES`]; a message larger than the byte bound is a batch of its own.
+pub fn batches(sizes: &[u64]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let (mut length, mut bytes) = (0usize, 0u64);
+    for &size in sizes {
+        if length > 0 && (length == FETCH_BATCH_MESSAGES || bytes.saturating_add(size) > FETCH_BATCH_BYTES) {
+            lengths.push(length);
+            (length, bytes) = (0, 0);
+        }
+        length += 1;
+        bytes = bytes.saturating_add(size);
+    }
+    if length > 0 {
+        lengths.push(length);
+    }
+    debug_assert_eq!(lengths.iter().sum::<usize>(), sizes.len());
+    lengths
+}
 
 /// Whether `super::mime` answers the MIME items yet (the seam: false until it is wired).
 pub const MIME_READY: bool = true;
@@ -305,85 +339,122 @@ impl<S: MailService> Session<S> {
         let needs_bytes = wants
             .iter()
             .any(|w| matches!(w, Want::Message { .. } | Want::Mime(_)));
-        let needs_parse = wants.iter().any(|w| matches!(w, Want::Mime(_)));
-        for record in records {
-            if changed_since.is_some_and(|since| record.modseq <= since) {
-                continue;
-            }
-            let view = &self.selected.as_ref().expect("selected").view;
-            let Some(seq) = view.seq_of(record.uid) else {
-                continue;
-            };
-            let bytes = if needs_bytes {
-                match self.message_bytes(&user, &record).await {
-                    Ok(bytes) => Some(bytes),
-                    Err(reply) => {
-                        // No FETCH response for this message (module doc).
-                        failed
-                            .get_or_insert_with(|| (reply, Vec::new()))
-                            .1
-                            .push(record.uid);
-                        continue;
-                    }
-                }
+        // ENVELOPE alone needs only the top header (`mime::envelope`), not the cut of the body.
+        let needs_parse = wants
+            .iter()
+            .any(|w| matches!(w, Want::Mime(name) if *name != MessageDataItemName::Envelope));
+        records.retain(|record| changed_since.is_none_or(|since| record.modseq > since));
+        let lengths = if needs_bytes {
+            batches(&records.iter().map(|r| r.size).collect::<Vec<_>>())
+        } else {
+            vec![records.len()]
+        };
+        let mut records = records.into_iter();
+        for length in lengths {
+            let batch: Vec<MessageView> = records.by_ref().take(length).collect();
+            // The batch's bodies this node holds, read in one go; the others one by one below.
+            let mut local = if needs_bytes {
+                let ids = batch.iter().filter_map(|r| r.body.map(BodyId)).collect();
+                self.shared.service.read_local_bodies(&user, ids).await
             } else {
-                None
-            };
-            let parsed = match (&bytes, needs_parse) {
-                (Some(bytes), true) => Some(ParsedMessage::parse(bytes)),
-                _ => None,
-            };
-            let mut items = Vec::new();
-            for want in &wants {
-                items.push(match want {
-                    Want::Flags => flags_item(&record),
-                    Want::Uid => MessageDataItem::Uid(nonzero(record.uid)),
-                    Want::InternalDate => MessageDataItem::InternalDate(internal_date(record.internal_date)),
-                    Want::Size => MessageDataItem::Rfc822Size(u32::try_from(record.size).unwrap_or(u32::MAX)),
-                    Want::ModSeq => match NonZeroU64::new(record.modseq) {
-                        Some(modseq) => MessageDataItem::ModSeq(modseq),
-                        None => continue,
-                    },
-                    Want::Message { rfc822, partial, .. } => {
-                        let all = bytes.clone().unwrap_or_default();
-                        let (origin, data) = match partial {
-                            Some((origin, length)) => {
-                                let start = (*origin as usize).min(all.len());
-                                let end = start.saturating_add(*length as usize).min(all.len());
-                                (Some(*origin), all[start..end].to_vec())
-                            }
-                            None => (None, all),
-                        };
-                        if *rfc822 {
-                            MessageDataItem::Rfc822(nstring(data))
-                        } else {
-                            MessageDataItem::BodyExt {
-                                section: None,
-                                origin,
-                                data: nstring(data),
-                            }
+                Vec::new()
+            }
+            .into_iter();
+            for record in batch {
+                let here = match record.body {
+                    Some(_) if needs_bytes => local.next().flatten(),
+                    _ => None,
+                };
+                let view = &self.selected.as_ref().expect("selected").view;
+                let Some(seq) = view.seq_of(record.uid) else {
+                    continue;
+                };
+                let bytes = if needs_bytes {
+                    let read = match here {
+                        Some(bytes) => Ok(bytes),
+                        None => self.message_bytes(&user, &record).await,
+                    };
+                    match read {
+                        Ok(bytes) => Some(bytes),
+                        Err(reply) => {
+                            // No FETCH response for this message (module doc).
+                            failed
+                                .get_or_insert_with(|| (reply, Vec::new()))
+                                .1
+                                .push(record.uid);
+                            continue;
                         }
                     }
-                    Want::Mime(name) => match parsed.as_ref().and_then(|parsed| render_mime(name, parsed)) {
-                        Some(item) => item,
-                        None => continue,
-                    },
+                } else {
+                    None
+                };
+                let parsed = match (&bytes, needs_parse) {
+                    (Some(bytes), true) => Some(ParsedMessage::parse(bytes)),
+                    _ => None,
+                };
+                let mut items = Vec::new();
+                for want in &wants {
+                    items.push(match want {
+                        Want::Flags => flags_item(&record),
+                        Want::Uid => MessageDataItem::Uid(nonzero(record.uid)),
+                        Want::InternalDate => {
+                            MessageDataItem::InternalDate(internal_date(record.internal_date))
+                        }
+                        Want::Size => {
+                            MessageDataItem::Rfc822Size(u32::try_from(record.size).unwrap_or(u32::MAX))
+                        }
+                        Want::ModSeq => match NonZeroU64::new(record.modseq) {
+                            Some(modseq) => MessageDataItem::ModSeq(modseq),
+                            None => continue,
+                        },
+                        Want::Message { rfc822, partial, .. } => {
+                            let all = bytes.clone().unwrap_or_default();
+                            let (origin, data) = match partial {
+                                Some((origin, length)) => {
+                                    let start = (*origin as usize).min(all.len());
+                                    let end = start.saturating_add(*length as usize).min(all.len());
+                                    (Some(*origin), all[start..end].to_vec())
+                                }
+                                None => (None, all),
+                            };
+                            if *rfc822 {
+                                MessageDataItem::Rfc822(nstring(data))
+                            } else {
+                                MessageDataItem::BodyExt {
+                                    section: None,
+                                    origin,
+                                    data: nstring(data),
+                                }
+                            }
+                        }
+                        Want::Mime(MessageDataItemName::Envelope) if parsed.is_none() => match &bytes {
+                            Some(bytes) => MessageDataItem::Envelope(mime::envelope(bytes)),
+                            None => continue,
+                        },
+                        Want::Mime(name) => {
+                            match parsed.as_ref().and_then(|parsed| render_mime(name, parsed)) {
+                                Some(item) => item,
+                                None => continue,
+                            }
+                        }
+                    });
+                }
+                if seen_now.contains(&record.uid) && !wants.contains(&Want::Flags) {
+                    items.push(flags_item(&record));
+                }
+                drop(parsed);
+                let Ok(items) = Vec1::try_from(items) else {
+                    continue;
+                };
+                let handle = self.server.enqueue_data(Data::Fetch {
+                    seq: nonzero(seq),
+                    items,
                 });
-            }
-            if seen_now.contains(&record.uid) && !wants.contains(&Want::Flags) {
-                items.push(flags_item(&record));
-            }
-            drop(parsed);
-            let Ok(items) = Vec1::try_from(items) else {
-                continue;
-            };
-            let handle = self.server.enqueue_data(Data::Fetch {
-                seq: nonzero(seq),
-                items,
-            });
-            if needs_bytes {
-                // One message's bytes in memory at a time.
-                self.send_until(handle).await;
+                if needs_bytes {
+                    // Written before the next message's response is built: the batch's bytes
+                    // are the most this FETCH holds in memory.
+                    self.send_until(handle).await;
+                }
             }
         }
         match failed {
@@ -506,6 +577,18 @@ mod tests {
             render_mime(&MessageDataItemName::Envelope, &parsed),
             Some(MessageDataItem::Envelope(_))
         ));
+    }
+
+    #[test]
+    fn batches_hold_at_most_a_mebibyte_or_256_messages_and_a_big_message_alone() {
+        assert_eq!(batches(&[]), Vec::<usize>::new());
+        // 1,000 messages of 4 KiB: 256 fill a MiB exactly, and the count bound is 256 too.
+        assert_eq!(batches(&[4096; 1000]), vec![256, 256, 256, 232]);
+        // 300 messages of 100 bytes: the count bound alone.
+        assert_eq!(batches(&[100; 300]), vec![256, 44]);
+        // A 2 MiB message between small ones is a batch of its own.
+        let mib = 1 << 20;
+        assert_eq!(batches(&[10, 2 * mib, 10, mib - 10, 1]), vec![1, 1, 2, 1]);
     }
 
     #[test]

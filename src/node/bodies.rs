@@ -491,6 +491,20 @@ impl NodeBodies {
         })
     }
 
+    /// The checked bytes of each of `ids` that this node's store holds, read one after another
+    /// on one blocking thread (one hand-off for the lot, not one per body). `None` for a body
+    /// the store lacks, whose copy failed its check (it was quarantined) or could not be read:
+    /// [`NodeBodies::open`] then fetches it from a member or says why it cannot.
+    pub async fn read_local(&self, ids: Vec<BodyId>) -> Vec<Option<Vec<u8>>> {
+        let store = self.inner.store.clone();
+        let count = ids.len();
+        tokio::task::spawn_blocking(move || {
+            ids.iter().map(|id| store.read_bytes(id).ok().flatten()).collect()
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; count])
+    }
+
     /// The store's checked read, on a blocking thread (it hashes the whole body).
     async fn read_checked(&self, id: BodyId) -> Result<Option<std::fs::File>, BodyError> {
         let store = self.inner.store.clone();
