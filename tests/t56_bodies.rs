@@ -341,6 +341,21 @@ fn every_acknowledged_body_survives_a_kill_of_the_receiving_node() {
         for (uid, bytes) in &acked {
             let read = read_body(&cluster.node(node).api, "INBOX", *uid, None);
             assert_eq!(read.status, 200, "node {node}, UID {uid}: {}", read.json());
+            if read.body != *bytes {
+                // Diagnostics for the failure below: the node's body log lines, the answer's
+                // headers, and whether a second read gets the right bytes.
+                let log = cluster.log(node);
+                let lines: Vec<&str> = log.lines().filter(|l| l.contains("body")).collect();
+                eprintln!("node {node}'s body log lines:\n{}", lines.join("\n"));
+                let again = read_body(&cluster.node(node).api, "INBOX", *uid, None);
+                eprintln!(
+                    "headers {:?}; read again: {}, {} bytes, the bytes sent: {}",
+                    read.headers,
+                    again.status,
+                    again.body.len(),
+                    again.body == *bytes
+                );
+            }
             assert!(
                 read.body == *bytes,
                 "node {node}, UID {uid}: other bytes: {} read (id {}, header {:?}), {} sent (id {})",

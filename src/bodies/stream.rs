@@ -174,6 +174,12 @@ pub fn file_body(file: std::fs::File, start: u64, len: u64) -> Channel<Bytes, io
             let mut buf = vec![0u8; READ_CHUNK.min(left as usize)];
             match file.read(&mut buf).await {
                 Ok(0) => {
+                    tracing::warn!(
+                        start,
+                        len,
+                        left,
+                        "a body file ended before its length while being served"
+                    );
                     tx.abort(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the body file ended early",
@@ -184,10 +190,12 @@ pub fn file_body(file: std::fs::File, start: u64, len: u64) -> Channel<Bytes, io
                     buf.truncate(n);
                     left -= n as u64;
                     if tx.send_data(Bytes::from(buf)).await.is_err() {
+                        tracing::debug!(start, len, left, "the receiver of a body went away");
                         return; // the receiver went away
                     }
                 }
                 Err(e) => {
+                    tracing::warn!(start, len, left, error = %e, "reading a body file being served failed");
                     tx.abort(e);
                     return;
                 }
