@@ -4,7 +4,7 @@
 //! IDLE (RFC 2177), woken by the node's applies of the user's group (`MailService::watch`).
 
 use imap_next::imap_types::core::Tag;
-use imap_next::imap_types::response::{CommandContinuationRequest, Data, Status};
+use imap_next::imap_types::response::{Code, CommandContinuationRequest, Data, Status};
 use imap_next::server::Event;
 
 use super::mailboxes::nonzero;
@@ -69,6 +69,16 @@ impl<S: MailService> Session<S> {
             }
         }
         self.announce(allow_expunge);
+        let view = &self.selected.as_ref().expect("selected").view;
+        if self.qresync {
+            // RFC 7162 erratum 1810: while expunges wait (during FETCH, STORE, SEARCH), MODSEQs
+            // above theirs may have gone out; a client that stopped now and resynchronized from
+            // the highest it saw would never learn of them. This HIGHESTMODSEQ is below them.
+            if let Some(modseq) = view.expunged_below().and_then(std::num::NonZeroU64::new) {
+                let status = Status::ok(None, Some(Code::HighestModSeq(modseq)), text("Expunges pending"));
+                self.server.enqueue_status(status.expect("valid status"));
+            }
+        }
         let view = &self.selected.as_ref().expect("selected").view;
         if allow_expunge && view.exists() != exists {
             // The index's tombstones did not cover the gap: compare every UID.

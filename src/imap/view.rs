@@ -21,6 +21,9 @@ pub struct View {
     appended: BTreeSet<u32>,
     /// The highest MODSEQ of the mailbox the session has caught up with.
     pub highest_modseq: u64,
+    /// While `expunged` is not empty: `highest_modseq` when the first of them was noted, below
+    /// the MODSEQ of every buffered expunge (they came from changes after it).
+    expunged_below: Option<u64>,
 }
 
 impl View {
@@ -33,6 +36,7 @@ impl View {
             expunged: BTreeSet::new(),
             appended: BTreeSet::new(),
             highest_modseq,
+            expunged_below: None,
         }
     }
 
@@ -67,6 +71,7 @@ impl View {
     }
 
     /// Records that the index no longer has `uids`; those the session does not know are ignored.
+    /// Call it before raising `highest_modseq` to the changes that told of them.
     pub fn note_expunged(&mut self, uids: impl IntoIterator<Item = u32>) {
         for uid in uids {
             if self.seq_of(uid).is_some() {
@@ -74,6 +79,16 @@ impl View {
             }
             self.appended.remove(&uid);
         }
+        if !self.expunged.is_empty() {
+            self.expunged_below.get_or_insert(self.highest_modseq);
+        }
+    }
+
+    /// While expunges wait to be announced: a MODSEQ below each of theirs, the safe point for a
+    /// client to resynchronize from if the connection ends now (RFC 7162 erratum 1810, to be
+    /// sent as `OK [HIGHESTMODSEQ]` when MODSEQs above it may have been sent meanwhile).
+    pub fn expunged_below(&self) -> Option<u64> {
+        self.expunged_below.filter(|_| !self.expunged.is_empty())
     }
 
     /// Records that the index has `uids`; those the session knows already are ignored.
@@ -87,6 +102,7 @@ impl View {
     /// every number stays valid as sent).
     pub fn take_expunges(&mut self) -> Vec<u32> {
         let mut seqs = Vec::with_capacity(self.expunged.len());
+        self.expunged_below = None;
         for uid in std::mem::take(&mut self.expunged).into_iter().rev() {
             let seq = self
                 .seq_of(uid)
@@ -102,6 +118,7 @@ impl View {
     /// UIDs, ascending. One response covers them all; the client renumbers as EXPUNGE would.
     pub fn take_vanished(&mut self) -> Vec<u32> {
         let gone = std::mem::take(&mut self.expunged);
+        self.expunged_below = None;
         self.uids.retain(|uid| !gone.contains(uid));
         debug_assert!(self.uids.windows(2).all(|w| w[0] < w[1]));
         gone.into_iter().collect()
@@ -148,6 +165,27 @@ mod tests {
         assert_eq!(view.uids(), &[1, 3, 5]);
         assert_eq!(view.seq_of(5), Some(3));
         assert!(view.take_expunges().is_empty());
+    }
+
+    /// The safe MODSEQ is the view's before the first buffered expunge was noted; later ones do
+    /// not raise it, and taking the expunges clears it.
+    #[test]
+    fn buffered_expunges_keep_a_modseq_below_theirs() {
+        let mut view = View::new(vec![1, 2, 3], 10);
+        assert_eq!(view.expunged_below(), None);
+        view.note_expunged([2]);
+        view.highest_modseq = 12;
+        view.note_expunged([3]);
+        view.highest_modseq = 15;
+        assert_eq!(view.expunged_below(), Some(10));
+        view.take_vanished();
+        assert_eq!(view.expunged_below(), None);
+        view.note_expunged([9]); // unknown UID: nothing buffered
+        assert_eq!(view.expunged_below(), None);
+        view.note_expunged([1]);
+        assert_eq!(view.expunged_below(), Some(15));
+        view.take_expunges();
+        assert_eq!(view.expunged_below(), None);
     }
 
     #[test]

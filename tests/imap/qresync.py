@@ -254,9 +254,12 @@ assert uid_map(b) == {1: 1, 2: 3, 3: 5, 4: 6}
 
 step("node 1: EXPUNGE of UID 5 answers * VANISHED 5; node 2 gets none during FETCH, one at NOOP")
 a.ok("UID STORE 5 +FLAGS.SILENT (\\Deleted)")
+before_expunge = status(a, "Sync", "HIGHESTMODSEQ")
 expunged = a.ok("EXPUNGE")
 no_expunge(expunged)
 assert vanished(expunged, False) == [5], expunged
+expunge_modseq = status(a, "Sync", "HIGHESTMODSEQ")
+assert expunge_modseq > before_expunge, (before_expunge, expunge_modseq)
 
 
 def fetch_without_5():
@@ -267,8 +270,13 @@ def fetch_without_5():
     uids = {seq: e["uid"] for seq, e in fetches(lines, merge=True).items()}
     if 5 in uids.values():
         assert uids == {1: 1, 2: 3, 3: 5, 4: 6}, uids
+        assert not any(l.startswith("* OK [HIGHESTMODSEQ") for l in lines), lines
         return None
     assert uids == {1: 1, 2: 3, 4: 6}, uids
+    # RFC 7162 erratum 1810: with the expunge held back, a HIGHESTMODSEQ below its MODSEQ, the
+    # point a client that disconnected now must resynchronize from.
+    safe = code(lines, "HIGHESTMODSEQ")
+    assert 0 < safe < expunge_modseq, (safe, expunge_modseq, lines)
     return True
 
 
