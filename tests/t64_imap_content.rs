@@ -7,16 +7,18 @@
 //! APPEND of fixture messages (`tests/fixtures/imap/`: a multipart with an attachment and an
 //! enclosed message/rfc822, a plain one, one with encoded words) on node 1, then on node 2
 //! FETCH of ENVELOPE, BODYSTRUCTURE, BODY, `BODY[1.MIME]`, `BODY[HEADER.FIELDS (...)]`,
-//! `BODY.PEEK[2]<0.10>`, RFC822.HEADER, RFC822.TEXT, ALL, FULL, FAST; SEARCH by flags, FROM,
+//! `BODY.PEEK[2]<0.10>`, RFC822.HEADER, RFC822.TEXT, ALL, FULL, FAST, then ENVELOPE,
+//! BODYSTRUCTURE and BODY again (answered from each node's MIME cache); SEARCH by flags, FROM,
 //! SUBJECT, BODY, TEXT, HEADER, LARGER, SMALLER, SINCE, BEFORE, UID ranges, NOT/OR, CHARSET
 //! UTF-8 with a non-ASCII literal, an unknown charset, MODSEQ after ENABLE CONDSTORE; node 1
 //! expunging while node 2 SEARCHes. Checks (in the script): each FETCH answer byte-equal on
-//! both nodes and equal to Dovecot's recorded one (BODY/BODYSTRUCTURE case-insensitively);
-//! `\Seen` set by non-PEEK sections and RFC822.TEXT only; the SEARCH results; `NO
-//! [BADCHARSET (US-ASCII UTF-8)]`; `(MODSEQ n)` the highest of the matches, only when MODSEQ was
-//! asked; no EXPUNGE during a non-UID SEARCH, whose numbers stay the session's. Then a message
-//! appended by reference through the HTTP API (an index record without bytes): FETCH ENVELOPE
-//! answers the others and NO naming it; SEARCH FLAGGED finds it; SEARCH BODY answers NO.
+//! both nodes and equal to Dovecot's recorded one (BODY/BODYSTRUCTURE case-insensitively), a
+//! cached answer byte-equal to the first; `\Seen` set by non-PEEK sections and RFC822.TEXT
+//! only; the SEARCH results; `NO [BADCHARSET (US-ASCII UTF-8)]`; `(MODSEQ n)` the highest of the
+//! matches, only when MODSEQ was asked; no EXPUNGE during a non-UID SEARCH, whose numbers stay
+//! the session's. Then a message appended by reference through the HTTP API (an index record
+//! without bytes): FETCH ENVELOPE answers the others and NO naming it; SEARCH FLAGGED finds it;
+//! SEARCH BODY answers NO.
 
 mod support;
 

@@ -16,6 +16,14 @@
 //! store lacks is fetched alone ([`MailService::open_body`]). At most one batch's bytes are in
 //! memory at a time.
 //!
+//! ENVELOPE, BODYSTRUCTURE and BODY come first from the node's
+//! [`MimeCache`](super::mime_cache::MimeCache) (by body id, shared by all sessions; an entry is
+//! never stale: a body's bytes never change under its id): a message is read only when an item
+//! it is asked for is not cached, or another item needs its bytes, and what is computed then is
+//! kept. So `FETCH 1:* (FLAGS ENVELOPE)` after the first reads no body, as Dovecot answers it
+//! from its cache file (and a message answered from the cache alone is answered even while no
+//! member could serve its bytes). Such answers are written a batch at a time.
+//!
 //! A message whose bytes cannot be read (no member has a copy within the deadline, or it was
 //! stored by reference without bytes): it gets no FETCH response at all — never an empty or
 //! partial one a client would cache as its content — the other messages are answered, and the
@@ -25,6 +33,7 @@
 
 use std::borrow::Cow;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 use imap_next::imap_types::command::FetchModifier;
 use imap_next::imap_types::core::{IString, Literal, NString, Vec1};
@@ -37,6 +46,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 
 use super::mailboxes::nonzero;
 use super::mime::{self, ParsedMessage};
+use super::mime_cache::MimeItem;
 use super::reply::{other_code, Reply};
 use super::selected::{flags_item, resolve};
 use super::session::Session;
@@ -200,6 +210,14 @@ fn render_mime(
     })
 }
 
+/// Where `item` is in `cacheable` (the FETCH's cacheable items: it is there).
+fn slot_of(cacheable: &[MimeItem], item: MimeItem) -> usize {
+    cacheable
+        .iter()
+        .position(|&c| c == item)
+        .expect("a FETCH's cacheable items include each it asks")
+}
+
 /// The tagged NO of a FETCH some of whose messages could not be read: the first failure's code,
 /// and which messages got no answer.
 fn fetch_failed(first: Reply, uids: &[u32]) -> Reply {
@@ -336,13 +354,34 @@ impl<S: MailService> Session<S> {
             }
         }
         let mut failed: Option<(Reply, Vec<u32>)> = None;
-        let needs_bytes = wants
+        // The items the node's MIME cache answers (`super::mime_cache`), in `wants` order; the
+        // others that need a message's bytes need them whatever the cache holds.
+        let cacheable: Vec<MimeItem> = wants
             .iter()
-            .any(|w| matches!(w, Want::Message { .. } | Want::Mime(_)));
-        // ENVELOPE alone needs only the top header (`mime::envelope`), not the cut of the body.
-        let needs_parse = wants
-            .iter()
-            .any(|w| matches!(w, Want::Mime(name) if *name != MessageDataItemName::Envelope));
+            .filter_map(|w| match w {
+                Want::Mime(name) => MimeItem::of(name),
+                _ => None,
+            })
+            .collect();
+        let always_bytes = wants.iter().any(|w| match w {
+            Want::Message { .. } => true,
+            Want::Mime(name) => MimeItem::of(name).is_none(),
+            _ => false,
+        });
+        let needs_bytes = always_bytes || !cacheable.is_empty();
+        // Whether the message must be cut into its MIME tree once its bytes are read: ENVELOPE
+        // needs only the top header (`mime::envelope`).
+        let needs_tree = |hits: &[Option<Arc<MessageDataItem<'static>>>]| {
+            wants.iter().any(|w| match w {
+                Want::Mime(MessageDataItemName::Envelope) => false,
+                Want::Mime(name) => match MimeItem::of(name) {
+                    Some(item) => hits[slot_of(&cacheable, item)].is_none(),
+                    None => true,
+                },
+                _ => false,
+            })
+        };
+        let (mut hits_total, mut misses_total) = (0u64, 0u64);
         records.retain(|record| changed_since.is_none_or(|since| record.modseq > since));
         let lengths = if needs_bytes {
             batches(&records.iter().map(|r| r.size).collect::<Vec<_>>())
@@ -352,24 +391,53 @@ impl<S: MailService> Session<S> {
         let mut records = records.into_iter();
         for length in lengths {
             let batch: Vec<MessageView> = records.by_ref().take(length).collect();
-            // The batch's bodies this node holds, read in one go; the others one by one below.
-            let mut local = if needs_bytes {
-                let ids = batch.iter().filter_map(|r| r.body.map(BodyId)).collect();
-                self.shared.service.read_local_bodies(&user, ids).await
-            } else {
-                Vec::new()
+            // What the cache holds of each message's cacheable items; a message is read only
+            // when an item it is asked for is not there.
+            let mut cached: Vec<Vec<Option<Arc<MessageDataItem<'static>>>>> = batch
+                .iter()
+                .map(|record| {
+                    cacheable
+                        .iter()
+                        .map(|&item| {
+                            let id = BodyId(record.body?);
+                            self.shared.mime_cache.get(id, item)
+                        })
+                        .collect()
+                })
+                .collect();
+            let reads: Vec<bool> = cached
+                .iter()
+                .map(|hits| needs_bytes && (always_bytes || hits.iter().any(Option::is_none)))
+                .collect();
+            // The bodies to read that this node holds, read in one go; the others one by one
+            // below.
+            let mut local = {
+                let ids: Vec<BodyId> = batch
+                    .iter()
+                    .zip(&reads)
+                    .filter(|(_, &read)| read)
+                    .filter_map(|(r, _)| r.body.map(BodyId))
+                    .collect();
+                if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    self.shared.service.read_local_bodies(&user, ids).await
+                }
             }
             .into_iter();
-            for record in batch {
+            // The last response of the batch not yet written (a message answered without its
+            // bytes is not waited for one by one).
+            let mut unsent = None;
+            for ((record, read), hits) in batch.into_iter().zip(reads).zip(cached.iter_mut()) {
                 let here = match record.body {
-                    Some(_) if needs_bytes => local.next().flatten(),
+                    Some(_) if read => local.next().flatten(),
                     _ => None,
                 };
                 let view = &self.selected.as_ref().expect("selected").view;
                 let Some(seq) = view.seq_of(record.uid) else {
                     continue;
                 };
-                let bytes = if needs_bytes {
+                let bytes = if read {
                     let read = match here {
                         Some(bytes) => Ok(bytes),
                         None => self.message_bytes(&user, &record).await,
@@ -388,8 +456,8 @@ impl<S: MailService> Session<S> {
                 } else {
                     None
                 };
-                let parsed = match (&bytes, needs_parse) {
-                    (Some(bytes), true) => Some(ParsedMessage::parse(bytes)),
+                let parsed = match &bytes {
+                    Some(bytes) if needs_tree(hits) => Some(ParsedMessage::parse(bytes)),
                     _ => None,
                 };
                 let mut items = Vec::new();
@@ -427,16 +495,28 @@ impl<S: MailService> Session<S> {
                                 }
                             }
                         }
-                        Want::Mime(MessageDataItemName::Envelope) if parsed.is_none() => match &bytes {
-                            Some(bytes) => MessageDataItem::Envelope(mime::envelope(bytes)),
-                            None => continue,
-                        },
-                        Want::Mime(name) => {
-                            match parsed.as_ref().and_then(|parsed| render_mime(name, parsed)) {
+                        Want::Mime(name) => match MimeItem::of(name) {
+                            Some(item) => match hits[slot_of(&cacheable, item)].take() {
+                                Some(hit) => {
+                                    hits_total += 1;
+                                    Arc::unwrap_or_clone(hit)
+                                }
+                                None => {
+                                    // A read message has a body id: without one the read failed.
+                                    let (Some(bytes), Some(body)) = (&bytes, record.body) else {
+                                        continue;
+                                    };
+                                    misses_total += 1;
+                                    let value = item.compute(bytes, parsed.as_ref());
+                                    self.shared.mime_cache.insert(BodyId(body), item, value.clone());
+                                    value
+                                }
+                            },
+                            None => match parsed.as_ref().and_then(|parsed| render_mime(name, parsed)) {
                                 Some(item) => item,
                                 None => continue,
-                            }
-                        }
+                            },
+                        },
                     });
                 }
                 if seen_now.contains(&record.uid) && !wants.contains(&Want::Flags) {
@@ -450,13 +530,22 @@ impl<S: MailService> Session<S> {
                     seq: nonzero(seq),
                     items,
                 });
-                if needs_bytes {
+                if bytes.is_some() {
                     // Written before the next message's response is built: the batch's bytes
                     // are the most this FETCH holds in memory.
                     self.send_until(handle).await;
+                    unsent = None;
+                } else if needs_bytes {
+                    unsent = Some(handle);
                 }
             }
+            if let Some(handle) = unsent {
+                // Answers from the cache are written a batch at a time, which bounds what they
+                // hold as the batches bound the bytes read.
+                self.send_until(handle).await;
+            }
         }
+        super::metrics::record_mime_cache(hits_total, misses_total);
         match failed {
             Some((first, uids)) => fetch_failed(first, &uids),
             None => Reply::ok("FETCH completed"),

@@ -13,11 +13,23 @@ pub const SESSIONS_OPEN: &str = "dovetail_imap_sessions_open";
 pub const COMMANDS_TOTAL: &str = "dovetail_imap_commands_total";
 /// Counter: failed logins, by reason (`credentials`, `rate_limited`).
 pub const LOGIN_FAILURES_TOTAL: &str = "dovetail_imap_login_failures_total";
+/// Counter: ENVELOPE, BODYSTRUCTURE and BODY items FETCH took from the node's MIME cache
+/// (`super::mime_cache`), and those it computed from a body (then kept).
+pub const MIME_CACHE_HITS_TOTAL: &str = "dovetail_imap_mime_cache_hits_total";
+pub const MIME_CACHE_MISSES_TOTAL: &str = "dovetail_imap_mime_cache_misses_total";
 
 pub fn describe() {
     describe_gauge!(SESSIONS_OPEN, "IMAP sessions open, by listener protocol");
     describe_counter!(COMMANDS_TOTAL, "IMAP commands answered, by command and result");
     describe_counter!(LOGIN_FAILURES_TOTAL, "Failed IMAP logins, by reason");
+    describe_counter!(
+        MIME_CACHE_HITS_TOTAL,
+        "FETCH items (ENVELOPE, BODYSTRUCTURE, BODY) answered from the node's MIME cache"
+    );
+    describe_counter!(
+        MIME_CACHE_MISSES_TOTAL,
+        "FETCH items (ENVELOPE, BODYSTRUCTURE, BODY) computed from a body and then cached"
+    );
 }
 
 /// What [`counts`] reads: sessions open (`imap`, `imaps`), commands by result, failed logins.
@@ -94,4 +106,15 @@ pub fn record_command(name: &'static str, result: &'static str) {
 pub fn record_login_failure(reason: &'static str) {
     metrics::counter!(LOGIN_FAILURES_TOTAL, "reason" => reason).increment(1);
     LOGIN_FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts one FETCH's MIME cache lookups (once per FETCH, not per message: a counter lookup per
+/// message would cost a noticeable part of a cached answer).
+pub fn record_mime_cache(hits: u64, misses: u64) {
+    if hits > 0 {
+        metrics::counter!(MIME_CACHE_HITS_TOTAL).increment(hits);
+    }
+    if misses > 0 {
+        metrics::counter!(MIME_CACHE_MISSES_TOTAL).increment(misses);
+    }
 }

@@ -14,7 +14,8 @@
 //! - [`selected`]: the selected state (STORE, EXPUNGE, CLOSE, UNSELECT, SEARCH with
 //!   [`searching`]: facts from this node's index, bodies through the body store only when a key
 //!   needs them); [`fetch`]: FETCH, the MIME items cut once per message by [`mime`];
-//!   [`refresh`]: what changed meanwhile, told only where RFC 3501 §7.4.1 allows, and IDLE.
+//!   [`mime_cache`]: ENVELOPE, BODYSTRUCTURE and BODY kept per body id for every session, so
+//!   a FETCH of only those reads no body; [`refresh`]: what changed meanwhile, told only where RFC 3501 §7.4.1 allows, and IDLE.
 //! - [`view`]: a selected mailbox's per-session sequence ↔ UID map, expunges buffered.
 //! - [`qresync`]: SELECT/EXAMINE (QRESYNC ...) and UID FETCH (CHANGEDSINCE ... VANISHED):
 //!   `* VANISHED (EARLIER)` from the index's expunge tombstones, then what changed.
@@ -36,6 +37,7 @@ pub mod login;
 pub mod mailboxes;
 pub mod metrics;
 pub mod mime;
+pub mod mime_cache;
 pub mod qresync;
 pub mod refresh;
 pub mod reply;

@@ -1,5 +1,5 @@
 //! `Shared`: what every IMAP session of a node shares — the mail service, the users, the
-//! login limiter, the limits, the certificate, the connection permits.
+//! login limiter, the limits, the certificate, the connection permits, the MIME item cache.
 
 use std::sync::{Arc, Mutex};
 
@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::ImapConfig;
+use super::mime_cache::{MimeCache, MIME_CACHE_BYTES};
 use crate::users::{LimiterConfig, LoginLimiter, Users};
 
 /// What every session of a node shares.
@@ -21,6 +22,9 @@ pub struct Shared<S> {
     pub tls: Option<TlsAcceptor>,
     /// One per open session, over both listeners (`ImapConfig::max_connections`).
     pub permits: Arc<Semaphore>,
+    /// ENVELOPE, BODYSTRUCTURE and BODY by body id, for every session of the node
+    /// ([`MIME_CACHE_BYTES`]).
+    pub mime_cache: MimeCache,
 }
 
 impl<S> Shared<S> {
@@ -37,6 +41,7 @@ impl<S> Shared<S> {
             limiter: Mutex::new(LoginLimiter::new(LimiterConfig::default())),
             config,
             tls,
+            mime_cache: MimeCache::new(MIME_CACHE_BYTES),
         }
     }
 }

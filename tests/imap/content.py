@@ -163,11 +163,19 @@ checks = [
     ("FULL", lambda ours: dovecot(M, "BODY").lower() in ours.lower() and dovecot(M, "ENVELOPE") in ours),
     ("FAST", lambda ours: b"RFC822.SIZE 1085" in ours and b"ENVELOPE" not in ours),
 ]
+answers = {}
 for item, check in checks:
     ours2 = uid_fetch(c2, mixed, item)
     ours1 = uid_fetch(c1, mixed, item)
     assert ours1 == ours2, ("node 1 and node 2 differ", item, ours1, ours2)
     assert check(ours2), ("not Dovecot's answer", item, ours2)
+    answers[item] = ours2
+step("ENVELOPE, BODYSTRUCTURE and BODY again, now from each node's MIME cache: the same bytes")
+for item in ["ENVELOPE", "BODYSTRUCTURE", "BODY", "(ENVELOPE BODYSTRUCTURE)"]:
+    want = answers.get(item) or answers["ENVELOPE"] + b" " + answers["BODYSTRUCTURE"]
+    for conn in (c1, c2):
+        ours = uid_fetch(conn, mixed, item)
+        assert ours == want, ("a cached answer differs", item, ours, want)
 for name, uid in [("01-plain", plain), ("07-encoded-words", encoded)]:
     for item in ["BODYSTRUCTURE", "BODY.PEEK[HEADER]", "BODY.PEEK[1]"]:
         ours2 = uid_fetch(c2, uid, item)
