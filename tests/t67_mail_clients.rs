@@ -81,6 +81,33 @@ fn flag_set(flags: &[&str]) -> BTreeSet<String> {
     flags.iter().map(|f| f.to_string()).collect()
 }
 
+/// The INBOX changes both tests make through node 2: flags set and cleared on every 20th, 37th
+/// and 41st of the 1,000 messages, 40 expunged, 10 appended (every other one seen).
+fn inbox_changes(changes: &mut Changes) {
+    changes.store(
+        "INBOX",
+        &ids("inbox", (0..1000).step_by(20)),
+        true,
+        &["\\Flagged"],
+    );
+    changes.store("INBOX", &ids("inbox", (1..1000).step_by(37)), false, &["\\Seen"]);
+    changes.store(
+        "INBOX",
+        &ids("inbox", (2..1000).step_by(41)),
+        true,
+        &["\\Answered", "\\Seen"],
+    );
+    changes.expunge("INBOX", &ids("inbox", 500..540));
+    for k in 0..10usize {
+        let flags = if k.is_multiple_of(2) {
+            flag_set(&["\\Seen"])
+        } else {
+            flag_set(&[])
+        };
+        changes.append("INBOX", message("server", k), flags);
+    }
+}
+
 /// Changes made through IMAP (`tests/imap/mailbox.py change`), kept in step with the model.
 struct Changes<'a> {
     model: &'a mut Mailboxes,
@@ -262,28 +289,7 @@ fn mbsync_two_way_sync_agrees_with_every_node() {
 
     // Through node 2: flags set and cleared, messages expunged and appended, a mailbox created.
     let mut changes = Changes::new(&mut model);
-    changes.store(
-        "INBOX",
-        &ids("inbox", (0..1000).step_by(20)),
-        true,
-        &["\\Flagged"],
-    );
-    changes.store("INBOX", &ids("inbox", (1..1000).step_by(37)), false, &["\\Seen"]);
-    changes.store(
-        "INBOX",
-        &ids("inbox", (2..1000).step_by(41)),
-        true,
-        &["\\Answered", "\\Seen"],
-    );
-    changes.expunge("INBOX", &ids("inbox", 500..540));
-    for k in 0..10usize {
-        let flags = if k.is_multiple_of(2) {
-            flag_set(&["\\Seen"])
-        } else {
-            flag_set(&[])
-        };
-        changes.append("INBOX", message("server", k), flags);
-    }
+    inbox_changes(&mut changes);
     changes.expunge("Archive", &ids("archive", [3, 4]));
     changes.store("Archive", &ids("archive", [5, 6, 7]), true, &["\\Flagged"]);
     changes.append(
@@ -415,28 +421,7 @@ fn offlineimap_one_way_sync_agrees_with_every_node() {
 
     // Through node 2: flags set and cleared, messages expunged and appended.
     let mut changes = Changes::new(&mut model);
-    changes.store(
-        "INBOX",
-        &ids("inbox", (0..1000).step_by(20)),
-        true,
-        &["\\Flagged"],
-    );
-    changes.store("INBOX", &ids("inbox", (1..1000).step_by(37)), false, &["\\Seen"]);
-    changes.store(
-        "INBOX",
-        &ids("inbox", (2..1000).step_by(41)),
-        true,
-        &["\\Answered", "\\Seen"],
-    );
-    changes.expunge("INBOX", &ids("inbox", 500..540));
-    for k in 0..10usize {
-        let flags = if k.is_multiple_of(2) {
-            flag_set(&["\\Seen"])
-        } else {
-            flag_set(&[])
-        };
-        changes.append("INBOX", message("server", k), flags);
-    }
+    inbox_changes(&mut changes);
     changes.expunge("Archive", &ids("archive", [3, 4]));
     changes.append("Archive", message("server-archive", 0), flag_set(&["\\Flagged"]));
     changes.apply(dir.path(), &imap[1]);
