@@ -114,6 +114,11 @@ fn a_member_that_was_down_gets_every_body_and_unreferenced_ones_are_collected() 
     wait_until(Duration::from_secs(30), "node 3 holds the 5 bodies", || {
         short.iter().all(|(id, _)| stored(&cluster, 3, id))
     });
+    // Node 3 stores a pushed body before node 1 hears the answer and counts it: wait for the
+    // sender's side too.
+    wait_until(Duration::from_secs(30), "node 1's backlog drained", || {
+        backlog_for_3(&cluster, 1).is_null()
+    });
     let node1 = bodies(&cluster, 1);
     assert!(node1["background_pushed"].as_u64() >= Some(5), "{node1}");
     assert_eq!(node1["backlog_overflows"], 0, "{node1}");
@@ -189,6 +194,12 @@ fn a_member_that_was_down_gets_every_body_and_unreferenced_ones_are_collected() 
             let node3 = bodies(&cluster, 3);
             node3["sweeps"].as_u64() > Some(0) && node3["missing"] == 0
         },
+    );
+    // Node 3's own sweep at start may fetch everything before node 1's resync request lands.
+    wait_until(
+        Duration::from_secs(30),
+        "node 1's resync request answered",
+        || backlog_for_3(&cluster, 1).is_null(),
     );
     let (node1, node3) = (bodies(&cluster, 1), bodies(&cluster, 3));
     assert_eq!(node1["resyncs_requested"], 1, "{node1}");

@@ -13,8 +13,8 @@
 //! or one larger message): the bytes this node's store holds for a batch come from one hand-off
 //! to a blocking thread ([`MailService::read_local_bodies`]), not two per message, which on a
 //! loaded machine cost more than reading the bytes (`scripts/bench/vs-dovecot.sh`); a body the
-//! store lacks is fetched alone ([`MailService::open_body`]). At most one batch's bytes are in
-//! memory at a time.
+//! store lacks is fetched alone ([`MailService::open_body`]). A batch's answers are written
+//! together while the next batch is read, so at most two batches' bytes are in memory.
 //!
 //! ENVELOPE, BODYSTRUCTURE and BODY come first from the node's
 //! [`MimeCache`](super::mime_cache::MimeCache) (by body id, shared by all sessions; an entry is
@@ -36,7 +36,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use imap_next::imap_types::command::FetchModifier;
-use imap_next::imap_types::core::{IString, Literal, NString, Vec1};
+use imap_next::imap_types::core::Vec1;
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
@@ -46,7 +46,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 
 use super::mailboxes::nonzero;
 use super::mime::{self, ParsedMessage};
-use super::mime_cache::MimeItem;
+use super::mime_cache::{MimeCache, MimeItem};
 use super::reply::{other_code, Reply};
 use super::selected::{flags_item, resolve};
 use super::session::Session;
@@ -248,11 +248,60 @@ fn internal_date(seconds: i64) -> DateTime {
     })
 }
 
-/// Message bytes as a FETCH value (NIL when the bytes cannot be a literal: a NUL byte).
-fn nstring(bytes: Vec<u8>) -> NString<'static> {
-    match Literal::try_from(bytes) {
-        Ok(literal) => NString(Some(IString::Literal(literal))),
-        Err(_) => NString(None),
+/// One batch of a FETCH ([`batches`]): its records, what the MIME cache holds of each, and
+/// which must be read.
+struct Batch {
+    records: Vec<MessageView>,
+    cached: Vec<Vec<Option<Arc<MessageDataItem<'static>>>>>,
+    reads: Vec<bool>,
+    /// The bodies of the messages to read, in order.
+    ids: Vec<BodyId>,
+}
+
+impl Batch {
+    fn prepare(
+        records: Vec<MessageView>,
+        cache: &MimeCache,
+        cacheable: &[MimeItem],
+        needs_bytes: bool,
+        always_bytes: bool,
+    ) -> Batch {
+        // What the cache holds of each message's cacheable items; a message is read only when
+        // an item it is asked for is not there.
+        let cached: Vec<Vec<Option<Arc<MessageDataItem<'static>>>>> = records
+            .iter()
+            .map(|record| {
+                cacheable
+                    .iter()
+                    .map(|&item| cache.get(BodyId(record.body?), item))
+                    .collect()
+            })
+            .collect();
+        let reads: Vec<bool> = cached
+            .iter()
+            .map(|hits| needs_bytes && (always_bytes || hits.iter().any(Option::is_none)))
+            .collect();
+        let ids = records
+            .iter()
+            .zip(&reads)
+            .filter(|(_, &read)| read)
+            .filter_map(|(r, _)| r.body.map(BodyId))
+            .collect();
+        Batch {
+            records,
+            cached,
+            reads,
+            ids,
+        }
+    }
+}
+
+/// The bytes this node's store holds of `batch`'s bodies, in order ([`MailService::read_local_bodies`]).
+async fn read_batch<S: MailService>(service: &S, user: &str, batch: &Batch) -> Vec<Option<Vec<u8>>> {
+    if batch.ids.is_empty() {
+        Vec::new()
+    } else {
+        service.read_local_bodies(user, batch.ids.clone()).await
     }
 }
 
@@ -389,42 +438,27 @@ impl<S: MailService> Session<S> {
             vec![records.len()]
         };
         let mut records = records.into_iter();
-        for length in lengths {
+        let shared = self.shared.clone();
+        let prepare = |length: usize, records: &mut std::vec::IntoIter<MessageView>| {
             let batch: Vec<MessageView> = records.by_ref().take(length).collect();
-            // What the cache holds of each message's cacheable items; a message is read only
-            // when an item it is asked for is not there.
-            let mut cached: Vec<Vec<Option<Arc<MessageDataItem<'static>>>>> = batch
-                .iter()
-                .map(|record| {
-                    cacheable
-                        .iter()
-                        .map(|&item| {
-                            let id = BodyId(record.body?);
-                            self.shared.mime_cache.get(id, item)
-                        })
-                        .collect()
-                })
-                .collect();
-            let reads: Vec<bool> = cached
-                .iter()
-                .map(|hits| needs_bytes && (always_bytes || hits.iter().any(Option::is_none)))
-                .collect();
+            Batch::prepare(batch, &shared.mime_cache, &cacheable, needs_bytes, always_bytes)
+        };
+        // Batch k + 1's bytes are read while batch k's answers are written (below).
+        let mut next = lengths.first().map(|&length| prepare(length, &mut records));
+        let mut next_local = match &next {
+            Some(batch) => read_batch(&*shared.service, &user, batch).await,
+            None => Vec::new(),
+        };
+        for k in 0..lengths.len() {
+            let Batch {
+                records: batch,
+                mut cached,
+                reads,
+                ..
+            } = next.take().expect("prepared before");
             // The bodies to read that this node holds, read in one go; the others one by one
             // below.
-            let mut local = {
-                let ids: Vec<BodyId> = batch
-                    .iter()
-                    .zip(&reads)
-                    .filter(|(_, &read)| read)
-                    .filter_map(|(r, _)| r.body.map(BodyId))
-                    .collect();
-                if ids.is_empty() {
-                    Vec::new()
-                } else {
-                    self.shared.service.read_local_bodies(&user, ids).await
-                }
-            }
-            .into_iter();
+            let mut local = std::mem::take(&mut next_local).into_iter();
             // The last response of the batch not yet written (a message answered without its
             // bytes is not waited for one by one).
             let mut unsent = None;
@@ -476,22 +510,21 @@ impl<S: MailService> Session<S> {
                             None => continue,
                         },
                         Want::Message { rfc822, partial, .. } => {
-                            let all = bytes.clone().unwrap_or_default();
+                            let all = bytes.as_deref().unwrap_or_default();
                             let (origin, data) = match partial {
                                 Some((origin, length)) => {
-                                    let start = (*origin as usize).min(all.len());
-                                    let end = start.saturating_add(*length as usize).min(all.len());
-                                    (Some(*origin), all[start..end].to_vec())
+                                    (Some(*origin), mime::partial(all, *origin, *length))
                                 }
                                 None => (None, all),
                             };
+                            let data = mime::literal(Cow::Borrowed(data));
                             if *rfc822 {
-                                MessageDataItem::Rfc822(nstring(data))
+                                MessageDataItem::Rfc822(data)
                             } else {
                                 MessageDataItem::BodyExt {
                                     section: None,
                                     origin,
-                                    data: nstring(data),
+                                    data,
                                 }
                             }
                         }
@@ -530,20 +563,23 @@ impl<S: MailService> Session<S> {
                     seq: nonzero(seq),
                     items,
                 });
-                if bytes.is_some() {
-                    // Written before the next message's response is built: the batch's bytes
-                    // are the most this FETCH holds in memory.
-                    self.send_until(handle).await;
-                    unsent = None;
-                } else if needs_bytes {
+                if needs_bytes {
                     unsent = Some(handle);
                 }
             }
-            if let Some(handle) = unsent {
-                // Answers from the cache are written a batch at a time, which bounds what they
-                // hold as the batches bound the bytes read.
-                self.send_until(handle).await;
-            }
+            // The batch's answers are written (in large writes, `Connection::next`) while the
+            // next batch's bytes are read: at most two batches' bytes are in memory.
+            next = lengths.get(k + 1).map(|&length| prepare(length, &mut records));
+            let read = async {
+                match &next {
+                    Some(batch) => read_batch(&*shared.service, &user, batch).await,
+                    None => Vec::new(),
+                }
+            };
+            next_local = match unsent {
+                Some(handle) => tokio::join!(self.send_until(handle), read).1,
+                None => read.await,
+            };
         }
         super::metrics::record_mime_cache(hits_total, misses_total);
         match failed {
@@ -612,6 +648,7 @@ impl<S: MailService> Session<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imap_next::imap_types::core::NString;
     use imap_next::imap_types::fetch::{Macro, Part};
 
     #[test]

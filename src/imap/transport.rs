@@ -42,6 +42,9 @@ enum Stream {
     Upgrading,
 }
 
+/// Outgoing bytes gathered before they are written (see [`Connection::next`]).
+const WRITE_CHUNK: usize = 64 * 1024;
+
 /// One client connection.
 pub struct Connection {
     stream: Stream,
@@ -85,29 +88,29 @@ impl Connection {
     }
 
     /// The server's next event, writing what it has to send and reading what it needs.
+    ///
+    /// Responses are gathered into one buffer and written when it passes [`WRITE_CHUNK`], before
+    /// waiting for input, and before any event but `ResponseSent` is returned: a FETCH of a
+    /// thousand messages is a few large writes, not a thousand small ones. A caller that waits
+    /// on something else after `ResponseSent` calls [`Connection::flush`] first (as
+    /// `send_until` does).
     pub async fn next(&mut self, server: &mut Server) -> Result<Event, TransportError> {
         loop {
-            if self.pending.is_some() {
-                // What was sent reaches the client before the caller acts on the event (an
-                // idling client waits for it).
-                if self.unflushed || !self.write_buffer.is_empty() {
+            if let Some(event) = self.pending.take() {
+                if !matches!(event, Event::ResponseSent { .. })
+                    && (self.unflushed || !self.write_buffer.is_empty())
+                {
+                    // What was sent reaches the client before the caller acts on the event
+                    // (an idling client waits for it). Kept pending until then: a cancelled
+                    // flush loses no event.
+                    self.pending = Some(event);
                     self.flush().await?;
+                    return Ok(self.pending.take().expect("kept above"));
                 }
-                return Ok(self.pending.take().expect("checked"));
+                return Ok(event);
             }
-            if !self.write_buffer.is_empty() {
-                let written = match &mut self.stream {
-                    Stream::Plain(s) => s.write(&self.write_buffer).await?,
-                    Stream::Tls(s) => s.write(&self.write_buffer).await?,
-                    Stream::Other(s) => s.write(&self.write_buffer).await?,
-                    Stream::Upgrading => return Err(TransportError::Closed),
-                };
-                if written == 0 {
-                    return Err(TransportError::Closed);
-                }
-                self.write_buffer.drain(..written);
-                self.unflushed = true;
-                continue;
+            if self.write_buffer.len() >= WRITE_CHUNK {
+                self.flush().await?;
             }
             if !self.read_buffer.is_empty() {
                 server.enqueue_input(&self.read_buffer);
@@ -115,7 +118,10 @@ impl Connection {
             }
             match server.next() {
                 Ok(event) => self.pending = Some(event),
-                Err(Interrupt::Io(Io::Output(bytes))) => self.write_buffer.extend_from_slice(&bytes),
+                Err(Interrupt::Io(Io::Output(bytes))) => {
+                    self.write_buffer.extend_from_slice(&bytes);
+                    self.unflushed = true;
+                }
                 Err(Interrupt::Io(Io::NeedMoreInput)) => {
                     self.flush().await?;
                     let read = match &mut self.stream {

@@ -569,7 +569,8 @@ impl NodeBodies {
             };
             match result {
                 Ok(()) => {
-                    self.inner.backlogs.done(peer, job);
+                    // Counted before the job leaves the backlog, so that an empty backlog
+                    // implies its pushes are counted.
                     let counter = match job {
                         Job::Push(_) => &self.inner.counters.background_pushed,
                         Job::Resync => {
@@ -581,6 +582,7 @@ impl NodeBodies {
                         }
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    self.inner.backlogs.done(peer, job);
                 }
                 Err(e) => {
                     tracing::debug!(peer, error = %e, "background body transfer failed; retrying later");
