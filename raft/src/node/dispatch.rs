@@ -14,6 +14,7 @@ use openraft::{ChangeMembers, ReadPolicy};
 
 use super::busy_hint::BusyHint;
 use super::proposals::Proposals;
+use super::read_rounds::ReadRounds;
 use super::storage_alarm::StorageAlarm;
 use crate::membership::{LeaderView, MemberRole, MembershipChange, MembershipOutcome, MembershipRules};
 use crate::state_machine::{position_of, GroupRaft};
@@ -43,6 +44,8 @@ pub(crate) struct Group<A: Application> {
     /// Since when this node leads the group (`None`: it does not); kept by the
     /// `leader_changes` task.
     pub leading_since: Arc<Mutex<Option<Instant>>>,
+    /// Linearizable reads waiting at this node while it leads: one confirmation per round.
+    pub reads: Arc<ReadRounds>,
 }
 
 impl<A: Application> Group<A> {
@@ -56,6 +59,7 @@ impl<A: Application> Group<A> {
             removed: AtomicBool::new(false),
             leader_contact_ms: AtomicU64::new(0),
             leading_since: Arc::default(),
+            reads: Arc::default(),
         }
     }
 
@@ -117,8 +121,21 @@ pub(crate) async fn local_write<A: Application>(group: &Group<A>, request: Reque
     group.proposals.propose(&group.raft, request).await
 }
 
-/// Confirms leadership with a quorum (ReadIndex) and returns the position to reach.
-pub(crate) async fn local_read_index<A: Application>(raft: &GroupRaft<A>) -> ReadIndexReply {
+/// Confirms leadership with a quorum (ReadIndex) and returns the position to reach: in a round
+/// shared with every read waiting on the group here (`super::read_rounds`).
+pub(crate) async fn local_read_index<A: Application>(group: &Group<A>) -> ReadIndexReply {
+    let raft = group.raft.clone();
+    group
+        .reads
+        .read(move || {
+            let raft = raft.clone();
+            async move { confirm_leadership(&raft).await }
+        })
+        .await
+}
+
+/// One ReadIndex round of openraft: the commit index, once a quorum confirmed this leader.
+async fn confirm_leadership<A: Application>(raft: &GroupRaft<A>) -> ReadIndexReply {
     match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
         Ok(linearizer) => ReadIndexReply::Ready {
             position: position_of(linearizer.read_log_id().log_id()),
@@ -382,7 +399,7 @@ impl<A: Application> Handler for GroupTable<A> {
                 }))
             }
             RequestBody::Forward(request) => Ok(ResponseBody::Forward(local_write(group, request).await)),
-            RequestBody::ReadIndex => Ok(ResponseBody::ReadIndex(local_read_index(raft).await)),
+            RequestBody::ReadIndex => Ok(ResponseBody::ReadIndex(local_read_index(group).await)),
             RequestBody::Admin(request) => Ok(ResponseBody::Forward(
                 local_admin(group, &self.rules, request).await,
             )),

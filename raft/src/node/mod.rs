@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod error;
 pub mod leader_changes;
 pub mod proposals;
+mod read_rounds;
 pub mod requests;
 pub mod storage_alarm;
 

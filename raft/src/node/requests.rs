@@ -299,7 +299,7 @@ impl<A: Application> RaftNode<A> {
         let result = self
             .on_leader(group_id, deadline, |target, remaining| async move {
                 match target {
-                    None => bounded(remaining, local_read_index(&group.raft))
+                    None => bounded(remaining, local_read_index(group))
                         .await
                         .map(Outcome::from),
                     Some(id) => Ok(Outcome::from(
