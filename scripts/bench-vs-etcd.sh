@@ -52,6 +52,10 @@
 #
 # Output: the side-by-side table (ratios are Dovetail / etcd: > 1 means Dovetail has more
 # throughput or higher latency), a resources table, and with --json FILE the same as JSON.
+# Every figure printed (sums over the wrk processes, merged percentiles, per-second rates,
+# ratios, medians) is computed by scripts/bench/vs_etcd_table.py from the files this script
+# writes (`vs_etcd_table.py --self-test` checks it); this script starts processes and reads
+# counters.
 # Any non-2xx answer or socket error (connect, read, write, timeout) is flagged in the table
 # with "!" and listed below it, and `"clean": false` in the JSON; the exit code stays 0 then.
 # Exit 1 on a failure to set up, 2 on a usage error. Every process it started is stopped on
@@ -73,6 +77,7 @@ die() {
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LUA_DIR="$ROOT/scripts/bench"
+TABLE="$ROOT/scripts/bench/vs_etcd_table.py"   # every sum, percentile, ratio and median printed
 DURATION=15
 CONNECTIONS="1 16 64 256"
 JSON_OUT=""
@@ -228,12 +233,7 @@ NONCE_BASE="$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
 
 # Sum of user + system CPU ticks of the given processes.
 cpu_ticks() {
-  local pid total=0 ticks
-  for pid in "$@"; do
-    ticks="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')" || ticks=0
-    total=$((total + ${ticks:-0}))
-  done
-  echo "$total"
+  python3 "$TABLE" cpu-ticks "$@"
 }
 
 # Sum over the given /metrics URLs of the series named $2 ("count sum" of a histogram $2).
@@ -243,44 +243,7 @@ metric_pair() {
   shift 2
   for url in "$@"; do
     if [ -n "$auth" ]; then curl -sf -H "$auth" "$url" || true; else curl -sf "$url" || true; fi
-  done | awk -v n="$name" '
-    $1 == n "_count" || index($1, n "_count{") == 1 { c += $2 }
-    $1 == n "_sum" || index($1, n "_sum{") == 1 { s += $2 }
-    END { printf "%d %.6f\n", c, s }'
-}
-
-# "XmY.YYYs" (bash `times`) -> seconds.
-to_seconds() {
-  echo "$1" | awk -F'[ms]' '{ printf "%.3f", $1 * 60 + $2 }'
-}
-
-# Merged latency percentile $1 (0-100) from summary files $2...: the smallest value v of any
-# grid such that the requests estimated at or below v (each process: its requests times the
-# highest grid percentile whose value is <= v) reach $1% of all requests. With one process this
-# is exactly wrk's own percentile.
-merged_percentile() {
-  local q="$1"
-  shift
-  local candidates
-  candidates="$(awk '$1 == "p" { print $3 }' "$@" | sort -nu | tr '\n' ' ')"
-  awk -v q="$q" -v candidates="$candidates" '
-    FNR == 1 { f++ }
-    $1 == "requests" { n[f] = $2; total += $2 }
-    $1 == "p" { k[f]++; p[f, k[f]] = $2 + 0; v[f, k[f]] = $3 + 0 }
-    END {
-      m = split(candidates, vals, " ")
-      if (total == 0 || m == 0) { print 0; exit }
-      for (i = 1; i <= m; i++) {
-        x = vals[i] + 0; below = 0
-        for (j = 1; j <= f; j++) {
-          best = 0
-          for (g = 1; g <= k[j]; g++) if (v[j, g] <= x && p[j, g] > best) best = p[j, g]
-          below += n[j] * best / 100
-        }
-        if (below >= q / 100 * total - 1e-9) { print x; exit }
-      }
-      print vals[m] + 0
-    }' "$@"
+  done | python3 "$TABLE" metric-pair "$name"
 }
 
 # Runs wrk at N connections against the system's URLs; appends one line to $RESULTS:
@@ -328,45 +291,25 @@ run_level() {
   done
   for i in "${WRK_SHELLS[@]}"; do wait "$i" || true; done
   WRK_SHELLS=()
-  local wall cpu_after fsync_after batch_after=""
-  wall="$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
+  local end_ns cpu_after fsync_after batch_after=""
+  end_ns="$(date +%s%N)"
   cpu_after="$(cpu_ticks "${PIDS[@]}")"
   fsync_after="$(metric_pair "$auth" "$fsync_name" "${metrics_urls[@]}")"
   [ "$system" = dovetail ] && batch_after="$(metric_pair "$auth" dovetail_proposal_batch_requests "${metrics_urls[@]}")"
 
-  local rps=0 requests=0 non2xx=0 sockerr=0 wrk_cpu=0 summaries=()
   for ((i = 0; i < procs; i++)); do
-    local out="$dir/wrk-$i.out"
-    [ -s "$dir/summary-$i" ] || die "wrk produced no summary ($out): $(tail -n 3 "$out")"
-    summaries+=("$dir/summary-$i")
-    rps="$(awk -v a="$rps" '/^Requests\/sec:/ { a += $2 } END { print a }' "$out")"
-    requests=$((requests + $(awk '$1 == "requests" { print $2 }' "$dir/summary-$i")))
-    non2xx=$((non2xx + $(awk '/Non-2xx or 3xx responses:/ { n = $NF } END { print n + 0 }' "$out")))
-    sockerr=$((sockerr + $(awk '/Socket errors:/ { gsub(",", ""); n = $4 + $6 + $8 + $10 } END { print n + 0 }' "$out")))
-    local user_t sys_t
-    read -r user_t sys_t < <(sed -n 2p "$dir/times-$i")
-    wrk_cpu="$(awk -v a="$wrk_cpu" -v u="$(to_seconds "$user_t")" -v s="$(to_seconds "$sys_t")" 'BEGIN { print a + u + s }')"
+    [ -s "$dir/summary-$i" ] || die "wrk produced no summary ($dir/wrk-$i.out): $(tail -n 3 "$dir/wrk-$i.out")"
   done
-  local p50 p99
-  p50="$(merged_percentile 50 "${summaries[@]}")"
-  p99="$(merged_percentile 99 "${summaries[@]}")"
-  awk -v sys="$system" -v c="$conns" -v procs="$procs" -v rps="$rps" -v req="$requests" \
-      -v p50="$p50" -v p99="$p99" -v e1="$non2xx" -v e2="$sockerr" -v wall="$wall" \
-      -v cpu0="$cpu_before" -v cpu1="$cpu_after" -v tck="$CLK_TCK" -v wcpu="$wrk_cpu" \
-      -v f0="$fsync_before" -v f1="$fsync_after" -v b0="$batch_before" -v b1="$batch_after" 'BEGIN {
-        split(f0, a, " "); split(f1, b, " ")
-        fs = b[1] - a[1]; fsum = b[2] - a[2]
-        # Proposal batches: one per log entry a leader proposed ("count sum" = entries, requests).
-        entries = "-"; per_entry = "-"
-        if (b1 != "") {
-          split(b0, x, " "); split(b1, y, " ")
-          n = y[1] - x[1]; entries = sprintf("%.1f", n / wall)
-          per_entry = (n > 0) ? sprintf("%.2f", (y[2] - x[2]) / n) : "0"
-        }
-        printf "%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.3f\t%s\t%s\n", sys, c, procs, rps,
-          req, p50, p99, e1, e2, (cpu1 - cpu0) / tck / wall, wcpu / wall, fs / wall,
-          (fs > 0 ? fsum / fs * 1000 : 0), entries, per_entry
-      }' >>"$RESULTS"
+  # Requests/s and errors summed, percentiles merged from the processes' grids, CPU and fsyncs
+  # per second of wall time: scripts/bench/vs_etcd_table.py.
+  local batch=()
+  [ "$system" = dovetail ] && batch=(--batch "$batch_before" "$batch_after")
+  local row
+  row="$(python3 "$TABLE" level "$dir" --system "$system" --conns "$conns" --procs "$procs" \
+    --start-ns "$start_ns" --end-ns "$end_ns" --cpu-ticks "$cpu_before" "$cpu_after" \
+    --clk-tck "$CLK_TCK" --fsync "$fsync_before" "$fsync_after" "${batch[@]}")" \
+    || die "could not reduce the results in $dir"
+  echo "$row" >>"$RESULTS"
   echo "  $system, $conns connections: $(tail -n 1 "$RESULTS" | cut -f4) req/s" >&2
 }
 
@@ -495,145 +438,16 @@ echo "wrk -d ${DURATION}s --latency, connections: $CONNECTIONS, target: $TARGET;
 # The table, the resources table, the list of runs with errors, and the JSON (to $2 unless
 # empty), from the results file $1.
 report() {
-awk -F'\t' -v json="$2" -v duration="$DURATION" -v target="$TARGET" \
-    -v etcd_version="$ETCD_VERSION" -v conns_list="$CONNECTIONS" -v cores="$(nproc)" \
-    -v loadavg="$LOADAVG" '
-  function ms(us) { return sprintf("%.2fms", us / 1000) }
-  function both(c) { return (("etcd", c) in have) && (("dovetail", c) in have) }
-  function ratio(c, a, b) { return (both(c) && b > 0) ? sprintf("%.2f", a / b) : "-" }
-  function jratio(c, a, b) { return (both(c) && b > 0) ? sprintf("%.3f", a / b) : "null" }
-  function cell(s, c,   e) {
-    if (!((s, c) in have)) return sprintf("%10s %9s %9s", "-", "-", "-")
-    e = (err1[s, c] + err2[s, c] > 0) ? "!" : " "
-    return sprintf("%9.0f%s %9s %9s", rps[s, c], e, ms(p50[s, c]), ms(p99[s, c]))
-  }
-  function jnum(v) { return (v == "" || v == "-") ? "null" : v }
-  function jsys(s, c) {
-    if (!((s, c) in have)) return "null"
-    return sprintf("{\"requests_per_second\": %.1f, \"requests\": %d, \"p50_us\": %d, \"p99_us\": %d, \"non_2xx\": %d, \"socket_errors\": %d, \"wrk_processes\": %d, \"nodes_cpu_cores\": %.2f, \"wrk_cpu_cores\": %.2f, \"fsyncs_per_second\": %.1f, \"fsync_mean_ms\": %.3f, \"entries_per_second\": %s, \"requests_per_entry\": %s}",
-      rps[s, c], req[s, c], p50[s, c], p99[s, c], err1[s, c], err2[s, c], procs[s, c], ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c], jnum(ent[s, c]), jnum(per[s, c]))
-  }
-  {
-    have[$1, $2] = 1; rps[$1, $2] = $4; req[$1, $2] = $5; p50[$1, $2] = $6; p99[$1, $2] = $7; err1[$1, $2] = $8
-    err2[$1, $2] = $9; procs[$1, $2] = $3; ncpu[$1, $2] = $10; wcpu[$1, $2] = $11; fsr[$1, $2] = $12
-    fsm[$1, $2] = $13; ent[$1, $2] = $14; per[$1, $2] = $15
-  }
-  END {
-    n = split(conns_list, conns, " ")
-    printf "%11s | %-31s | %-31s | %s\n", "", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"
-    printf "%11s | %10s %9s %9s | %10s %9s %9s | %10s %6s %6s\n", "connections", "req/s", "p50", "p99", "req/s", "p50", "p99", "throughput", "p50", "p99"
-    for (i = 1; i <= n; i++) {
-      c = conns[i]
-      printf "%11d | %s | %s | %10s %6s %6s\n", c, cell("etcd", c), cell("dovetail", c),
-        ratio(c, rps["dovetail", c], rps["etcd", c]), ratio(c, p50["dovetail", c], p50["etcd", c]),
-        ratio(c, p99["dovetail", c], p99["etcd", c])
-    }
-    printf "\nresources (CPU in cores busy on average, of %d; log fsyncs summed over the 3 nodes;\n", cores
-    print "for Dovetail also the log entries its leaders proposed per second, and requests per entry)"
-    printf "%11s | %9s %8s %9s %9s | %9s %8s %9s %9s %9s %9s\n", "connections", "etcd CPU", "wrk CPU", "fsync/s", "fsync ms", "dvt CPU", "wrk CPU", "fsync/s", "fsync ms", "entries/s", "req/entry"
-    for (i = 1; i <= n; i++) {
-      c = conns[i]; line = sprintf("%11d", c)
-      split("etcd dovetail", systems, " ")
-      for (k = 1; k <= 2; k++) {
-        s = systems[k]
-        if ((s, c) in have) line = line sprintf(" | %9.2f %8.2f %9.0f %9.2f", ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c])
-        else line = line sprintf(" | %9s %8s %9s %9s", "-", "-", "-", "-")
-        if (s == "dovetail") line = line sprintf(" %9s %9s", (s, c) in have ? (ent[s, c] == "-" ? "-" : sprintf("%.0f", ent[s, c])) : "-", (s, c) in have ? per[s, c] : "-")
-      }
-      print line
-    }
-    clean = 1
-    for (i = 1; i <= n; i++) {
-      c = conns[i]
-      split("etcd dovetail", systems, " ")
-      for (k = 1; k <= 2; k++) {
-        s = systems[k]
-        if (((s, c) in have) && err1[s, c] + err2[s, c] > 0) {
-          if (clean) print "\nERRORS (the rows marked !):"
-          clean = 0
-          printf "  %s at %d connections: %d non-2xx answers, %d socket errors of %d requests\n", s, c, err1[s, c], err2[s, c], req[s, c]
-        }
-      }
-    }
-    if (clean) print "\nno errors: every answer was 2xx, no socket errors"
-    if (json != "") {
-      printf "{\"duration_s\": %d, \"target\": \"%s\", \"cores\": %d, \"loadavg_before\": \"%s\", \"etcd_version\": \"%s\", \"clean\": %s,\n \"rows\": [\n", duration, target, cores, loadavg, etcd_version, clean ? "true" : "false" > json
-      for (i = 1; i <= n; i++) {
-        c = conns[i]
-        printf "  {\"connections\": %d,\n   \"etcd\": %s,\n   \"dovetail\": %s,\n   \"ratio\": {\"throughput\": %s, \"p50\": %s, \"p99\": %s}}%s\n", c, jsys("etcd", c), jsys("dovetail", c),
-          jratio(c, rps["dovetail", c], rps["etcd", c]), jratio(c, p50["dovetail", c], p50["etcd", c]),
-          jratio(c, p99["dovetail", c], p99["etcd", c]), (i < n ? "," : "") > json
-      }
-      print " ]}" > json
-    }
-  }' "$1"
+  python3 "$TABLE" report "$1" --json "$2" --duration "$DURATION" --target "$TARGET" \
+    --etcd-version "$ETCD_VERSION" --connections "$CONNECTIONS" --cores "$(nproc)" --loadavg "$LOADAVG"
 }
 
 # With --repeat: per system and connection count the median of each figure over the runs, and
 # the median and range of the runs' own ratios; the JSON (to $JSON_OUT) holds the same.
 report_medians() {
-  awk -F'\t' -v json="$JSON_OUT" -v duration="$DURATION" -v target="$TARGET" -v runs="$REPEAT" \
-      -v etcd_version="$ETCD_VERSION" -v conns_list="$CONNECTIONS" -v cores="$(nproc)" '
-  function median(list,   a, n, i, j, t) {
-    n = split(list, a, " ")
-    if (n == 0) return ""
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
-  function lo(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
-  function hi(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
-  function push(list, key, v) { list[key] = (key in list) ? list[key] " " v : v }
-  function cell(s, c) {
-    if (!((s, c, "rps") in vals)) return sprintf("%10s %9s %9s", "-", "-", "-")
-    return sprintf("%10.0f %9s %9s", median(vals[s, c, "rps"]), sprintf("%.2fms", median(vals[s, c, "p50"]) / 1000), sprintf("%.2fms", median(vals[s, c, "p99"]) / 1000))
-  }
-  function rcell(c, f) {
-    if (!((c, f) in ratios)) return sprintf("%17s", "-")
-    return sprintf("%4.2f (%4.2f-%4.2f)", median(ratios[c, f]), lo(ratios[c, f]), hi(ratios[c, f]))
-  }
-  function jmed(s, c) {
-    if (!((s, c, "rps") in vals)) return "null"
-    return sprintf("{\"requests_per_second\": %.1f, \"p50_us\": %d, \"p99_us\": %d, \"runs\": %d}", median(vals[s, c, "rps"]), median(vals[s, c, "p50"]), median(vals[s, c, "p99"]), split(vals[s, c, "rps"], tmp, " "))
-  }
-  function jratio(c, f) {
-    if (!((c, f) in ratios)) return "null"
-    return sprintf("{\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}", median(ratios[c, f]), lo(ratios[c, f]), hi(ratios[c, f]))
-  }
-  {
-    # run system conns procs rps requests p50 p99 non2xx sockerr ...
-    r = $1; s = $2; c = $3
-    push(vals, s SUBSEP c SUBSEP "rps", $5); push(vals, s SUBSEP c SUBSEP "p50", $7); push(vals, s SUBSEP c SUBSEP "p99", $8)
-    got[r, s, c] = 1; rps[r, s, c] = $5; p50[r, s, c] = $7; p99[r, s, c] = $8
-    if ($9 + $10 > 0) unclean = 1
-    if (r > last) last = r
-  }
-  END {
-    n = split(conns_list, conns, " ")
-    for (r = 1; r <= last; r++) for (i = 1; i <= n; i++) {
-      c = conns[i]
-      if (!(((r, "etcd", c) in got) && ((r, "dovetail", c) in got))) continue
-      if (rps[r, "etcd", c] > 0) push(ratios, c SUBSEP "rps", rps[r, "dovetail", c] / rps[r, "etcd", c])
-      if (p50[r, "etcd", c] > 0) push(ratios, c SUBSEP "p50", p50[r, "dovetail", c] / p50[r, "etcd", c])
-      if (p99[r, "etcd", c] > 0) push(ratios, c SUBSEP "p99", p99[r, "dovetail", c] / p99[r, "etcd", c])
-    }
-    printf "\nmedian over %d runs (ratios: the median of the runs'"'"' own ratios, their range in brackets)\n", runs
-    printf "%11s | %-31s | %-31s | %s\n", "", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"
-    printf "%11s | %10s %9s %9s | %10s %9s %9s | %17s %17s %17s\n", "connections", "req/s", "p50", "p99", "req/s", "p50", "p99", "throughput", "p50", "p99"
-    for (i = 1; i <= n; i++) {
-      c = conns[i]
-      printf "%11d | %s | %s | %s %s %s\n", c, cell("etcd", c), cell("dovetail", c), rcell(c, "rps"), rcell(c, "p50"), rcell(c, "p99")
-    }
-    print unclean ? "\nsome runs had errors (see their tables)" : "\nno errors in any run: every answer was 2xx, no socket errors"
-    if (json != "") {
-      printf "{\"duration_s\": %d, \"target\": \"%s\", \"cores\": %d, \"runs\": %d, \"etcd_version\": \"%s\", \"clean\": %s,\n \"median_rows\": [\n", duration, target, cores, runs, etcd_version, unclean ? "false" : "true" > json
-      for (i = 1; i <= n; i++) {
-        c = conns[i]
-        printf "  {\"connections\": %d,\n   \"etcd\": %s,\n   \"dovetail\": %s,\n   \"ratio\": {\"throughput\": %s, \"p50\": %s, \"p99\": %s}}%s\n", c, jmed("etcd", c), jmed("dovetail", c),
-          jratio(c, "rps"), jratio(c, "p50"), jratio(c, "p99"), (i < n ? "," : "") > json
-      }
-      print " ]}" > json
-    }
-  }' "$ALL_RESULTS"
+  python3 "$TABLE" medians "$ALL_RESULTS" --json "$JSON_OUT" --duration "$DURATION" \
+    --target "$TARGET" --runs "$REPEAT" --etcd-version "$ETCD_VERSION" \
+    --connections "$CONNECTIONS" --cores "$(nproc)"
 }
 for ((RUN = 1; RUN <= REPEAT; RUN++)); do
   if [ "$RUN" -gt 1 ]; then
@@ -647,7 +461,7 @@ for ((RUN = 1; RUN <= REPEAT; RUN++)); do
   : >"$RESULTS"
   [ "$RUN_ETCD" = 0 ] || run_etcd
   [ "$RUN_DOVETAIL" = 0 ] || run_dovetail
-  awk -v r="$RUN" '{ print r "\t" $0 }' "$RESULTS" >>"$ALL_RESULTS"
+  sed "s/^/$RUN\t/" "$RESULTS" >>"$ALL_RESULTS"
   if [ "$REPEAT" -gt 1 ]; then
     echo "run $RUN of $REPEAT:"
     report "$RESULTS" ""
