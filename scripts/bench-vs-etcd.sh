@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Dovetail appends vs etcd puts, both driven by the same external client (wrk) on this machine.
+# Dovetail appends vs etcd puts (or linearizable reads of each), both driven by the same external
+# client (wrk) on this machine.
 #
 #   scripts/bench-vs-etcd.sh [--duration 15] [--connections "1 16 64 256"] [--json FILE]
-#                            [--target all|one] [--threads 2] [--warmup 3] [--bin PATH]
-#                            [--groups 16] [--users 64] [--etcd-port 23790] [--dovetail-port 7300]
-#                            [--server-threads N] [--repeat 1] [--skip-etcd] [--skip-dovetail]
-#                            [--keep]
+#                            [--mode writes|reads] [--target all|one] [--threads 2] [--warmup 3]
+#                            [--bin PATH] [--groups 16[,256,...]] [--users 64] [--etcd-port 23790]
+#                            [--dovetail-port 7300] [--server-threads N] [--repeat 1]
+#                            [--skip-etcd] [--skip-dovetail] [--keep]
 #
 # What it does, one system at a time (never both running at once):
 #  1. Installs Debian's etcd-server, etcd-client and wrk with apt-get when missing (needs root).
@@ -22,6 +23,18 @@
 #     load spreads over the groups
 #     (scripts/bench/dovetail-append.lua). Release build: target/release/dovetail (built with
 #     `cargo build --release` when missing) or --bin.
+#  --mode reads measures linearizable reads instead, of data written before the runs: etcd
+#     POST /v3/kv/range of one of --users keys it put first (100-byte values; etcd's default,
+#     serializable false: a read index from the leader before the answer;
+#     scripts/bench/etcd-range.lua) against Dovetail GET /v1/users/<user>/mailboxes/INBOX?
+#     consistency=linearizable (the mailbox's status; the node asks the group's leader for a read
+#     index and waits until it has applied that far; scripts/bench/dovetail-status.lua), keys and
+#     users in the same turn, through any node as the writes are.
+#  --groups 16,256,1024 sweeps Dovetail's group count: within each run etcd is measured once, then
+#     Dovetail once per group count on fresh data (with the clean-up and pause between), and the
+#     tables have one row per group count and connection count (a first "groups" column), each
+#     Dovetail row against the same etcd figures. With more groups than --users only --users
+#     groups get requests; at 1,024 groups the leaders take longer than the 60 s wait to spread.
 #  4. For each connection count N: `wrk -c N -d <duration> --latency --timeout 10s`. With
 #     --target all (default) the N connections are split over one wrk process per node (3
 #     processes once N >= 3; each with max(1, threads/3) threads) and the results are summed:
@@ -66,7 +79,7 @@ set -euo pipefail
 . "$(dirname "$0")/dev-lib.sh"
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -85,7 +98,8 @@ TARGET=all
 THREADS=2
 WARMUP=3
 BIN=""
-GROUPS_N=16
+GROUPS_LIST=16   # Dovetail's group counts, comma-separated: one Dovetail cluster each
+MODE=writes
 USERS=64
 ETCD_PORT=23790
 DVT_PORT=7300
@@ -105,7 +119,8 @@ while [ $# -gt 0 ]; do
     --threads) THREADS="${2:?}"; shift 2 ;;
     --warmup) WARMUP="${2:?}"; shift 2 ;;
     --bin) BIN="${2:?}"; shift 2 ;;
-    --groups) GROUPS_N="${2:?}"; shift 2 ;;
+    --groups) GROUPS_LIST="${2:?}"; shift 2 ;;
+    --mode) MODE="${2:?}"; shift 2 ;;
     --users) USERS="${2:?}"; shift 2 ;;
     --etcd-port) ETCD_PORT="${2:?}"; shift 2 ;;
     --dovetail-port) DVT_PORT="${2:?}"; shift 2 ;;
@@ -119,7 +134,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$TARGET" in all|one) ;; *) usage ;; esac
-for n in $DURATION $THREADS $WARMUP $GROUPS_N $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS $SERVER_THREADS $REPEAT; do
+case "$MODE" in
+  writes) ETCD_SCRIPT=etcd-put.lua; DVT_SCRIPT=dovetail-append.lua ;;
+  reads) ETCD_SCRIPT=etcd-range.lua; DVT_SCRIPT=dovetail-status.lua ;;
+  *) usage ;;
+esac
+[[ "$GROUPS_LIST" =~ ^[0-9]+(,[0-9]+)*$ ]] || usage
+IFS=, read -r -a GROUP_COUNTS <<<"$GROUPS_LIST"
+for n in "${GROUP_COUNTS[@]}"; do [ "$n" -ge 1 ] || usage; done
+for n in $DURATION $THREADS $WARMUP $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS $SERVER_THREADS $REPEAT; do
   [[ "$n" =~ ^[0-9]+$ ]] || usage
 done
 if [ "$THREADS" -lt 1 ] || [ "$DURATION" -lt 1 ] || [ "$USERS" -lt 1 ] || [ "$REPEAT" -lt 1 ]; then usage; fi
@@ -257,6 +280,7 @@ run_level() {
   local procs=1 i
   if [ "$TARGET" = all ]; then procs=$((conns < 3 ? conns : 3)); fi
   local dir="$WORK/$system-c$conns"
+  [ "$system" = etcd ] || dir="$WORK/$system-g$CUR_GROUPS-c$conns"
   mkdir -p "$dir"
   local metrics_urls=() auth=""
   if [ "$system" = etcd ]; then
@@ -280,7 +304,11 @@ run_level() {
     [ "$t" -ge 1 ] || t=1
     [ "$t" -le "$c" ] || t=$c
     local args=("$NONCE_BASE$(printf '%04x' "$conns")" "$i")
-    [ "$system" = dovetail ] && args+=("$USER_PREFIX" "$USERS")
+    if [ "$system" = dovetail ]; then
+      args+=("$USER_PREFIX" "$USERS")
+    elif [ "$MODE" = reads ]; then
+      args+=("$ETCD_READ_PREFIX" "$USERS")
+    fi
     (
       WRK_SUMMARY_FILE="$dir/summary-$i" wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
         -s "$LUA_DIR/$script" "${urls[$i]}" -- "${args[@]}" >"$dir/wrk-$i.out" 2>&1
@@ -303,14 +331,14 @@ run_level() {
   # Requests/s and errors summed, percentiles merged from the processes' grids, CPU and fsyncs
   # per second of wall time: scripts/bench/vs_etcd_table.py.
   local batch=()
-  [ "$system" = dovetail ] && batch=(--batch "$batch_before" "$batch_after")
+  [ "$system" = dovetail ] && batch=(--batch "$batch_before" "$batch_after" --groups "$CUR_GROUPS")
   local row
   row="$(python3 "$TABLE" level "$dir" --system "$system" --conns "$conns" --procs "$procs" \
     --start-ns "$start_ns" --end-ns "$end_ns" --cpu-ticks "$cpu_before" "$cpu_after" \
     --clk-tck "$CLK_TCK" --fsync "$fsync_before" "$fsync_after" "${batch[@]}")" \
     || die "could not reduce the results in $dir"
   echo "$row" >>"$RESULTS"
-  echo "  $system, $conns connections: $(tail -n 1 "$RESULTS" | cut -f4) req/s" >&2
+  echo "  $system${CUR_GROUPS:+ ($CUR_GROUPS groups)}, $conns connections: $(tail -n 1 "$RESULTS" | cut -f4) req/s" >&2
 }
 
 warm_up() {
@@ -349,12 +377,27 @@ run_etcd() {
   probe="$(curl -s -o /dev/null -w '%{http_code}' -XPOST "http://127.0.0.1:$((ETCD_PORT + 1))/v3/kv/put" \
     -d '{"key":"cHJvYmU=","value":"cHJvYmU="}')"
   [ "$probe" = 200 ] || die "etcd's JSON gateway answered $probe to a put"
+  local read_args=()
+  if [ "$MODE" = reads ]; then
+    # The keys the reads ask for, one per "user", each with a 100-byte value as the puts write.
+    ETCD_READ_PREFIX="bench-read/$NONCE_BASE/"
+    read_args=("$ETCD_READ_PREFIX" "$USERS")
+    local value key code
+    value="$(printf 'v%.0s' $(seq 1 100) | base64 -w0)"
+    for ((i = 0; i < USERS; i++)); do
+      key="$(printf '%s' "$ETCD_READ_PREFIX$i" | base64 -w0)"
+      code="$(curl -s -o /dev/null -w '%{http_code}' -XPOST "http://127.0.0.1:$((ETCD_PORT + 1 + i % 3))/v3/kv/put" \
+        -d "{\"key\":\"$key\",\"value\":\"$value\"}")"
+      [ "$code" = 200 ] || die "putting etcd key $ETCD_READ_PREFIX$i: HTTP $code"
+    done
+  fi
   ETCD_VERSION="$(etcd --version | awk '/etcd Version/ { print $3 }')"
   echo "etcd $ETCD_VERSION: 3 members up on 127.0.0.1:$((ETCD_PORT + 1))-$((ETCD_PORT + 3))" >&2
   local urls=() conns
   for i in 1 2 3; do urls+=("http://127.0.0.1:$((ETCD_PORT + i))"); done
-  warm_up etcd-put.lua "${urls[0]}" "${NONCE_BASE}ffff" 9
-  for conns in $CONNECTIONS; do run_level etcd "$conns" etcd-put.lua "${urls[@]}"; sleep 1; done
+  CUR_GROUPS=""
+  warm_up "$ETCD_SCRIPT" "${urls[0]}" "${NONCE_BASE}ffff" 9 "${read_args[@]}"
+  for conns in $CONNECTIONS; do run_level etcd "$conns" "$ETCD_SCRIPT" "${urls[@]}"; sleep 1; done
   stop_pids "${PIDS[@]}"
   PIDS=()
   # The next system starts on a quiet disk: etcd's data (its WAL segments are preallocated 64 MB
@@ -366,12 +409,14 @@ run_etcd() {
 
 # --- dovetail -----------------------------------------------------------------------------------
 
+# Usage: run_dovetail GROUPS
 run_dovetail() {
   local i
+  CUR_GROUPS="$1"
   local serve_flags=()
   [ -z "$SERVER_THREADS" ] || serve_flags=(-- --worker-threads "$SERVER_THREADS")
   # Every group has a leader once it returns; the tokens are exported.
-  DVT_DEV_WAIT_S=90 dvt_dev_up "$BIN" "$WORK/dovetail" --nodes 3 --groups "$GROUPS_N" \
+  DVT_DEV_WAIT_S=90 dvt_dev_up "$BIN" "$WORK/dovetail" --nodes 3 --groups "$CUR_GROUPS" \
     --base-port "$DVT_PORT" "${serve_flags[@]}" \
     || die "dovetail did not elect every group's leader (logs: $WORK/dovetail/node*/node.log)"
   PIDS=("${DVT_DEV_NODE_PIDS[@]}")
@@ -401,11 +446,11 @@ run_dovetail() {
   else
     echo "dovetail: leaders not balanced after 60 s (groups led per node: ${spread#* }); measuring anyway" >&2
   fi
-  echo "dovetail $("$BIN" --version | awk '{ print $2 }'): 3 nodes, $GROUPS_N groups, $USERS users on 127.0.0.1:$((DVT_PORT + 1))-$((DVT_PORT + 3))" >&2
+  echo "dovetail $("$BIN" --version | awk '{ print $2 }'): 3 nodes, $CUR_GROUPS groups, $USERS users on 127.0.0.1:$((DVT_PORT + 1))-$((DVT_PORT + 3))" >&2
   local urls=() conns
   for i in 1 2 3; do urls+=("http://127.0.0.1:$((DVT_PORT + i))"); done
-  warm_up dovetail-append.lua "${urls[0]}" "${NONCE_BASE}ffff" 9 "$USER_PREFIX" "$USERS"
-  for conns in $CONNECTIONS; do run_level dovetail "$conns" dovetail-append.lua "${urls[@]}"; sleep 1; done
+  warm_up "$DVT_SCRIPT" "${urls[0]}" "${NONCE_BASE}ffff" 9 "$USER_PREFIX" "$USERS"
+  for conns in $CONNECTIONS; do run_level dovetail "$conns" "$DVT_SCRIPT" "${urls[@]}"; sleep 1; done
   dvt_dev_down
   PIDS=()
 }
@@ -430,8 +475,10 @@ print(max(led.values()) - min(led.values()), "/".join(str(led[n]) for n in (1, 2
 
 ETCD_VERSION=""
 USER_PREFIX=""
+ETCD_READ_PREFIX=""
+CUR_GROUPS=""
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -d ${DURATION}s --latency, connections: $CONNECTIONS, target: $TARGET; server threads: ${SERVER_THREADS:-one per CPU}; load average $LOADAVG; work dir $WORK" >&2
+echo "wrk -d ${DURATION}s --latency, $MODE, connections: $CONNECTIONS, target: $TARGET, groups: $GROUPS_LIST; server threads: ${SERVER_THREADS:-one per CPU}; load average $LOADAVG; work dir $WORK" >&2
 
 # --- report -------------------------------------------------------------------------------------
 
@@ -439,7 +486,8 @@ echo "wrk -d ${DURATION}s --latency, connections: $CONNECTIONS, target: $TARGET;
 # empty), from the results file $1.
 report() {
   python3 "$TABLE" report "$1" --json "$2" --duration "$DURATION" --target "$TARGET" \
-    --etcd-version "$ETCD_VERSION" --connections "$CONNECTIONS" --cores "$(nproc)" --loadavg "$LOADAVG"
+    --etcd-version "$ETCD_VERSION" --connections "$CONNECTIONS" --cores "$(nproc)" --loadavg "$LOADAVG" \
+    --mode "$MODE" --groups "$GROUPS_LIST"
 }
 
 # With --repeat: per system and connection count the median of each figure over the runs, and
@@ -447,7 +495,7 @@ report() {
 report_medians() {
   python3 "$TABLE" medians "$ALL_RESULTS" --json "$JSON_OUT" --duration "$DURATION" \
     --target "$TARGET" --runs "$REPEAT" --etcd-version "$ETCD_VERSION" \
-    --connections "$CONNECTIONS" --cores "$(nproc)"
+    --connections "$CONNECTIONS" --cores "$(nproc)" --mode "$MODE" --groups "$GROUPS_LIST"
 }
 for ((RUN = 1; RUN <= REPEAT; RUN++)); do
   if [ "$RUN" -gt 1 ]; then
@@ -460,7 +508,17 @@ for ((RUN = 1; RUN <= REPEAT; RUN++)); do
   [ "$REPEAT" = 1 ] || echo "== run $RUN of $REPEAT ($(date -u +%H:%M:%S) UTC)" >&2
   : >"$RESULTS"
   [ "$RUN_ETCD" = 0 ] || run_etcd
-  [ "$RUN_DOVETAIL" = 0 ] || run_dovetail
+  if [ "$RUN_DOVETAIL" = 1 ]; then
+    for ((G = 0; G < ${#GROUP_COUNTS[@]}; G++)); do
+      if [ "$G" -gt 0 ]; then
+        # The next group count on fresh data, after the same clean-up and pause.
+        rm -rf "$WORK/dovetail"
+        sync
+        sleep "$SETTLE"
+      fi
+      run_dovetail "${GROUP_COUNTS[$G]}"
+    done
+  fi
   sed "s/^/$RUN\t/" "$RESULTS" >>"$ALL_RESULTS"
   if [ "$REPEAT" -gt 1 ]; then
     echo "run $RUN of $REPEAT:"

@@ -9,23 +9,31 @@ Usage (each prints what the shell needs on stdout):
   vs_etcd_table.py metric-pair NAME          "count sum" of the histogram NAME summed over the
                                              Prometheus texts on stdin (several /metrics pages)
   vs_etcd_table.py level DIR --system S --conns N --procs P --start-ns A --end-ns B
-                   --cpu-ticks BEFORE AFTER --clk-tck T --fsync "C S" "C S" [--batch "C S" "C S"]
+                   --cpu-ticks BEFORE AFTER --clk-tck T --fsync "C S" "C S"
+                   [--batch "C S" "C S" --groups G]
                                              one results line (below) from DIR's wrk-I.out,
                                              summary-I (scripts/bench/common.lua's done()) and
                                              times-I (bash `times`), I = 0..P-1
   vs_etcd_table.py report RESULTS --connections "1 16" --duration D --target T
-                   --etcd-version V --cores C --loadavg L [--json FILE]
+                   --etcd-version V --cores C --loadavg L [--mode writes|reads]
+                   [--groups G[,G...]] [--json FILE]
                                              the side-by-side table, the resources table and the
                                              errors of one run; the same as JSON to FILE
   vs_etcd_table.py medians ALL_RESULTS --runs R --connections ... --duration D --target T
-                   --etcd-version V --cores C [--json FILE]
+                   --etcd-version V --cores C [--mode writes|reads] [--groups G[,G...]]
+                   [--json FILE]
                                              the medians over the runs (ALL_RESULTS: results
                                              lines each prefixed with the run's number)
   vs_etcd_table.py --self-test
 
 A results line (tab-separated): system conns procs req_per_s requests p50_us p99_us non2xx
-socket_errors nodes_cpu wrk_cpu fsyncs_per_s fsync_mean_ms entries_per_s requests_per_entry (the
-last two "-" for etcd: they come from Dovetail's proposal batches).
+socket_errors nodes_cpu wrk_cpu fsyncs_per_s fsync_mean_ms entries_per_s requests_per_entry groups
+(entries and requests per entry come from Dovetail's proposal batches, groups is Dovetail's group
+count: all three "-" for etcd).
+
+Tables have one row per connection count; with a --groups sweep (several group counts) one per
+group count and connection count, with a first "groups" column, each Dovetail row beside the
+etcd figures of the same run and connection count.
 
 Merged percentiles: with one wrk process per node, the latency percentile q of all requests is the
 smallest value v of any process's percentile grid such that the requests estimated at or below v
@@ -145,10 +153,11 @@ def merged_percentile(q, summaries):
     return candidates[-1]
 
 
-def level_row(system, conns, procs, outs, summaries, times, wall, cpu, clk_tck, fsync, batch):
+def level_row(system, conns, procs, outs, summaries, times, wall, cpu, clk_tck, fsync, batch,
+              groups=None):
     """One results line (no newline). outs/summaries/times: the texts of each wrk process's files;
     wall: seconds; cpu: (ticks before, after); fsync, batch: ((count, sum) before, after), batch
-    None for etcd."""
+    None for etcd; groups: Dovetail's group count (None for etcd)."""
     rps, requests, non2xx, sockerr, wrk_cpu, grids = 0.0, 0, 0, 0, 0.0, []
     for out, summary, t in zip(outs, summaries, times):
         r, e1, e2 = parse_wrk_out(out)
@@ -169,17 +178,19 @@ def level_row(system, conns, procs, outs, summaries, times, wall, cpu, clk_tck, 
         n = batch[1][0] - batch[0][0]
         entries = "%.1f" % (n / wall)
         per_entry = "%.2f" % ((batch[1][1] - batch[0][1]) / n) if n > 0 else "0"
-    return "%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.3f\t%s\t%s" % (
+    return "%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.3f\t%s\t%s\t%s" % (
         system, conns, procs, rps, requests, p50, p99, non2xx, sockerr,
         (cpu[1] - cpu[0]) / clk_tck / wall, wrk_cpu / wall, fs / wall,
-        fsum / fs * 1000 if fs > 0 else 0, entries, per_entry)
+        fsum / fs * 1000 if fs > 0 else 0, entries, per_entry, "-" if groups is None else groups)
 
 
 # --- results ----------------------------------------------------------------------------------
 
 def parse_row(fields):
-    """A results line's fields (without the run number) -> (system, conns, figures)."""
-    return fields[0], int(fields[1]), {
+    """A results line's fields (without the run number) -> (system, groups, conns, figures);
+    groups None for etcd (or a line without the column)."""
+    groups = fields[15].strip() if len(fields) > 15 else "-"
+    return fields[0], None if groups == "-" else int(groups), int(fields[1]), {
         "procs": int(fields[2]), "rps": float(fields[3]), "requests": int(fields[4]),
         "p50": int(float(fields[5])), "p99": int(float(fields[6])), "non2xx": int(fields[7]),
         "sockerr": int(fields[8]), "nodes_cpu": float(fields[9]), "wrk_cpu": float(fields[10]),
@@ -189,23 +200,24 @@ def parse_row(fields):
 
 
 def read_rows(text):
-    """{(system, conns): figures} from a results file (a later line for the same key wins)."""
+    """{(system, groups, conns): figures} from a results file (a later line for the same key
+    wins)."""
     rows = {}
     for line in text.splitlines():
         if line.strip():
-            s, c, fig = parse_row(line.split("\t"))
-            rows[s, c] = fig
+            s, g, c, fig = parse_row(line.split("\t"))
+            rows[s, g, c] = fig
     return rows
 
 
 def read_all_rows(text):
-    """[(run, system, conns, figures)] from the lines of every run, each prefixed with its run."""
+    """[(run, system, groups, conns, figures)] from the lines of every run, each prefixed with its
+    run."""
     out = []
     for line in text.splitlines():
         if line.strip():
             fields = line.split("\t")
-            s, c, fig = parse_row(fields[1:])
-            out.append((int(fields[0]), s, c, fig))
+            out.append((int(fields[0]), *parse_row(fields[1:])))
     return out
 
 
@@ -228,42 +240,79 @@ def ms(us):
     return "%.2fms" % (us / 1000)
 
 
+HEADINGS = {"writes": ("etcd (put)", "dovetail (append)"), "reads": ("etcd (range)", "dovetail (status)")}
+
+
+class Layout:
+    """The rows of a table: one per (Dovetail group count, connection count), the group counts
+    outermost; with more than one group count (a --groups sweep) every line starts with a
+    "groups" column, otherwise the table is as it always was."""
+
+    def __init__(self, meta):
+        self.groups = meta.get("groups") or [None]
+        self.conns = meta["connections"]
+        self.sweep = len(self.groups) > 1
+        self.headings = HEADINGS[meta.get("mode", "writes")]
+
+    def pairs(self):
+        return [(g, c) for g in self.groups for c in self.conns]
+
+    def head(self, label=""):
+        return "%6s " % label if self.sweep else ""
+
+    def row(self, g):
+        return "%6d " % g if self.sweep else ""
+
+    def where(self, s, g, c):
+        if self.sweep and s == "dovetail":
+            return "%s with %d groups at %d connections" % (s, g, c)
+        return "%s at %d connections" % (s, c)
+
+
+def key(s, g, c):
+    """The results key of system s in the row of group count g: etcd has no groups."""
+    return (s, None if s == "etcd" else g, c)
+
+
 def report(rows, meta):
     """(text, JSON text) of one run. meta: connections (list), duration, target, etcd_version,
-    cores, loadavg."""
-    conns_list = meta["connections"]
+    cores, loadavg, and optionally mode ("writes" or "reads") and groups (list; Dovetail's group
+    counts, one table row each)."""
+    lay = Layout(meta)
+    pairs = lay.pairs()
 
-    def both(c):
-        return ("etcd", c) in rows and ("dovetail", c) in rows
+    def both(g, c):
+        return key("etcd", g, c) in rows and key("dovetail", g, c) in rows
 
-    def ratio(c, field, fmt):
-        if both(c) and rows["etcd", c][field] > 0:
-            return fmt % (rows["dovetail", c][field] / rows["etcd", c][field])
+    def ratio(g, c, field, fmt):
+        if both(g, c) and rows[key("etcd", g, c)][field] > 0:
+            return fmt % (rows[key("dovetail", g, c)][field] / rows[key("etcd", g, c)][field])
         return None
 
-    def cell(s, c):
-        if (s, c) not in rows:
+    def cell(s, g, c):
+        f = rows.get(key(s, g, c))
+        if not f:
             return "%10s %9s %9s" % ("-", "-", "-")
-        f = rows[s, c]
         return "%9.0f%s %9s %9s" % (f["rps"], "!" if errors_of(f) > 0 else " ", ms(f["p50"]), ms(f["p99"]))
 
-    lines = ["%11s | %-31s | %-31s | %s" % ("", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"),
-             "%11s | %10s %9s %9s | %10s %9s %9s | %10s %6s %6s" % (
+    lines = [lay.head() + "%11s | %-31s | %-31s | %s" % ("", *lay.headings, "ratio dovetail/etcd"),
+             lay.head("groups") + "%11s | %10s %9s %9s | %10s %9s %9s | %10s %6s %6s" % (
                  "connections", "req/s", "p50", "p99", "req/s", "p50", "p99", "throughput", "p50", "p99")]
-    for c in conns_list:
-        r = [ratio(c, f, "%.2f") or "-" for f in ("rps", "p50", "p99")]
-        lines.append("%11d | %s | %s | %10s %6s %6s" % (c, cell("etcd", c), cell("dovetail", c), *r))
+    for g, c in pairs:
+        r = [ratio(g, c, f, "%.2f") or "-" for f in ("rps", "p50", "p99")]
+        lines.append(lay.row(g) + "%11d | %s | %s | %10s %6s %6s"
+                     % (c, cell("etcd", g, c), cell("dovetail", g, c), *r))
     lines.append("")
     lines.append("resources (CPU in cores busy on average, of %d; log fsyncs summed over the 3 nodes;"
                  % meta["cores"])
     lines.append("for Dovetail also the log entries its leaders proposed per second, and requests per entry)")
-    lines.append("%11s | %9s %8s %9s %9s | %9s %8s %9s %9s %9s %9s" % (
+    lines.append(lay.head("groups") + "%11s | %9s %8s %9s %9s | %9s %8s %9s %9s %9s %9s" % (
         "connections", "etcd CPU", "wrk CPU", "fsync/s", "fsync ms", "dvt CPU", "wrk CPU", "fsync/s",
         "fsync ms", "entries/s", "req/entry"))
-    for c in conns_list:
-        line = "%11d" % c
+    for g, c in pairs:
+        line = lay.row(g) + "%11d" % c
         for s in SYSTEMS:
-            f = rows.get((s, c))
+            f = rows.get(key(s, g, c))
             if f:
                 line += " | %9.2f %8.2f %9.0f %9.2f" % (f["nodes_cpu"], f["wrk_cpu"], f["fsyncs"], f["fsync_ms"])
             else:
@@ -272,13 +321,14 @@ def report(rows, meta):
                 entries = "-" if not f or f["entries"] == "-" else "%.0f" % float(f["entries"])
                 line += " %9s %9s" % (entries, f["per_entry"] if f else "-")
         lines.append(line)
-    errors = []
-    for c in conns_list:
+    errors, seen = [], set()
+    for g, c in pairs:
         for s in SYSTEMS:
-            f = rows.get((s, c))
-            if f and errors_of(f) > 0:
-                errors.append("  %s at %d connections: %d non-2xx answers, %d socket errors of %d requests"
-                              % (s, c, f["non2xx"], f["sockerr"], f["requests"]))
+            f = rows.get(key(s, g, c))
+            if f and errors_of(f) > 0 and key(s, g, c) not in seen:
+                seen.add(key(s, g, c))
+                errors.append("  %s: %d non-2xx answers, %d socket errors of %d requests"
+                              % (lay.where(s, g, c), f["non2xx"], f["sockerr"], f["requests"]))
     clean = not errors
     if errors:
         lines.append("")
@@ -291,8 +341,8 @@ def report(rows, meta):
     def jnum(v):
         return "null" if v in ("", "-") else v
 
-    def jsys(s, c):
-        f = rows.get((s, c))
+    def jsys(s, g, c):
+        f = rows.get(key(s, g, c))
         if not f:
             return "null"
         return ('{"requests_per_second": %.1f, "requests": %d, "p50_us": %d, "p99_us": %d, "non_2xx": %d, '
@@ -303,95 +353,103 @@ def report(rows, meta):
                     f["nodes_cpu"], f["wrk_cpu"], f["fsyncs"], f["fsync_ms"], jnum(f["entries"]),
                     jnum(f["per_entry"])))
 
-    js = ['{"duration_s": %d, "target": %s, "cores": %d, "loadavg_before": %s, "etcd_version": %s, '
-          '"clean": %s,' % (meta["duration"], json.dumps(meta["target"]), meta["cores"],
-                            json.dumps(meta["loadavg"]), json.dumps(meta["etcd_version"]),
-                            "true" if clean else "false"),
+    js = ['{"duration_s": %d, "target": %s, "mode": %s, "groups": %s, "cores": %d, "loadavg_before": %s, '
+          '"etcd_version": %s, "clean": %s,' % (
+              meta["duration"], json.dumps(meta["target"]), json.dumps(meta.get("mode", "writes")),
+              json.dumps(meta.get("groups")), meta["cores"], json.dumps(meta["loadavg"]),
+              json.dumps(meta["etcd_version"]), "true" if clean else "false"),
           ' "rows": [']
-    for i, c in enumerate(conns_list):
-        r = [ratio(c, f, "%.3f") or "null" for f in ("rps", "p50", "p99")]
-        js.append('  {"connections": %d,\n   "etcd": %s,\n   "dovetail": %s,\n'
+    for i, (g, c) in enumerate(pairs):
+        r = [ratio(g, c, f, "%.3f") or "null" for f in ("rps", "p50", "p99")]
+        js.append('  {"connections": %d, "groups": %s,\n   "etcd": %s,\n   "dovetail": %s,\n'
                   '   "ratio": {"throughput": %s, "p50": %s, "p99": %s}}%s'
-                  % (c, jsys("etcd", c), jsys("dovetail", c), *r, "," if i < len(conns_list) - 1 else ""))
+                  % (c, json.dumps(g), jsys("etcd", g, c), jsys("dovetail", g, c), *r,
+                     "," if i < len(pairs) - 1 else ""))
     js.append(" ]}")
     return "\n".join(lines), "\n".join(js) + "\n"
 
 
-def reduce_runs(all_rows, conns_list):
-    """Per (system, conns) the lists of rps/p50/p99 over the runs, per (conns, figure) the list of
-    the runs' own ratios (a run with both systems at that count and etcd's figure > 0), and whether
-    any run had an error."""
+def reduce_runs(all_rows, pairs):
+    """Per (system, groups, conns) the lists of rps/p50/p99 over the runs, per (groups, conns,
+    figure) the list of the runs' own ratios (a run with both systems in that row and etcd's figure
+    > 0), and whether any run had an error. pairs: the rows, (groups, conns)."""
     vals, ratios, got, unclean = {}, {}, {}, False
-    for run, s, c, f in all_rows:
+    for run, s, g, c, f in all_rows:
         for field in ("rps", "p50", "p99"):
-            vals.setdefault((s, c, field), []).append(f[field])
-        got[run, s, c] = f
+            vals.setdefault((s, g, c, field), []).append(f[field])
+        got[run, s, g, c] = f
         if errors_of(f) > 0:
             unclean = True
-    for run in sorted({r for r, _, _, _ in all_rows}):
-        for c in conns_list:
-            e, d = got.get((run, "etcd", c)), got.get((run, "dovetail", c))
+    for run in sorted({row[0] for row in all_rows}):
+        for g, c in pairs:
+            e, d = got.get((run, *key("etcd", g, c))), got.get((run, *key("dovetail", g, c)))
             if not (e and d):
                 continue
             for field in ("rps", "p50", "p99"):
                 if e[field] > 0:
-                    ratios.setdefault((c, field), []).append(d[field] / e[field])
+                    ratios.setdefault((g, c, field), []).append(d[field] / e[field])
     return vals, ratios, unclean
 
 
 def report_medians(all_rows, meta):
     """(text, JSON text) of several runs. meta: as report()'s (no loadavg) and runs."""
-    conns_list = meta["connections"]
-    vals, ratios, unclean = reduce_runs(all_rows, conns_list)
+    lay = Layout(meta)
+    pairs = lay.pairs()
+    vals, ratios, unclean = reduce_runs(all_rows, pairs)
 
-    def cell(s, c):
-        if (s, c, "rps") not in vals:
+    def cell(s, g, c):
+        k = key(s, g, c)
+        if (*k, "rps") not in vals:
             return "%10s %9s %9s" % ("-", "-", "-")
-        return "%10.0f %9s %9s" % (median(vals[s, c, "rps"]), ms(median(vals[s, c, "p50"])),
-                                   ms(median(vals[s, c, "p99"])))
+        return "%10.0f %9s %9s" % (median(vals[(*k, "rps")]), ms(median(vals[(*k, "p50")])),
+                                   ms(median(vals[(*k, "p99")])))
 
-    def rcell(c, f):
-        if (c, f) not in ratios:
+    def rcell(g, c, f):
+        if (g, c, f) not in ratios:
             return "%17s" % "-"
-        r = ratios[c, f]
+        r = ratios[g, c, f]
         return "%4.2f (%4.2f-%4.2f)" % (median(r), min(r), max(r))
 
     lines = ["",
              "median over %d runs (ratios: the median of the runs' own ratios, their range in brackets)"
              % meta["runs"],
-             "%11s | %-31s | %-31s | %s" % ("", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"),
-             "%11s | %10s %9s %9s | %10s %9s %9s | %17s %17s %17s" % (
+             lay.head() + "%11s | %-31s | %-31s | %s" % ("", *lay.headings, "ratio dovetail/etcd"),
+             lay.head("groups") + "%11s | %10s %9s %9s | %10s %9s %9s | %17s %17s %17s" % (
                  "connections", "req/s", "p50", "p99", "req/s", "p50", "p99", "throughput", "p50", "p99")]
-    for c in conns_list:
-        lines.append("%11d | %s | %s | %s %s %s" % (c, cell("etcd", c), cell("dovetail", c),
-                                                    rcell(c, "rps"), rcell(c, "p50"), rcell(c, "p99")))
+    for g, c in pairs:
+        lines.append(lay.row(g) + "%11d | %s | %s | %s %s %s" % (
+            c, cell("etcd", g, c), cell("dovetail", g, c), rcell(g, c, "rps"), rcell(g, c, "p50"),
+            rcell(g, c, "p99")))
     lines.append("")
     lines.append("some runs had errors (see their tables)" if unclean
                  else "no errors in any run: every answer was 2xx, no socket errors")
 
-    def jmed(s, c):
-        if (s, c, "rps") not in vals:
+    def jmed(s, g, c):
+        k = key(s, g, c)
+        if (*k, "rps") not in vals:
             return "null"
         # %d of a median: truncated, as the awk this replaces did.
         return '{"requests_per_second": %.1f, "p50_us": %d, "p99_us": %d, "runs": %d}' % (
-            median(vals[s, c, "rps"]), int(median(vals[s, c, "p50"])), int(median(vals[s, c, "p99"])),
-            len(vals[s, c, "rps"]))
+            median(vals[(*k, "rps")]), int(median(vals[(*k, "p50")])), int(median(vals[(*k, "p99")])),
+            len(vals[(*k, "rps")]))
 
-    def jratio(c, f):
-        if (c, f) not in ratios:
+    def jratio(g, c, f):
+        if (g, c, f) not in ratios:
             return "null"
-        r = ratios[c, f]
+        r = ratios[g, c, f]
         return '{"median": %.3f, "min": %.3f, "max": %.3f}' % (median(r), min(r), max(r))
 
-    js = ['{"duration_s": %d, "target": %s, "cores": %d, "runs": %d, "etcd_version": %s, "clean": %s,'
-          % (meta["duration"], json.dumps(meta["target"]), meta["cores"], meta["runs"],
-             json.dumps(meta["etcd_version"]), "false" if unclean else "true"),
+    js = ['{"duration_s": %d, "target": %s, "mode": %s, "groups": %s, "cores": %d, "runs": %d, '
+          '"etcd_version": %s, "clean": %s,' % (
+              meta["duration"], json.dumps(meta["target"]), json.dumps(meta.get("mode", "writes")),
+              json.dumps(meta.get("groups")), meta["cores"], meta["runs"],
+              json.dumps(meta["etcd_version"]), "false" if unclean else "true"),
           ' "median_rows": [']
-    for i, c in enumerate(conns_list):
-        js.append('  {"connections": %d,\n   "etcd": %s,\n   "dovetail": %s,\n'
+    for i, (g, c) in enumerate(pairs):
+        js.append('  {"connections": %d, "groups": %s,\n   "etcd": %s,\n   "dovetail": %s,\n'
                   '   "ratio": {"throughput": %s, "p50": %s, "p99": %s}}%s'
-                  % (c, jmed("etcd", c), jmed("dovetail", c), jratio(c, "rps"), jratio(c, "p50"),
-                     jratio(c, "p99"), "," if i < len(conns_list) - 1 else ""))
+                  % (c, json.dumps(g), jmed("etcd", g, c), jmed("dovetail", g, c), jratio(g, c, "rps"),
+                     jratio(g, c, "p50"), jratio(g, c, "p99"), "," if i < len(pairs) - 1 else ""))
     js.append(" ]}")
     return "\n".join(lines), "\n".join(js) + "\n"
 
@@ -455,12 +513,14 @@ def self_test():
     out2 = out2.replace("timeout 4", "timeout 0").replace("responses: 7", "responses: 0")
     row = level_row("dovetail", 4, 2, [WRK_OUT, out2], [grid_text(*a), grid_text(*b)],
                     ["0m0s 0m0s\n0m1.000s 0m1.500s\n", "0m0s 0m0s\n0m2.000s 0m0.500s\n"], 10.0,
-                    (1000, 3000), 100, ((10, 0.03), (40, 0.06)), ((100, 800), (150, 1200)))
-    assert row == "dovetail\t4\t2\t1250.8\t400\t40\t50\t7\t7\t2.00\t0.50\t3.0\t1.000\t5.0\t8.00", row
+                    (1000, 3000), 100, ((10, 0.03), (40, 0.06)), ((100, 800), (150, 1200)), groups=16)
+    assert row == "dovetail\t4\t2\t1250.8\t400\t40\t50\t7\t7\t2.00\t0.50\t3.0\t1.000\t5.0\t8.00\t16", row
+    assert parse_row(row.split("\t"))[:3] == ("dovetail", 16, 4)
     # etcd: no batches; no fsync at all -> mean 0.
     row = level_row("etcd", 1, 1, [out2], [grid_text(*a)], ["x\n0m0.100s 0m0.100s\n"], 2.0,
                     (0, 0), 100, ((5, 1.0), (5, 1.0)), None)
-    assert row == "etcd\t1\t1\t250.2\t100\t10\t20\t0\t0\t0.00\t0.10\t0.0\t0.000\t-\t-", row
+    assert row == "etcd\t1\t1\t250.2\t100\t10\t20\t0\t0\t0.00\t0.10\t0.0\t0.000\t-\t-\t-", row
+    assert parse_row(row.split("\t"))[:3] == ("etcd", None, 1)
 
     # One run's report: at 16 connections both systems, Dovetail with errors (the ratio is still
     # given, the row marked "!"); at 64 only etcd (no ratio).
@@ -509,10 +569,11 @@ def self_test():
         line(3, "etcd", 64, 1000, 100, 1000),
     ])
     all_rows = read_all_rows(all_text)
-    vals, ratios, unclean = reduce_runs(all_rows, [16, 64])
-    assert vals["dovetail", 64, "rps"] == [500.0, 2000.0] and not unclean
-    assert [round(r, 6) for r in ratios[16, "rps"]] == [1.5, 1.2, 1.1, 1.5], ratios
-    assert close(median(ratios[16, "rps"]), 1.35) and close(median(ratios[16, "p50"]), 0.5 + 1 / 12)
+    vals, ratios, unclean = reduce_runs(all_rows, [(None, 16), (None, 64)])
+    assert vals["dovetail", None, 64, "rps"] == [500.0, 2000.0] and not unclean
+    assert [round(r, 6) for r in ratios[None, 16, "rps"]] == [1.5, 1.2, 1.1, 1.5], ratios
+    assert close(median(ratios[None, 16, "rps"]), 1.35)
+    assert close(median(ratios[None, 16, "p50"]), 0.5 + 1 / 12)
     assert median([4, 1, 3, 2]) == 2.5 and median([3, 1, 2]) == 2 and median([5]) == 5
     mmeta = {"connections": [16, 64, 256], "duration": 10, "target": "all", "etcd_version": "",
              "cores": 2, "runs": 4}
@@ -533,6 +594,41 @@ def self_test():
     # One error anywhere makes the runs unclean.
     text, js = report_medians(read_all_rows(all_text + line(4, "etcd", 64, 1000, 100, 1000, err=1)), mmeta)
     assert text.endswith("some runs had errors (see their tables)") and not json.loads(js)["clean"]
+
+    # A --groups sweep in reads mode: etcd measured once per run, Dovetail at 16 and 256 groups;
+    # one row per (group count, connection count), each against the same etcd figure.
+    #   run 1: etcd 1000/s; Dovetail 16 groups 800 (0.8), 256 groups 1200 (1.2, with errors).
+    #   run 2: etcd 500/s; Dovetail 16 groups 600 (1.2), 256 groups 500 (1.0).
+    #   medians: 16 groups 1.00 (0.80-1.20), 256 groups 1.10 (1.00-1.20).
+    def gline(run, s, g, rps, err=0):
+        return "%d\t%s\t64\t3\t%.1f\t100\t1000\t2000\t%d\t0\t1.00\t0.10\t1.0\t1.000\t-\t-\t%s\n" % (
+            run, s, rps, err, g)
+    sweep = "".join([gline(1, "etcd", "-", 1000), gline(1, "dovetail", 16, 800),
+                     gline(1, "dovetail", 256, 1200, err=4), gline(2, "etcd", "-", 500),
+                     gline(2, "dovetail", 16, 600), gline(2, "dovetail", 256, 500)])
+    smeta = dict(meta, connections=[64], groups=[16, 256], mode="reads")
+    run1 = "".join(line.split("\t", 1)[1] for line in sweep.splitlines(True) if line.startswith("1\t"))
+    text, js = report(read_rows(run1), smeta)
+    lines = text.split("\n")
+    assert lines[0].startswith(" " * 7 + " " * 11 + " | etcd (range) ") and "dovetail (status)" in lines[0]
+    assert lines[1].startswith("groups connections |"), lines[1]
+    assert lines[2].startswith("    16          64 |      1000 ") and lines[2].endswith("       0.80   1.00   1.00")
+    assert lines[3].startswith("   256          64 |      1000 ") and "1200!" in lines[3], lines[3]
+    assert lines[3].endswith("       1.20   1.00   1.00"), lines[3]
+    assert lines[7].startswith("groups connections |") and lines[9].startswith("   256          64 |")
+    assert "  dovetail with 256 groups at 64 connections: 4 non-2xx answers" in text, text
+    j = json.loads(js)
+    assert j["mode"] == "reads" and j["groups"] == [16, 256] and not j["clean"], j
+    assert [(r["groups"], r["ratio"]["throughput"]) for r in j["rows"]] == [(16, 0.8), (256, 1.2)], j
+    assert j["rows"][0]["etcd"] == j["rows"][1]["etcd"], j
+    text, js = report_medians(read_all_rows(sweep), dict(smeta, runs=2))
+    lines = text.split("\n")
+    assert lines[4] == ("    16          64 |        750    1.00ms    2.00ms |        700    1.00ms    2.00ms "
+                        "| 1.00 (0.80-1.20) 1.00 (1.00-1.00) 1.00 (1.00-1.00)"), lines[4]
+    assert lines[5].endswith("| 1.10 (1.00-1.20) 1.00 (1.00-1.00) 1.00 (1.00-1.00)"), lines[5]
+    j = json.loads(js)
+    assert j["median_rows"][1]["groups"] == 256 and j["median_rows"][1]["dovetail"]["runs"] == 2, j
+    assert j["median_rows"][1]["ratio"]["throughput"] == {"median": 1.1, "min": 1.0, "max": 1.2}, j
     print("vs_etcd_table.py: self-test passed")
 
 
@@ -553,7 +649,11 @@ def main(argv):
     if argv == ["--self-test"]:
         self_test()
         return
-    ap = argparse.ArgumentParser(prog="vs_etcd_table.py", usage=__doc__.split("\n\n")[1])
+    if not argv:
+        sys.exit(__doc__)
+    ap = argparse.ArgumentParser(
+        prog="vs_etcd_table.py",
+        usage="%(prog)s cpu-ticks|metric-pair|level|report|medians ... | --self-test (see the top of the file)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("cpu-ticks")
     p.add_argument("pids", nargs="*")
@@ -570,6 +670,7 @@ def main(argv):
     p.add_argument("--clk-tck", type=int, required=True)
     p.add_argument("--fsync", nargs=2, required=True)
     p.add_argument("--batch", nargs=2)
+    p.add_argument("--groups", type=int)
     for name in ("report", "medians"):
         p = sub.add_parser(name)
         p.add_argument("results")
@@ -579,6 +680,8 @@ def main(argv):
         p.add_argument("--etcd-version", default="")
         p.add_argument("--cores", type=int, required=True)
         p.add_argument("--json", default="")
+        p.add_argument("--mode", default="writes", choices=sorted(HEADINGS))
+        p.add_argument("--groups", default="", help="Dovetail's group counts, comma-separated")
         if name == "report":
             p.add_argument("--loadavg", default="")
         else:
@@ -600,10 +703,11 @@ def main(argv):
             [read(os.path.join(args.dir, f"summary-{i}")) for i in procs],
             [read(os.path.join(args.dir, f"times-{i}")) for i in procs],
             (args.end_ns - args.start_ns) / 1e9, tuple(args.cpu_ticks), args.clk_tck,
-            (parse_pair(args.fsync[0]), parse_pair(args.fsync[1])), batch))
+            (parse_pair(args.fsync[0]), parse_pair(args.fsync[1])), batch, args.groups))
     else:
         meta = {"connections": [int(c) for c in args.connections.split()], "duration": args.duration,
-                "target": args.target, "etcd_version": args.etcd_version, "cores": args.cores}
+                "target": args.target, "etcd_version": args.etcd_version, "cores": args.cores,
+                "mode": args.mode, "groups": [int(g) for g in args.groups.split(",") if g] or None}
         if args.cmd == "report":
             meta["loadavg"] = args.loadavg
             text, js = report(read_rows(read(args.results)), meta)
