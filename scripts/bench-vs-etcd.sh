@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Dovetail appends vs etcd puts, both driven by the same external client (wrk) on this machine.
+# Dovetail appends vs etcd puts (or linearizable reads of each), both driven by the same external
+# client (wrk) on this machine.
 #
 #   scripts/bench-vs-etcd.sh [--duration 15] [--connections "1 16 64 256"] [--json FILE]
-#                            [--target all|one] [--threads 2] [--warmup 3] [--bin PATH]
-#                            [--groups 16] [--users 64] [--etcd-port 23790] [--dovetail-port 7300]
-#                            [--server-threads N] [--repeat 1] [--skip-etcd] [--skip-dovetail]
-#                            [--keep]
+#                            [--mode writes|reads] [--target all|one] [--threads 2] [--warmup 3]
+#                            [--bin PATH] [--groups 16[,256,...]] [--users 64] [--etcd-port 23790]
+#                            [--dovetail-port 7300] [--server-threads N] [--repeat 1]
+#                            [--skip-etcd] [--skip-dovetail] [--keep]
 #
 # What it does, one system at a time (never both running at once):
 #  1. Installs Debian's etcd-server, etcd-client and wrk with apt-get when missing (needs root).
@@ -22,6 +23,20 @@
 #     load spreads over the groups
 #     (scripts/bench/dovetail-append.lua). Release build: target/release/dovetail (built with
 #     `cargo build --release` when missing) or --bin.
+#  --mode reads measures linearizable reads instead, of data written before the runs: etcd
+#     POST /v3/kv/range of one of --users keys it put first (100-byte values; etcd's default,
+#     serializable false: a read index from the leader before the answer;
+#     scripts/bench/etcd-range.lua) against Dovetail GET /v1/users/<user>/mailboxes/INBOX?
+#     consistency=linearizable (the mailbox's status; the node asks the group's leader for a read
+#     index and waits until it has applied that far; scripts/bench/dovetail-status.lua), keys and
+#     users in the same turn, through any node as the writes are.
+#  --groups 16,256,1024 sweeps Dovetail's group count: within each run etcd is measured once, then
+#     Dovetail once per group count on fresh data (with the clean-up and pause between), and the
+#     tables have one row per group count and connection count (a first "groups" column), each
+#     Dovetail row against the same etcd figures. With more groups than --users only --users
+#     groups get requests. The rebalancer moves one leader every 2 s, so from a few hundred
+#     groups on the leaders are not spread when the 60 s wait ends (256 groups: 198/29/29 led by
+#     nodes 1/2/3, 1,024: 923/66/35 on the 2-core machine) and node 1 leads most of them.
 #  4. For each connection count N: `wrk -c N -d <duration> --latency --timeout 10s`. With
 #     --target all (default) the N connections are split over one wrk process per node (3
 #     processes once N >= 3; each with max(1, threads/3) threads) and the results are summed:
@@ -52,6 +67,10 @@
 #
 # Output: the side-by-side table (ratios are Dovetail / etcd: > 1 means Dovetail has more
 # throughput or higher latency), a resources table, and with --json FILE the same as JSON.
+# Every figure printed (sums over the wrk processes, merged percentiles, per-second rates,
+# ratios, medians) is computed by scripts/bench/vs_etcd_table.py from the files this script
+# writes (`vs_etcd_table.py --self-test` checks it); this script starts processes and reads
+# counters.
 # Any non-2xx answer or socket error (connect, read, write, timeout) is flagged in the table
 # with "!" and listed below it, and `"clean": false` in the JSON; the exit code stays 0 then.
 # Exit 1 on a failure to set up, 2 on a usage error. Every process it started is stopped on
@@ -62,7 +81,7 @@ set -euo pipefail
 . "$(dirname "$0")/dev-lib.sh"
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -73,6 +92,7 @@ die() {
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LUA_DIR="$ROOT/scripts/bench"
+TABLE="$ROOT/scripts/bench/vs_etcd_table.py"   # every sum, percentile, ratio and median printed
 DURATION=15
 CONNECTIONS="1 16 64 256"
 JSON_OUT=""
@@ -80,7 +100,8 @@ TARGET=all
 THREADS=2
 WARMUP=3
 BIN=""
-GROUPS_N=16
+GROUPS_LIST=16   # Dovetail's group counts, comma-separated: one Dovetail cluster each
+MODE=writes
 USERS=64
 ETCD_PORT=23790
 DVT_PORT=7300
@@ -100,7 +121,8 @@ while [ $# -gt 0 ]; do
     --threads) THREADS="${2:?}"; shift 2 ;;
     --warmup) WARMUP="${2:?}"; shift 2 ;;
     --bin) BIN="${2:?}"; shift 2 ;;
-    --groups) GROUPS_N="${2:?}"; shift 2 ;;
+    --groups) GROUPS_LIST="${2:?}"; shift 2 ;;
+    --mode) MODE="${2:?}"; shift 2 ;;
     --users) USERS="${2:?}"; shift 2 ;;
     --etcd-port) ETCD_PORT="${2:?}"; shift 2 ;;
     --dovetail-port) DVT_PORT="${2:?}"; shift 2 ;;
@@ -114,7 +136,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$TARGET" in all|one) ;; *) usage ;; esac
-for n in $DURATION $THREADS $WARMUP $GROUPS_N $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS $SERVER_THREADS $REPEAT; do
+case "$MODE" in
+  writes) ETCD_SCRIPT=etcd-put.lua; DVT_SCRIPT=dovetail-append.lua ;;
+  reads) ETCD_SCRIPT=etcd-range.lua; DVT_SCRIPT=dovetail-status.lua ;;
+  *) usage ;;
+esac
+[[ "$GROUPS_LIST" =~ ^[0-9]+(,[0-9]+)*$ ]] || usage
+IFS=, read -r -a GROUP_COUNTS <<<"$GROUPS_LIST"
+for n in "${GROUP_COUNTS[@]}"; do [ "$n" -ge 1 ] || usage; done
+for n in $DURATION $THREADS $WARMUP $USERS $ETCD_PORT $DVT_PORT $CONNECTIONS $SERVER_THREADS $REPEAT; do
   [[ "$n" =~ ^[0-9]+$ ]] || usage
 done
 if [ "$THREADS" -lt 1 ] || [ "$DURATION" -lt 1 ] || [ "$USERS" -lt 1 ] || [ "$REPEAT" -lt 1 ]; then usage; fi
@@ -228,12 +258,7 @@ NONCE_BASE="$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
 
 # Sum of user + system CPU ticks of the given processes.
 cpu_ticks() {
-  local pid total=0 ticks
-  for pid in "$@"; do
-    ticks="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')" || ticks=0
-    total=$((total + ${ticks:-0}))
-  done
-  echo "$total"
+  python3 "$TABLE" cpu-ticks "$@"
 }
 
 # Sum over the given /metrics URLs of the series named $2 ("count sum" of a histogram $2).
@@ -243,44 +268,7 @@ metric_pair() {
   shift 2
   for url in "$@"; do
     if [ -n "$auth" ]; then curl -sf -H "$auth" "$url" || true; else curl -sf "$url" || true; fi
-  done | awk -v n="$name" '
-    $1 == n "_count" || index($1, n "_count{") == 1 { c += $2 }
-    $1 == n "_sum" || index($1, n "_sum{") == 1 { s += $2 }
-    END { printf "%d %.6f\n", c, s }'
-}
-
-# "XmY.YYYs" (bash `times`) -> seconds.
-to_seconds() {
-  echo "$1" | awk -F'[ms]' '{ printf "%.3f", $1 * 60 + $2 }'
-}
-
-# Merged latency percentile $1 (0-100) from summary files $2...: the smallest value v of any
-# grid such that the requests estimated at or below v (each process: its requests times the
-# highest grid percentile whose value is <= v) reach $1% of all requests. With one process this
-# is exactly wrk's own percentile.
-merged_percentile() {
-  local q="$1"
-  shift
-  local candidates
-  candidates="$(awk '$1 == "p" { print $3 }' "$@" | sort -nu | tr '\n' ' ')"
-  awk -v q="$q" -v candidates="$candidates" '
-    FNR == 1 { f++ }
-    $1 == "requests" { n[f] = $2; total += $2 }
-    $1 == "p" { k[f]++; p[f, k[f]] = $2 + 0; v[f, k[f]] = $3 + 0 }
-    END {
-      m = split(candidates, vals, " ")
-      if (total == 0 || m == 0) { print 0; exit }
-      for (i = 1; i <= m; i++) {
-        x = vals[i] + 0; below = 0
-        for (j = 1; j <= f; j++) {
-          best = 0
-          for (g = 1; g <= k[j]; g++) if (v[j, g] <= x && p[j, g] > best) best = p[j, g]
-          below += n[j] * best / 100
-        }
-        if (below >= q / 100 * total - 1e-9) { print x; exit }
-      }
-      print vals[m] + 0
-    }' "$@"
+  done | python3 "$TABLE" metric-pair "$name"
 }
 
 # Runs wrk at N connections against the system's URLs; appends one line to $RESULTS:
@@ -294,6 +282,7 @@ run_level() {
   local procs=1 i
   if [ "$TARGET" = all ]; then procs=$((conns < 3 ? conns : 3)); fi
   local dir="$WORK/$system-c$conns"
+  [ "$system" = etcd ] || dir="$WORK/$system-g$CUR_GROUPS-c$conns"
   mkdir -p "$dir"
   local metrics_urls=() auth=""
   if [ "$system" = etcd ]; then
@@ -317,7 +306,11 @@ run_level() {
     [ "$t" -ge 1 ] || t=1
     [ "$t" -le "$c" ] || t=$c
     local args=("$NONCE_BASE$(printf '%04x' "$conns")" "$i")
-    [ "$system" = dovetail ] && args+=("$USER_PREFIX" "$USERS")
+    if [ "$system" = dovetail ]; then
+      args+=("$USER_PREFIX" "$USERS")
+    elif [ "$MODE" = reads ]; then
+      args+=("$ETCD_READ_PREFIX" "$USERS")
+    fi
     (
       WRK_SUMMARY_FILE="$dir/summary-$i" wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
         -s "$LUA_DIR/$script" "${urls[$i]}" -- "${args[@]}" >"$dir/wrk-$i.out" 2>&1
@@ -328,46 +321,26 @@ run_level() {
   done
   for i in "${WRK_SHELLS[@]}"; do wait "$i" || true; done
   WRK_SHELLS=()
-  local wall cpu_after fsync_after batch_after=""
-  wall="$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
+  local end_ns cpu_after fsync_after batch_after=""
+  end_ns="$(date +%s%N)"
   cpu_after="$(cpu_ticks "${PIDS[@]}")"
   fsync_after="$(metric_pair "$auth" "$fsync_name" "${metrics_urls[@]}")"
   [ "$system" = dovetail ] && batch_after="$(metric_pair "$auth" dovetail_proposal_batch_requests "${metrics_urls[@]}")"
 
-  local rps=0 requests=0 non2xx=0 sockerr=0 wrk_cpu=0 summaries=()
   for ((i = 0; i < procs; i++)); do
-    local out="$dir/wrk-$i.out"
-    [ -s "$dir/summary-$i" ] || die "wrk produced no summary ($out): $(tail -n 3 "$out")"
-    summaries+=("$dir/summary-$i")
-    rps="$(awk -v a="$rps" '/^Requests\/sec:/ { a += $2 } END { print a }' "$out")"
-    requests=$((requests + $(awk '$1 == "requests" { print $2 }' "$dir/summary-$i")))
-    non2xx=$((non2xx + $(awk '/Non-2xx or 3xx responses:/ { n = $NF } END { print n + 0 }' "$out")))
-    sockerr=$((sockerr + $(awk '/Socket errors:/ { gsub(",", ""); n = $4 + $6 + $8 + $10 } END { print n + 0 }' "$out")))
-    local user_t sys_t
-    read -r user_t sys_t < <(sed -n 2p "$dir/times-$i")
-    wrk_cpu="$(awk -v a="$wrk_cpu" -v u="$(to_seconds "$user_t")" -v s="$(to_seconds "$sys_t")" 'BEGIN { print a + u + s }')"
+    [ -s "$dir/summary-$i" ] || die "wrk produced no summary ($dir/wrk-$i.out): $(tail -n 3 "$dir/wrk-$i.out")"
   done
-  local p50 p99
-  p50="$(merged_percentile 50 "${summaries[@]}")"
-  p99="$(merged_percentile 99 "${summaries[@]}")"
-  awk -v sys="$system" -v c="$conns" -v procs="$procs" -v rps="$rps" -v req="$requests" \
-      -v p50="$p50" -v p99="$p99" -v e1="$non2xx" -v e2="$sockerr" -v wall="$wall" \
-      -v cpu0="$cpu_before" -v cpu1="$cpu_after" -v tck="$CLK_TCK" -v wcpu="$wrk_cpu" \
-      -v f0="$fsync_before" -v f1="$fsync_after" -v b0="$batch_before" -v b1="$batch_after" 'BEGIN {
-        split(f0, a, " "); split(f1, b, " ")
-        fs = b[1] - a[1]; fsum = b[2] - a[2]
-        # Proposal batches: one per log entry a leader proposed ("count sum" = entries, requests).
-        entries = "-"; per_entry = "-"
-        if (b1 != "") {
-          split(b0, x, " "); split(b1, y, " ")
-          n = y[1] - x[1]; entries = sprintf("%.1f", n / wall)
-          per_entry = (n > 0) ? sprintf("%.2f", (y[2] - x[2]) / n) : "0"
-        }
-        printf "%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.3f\t%s\t%s\n", sys, c, procs, rps,
-          req, p50, p99, e1, e2, (cpu1 - cpu0) / tck / wall, wcpu / wall, fs / wall,
-          (fs > 0 ? fsum / fs * 1000 : 0), entries, per_entry
-      }' >>"$RESULTS"
-  echo "  $system, $conns connections: $(tail -n 1 "$RESULTS" | cut -f4) req/s" >&2
+  # Requests/s and errors summed, percentiles merged from the processes' grids, CPU and fsyncs
+  # per second of wall time: scripts/bench/vs_etcd_table.py.
+  local batch=()
+  [ "$system" = dovetail ] && batch=(--batch "$batch_before" "$batch_after" --groups "$CUR_GROUPS")
+  local row
+  row="$(python3 "$TABLE" level "$dir" --system "$system" --conns "$conns" --procs "$procs" \
+    --start-ns "$start_ns" --end-ns "$end_ns" --cpu-ticks "$cpu_before" "$cpu_after" \
+    --clk-tck "$CLK_TCK" --fsync "$fsync_before" "$fsync_after" "${batch[@]}")" \
+    || die "could not reduce the results in $dir"
+  echo "$row" >>"$RESULTS"
+  echo "  $system${CUR_GROUPS:+ ($CUR_GROUPS groups)}, $conns connections: $(tail -n 1 "$RESULTS" | cut -f4) req/s" >&2
 }
 
 warm_up() {
@@ -406,12 +379,27 @@ run_etcd() {
   probe="$(curl -s -o /dev/null -w '%{http_code}' -XPOST "http://127.0.0.1:$((ETCD_PORT + 1))/v3/kv/put" \
     -d '{"key":"cHJvYmU=","value":"cHJvYmU="}')"
   [ "$probe" = 200 ] || die "etcd's JSON gateway answered $probe to a put"
+  local read_args=()
+  if [ "$MODE" = reads ]; then
+    # The keys the reads ask for, one per "user", each with a 100-byte value as the puts write.
+    ETCD_READ_PREFIX="bench-read/$NONCE_BASE/"
+    read_args=("$ETCD_READ_PREFIX" "$USERS")
+    local value key code
+    value="$(printf 'v%.0s' $(seq 1 100) | base64 -w0)"
+    for ((i = 0; i < USERS; i++)); do
+      key="$(printf '%s' "$ETCD_READ_PREFIX$i" | base64 -w0)"
+      code="$(curl -s -o /dev/null -w '%{http_code}' -XPOST "http://127.0.0.1:$((ETCD_PORT + 1 + i % 3))/v3/kv/put" \
+        -d "{\"key\":\"$key\",\"value\":\"$value\"}")"
+      [ "$code" = 200 ] || die "putting etcd key $ETCD_READ_PREFIX$i: HTTP $code"
+    done
+  fi
   ETCD_VERSION="$(etcd --version | awk '/etcd Version/ { print $3 }')"
   echo "etcd $ETCD_VERSION: 3 members up on 127.0.0.1:$((ETCD_PORT + 1))-$((ETCD_PORT + 3))" >&2
   local urls=() conns
   for i in 1 2 3; do urls+=("http://127.0.0.1:$((ETCD_PORT + i))"); done
-  warm_up etcd-put.lua "${urls[0]}" "${NONCE_BASE}ffff" 9
-  for conns in $CONNECTIONS; do run_level etcd "$conns" etcd-put.lua "${urls[@]}"; sleep 1; done
+  CUR_GROUPS=""
+  warm_up "$ETCD_SCRIPT" "${urls[0]}" "${NONCE_BASE}ffff" 9 "${read_args[@]}"
+  for conns in $CONNECTIONS; do run_level etcd "$conns" "$ETCD_SCRIPT" "${urls[@]}"; sleep 1; done
   stop_pids "${PIDS[@]}"
   PIDS=()
   # The next system starts on a quiet disk: etcd's data (its WAL segments are preallocated 64 MB
@@ -423,12 +411,14 @@ run_etcd() {
 
 # --- dovetail -----------------------------------------------------------------------------------
 
+# Usage: run_dovetail GROUPS
 run_dovetail() {
   local i
+  CUR_GROUPS="$1"
   local serve_flags=()
   [ -z "$SERVER_THREADS" ] || serve_flags=(-- --worker-threads "$SERVER_THREADS")
   # Every group has a leader once it returns; the tokens are exported.
-  DVT_DEV_WAIT_S=90 dvt_dev_up "$BIN" "$WORK/dovetail" --nodes 3 --groups "$GROUPS_N" \
+  DVT_DEV_WAIT_S=90 dvt_dev_up "$BIN" "$WORK/dovetail" --nodes 3 --groups "$CUR_GROUPS" \
     --base-port "$DVT_PORT" "${serve_flags[@]}" \
     || die "dovetail did not elect every group's leader (logs: $WORK/dovetail/node*/node.log)"
   PIDS=("${DVT_DEV_NODE_PIDS[@]}")
@@ -458,19 +448,20 @@ run_dovetail() {
   else
     echo "dovetail: leaders not balanced after 60 s (groups led per node: ${spread#* }); measuring anyway" >&2
   fi
-  echo "dovetail $("$BIN" --version | awk '{ print $2 }'): 3 nodes, $GROUPS_N groups, $USERS users on 127.0.0.1:$((DVT_PORT + 1))-$((DVT_PORT + 3))" >&2
+  echo "dovetail $("$BIN" --version | awk '{ print $2 }'): 3 nodes, $CUR_GROUPS groups, $USERS users on 127.0.0.1:$((DVT_PORT + 1))-$((DVT_PORT + 3))" >&2
   local urls=() conns
   for i in 1 2 3; do urls+=("http://127.0.0.1:$((DVT_PORT + i))"); done
-  warm_up dovetail-append.lua "${urls[0]}" "${NONCE_BASE}ffff" 9 "$USER_PREFIX" "$USERS"
-  for conns in $CONNECTIONS; do run_level dovetail "$conns" dovetail-append.lua "${urls[@]}"; sleep 1; done
+  warm_up "$DVT_SCRIPT" "${urls[0]}" "${NONCE_BASE}ffff" 9 "$USER_PREFIX" "$USERS"
+  for conns in $CONNECTIONS; do run_level dovetail "$conns" "$DVT_SCRIPT" "${urls[@]}"; sleep 1; done
   dvt_dev_down
   PIDS=()
 }
 
 # Prints "<max - min> <groups led by node 1>/<node 2>/<node 3>" from a node's /admin/status, or
-# nothing if the status cannot be read or a group has no leader.
+# nothing if the status cannot be read (in 2 s: a curl timeout must not end the script under
+# pipefail) or a group has no leader.
 leader_spread() {
-  curl -s -m 2 -H "Authorization: Bearer $DOVETAIL_ADMIN_TOKEN" "$1/admin/status" | python3 -c '
+  { curl -s -m 2 -H "Authorization: Bearer $DOVETAIL_ADMIN_TOKEN" "$1/admin/status" || true; } | python3 -c '
 import json, sys
 try:
     groups = json.load(sys.stdin)["groups"]
@@ -487,153 +478,27 @@ print(max(led.values()) - min(led.values()), "/".join(str(led[n]) for n in (1, 2
 
 ETCD_VERSION=""
 USER_PREFIX=""
+ETCD_READ_PREFIX=""
+CUR_GROUPS=""
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -d ${DURATION}s --latency, connections: $CONNECTIONS, target: $TARGET; server threads: ${SERVER_THREADS:-one per CPU}; load average $LOADAVG; work dir $WORK" >&2
+echo "wrk -d ${DURATION}s --latency, $MODE, connections: $CONNECTIONS, target: $TARGET, groups: $GROUPS_LIST; server threads: ${SERVER_THREADS:-one per CPU}; load average $LOADAVG; work dir $WORK" >&2
 
 # --- report -------------------------------------------------------------------------------------
 
 # The table, the resources table, the list of runs with errors, and the JSON (to $2 unless
 # empty), from the results file $1.
 report() {
-awk -F'\t' -v json="$2" -v duration="$DURATION" -v target="$TARGET" \
-    -v etcd_version="$ETCD_VERSION" -v conns_list="$CONNECTIONS" -v cores="$(nproc)" \
-    -v loadavg="$LOADAVG" '
-  function ms(us) { return sprintf("%.2fms", us / 1000) }
-  function both(c) { return (("etcd", c) in have) && (("dovetail", c) in have) }
-  function ratio(c, a, b) { return (both(c) && b > 0) ? sprintf("%.2f", a / b) : "-" }
-  function jratio(c, a, b) { return (both(c) && b > 0) ? sprintf("%.3f", a / b) : "null" }
-  function cell(s, c,   e) {
-    if (!((s, c) in have)) return sprintf("%10s %9s %9s", "-", "-", "-")
-    e = (err1[s, c] + err2[s, c] > 0) ? "!" : " "
-    return sprintf("%9.0f%s %9s %9s", rps[s, c], e, ms(p50[s, c]), ms(p99[s, c]))
-  }
-  function jnum(v) { return (v == "" || v == "-") ? "null" : v }
-  function jsys(s, c) {
-    if (!((s, c) in have)) return "null"
-    return sprintf("{\"requests_per_second\": %.1f, \"requests\": %d, \"p50_us\": %d, \"p99_us\": %d, \"non_2xx\": %d, \"socket_errors\": %d, \"wrk_processes\": %d, \"nodes_cpu_cores\": %.2f, \"wrk_cpu_cores\": %.2f, \"fsyncs_per_second\": %.1f, \"fsync_mean_ms\": %.3f, \"entries_per_second\": %s, \"requests_per_entry\": %s}",
-      rps[s, c], req[s, c], p50[s, c], p99[s, c], err1[s, c], err2[s, c], procs[s, c], ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c], jnum(ent[s, c]), jnum(per[s, c]))
-  }
-  {
-    have[$1, $2] = 1; rps[$1, $2] = $4; req[$1, $2] = $5; p50[$1, $2] = $6; p99[$1, $2] = $7; err1[$1, $2] = $8
-    err2[$1, $2] = $9; procs[$1, $2] = $3; ncpu[$1, $2] = $10; wcpu[$1, $2] = $11; fsr[$1, $2] = $12
-    fsm[$1, $2] = $13; ent[$1, $2] = $14; per[$1, $2] = $15
-  }
-  END {
-    n = split(conns_list, conns, " ")
-    printf "%11s | %-31s | %-31s | %s\n", "", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"
-    printf "%11s | %10s %9s %9s | %10s %9s %9s | %10s %6s %6s\n", "connections", "req/s", "p50", "p99", "req/s", "p50", "p99", "throughput", "p50", "p99"
-    for (i = 1; i <= n; i++) {
-      c = conns[i]
-      printf "%11d | %s | %s | %10s %6s %6s\n", c, cell("etcd", c), cell("dovetail", c),
-        ratio(c, rps["dovetail", c], rps["etcd", c]), ratio(c, p50["dovetail", c], p50["etcd", c]),
-        ratio(c, p99["dovetail", c], p99["etcd", c])
-    }
-    printf "\nresources (CPU in cores busy on average, of %d; log fsyncs summed over the 3 nodes;\n", cores
-    print "for Dovetail also the log entries its leaders proposed per second, and requests per entry)"
-    printf "%11s | %9s %8s %9s %9s | %9s %8s %9s %9s %9s %9s\n", "connections", "etcd CPU", "wrk CPU", "fsync/s", "fsync ms", "dvt CPU", "wrk CPU", "fsync/s", "fsync ms", "entries/s", "req/entry"
-    for (i = 1; i <= n; i++) {
-      c = conns[i]; line = sprintf("%11d", c)
-      split("etcd dovetail", systems, " ")
-      for (k = 1; k <= 2; k++) {
-        s = systems[k]
-        if ((s, c) in have) line = line sprintf(" | %9.2f %8.2f %9.0f %9.2f", ncpu[s, c], wcpu[s, c], fsr[s, c], fsm[s, c])
-        else line = line sprintf(" | %9s %8s %9s %9s", "-", "-", "-", "-")
-        if (s == "dovetail") line = line sprintf(" %9s %9s", (s, c) in have ? (ent[s, c] == "-" ? "-" : sprintf("%.0f", ent[s, c])) : "-", (s, c) in have ? per[s, c] : "-")
-      }
-      print line
-    }
-    clean = 1
-    for (i = 1; i <= n; i++) {
-      c = conns[i]
-      split("etcd dovetail", systems, " ")
-      for (k = 1; k <= 2; k++) {
-        s = systems[k]
-        if (((s, c) in have) && err1[s, c] + err2[s, c] > 0) {
-          if (clean) print "\nERRORS (the rows marked !):"
-          clean = 0
-          printf "  %s at %d connections: %d non-2xx answers, %d socket errors of %d requests\n", s, c, err1[s, c], err2[s, c], req[s, c]
-        }
-      }
-    }
-    if (clean) print "\nno errors: every answer was 2xx, no socket errors"
-    if (json != "") {
-      printf "{\"duration_s\": %d, \"target\": \"%s\", \"cores\": %d, \"loadavg_before\": \"%s\", \"etcd_version\": \"%s\", \"clean\": %s,\n \"rows\": [\n", duration, target, cores, loadavg, etcd_version, clean ? "true" : "false" > json
-      for (i = 1; i <= n; i++) {
-        c = conns[i]
-        printf "  {\"connections\": %d,\n   \"etcd\": %s,\n   \"dovetail\": %s,\n   \"ratio\": {\"throughput\": %s, \"p50\": %s, \"p99\": %s}}%s\n", c, jsys("etcd", c), jsys("dovetail", c),
-          jratio(c, rps["dovetail", c], rps["etcd", c]), jratio(c, p50["dovetail", c], p50["etcd", c]),
-          jratio(c, p99["dovetail", c], p99["etcd", c]), (i < n ? "," : "") > json
-      }
-      print " ]}" > json
-    }
-  }' "$1"
+  python3 "$TABLE" report "$1" --json "$2" --duration "$DURATION" --target "$TARGET" \
+    --etcd-version "$ETCD_VERSION" --connections "$CONNECTIONS" --cores "$(nproc)" --loadavg "$LOADAVG" \
+    --mode "$MODE" --groups "$GROUPS_LIST"
 }
 
 # With --repeat: per system and connection count the median of each figure over the runs, and
 # the median and range of the runs' own ratios; the JSON (to $JSON_OUT) holds the same.
 report_medians() {
-  awk -F'\t' -v json="$JSON_OUT" -v duration="$DURATION" -v target="$TARGET" -v runs="$REPEAT" \
-      -v etcd_version="$ETCD_VERSION" -v conns_list="$CONNECTIONS" -v cores="$(nproc)" '
-  function median(list,   a, n, i, j, t) {
-    n = split(list, a, " ")
-    if (n == 0) return ""
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
-  function lo(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
-  function hi(list,   a, n, i, m) { n = split(list, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
-  function push(list, key, v) { list[key] = (key in list) ? list[key] " " v : v }
-  function cell(s, c) {
-    if (!((s, c, "rps") in vals)) return sprintf("%10s %9s %9s", "-", "-", "-")
-    return sprintf("%10.0f %9s %9s", median(vals[s, c, "rps"]), sprintf("%.2fms", median(vals[s, c, "p50"]) / 1000), sprintf("%.2fms", median(vals[s, c, "p99"]) / 1000))
-  }
-  function rcell(c, f) {
-    if (!((c, f) in ratios)) return sprintf("%17s", "-")
-    return sprintf("%4.2f (%4.2f-%4.2f)", median(ratios[c, f]), lo(ratios[c, f]), hi(ratios[c, f]))
-  }
-  function jmed(s, c) {
-    if (!((s, c, "rps") in vals)) return "null"
-    return sprintf("{\"requests_per_second\": %.1f, \"p50_us\": %d, \"p99_us\": %d, \"runs\": %d}", median(vals[s, c, "rps"]), median(vals[s, c, "p50"]), median(vals[s, c, "p99"]), split(vals[s, c, "rps"], tmp, " "))
-  }
-  function jratio(c, f) {
-    if (!((c, f) in ratios)) return "null"
-    return sprintf("{\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}", median(ratios[c, f]), lo(ratios[c, f]), hi(ratios[c, f]))
-  }
-  {
-    # run system conns procs rps requests p50 p99 non2xx sockerr ...
-    r = $1; s = $2; c = $3
-    push(vals, s SUBSEP c SUBSEP "rps", $5); push(vals, s SUBSEP c SUBSEP "p50", $7); push(vals, s SUBSEP c SUBSEP "p99", $8)
-    got[r, s, c] = 1; rps[r, s, c] = $5; p50[r, s, c] = $7; p99[r, s, c] = $8
-    if ($9 + $10 > 0) unclean = 1
-    if (r > last) last = r
-  }
-  END {
-    n = split(conns_list, conns, " ")
-    for (r = 1; r <= last; r++) for (i = 1; i <= n; i++) {
-      c = conns[i]
-      if (!(((r, "etcd", c) in got) && ((r, "dovetail", c) in got))) continue
-      if (rps[r, "etcd", c] > 0) push(ratios, c SUBSEP "rps", rps[r, "dovetail", c] / rps[r, "etcd", c])
-      if (p50[r, "etcd", c] > 0) push(ratios, c SUBSEP "p50", p50[r, "dovetail", c] / p50[r, "etcd", c])
-      if (p99[r, "etcd", c] > 0) push(ratios, c SUBSEP "p99", p99[r, "dovetail", c] / p99[r, "etcd", c])
-    }
-    printf "\nmedian over %d runs (ratios: the median of the runs'"'"' own ratios, their range in brackets)\n", runs
-    printf "%11s | %-31s | %-31s | %s\n", "", "etcd (put)", "dovetail (append)", "ratio dovetail/etcd"
-    printf "%11s | %10s %9s %9s | %10s %9s %9s | %17s %17s %17s\n", "connections", "req/s", "p50", "p99", "req/s", "p50", "p99", "throughput", "p50", "p99"
-    for (i = 1; i <= n; i++) {
-      c = conns[i]
-      printf "%11d | %s | %s | %s %s %s\n", c, cell("etcd", c), cell("dovetail", c), rcell(c, "rps"), rcell(c, "p50"), rcell(c, "p99")
-    }
-    print unclean ? "\nsome runs had errors (see their tables)" : "\nno errors in any run: every answer was 2xx, no socket errors"
-    if (json != "") {
-      printf "{\"duration_s\": %d, \"target\": \"%s\", \"cores\": %d, \"runs\": %d, \"etcd_version\": \"%s\", \"clean\": %s,\n \"median_rows\": [\n", duration, target, cores, runs, etcd_version, unclean ? "false" : "true" > json
-      for (i = 1; i <= n; i++) {
-        c = conns[i]
-        printf "  {\"connections\": %d,\n   \"etcd\": %s,\n   \"dovetail\": %s,\n   \"ratio\": {\"throughput\": %s, \"p50\": %s, \"p99\": %s}}%s\n", c, jmed("etcd", c), jmed("dovetail", c),
-          jratio(c, "rps"), jratio(c, "p50"), jratio(c, "p99"), (i < n ? "," : "") > json
-      }
-      print " ]}" > json
-    }
-  }' "$ALL_RESULTS"
+  python3 "$TABLE" medians "$ALL_RESULTS" --json "$JSON_OUT" --duration "$DURATION" \
+    --target "$TARGET" --runs "$REPEAT" --etcd-version "$ETCD_VERSION" \
+    --connections "$CONNECTIONS" --cores "$(nproc)" --mode "$MODE" --groups "$GROUPS_LIST"
 }
 for ((RUN = 1; RUN <= REPEAT; RUN++)); do
   if [ "$RUN" -gt 1 ]; then
@@ -646,8 +511,18 @@ for ((RUN = 1; RUN <= REPEAT; RUN++)); do
   [ "$REPEAT" = 1 ] || echo "== run $RUN of $REPEAT ($(date -u +%H:%M:%S) UTC)" >&2
   : >"$RESULTS"
   [ "$RUN_ETCD" = 0 ] || run_etcd
-  [ "$RUN_DOVETAIL" = 0 ] || run_dovetail
-  awk -v r="$RUN" '{ print r "\t" $0 }' "$RESULTS" >>"$ALL_RESULTS"
+  if [ "$RUN_DOVETAIL" = 1 ]; then
+    for ((G = 0; G < ${#GROUP_COUNTS[@]}; G++)); do
+      if [ "$G" -gt 0 ]; then
+        # The next group count on fresh data, after the same clean-up and pause.
+        rm -rf "$WORK/dovetail"
+        sync
+        sleep "$SETTLE"
+      fi
+      run_dovetail "${GROUP_COUNTS[$G]}"
+    done
+  fi
+  sed "s/^/$RUN\t/" "$RESULTS" >>"$ALL_RESULTS"
   if [ "$REPEAT" -gt 1 ]; then
     echo "run $RUN of $REPEAT:"
     report "$RESULTS" ""

@@ -22,6 +22,7 @@ python3 scripts/check-doc-refs.py --self-test
 python3 scripts/check-doc-refs.py
 python3 scripts/bench/deliver_table.py --self-test
 python3 scripts/bench/vs_dovecot_table.py --self-test
+python3 scripts/bench/vs_etcd_table.py --self-test
 
 # Installs Debian package $2 (default: $1), which provides command $1, as root when the command
 # is missing; on failure says which tests ($3, or $2 when only two arguments are given) will
