@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Failover time: kill -9 of a group leader -> the next append acknowledged through a survivor.
 
-Usage: scripts/bench/failover.py [TRIALS=20]  (as README "Performance" says; needs ports
-7001-7003/7101-7103 free; each trial a fresh `dovetail dev --nodes 3` in a new temporary
-directory; $DOVETAIL_BIN, default target/release/dovetail). Prints each trial and the
-median/min/max. Signals only the processes it started (each trial's `dev` and its nodes).
+Usage: scripts/bench/failover.py [TRIALS=20] [--base-port 7000] [-- SERVE FLAGS...]
+(as README "Performance" says; needs ports base+1..3, base+101..103 (and dev's IMAP/LMTP ports
+base+201..203, base+301..303) free; each trial a fresh `dovetail dev --nodes 3` in a new
+temporary directory; $DOVETAIL_BIN, default target/release/dovetail; flags after `--` go to
+every node's `serve`, e.g. `-- --heartbeat-ms 50 --election-timeout-ms 300`). Prints each trial
+and the median/min/max. Signals only the processes it started (each trial's `dev` and its nodes).
 """
+import argparse
 import os
 import shutil
 import signal
@@ -20,11 +23,12 @@ from dvt_http import request as req
 BIN = os.path.abspath(os.environ.get("DOVETAIL_BIN", "target/release/dovetail"))
 
 
-def trial(number, base):
-    with DevCluster(BIN, os.path.join(base, "data"), nodes=3, groups=16, base_port=7000) as cluster:
+def trial(number, base, port=7000, serve_flags=()):
+    with DevCluster(BIN, os.path.join(base, "data"), nodes=3, groups=16, base_port=port,
+                    serve_flags=list(serve_flags)) as cluster:
         ct, at = cluster.client_token, cluster.admin_token
         user = f"fo{number}"
-        created = req(7001, "POST", f"/v1/users/{user}/mailboxes", ct, {"name": "INBOX"})
+        created = req(port + 1, "POST", f"/v1/users/{user}/mailboxes", ct, {"name": "INBOX"})
         assert created[0] == 201, created
         seq = [0]
 
@@ -34,17 +38,17 @@ def trial(number, base):
                        {"messages": [{"guid": f"{number:08x}{seq[0]:024x}", "size": 10}],
                         "client_id": f"fo-{number}", "request_seq": seq[0]}, timeout)
 
-        s, v = append(7001)
+        s, v = append(port + 1)
         group = v["group"]
         time.sleep(3)  # let the rebalancer settle
-        s, st = req(7001, "GET", "/admin/status", at)
+        s, st = req(port + 1, "GET", "/admin/status", at)
         leader = [g for g in st["groups"] if g["group"] == group][0]["leader"]
         writer = 1 if leader != 1 else 2
-        assert append(7000 + writer)[0] == 200
+        assert append(port + writer)[0] == 200
         killed = time.monotonic()
         os.kill(cluster.pids[leader], signal.SIGKILL)
         while True:
-            s, v = append(7000 + writer, timeout=10)
+            s, v = append(port + writer, timeout=10)
             if s == 200:
                 break
             time.sleep(0.01)
@@ -55,11 +59,20 @@ def trial(number, base):
 
 
 def main():
+    argv = sys.argv[1:]
+    serve_flags = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("trials", nargs="?", type=int, default=20)
+    p.add_argument("--base-port", type=int, default=7000)
+    args = p.parse_args(argv)
+    if serve_flags:
+        print(f"serve flags: {' '.join(serve_flags)}", flush=True)
     results = []
-    for number in range(int(sys.argv[1]) if len(sys.argv) > 1 else 20):
+    for number in range(args.trials):
         base = tempfile.mkdtemp(prefix="dovetail-failover-")
         try:
-            results.append(trial(number, base))
+            results.append(trial(number, base, args.base_port, serve_flags))
         finally:
             shutil.rmtree(base, ignore_errors=True)
     results.sort()
