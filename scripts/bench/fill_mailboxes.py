@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """fill_mailboxes.py N: creates N mailboxes on the `dovetail dev` cluster whose API ports are
-7001-7003 (client token in $DOVETAIL_CLIENT_TOKEN): users `idle-<k>`, 50 mailboxes each, spread
-over the groups by the users' hash, 16 connections at a time. For `idle.sh GROUPS MAILBOXES`."""
+$DVT_IDLE_BASE_PORT + 1..3 (default 7001-7003), client token in $DOVETAIL_CLIENT_TOKEN: users
+`idle-<k>`, 50 mailboxes each, spread over the groups by the users' hash, 16 connections at a
+time. For `idle.sh GROUPS MAILBOXES`."""
 import http.client
 import json
 import os
@@ -15,7 +16,8 @@ WORKERS = 16
 
 def create(worker, count, token):
     """Worker `worker`'s share of the `count` mailboxes, over one kept-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", 7001 + worker % 3, timeout=30)
+    base = int(os.environ.get("DVT_IDLE_BASE_PORT", "7000"))
+    conn = http.client.HTTPConnection("127.0.0.1", base + 1 + worker % 3, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
     made = 0
     for i in range(worker, count, WORKERS):
