@@ -156,6 +156,13 @@ pub async fn run_membership_watch(
             {
                 continue;
             }
+            // Most groups hear from their leader: those cost a look at one clock, no metrics.
+            if !raft
+                .since_leader_contact(group)
+                .is_ok_and(|since| since >= probe_after)
+            {
+                continue;
+            }
             let Ok(metrics) = raft.metrics(group) else {
                 continue;
             };

@@ -824,4 +824,233 @@ mod tests {
         assert!(build_files(dir.path()).is_empty());
         assert_eq!(reopened.applied(), Some(LogPosition::new(1, 2)));
     }
+
+    /// The mailbox and message counts kept on apply equal a full recount after every op of a
+    /// mixed sequence (creates, appends, deliveries, expunges, copies, moves, a rename of a
+    /// mailbox with a child, deletes of full mailboxes, refused ops), on disk; and after the
+    /// group is reopened, and after a snapshot of it is installed over another group's state
+    /// or imported in memory.
+    #[test]
+    fn counts_kept_on_apply_equal_a_recount() {
+        use crate::state_machine::{GroupCounts, GroupState};
+        use crate::txn::encoding::CURRENT_ENCODING;
+        use crate::txn::{NewMessage, UidSet};
+        use crate::txn::{Op, Txn};
+
+        let user = || "u".to_string();
+        let uids = |text: &str| UidSet::parse(text).unwrap();
+        let messages = |first: u8, n: u8| -> Vec<NewMessage> {
+            (first..first + n)
+                .map(|g| NewMessage {
+                    guid: [g; 16],
+                    size: 10,
+                    internal_date: 1_700_000_000,
+                    flags: Vec::new(),
+                })
+                .collect()
+        };
+        let create = |mailbox: &str, guid: u8| Op::CreateMailbox {
+            user: user(),
+            mailbox: mailbox.into(),
+            mailbox_guid: [guid; 16],
+            uid_validity: 9,
+        };
+        // (op, mailboxes and messages after it)
+        let ops: Vec<(Op, GroupCounts)> = vec![
+            (
+                Op::SetEncoding {
+                    version: CURRENT_ENCODING,
+                },
+                (0, 0),
+            ),
+            (create("INBOX", 1), (1, 0)),
+            (create("A", 2), (2, 0)),
+            (create("A/B", 3), (3, 0)),
+            (create("INBOX", 4), (3, 0)), // refused: exists
+            (
+                Op::Append {
+                    user: user(),
+                    mailbox: "INBOX".into(),
+                    messages: messages(10, 3),
+                },
+                (3, 3),
+            ),
+            (
+                Op::Deliver {
+                    user: user(),
+                    mailbox: "A".into(),
+                    messages: messages(20, 2),
+                    bodies: vec![[7; 16], [8; 16]],
+                },
+                (3, 5),
+            ),
+            (
+                Op::Append {
+                    user: user(),
+                    mailbox: "Nowhere".into(),
+                    messages: messages(30, 1),
+                },
+                (3, 5),
+            ),
+            (
+                Op::Expunge {
+                    user: user(),
+                    mailbox: "INBOX".into(),
+                    uids: uids("2"),
+                    expected_guids: Vec::new(),
+                },
+                (3, 4),
+            ),
+            (
+                Op::Copy {
+                    user: user(),
+                    from: "INBOX".into(),
+                    to: "A".into(),
+                    uids: uids("1:3"),
+                },
+                (3, 6),
+            ),
+            (
+                Op::Copy {
+                    user: user(),
+                    from: "INBOX".into(),
+                    to: "INBOX".into(),
+                    uids: uids("1:3"),
+                },
+                (3, 8),
+            ),
+            (
+                Op::Move {
+                    user: user(),
+                    from: "A".into(),
+                    to: "A/B".into(),
+                    uids: uids("1:2"),
+                },
+                (3, 8),
+            ),
+            (
+                Op::Store {
+                    user: user(),
+                    mailbox: "INBOX".into(),
+                    uids: uids("1:10"),
+                    mode: crate::txn::StoreMode::Add,
+                    flags: vec!["\\Seen".into()],
+                    unchanged_since: None,
+                },
+                (3, 8),
+            ),
+            (
+                Op::RenameMailbox {
+                    user: user(),
+                    from: "A".into(),
+                    to: "C".into(),
+                },
+                (3, 8),
+            ),
+            (
+                Op::DeleteMailbox {
+                    user: user(),
+                    mailbox: "C".into(),
+                },
+                (3, 8),
+            ), // refused: a child
+            (
+                Op::DeleteMailbox {
+                    user: user(),
+                    mailbox: "C/B".into(),
+                },
+                (2, 6),
+            ),
+            (
+                Op::DeleteMailbox {
+                    user: user(),
+                    mailbox: "C".into(),
+                },
+                (1, 4),
+            ),
+            (create("D", 5), (2, 4)),
+            (
+                Op::Expunge {
+                    user: user(),
+                    mailbox: "INBOX".into(),
+                    uids: uids("1:20"),
+                    expected_guids: Vec::new(),
+                },
+                (2, 0),
+            ),
+            (
+                Op::Append {
+                    user: user(),
+                    mailbox: "D".into(),
+                    messages: messages(40, 4),
+                },
+                (2, 4),
+            ),
+        ]
+        .into_iter()
+        .map(|(op, (mailboxes, messages))| (op, GroupCounts { mailboxes, messages }))
+        .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = GroupStateMachine::open(dir.path()).unwrap();
+        for (i, (op, expected)) in ops.into_iter().enumerate() {
+            let txn = Txn {
+                client_id: "c".into(),
+                request_seq: i as u64 + 1,
+                op,
+            };
+            let outcome = sm
+                .apply(LogPosition::new(1, i as u64 + 1), &txn)
+                .unwrap()
+                .unwrap();
+            let counts = sm.state().counts();
+            assert_eq!(counts, sm.state().recount(), "after {txn:?}: {outcome:?}");
+            assert_eq!(counts, expected, "after {txn:?}: {outcome:?}");
+        }
+        let counts = sm.state().counts();
+        sm.flush().unwrap();
+        drop(sm);
+        let mut sm = GroupStateMachine::open(dir.path()).unwrap();
+        assert_eq!(sm.state().counts(), counts, "reopened");
+        let mut stream = Vec::new();
+        sm.state().export_snapshot(&mut stream).unwrap();
+        assert_eq!(
+            GroupState::import_snapshot(stream.as_slice()).unwrap().counts(),
+            counts
+        );
+        // Installed over a group holding something else.
+        let other_dir = tempfile::tempdir().unwrap();
+        let mut other = GroupStateMachine::open(other_dir.path()).unwrap();
+        other.apply(LogPosition::new(1, 1), &create_inbox()).unwrap();
+        other.apply(LogPosition::new(1, 2), &append("c", 2, 1)).unwrap();
+        assert_eq!(
+            other.state().counts(),
+            GroupCounts {
+                mailboxes: 1,
+                messages: 1
+            }
+        );
+        other.install_snapshot(stream.as_slice()).unwrap();
+        assert_eq!(other.state().counts(), counts, "installed");
+        assert_eq!(other.state().recount(), counts);
+        // And it goes on counting from there.
+        let next = LogPosition::new(1, sm.state().applied().unwrap().index + 1);
+        let txn = Txn {
+            client_id: "d".into(),
+            request_seq: 1,
+            op: Op::DeleteMailbox {
+                user: user(),
+                mailbox: "D".into(),
+            },
+        };
+        other.apply(next, &txn).unwrap().unwrap();
+        assert_eq!(
+            other.state().counts(),
+            GroupCounts {
+                mailboxes: 1,
+                messages: 0
+            }
+        );
+        sm.apply(next, &txn).unwrap().unwrap();
+        assert_eq!(sm.state().counts(), other.state().counts());
+    }
 }

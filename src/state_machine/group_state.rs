@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::error::SmError;
 use super::manifest::{request_digest, Manifest, SessionCheck};
 use crate::index::{LogPosition, MailboxIndex, Storage, VecStorage};
-use crate::txn::{validate::validate_in, Guid, Outcome, Rejection, Txn};
+use crate::txn::validate::{canonical_mailbox_name, validate_in};
+use crate::txn::{Guid, Op, Outcome, Rejection, Txn};
 
 /// Creates and removes the storage of mailbox files.
 pub trait MailboxFiles {
@@ -48,6 +49,19 @@ pub struct GroupState<F: MailboxFiles> {
     pub(super) mailboxes: BTreeMap<Guid, MailboxIndex<F::Storage>>,
     /// Mailboxes written since the last `take_touched` (the disk layer flushes these).
     pub(super) touched: BTreeSet<Guid>,
+    /// How many mailboxes and messages the group holds: counted in full when the state is
+    /// built (open, restore, snapshot install), then kept as ops are applied, so reading it
+    /// (the metrics gauges, every second) costs nothing per mailbox. Invariant: equal to
+    /// [`recount`](Self::recount) between applies.
+    pub(super) counts: GroupCounts,
+}
+
+/// How many mailboxes a group's manifest names and how many messages their indexes hold (the
+/// sum of their headers' `message_count`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCounts {
+    pub mailboxes: u64,
+    pub messages: u64,
 }
 
 impl GroupState<MemoryFiles> {
@@ -59,12 +73,92 @@ impl GroupState<MemoryFiles> {
 
 impl<F: MailboxFiles> GroupState<F> {
     pub fn new(files: F, manifest: Manifest, mailboxes: BTreeMap<Guid, MailboxIndex<F::Storage>>) -> Self {
-        GroupState {
+        let mut state = GroupState {
             files,
             manifest,
             mailboxes,
             touched: BTreeSet::new(),
+            counts: GroupCounts::default(),
+        };
+        state.counts = state.recount();
+        state
+    }
+
+    /// The group's mailbox and message counts, as kept on apply (O(1)).
+    pub fn counts(&self) -> GroupCounts {
+        self.counts
+    }
+
+    /// The counts by walking the manifest and every mailbox header (O(mailboxes)): what
+    /// [`counts`](Self::counts) must equal.
+    pub fn recount(&self) -> GroupCounts {
+        GroupCounts {
+            mailboxes: self.manifest.users.values().map(|names| names.len() as u64).sum(),
+            messages: self
+                .mailboxes
+                .values()
+                .map(|index| u64::from(index.header().message_count))
+                .sum(),
         }
+    }
+
+    /// The counts of the mailboxes `guids` alone: whether each is open (1 mailbox) and its
+    /// header's message count. A GUID named twice counts once.
+    fn counts_of(&self, guids: &[Option<Guid>; 2]) -> GroupCounts {
+        let mut counts = GroupCounts::default();
+        let second = if guids[1] == guids[0] { None } else { guids[1] };
+        for guid in [guids[0], second].iter().flatten() {
+            if let Some(index) = self.mailboxes.get(guid) {
+                counts.mailboxes += 1;
+                counts.messages += u64::from(index.header().message_count);
+            }
+        }
+        counts
+    }
+
+    /// Moves the counts from `before` to `after` (of the same mailboxes).
+    pub(super) fn recount_from(&mut self, before: GroupCounts, after: GroupCounts) {
+        let moved = |total: u64, before: u64, after: u64| {
+            (total + after).checked_sub(before).unwrap_or_else(|| {
+                panic!("invariant: the group counts at least the {before} of the mailboxes changed")
+            })
+        };
+        self.counts.mailboxes = moved(self.counts.mailboxes, before.mailboxes, after.mailboxes);
+        self.counts.messages = moved(self.counts.messages, before.messages, after.messages);
+    }
+
+    /// The mailboxes whose existence or message count `op` may change: the ones it names
+    /// (resolved before it is applied) and the GUID a create gives. A rename changes neither
+    /// count.
+    fn mailboxes_counted_by(&self, op: &Op) -> [Option<Guid>; 2] {
+        let named = |user: &str, mailbox: &str| self.manifest.mailbox(user, &canonical_mailbox_name(mailbox));
+        match op {
+            Op::CreateMailbox { mailbox_guid, .. } => [Some(*mailbox_guid), None],
+            Op::DeleteMailbox { user, mailbox }
+            | Op::Append { user, mailbox, .. }
+            | Op::Deliver { user, mailbox, .. }
+            | Op::Store { user, mailbox, .. }
+            | Op::Expunge { user, mailbox, .. } => [named(user, mailbox), None],
+            Op::Copy { user, from, to, .. } | Op::Move { user, from, to, .. } => {
+                [named(user, from), named(user, to)]
+            }
+            Op::RenameMailbox { .. }
+            | Op::SetEncoding { .. }
+            | Op::Probe { .. }
+            | Op::Subscribe { .. }
+            | Op::Unsubscribe { .. } => [None, None],
+        }
+    }
+
+    /// [`apply_op`](Self::apply_op), keeping the counts: those of the mailboxes the op can
+    /// change, before and after (also after an error, which may leave a change half made).
+    fn apply_counted(&mut self, position: LogPosition, op: &Op) -> Result<Outcome, SmError> {
+        let changed = self.mailboxes_counted_by(op);
+        let before = self.counts_of(&changed);
+        let outcome = self.apply_op(position, op);
+        let after = self.counts_of(&changed);
+        self.recount_from(before, after);
+        outcome
     }
 
     /// The last log entry applied.
@@ -150,7 +244,7 @@ impl<F: MailboxFiles> GroupState<F> {
                     Err(e) => Outcome::Rejected(Rejection::Invalid {
                         message: e.to_string(),
                     }),
-                    Ok(()) => self.apply_op(position, &txn.op)?,
+                    Ok(()) => self.apply_counted(position, &txn.op)?,
                 };
                 self.manifest.sessions.record(
                     &txn.client_id,

@@ -25,7 +25,7 @@ pub mod snapshot;
 
 pub use error::SmError;
 pub use group_machine::{CheckpointInfo, DirFiles, GroupStateMachine, Recovery};
-pub use group_state::{GroupState, MailboxFiles, MemoryFiles};
+pub use group_state::{GroupCounts, GroupState, MailboxFiles, MemoryFiles};
 pub use manifest::Manifest;
 pub use read::{
     Changes, ChangesPageView, MailboxStatus, MailboxSummary, MessageView, NextChanges, ReadError,

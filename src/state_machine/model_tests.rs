@@ -848,6 +848,7 @@ proptest! {
                 prop_assert!(modseq > previous, "invariant 5: MODSEQ {} after {}", modseq, previous);
             }
             tracker.observe(&sm, txn, &outcome, !is_duplicate(&txns[..i], txn));
+            prop_assert_eq!(sm.counts(), sm.recount(), "counts kept on apply, after entry {}: {:?}", i, txn);
             prop_assert!(sm.apply(position(i), txn).unwrap().is_none(), "re-applying a position is a no-op");
         }
         assert_reads_agree(&sm, &model);
@@ -873,6 +874,7 @@ proptest! {
             }
         }
         prop_assert_eq!(memory.digest(), disk.state().digest());
+        prop_assert_eq!(disk.state().counts(), disk.state().recount());
         prop_assert_eq!(memory.manifest().encode(), disk.state().manifest().encode());
         let images = |m: &BTreeMap<Guid, Vec<u8>>| m.clone();
         let a: BTreeMap<Guid, Vec<u8>> = memory.mailboxes().iter().map(|(g, i)| (*g, i.bytes().to_vec())).collect();
@@ -884,10 +886,13 @@ proptest! {
         let reopened = GroupStateMachine::open(dir.path()).unwrap();
         prop_assert_eq!(reopened.recovery(), &super::Recovery::Clean);
         prop_assert_eq!(reopened.state().digest(), memory.digest());
+        prop_assert_eq!(memory.counts(), memory.recount());
+        prop_assert_eq!(reopened.state().counts(), memory.counts());
         let mut stream = Vec::new();
         memory.export_snapshot(&mut stream).unwrap();
         let imported = GroupState::import_snapshot(stream.as_slice()).unwrap();
         prop_assert_eq!(imported.digest(), memory.digest());
+        prop_assert_eq!(imported.counts(), memory.counts());
     }
 }
 

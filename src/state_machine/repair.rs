@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::apply::hex;
 use super::group_machine::{rename, sync_dir, write_file_synced, GroupStateMachine, LIVE};
+use super::group_state::GroupCounts;
 use super::snapshot::index_file_name;
 use super::SmError;
 use crate::index::{LogPosition, MailboxIndex, MmapStorage, VecStorage};
@@ -164,7 +165,14 @@ impl GroupStateMachine {
         sync_dir(&live)?;
         let index = MailboxIndex::open(MmapStorage::open(&path)?)?;
         let position = index.header().applied;
-        self.state.mailboxes.insert(*mailbox_guid, index);
+        let count = |index: &MailboxIndex<MmapStorage>| GroupCounts {
+            mailboxes: 1,
+            messages: u64::from(index.header().message_count),
+        };
+        let after = count(&index);
+        if let Some(before) = self.state.mailboxes.insert(*mailbox_guid, index) {
+            self.state.recount_from(count(&before), after);
+        }
         self.state.touched.insert(*mailbox_guid);
         let _ = fs::remove_file(&tmp);
         Ok(Ok(position))
@@ -269,6 +277,8 @@ mod tests {
             .unwrap();
         assert_eq!(position.index, 5);
         assert_eq!(r[0].mailbox_digests(), r[1].mailbox_digests());
+        assert_eq!(r[1].state().counts(), r[1].state().recount());
+        assert_eq!(r[1].state().counts(), r[0].state().counts());
         let other_after = fs::read(dirs[1].path().join(LIVE).join(index_file_name(&[2; 16]))).unwrap();
         assert_eq!(other_before, other_after);
         // Still identical after more writes and a reopen.

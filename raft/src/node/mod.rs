@@ -419,6 +419,24 @@ impl<A: Application> RaftNode<A> {
         Ok(last)
     }
 
+    /// The group's role on this node: what [`metrics`](Self::metrics) says, without copying
+    /// the rest (for tasks that look at every group often and at most groups no further).
+    pub fn role(&self, group_id: GroupId) -> Result<GroupRole, ProposeError> {
+        let group = self.group(group_id)?;
+        let state = group.raft.metrics().borrow_watched().state;
+        Ok(role_of(state))
+    }
+
+    /// How long since this node last heard from the group's leader (zero while it leads):
+    /// [`GroupMetrics::since_leader_contact`], without copying the rest.
+    pub fn since_leader_contact(&self, group_id: GroupId) -> Result<std::time::Duration, ProposeError> {
+        let group = self.group(group_id)?;
+        if group.raft.metrics().borrow_watched().state == ServerState::Leader {
+            return Ok(std::time::Duration::ZERO);
+        }
+        Ok(self.inner.table.since_leader_contact(group))
+    }
+
     /// The group's Raft state on this node.
     pub fn metrics(&self, group_id: GroupId) -> Result<GroupMetrics, ProposeError> {
         let group = self.group(group_id)?;
@@ -427,13 +445,7 @@ impl<A: Application> RaftNode<A> {
         Ok(GroupMetrics {
             group_id,
             node_id: m.id,
-            role: match m.state {
-                ServerState::Leader => GroupRole::Leader,
-                ServerState::Follower => GroupRole::Follower,
-                ServerState::Candidate => GroupRole::Candidate,
-                ServerState::Learner => GroupRole::Learner,
-                ServerState::Shutdown => GroupRole::Shutdown,
-            },
+            role: role_of(m.state),
             current_leader: m.current_leader,
             current_term: m.current_term,
             last_log_index: m.last_log_index,
@@ -516,11 +528,21 @@ impl<A: Application> RaftNode<A> {
     }
 }
 
+fn role_of(state: ServerState) -> GroupRole {
+    match state {
+        ServerState::Leader => GroupRole::Leader,
+        ServerState::Follower => GroupRole::Follower,
+        ServerState::Candidate => GroupRole::Candidate,
+        ServerState::Learner => GroupRole::Learner,
+        ServerState::Shutdown => GroupRole::Shutdown,
+    }
+}
+
 async fn flush_app<A: Application>(group: &Group<A>) -> io::Result<()> {
     on_app(group, A::flush).await
 }
 
-/// Runs `flush` (`Application::flush` or `periodic_flush`) on the blocking pool under the app lock.
+/// Runs `flush` (`Application::flush`) on the blocking pool under the app lock.
 async fn on_app<A: Application>(group: &Group<A>, flush: fn(&mut A) -> io::Result<()>) -> io::Result<()> {
     let app = group.app.clone();
     tokio::task::spawn_blocking(move || flush(&mut *lock_app(&app)?))
@@ -531,7 +553,9 @@ async fn on_app<A: Application>(group: &Group<A>, flush: fn(&mut A) -> io::Resul
 /// Offers every group's application a flush every `interval` (`periodic_flush`: the application
 /// decides whether it is due). A flush that fails for want of disk space is offered again later
 /// (the log keeps everything it would have written; recovery replays it). A group whose
-/// application cannot flush for another reason is stopped.
+/// application cannot flush for another reason is stopped. One sweep over all groups is one
+/// task on the blocking pool (a handoff per sweep, not per group: most groups of an idle node
+/// have nothing to flush and answer at once).
 async fn flush_periodically<A: Application>(
     table: Arc<GroupTable<A>>,
     interval: std::time::Duration,
@@ -542,19 +566,38 @@ async fn flush_periodically<A: Application>(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        for (group_id, group) in table.groups.iter().enumerate() {
-            match on_app(group, A::periodic_flush).await {
-                Ok(()) => {}
-                Err(e) if crate::is_out_of_space(&e) => {
-                    tracing::warn!(group_id, error = %e, "application flush waits for disk space");
-                }
-                Err(e) => {
-                    tracing::error!(group_id, error = %e, "application flush failed; stopping the group");
-                    let _ = group.raft.shutdown().await;
-                }
+        let groups = table.clone();
+        let swept = tokio::task::spawn_blocking(move || offer_flushes(groups.groups.iter().map(|g| &*g.app)));
+        let failed = match swept.await {
+            Ok(failed) => failed,
+            Err(e) => {
+                tracing::error!(error = %e, "application flush sweep failed; trying again later");
+                continue;
+            }
+        };
+        for group_id in failed {
+            let _ = table.groups[group_id].raft.shutdown().await;
+        }
+    }
+}
+
+/// Runs `periodic_flush` on each application in turn, under its lock (on a blocking thread).
+/// Returns the indexes of those that failed for another reason than a full disk (to stop).
+fn offer_flushes<'a, A: Application + 'a>(apps: impl IntoIterator<Item = &'a Mutex<A>>) -> Vec<usize> {
+    let mut failed = Vec::new();
+    for (group_id, app) in apps.into_iter().enumerate() {
+        match lock_app(app).and_then(|mut app| app.periodic_flush()) {
+            Ok(()) => {}
+            Err(e) if crate::is_out_of_space(&e) => {
+                tracing::warn!(group_id, error = %e, "application flush waits for disk space");
+            }
+            Err(e) => {
+                tracing::error!(group_id, error = %e, "application flush failed; stopping the group");
+                failed.push(group_id);
             }
         }
     }
+    failed
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ struct TestState {
     snapshots_installed: Arc<AtomicUsize>,
     /// The next this many applies fail as on a full disk (`StorageFull`), changing nothing.
     full_disk_applies: usize,
+    /// Calls of `flush`, and the error each fails with (none: they succeed).
+    flushes: usize,
+    flush_error: Option<io::ErrorKind>,
 }
 
 /// A test application: requests are appended to a list; the response is the list length.
@@ -91,7 +94,11 @@ impl Application for TestApp {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        let mut state = self.state();
+        state.flushes += 1;
+        state
+            .flush_error
+            .map_or(Ok(()), |kind| Err(io::Error::new(kind, "flush fails (test)")))
     }
 
     fn build_snapshot(&mut self) -> io::Result<SnapshotInfo> {
@@ -434,6 +441,16 @@ async fn t10_elects_forwards_and_reads_linearizably() {
     assert_eq!(metrics.role, GroupRole::Leader);
     assert_eq!(metrics.voters.len(), 3);
     assert_eq!(metrics.matched_log_index.unwrap().len(), 3);
+    // The cheap looks agree with the full metrics: a leader's role, and no wait for itself; a
+    // follower, which has just heard from its leader (heartbeats every 50 ms).
+    let leader = cluster.node(leaders[&0]);
+    assert_eq!(leader.role(0).unwrap(), GroupRole::Leader);
+    assert_eq!(leader.since_leader_contact(0).unwrap(), Duration::ZERO);
+    let follower = cluster.node((1..=3).find(|id| *id != leaders[&0]).unwrap());
+    assert_eq!(follower.role(0).unwrap(), follower.metrics(0).unwrap().role);
+    assert_eq!(follower.role(0).unwrap(), GroupRole::Follower);
+    assert!(follower.since_leader_contact(0).unwrap() < Duration::from_secs(2));
+    assert!(leader.role(GROUPS).is_err(), "no such group");
     cluster.shutdown().await;
 }
 
@@ -951,4 +968,49 @@ async fn t20_nodes_restored_from_a_backup_elect_above_its_term_and_go_on() {
         .unwrap();
     assert_eq!(cluster.applied(restarted, 0), cluster.applied(leaders[&0], 0));
     cluster.shutdown().await;
+}
+
+/// One flush sweep offers every group's application a flush, in one pass, and names the groups
+/// to stop: those whose flush failed for another reason than a full disk (which is only
+/// offered again later), and one whose application lock is poisoned.
+#[test]
+fn a_flush_sweep_offers_every_group_and_names_those_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let errors = [
+        None,
+        Some(io::ErrorKind::StorageFull),
+        Some(io::ErrorKind::PermissionDenied),
+        None,
+        None,
+    ];
+    let states: Vec<Arc<Mutex<TestState>>> = errors
+        .iter()
+        .map(|&flush_error| {
+            Arc::new(Mutex::new(TestState {
+                flush_error,
+                ..TestState::default()
+            }))
+        })
+        .collect();
+    let apps: Vec<Mutex<TestApp>> = states
+        .iter()
+        .map(|state| {
+            Mutex::new(TestApp {
+                dir: dir.path().to_path_buf(),
+                state: state.clone(),
+            })
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        let _ = scope
+            .spawn(|| {
+                let _held = apps[4].lock().unwrap();
+                panic!("poisons group 4's lock (test)");
+            })
+            .join();
+    });
+    assert_eq!(offer_flushes(apps.iter()), vec![2, 4]);
+    let flushes: Vec<usize> = states.iter().map(|state| state.lock().unwrap().flushes).collect();
+    assert_eq!(flushes, vec![1, 1, 1, 1, 0]);
+    assert_eq!(offer_flushes(apps.iter().take(2)), Vec::<usize>::new());
 }

@@ -136,3 +136,71 @@ fn install_is_idempotent() {
         assert!(text.contains("dovetail_test_install_total 3"), "{text}");
     }
 }
+
+/// A group's gauges are set on its first sample and again only when one of its values changes:
+/// a repeated sample sets nothing (a gauge changed behind its back keeps that value), a new
+/// count or term sets them all, and a lag series the group no longer reports (it stopped
+/// leading) goes to 0 while the others stay.
+#[test]
+fn a_group_gauges_are_set_only_when_its_values_change() {
+    let recorder = builder().build_recorder();
+    let handle = recorder.handle();
+    let leading = metrics_of(
+        GroupRole::Leader,
+        Some(10),
+        &[(1, Some(10)), (2, Some(7)), (3, Some(9))],
+    );
+    let counts = GroupCounts {
+        mailboxes: 2,
+        messages: 5,
+    };
+    let sample = |m: &GroupMetrics, counts: GroupCounts| GroupSample {
+        raft: Some(RaftSample::of(m)),
+        counts: Some(counts),
+    };
+    let value = |name: &str, labels: &[&str]| value_of(&handle.render(), name, labels);
+    metrics::with_local_recorder(&recorder, || {
+        let mut shown = GroupGauges::default();
+        assert!(shown.record(3, sample(&leading, counts)));
+        assert_eq!(value(GROUP_MESSAGES, &["group=\"3\""]), Some(5.0));
+        assert_eq!(value(GROUP_MAILBOXES, &["group=\"3\""]), Some(2.0));
+        assert_eq!(value(GROUP_IS_LEADER, &["group=\"3\""]), Some(1.0));
+        assert_eq!(value(GROUP_APPLIED_INDEX, &["group=\"3\""]), Some(10.0));
+        let lag = |follower: &str| {
+            value(
+                GROUP_REPLICATION_LAG_ENTRIES,
+                &["group=\"3\"", &format!("follower=\"{follower}\"")],
+            )
+        };
+        assert_eq!((lag("2"), lag("3")), (Some(3.0), Some(1.0)));
+        // Unchanged: nothing is set.
+        gauge!(GROUP_MESSAGES, "group" => "3").set(99.0);
+        assert!(!shown.record(3, sample(&leading, counts)));
+        assert_eq!(value(GROUP_MESSAGES, &["group=\"3\""]), Some(99.0));
+        // One count changed: the group's gauges are set.
+        let more = GroupCounts {
+            messages: 6,
+            ..counts
+        };
+        assert!(shown.record(3, sample(&leading, more)));
+        assert_eq!(value(GROUP_MESSAGES, &["group=\"3\""]), Some(6.0));
+        // Another group is apart.
+        assert!(shown.record(7, sample(&leading, counts)));
+        assert_eq!(value(GROUP_MESSAGES, &["group=\"7\""]), Some(5.0));
+        assert!(!shown.record(3, sample(&leading, more)));
+        // No longer leading: its lag series go to 0.
+        let following = metrics_of(GroupRole::Follower, Some(12), &[]);
+        assert!(shown.record(3, sample(&following, more)));
+        assert_eq!(value(GROUP_IS_LEADER, &["group=\"3\""]), Some(0.0));
+        assert_eq!(value(GROUP_COMMITTED_INDEX, &["group=\"3\""]), Some(12.0));
+        assert_eq!((lag("2"), lag("3")), (Some(0.0), Some(0.0)));
+        // Metrics unreadable: the Raft gauges keep their values, the counts still move.
+        let blind = GroupSample {
+            raft: None,
+            counts: Some(counts),
+        };
+        assert!(shown.record(3, blind));
+        assert_eq!(value(GROUP_COMMITTED_INDEX, &["group=\"3\""]), Some(12.0));
+        assert_eq!(value(GROUP_MESSAGES, &["group=\"3\""]), Some(5.0));
+    });
+}
