@@ -46,7 +46,7 @@ use crate::membership::MembershipRules;
 use crate::state_machine::{lock_app, position_of, AppStateMachine};
 use crate::transport::{self, ClusterSecret, GroupNetwork, Router};
 use crate::type_config::{GroupId, Node, NodeId};
-use crate::{Application, LogDb, LogDbOptions, LogPosition, ReserveStatus};
+use crate::{Application, FlushJob, LogDb, LogDbOptions, LogPosition, ReserveStatus};
 use storage_alarm::StorageAlarm;
 
 /// The directory of a node's log db (every group's Raft log) under its data directory.
@@ -519,7 +519,7 @@ async fn flush_app<A: Application>(group: &Group<A>) -> io::Result<()> {
     on_app(group, A::flush).await
 }
 
-/// Runs `flush` (`Application::flush` or `periodic_flush`) on the blocking pool under the app lock.
+/// Runs `flush` (`Application::flush`) on the blocking pool under the app lock.
 async fn on_app<A: Application>(group: &Group<A>, flush: fn(&mut A) -> io::Result<()>) -> io::Result<()> {
     let app = group.app.clone();
     tokio::task::spawn_blocking(move || flush(&mut *lock_app(&app)?))
@@ -527,7 +527,25 @@ async fn on_app<A: Application>(group: &Group<A>, flush: fn(&mut A) -> io::Resul
         .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
 }
 
-/// Offers every group's application a flush every `interval` (`periodic_flush`: the application
+/// Runs `Application::begin_periodic_flush` on the blocking pool: its start and its last part
+/// under the app lock, the slow part between them without it (the group applies meanwhile).
+async fn periodic_flush_app<A: Application>(group: &Group<A>) -> io::Result<()> {
+    let app = group.app.clone();
+    tokio::task::spawn_blocking(move || {
+        let job = lock_app(&app)?.begin_periodic_flush()?;
+        match job {
+            FlushJob::Done => Ok(()),
+            FlushJob::Pending(slow) => {
+                let finish = slow()?;
+                finish(&mut *lock_app(&app)?)
+            }
+        }
+    })
+    .await
+    .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
+}
+
+/// Offers every group's application a flush every `interval` (`begin_periodic_flush`: the application
 /// decides whether it is due). A flush that fails for want of disk space is offered again later
 /// (the log keeps everything it would have written; recovery replays it). A group whose
 /// application cannot flush for another reason is stopped.
@@ -542,7 +560,7 @@ async fn flush_periodically<A: Application>(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         for (group_id, group) in table.groups.iter().enumerate() {
-            match on_app(group, A::periodic_flush).await {
+            match periodic_flush_app(group).await {
                 Ok(()) => {}
                 Err(e) if crate::is_out_of_space(&e) => {
                     tracing::warn!(group_id, error = %e, "application flush waits for disk space");
