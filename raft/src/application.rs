@@ -61,6 +61,29 @@ impl std::fmt::Debug for SnapshotJob {
     }
 }
 
+/// The last part of a [`FlushJob::Pending`]: runs with the application locked again.
+pub type FlushFinish<A> = Box<dyn FnOnce(&mut A) -> io::Result<()> + Send>;
+
+/// What [`Application::begin_periodic_flush`] hands back.
+pub enum FlushJob<A> {
+    /// Nothing left to do (done with the application locked, or not due).
+    Done,
+    /// The slow part (the syncs): runs on the blocking pool without the application's lock, so
+    /// the group goes on applying meanwhile. It returns the last part, which the raft crate
+    /// runs with the application locked again (deciding whether what was synced is still the
+    /// whole state).
+    Pending(Box<dyn FnOnce() -> io::Result<FlushFinish<A>> + Send>),
+}
+
+impl<A> std::fmt::Debug for FlushJob<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlushJob::Done => f.write_str("Done"),
+            FlushJob::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
+}
+
 /// One group's replicated application state.
 pub trait Application: Send + 'static {
     /// The last applied position and the consensus metadata stored with it; `None` if nothing
@@ -90,6 +113,16 @@ pub trait Application: Send + 'static {
     /// it due. The default flushes every time.
     fn periodic_flush(&mut self) -> io::Result<()> {
         self.flush()
+    }
+
+    /// How the raft crate runs the periodic flush: called with the application locked;
+    /// whatever [`FlushJob::Pending`] leaves runs without the lock, and its last part with the
+    /// lock again. The default does it all here ([`periodic_flush`](Self::periodic_flush)).
+    fn begin_periodic_flush(&mut self) -> io::Result<FlushJob<Self>>
+    where
+        Self: Sized,
+    {
+        self.periodic_flush().map(|()| FlushJob::Done)
     }
 
     /// Writes a snapshot of the current state and makes it the current snapshot.

@@ -57,7 +57,7 @@ pub(crate) mod test_rng;
 
 use serde::{Deserialize, Serialize};
 
-pub use application::{is_out_of_space, Application, SnapshotInfo, SnapshotJob};
+pub use application::{is_out_of_space, Application, FlushFinish, FlushJob, SnapshotInfo, SnapshotJob};
 pub use log_store::{GroupLogStore, LogDb, LogDbOptions, LogDbStats, LogStoreError, ReserveStatus};
 pub use membership::{MemberRole, MembershipChange, MembershipOutcome, MembershipRules, Refusal};
 pub use node::{

@@ -164,6 +164,18 @@ impl MmapStorage {
     }
 }
 
+impl MmapStorage {
+    /// A second handle to the file, to sync it without borrowing the storage: on Linux an
+    /// `fsync` of the file writes back the pages dirtied through its shared mapping too, so
+    /// `sync_all` on this handle makes every write made through the mapping before the call
+    /// durable (writes made during it may or may not be).
+    pub fn sync_handle(&self) -> Result<File, IndexError> {
+        self.file
+            .try_clone()
+            .map_err(|e| IndexError::io(&self.path, "duplicating the handle of", e))
+    }
+}
+
 impl Storage for MmapStorage {
     fn bytes(&self) -> &[u8] {
         &self.map

@@ -8,13 +8,13 @@
 //! this replica diverge from the ones that applied it.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dovetail_raft::{Application, Request, SnapshotFile, SnapshotInfo, SnapshotJob};
+use dovetail_raft::{Application, FlushFinish, FlushJob, Request, SnapshotFile, SnapshotInfo, SnapshotJob};
 
 use crate::index::LogPosition;
 use crate::state_machine::snapshot::read_snapshot_manifest;
-use crate::state_machine::{GroupStateMachine, SmError};
+use crate::state_machine::{GroupStateMachine, PendingFlush, SmError};
 use crate::txn::encoding::{admissible, decode_entry, EntryError};
 use crate::txn::{Outcome, Rejection, Txn};
 
@@ -51,7 +51,8 @@ fn apply_incomplete() -> io::Error {
     )
 }
 
-/// A group that keeps changing is flushed at most this often (see [`MailGroup::periodic_flush`]).
+/// A group that keeps changing is offered a flush at most this often (see
+/// [`MailGroup::begin_periodic_flush`]).
 pub const BUSY_GROUP_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A group's state machine, replicated.
@@ -66,6 +67,12 @@ pub struct MailGroup {
     snapshots_installed: u64,
     /// The applied position at the previous periodic flush offer.
     applied_at_last_offer: Option<LogPosition>,
+    /// When the last periodic flush began (see [`BUSY_GROUP_FLUSH_INTERVAL`]).
+    last_flush_begun: Option<Instant>,
+    /// Periodic flushes that cleared the dirty mark, and those that found the group changed
+    /// by the time their syncs were done (the mark stays).
+    flushes_cleared: u64,
+    flushes_overtaken: u64,
     /// Set while the last entry's apply failed for want of disk space part way (the raft layer
     /// retries it): the requests before the failing one are applied and in the session table,
     /// the applied position is not advanced. Nothing of that in-between state may be written
@@ -96,6 +103,9 @@ impl MailGroup {
             max_encoding,
             snapshots_installed: 0,
             applied_at_last_offer: None,
+            last_flush_begun: None,
+            flushes_cleared: 0,
+            flushes_overtaken: 0,
             apply_incomplete: false,
             legacy_names,
         }
@@ -113,6 +123,40 @@ impl MailGroup {
 
     pub fn snapshots_installed(&self) -> u64 {
         self.snapshots_installed
+    }
+
+    /// Periodic flushes that cleared the dirty mark, and those that found the group changed
+    /// after their syncs (the mark stays), since this process opened the group.
+    pub fn periodic_flushes(&self) -> (u64, u64) {
+        (self.flushes_cleared, self.flushes_overtaken)
+    }
+
+    /// Whether a periodic flush is due; notes the offer. See [`Self::begin_periodic_flush`].
+    fn periodic_flush_due(&mut self) -> bool {
+        let applied = self.machine.applied();
+        let quiet = applied == self.applied_at_last_offer;
+        self.applied_at_last_offer = applied;
+        let overdue = self
+            .machine
+            .dirty_for()
+            .is_some_and(|dirty| dirty >= BUSY_GROUP_FLUSH_INTERVAL)
+            && self
+                .last_flush_begun
+                .is_none_or(|begun| begun.elapsed() >= BUSY_GROUP_FLUSH_INTERVAL);
+        quiet || overdue
+    }
+
+    /// The last part of a periodic flush, with the group locked again.
+    fn finish_periodic_flush(&mut self, pending: PendingFlush) -> io::Result<()> {
+        // An apply that failed part way (`apply_incomplete`) changed the group first: the
+        // flush then leaves the mark, as for any change since it began.
+        if self.machine.finish_flush(pending).map_err(io_error)? {
+            self.flushes_cleared += 1;
+        } else {
+            self.flushes_overtaken += 1;
+            tracing::debug!(dir = %self.machine.dir().display(), "periodic flush overtaken by an apply: the group stays dirty");
+        }
+        Ok(())
     }
 
     pub fn machine(&self) -> &GroupStateMachine {
@@ -230,27 +274,47 @@ impl Application for MailGroup {
         self.machine.flush().map_err(io_error)
     }
 
-    /// Flushes a group that has gone quiet (nothing applied since the previous offer, one
-    /// `app_flush_interval` ago) or that has been dirty for [`BUSY_GROUP_FLUSH_INTERVAL`]; a
-    /// group still busy is left alone. Why: a flush is what makes `live/` trusted after a crash
-    /// (no `DIRTY` mark: no restore from the checkpoint), and a busy group is marked dirty again
-    /// by its next write, microseconds later, so flushing it buys nothing while it costs a sync
-    /// per changed mailbox file, four more for the manifest and the mark, and two in the next
-    /// apply to set the mark again (about 200 syncs a second per node with 16 busy groups every
-    /// 500 ms). A group that stops changing is still clean within two intervals.
+    /// Runs [`begin_periodic_flush`](Self::begin_periodic_flush)'s job all at once.
     fn periodic_flush(&mut self) -> io::Result<()> {
-        let applied = self.machine.applied();
-        let quiet = applied == self.applied_at_last_offer;
-        self.applied_at_last_offer = applied;
-        let overdue = self
-            .machine
-            .dirty_for()
-            .is_some_and(|dirty| dirty >= BUSY_GROUP_FLUSH_INTERVAL);
-        if quiet || overdue {
-            self.flush()
-        } else {
-            Ok(())
+        match self.begin_periodic_flush()? {
+            FlushJob::Done => Ok(()),
+            FlushJob::Pending(slow) => slow()?(self),
         }
+    }
+
+    /// Flushes a group that has gone quiet (nothing applied since the previous offer, one
+    /// `app_flush_interval` ago) or that has been dirty for [`BUSY_GROUP_FLUSH_INTERVAL`] (and
+    /// had no flush begun for as long); a group still busy is left alone. Why: a flush is what
+    /// makes `live/` trusted after a crash (no `DIRTY` mark: no restore from the checkpoint),
+    /// and a busy group is marked dirty again by its next write, microseconds later, so
+    /// flushing it buys little while it costs a sync per changed mailbox file, four more for the
+    /// manifest and the mark, and two in the next apply to set the mark again.
+    ///
+    /// The flush is split (`GroupStateMachine::begin_flush`): here, with the group locked, only
+    /// handles to the changed files and the manifest's bytes are taken; the syncs run without
+    /// the lock while the group goes on applying; with the lock again, the manifest is put in
+    /// place and the mark removed (two directory syncs) only if nothing was applied meanwhile.
+    /// A group that never pauses for as long as the syncs take is then never marked clean by a
+    /// periodic flush. That is correct, and costs only recovery time: after a crash it restores
+    /// its checkpoint and replays the log from there (which the log keeps anyway), as it would
+    /// have had to a moment after any flush of it (its next write sets the mark again). Its
+    /// pages are still written back every [`BUSY_GROUP_FLUSH_INTERVAL`] by the syncs; once it
+    /// pauses, the next offer finds it quiet and clears the mark; the shutdown flush
+    /// ([`flush`](Application::flush)) is whole, with the group locked.
+    fn begin_periodic_flush(&mut self) -> io::Result<FlushJob<Self>> {
+        if !self.periodic_flush_due() || self.apply_incomplete {
+            return Ok(FlushJob::Done);
+        }
+        let Some(mut pending) = self.machine.begin_flush().map_err(io_error)? else {
+            return Ok(FlushJob::Done);
+        };
+        self.last_flush_begun = Some(Instant::now());
+        Ok(FlushJob::Pending(Box::new(move || {
+            pending.sync().map_err(io_error)?;
+            let finish: FlushFinish<MailGroup> =
+                Box::new(move |group: &mut MailGroup| group.finish_periodic_flush(pending));
+            Ok(finish)
+        })))
     }
 
     fn build_snapshot(&mut self) -> io::Result<SnapshotInfo> {
@@ -486,6 +550,43 @@ mod tests {
                 assert_eq!(group.encoding(), 1);
             }
         }
+    }
+
+    /// The periodic flush as the raft layer runs it: begun with the group locked, synced
+    /// without the lock (an apply may come in meanwhile), finished with the lock again. An
+    /// apply in between keeps the dirty mark; the next quiet offer clears it.
+    #[test]
+    fn a_periodic_flush_overtaken_by_an_apply_leaves_the_group_dirty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut group = MailGroup::new(GroupStateMachine::open(dir.path()).unwrap(), CURRENT_ENCODING);
+        let dirty_mark = dir.path().join("live").join("DIRTY");
+        group
+            .apply(LogPosition::new(1, 1), b"m", &[entry(&create_inbox())])
+            .unwrap();
+        group.periodic_flush().unwrap(); // busy: changed since the previous offer
+        let FlushJob::Pending(slow) = group.begin_periodic_flush().unwrap() else {
+            panic!("quiet and dirty: a flush is due");
+        };
+        let finish = slow().unwrap();
+        group
+            .apply(LogPosition::new(1, 2), b"m", &[entry(&append("a", 1, 1))])
+            .unwrap();
+        finish(&mut group).unwrap();
+        assert!(group.machine().is_dirty() && dirty_mark.exists());
+        assert_eq!(group.periodic_flushes(), (0, 1));
+        // The next offer finds it changed: left alone; the one after, quiet: flushed.
+        assert!(matches!(group.begin_periodic_flush().unwrap(), FlushJob::Done));
+        let FlushJob::Pending(slow) = group.begin_periodic_flush().unwrap() else {
+            panic!("quiet and dirty: a flush is due");
+        };
+        slow().unwrap()(&mut group).unwrap();
+        assert!(!group.machine().is_dirty() && !dirty_mark.exists());
+        assert_eq!(group.periodic_flushes(), (1, 1));
+        let applied = group.applied_state();
+        drop(group);
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert_eq!(reopened.recovery(), &crate::state_machine::Recovery::Clean);
+        assert_eq!(reopened.applied(), applied.map(|(position, _)| position));
     }
 
     /// The periodic flush leaves a busy group dirty and flushes it once it is quiet for one

@@ -12,6 +12,10 @@
 //! **Recovery protocol.** The Raft log is the write-ahead log; index files are derived state,
 //! changed in place through their mappings. Before the first change after a flush, `live/DIRTY`
 //! is created and synced. `flush` syncs every changed file and the manifest, then removes `DIRTY`.
+//! A flush may be split so that the syncs run while the group goes on applying
+//! ([`begin_flush`](GroupStateMachine::begin_flush), [`PendingFlush::sync`],
+//! [`finish_flush`](GroupStateMachine::finish_flush)): `DIRTY` is then removed only if nothing
+//! changed since the flush began (the syncs cover the state as it was then, not later changes).
 //! So after a crash — kill -9 or power loss, torn pages included — `live/` is either clean at the
 //! manifest's applied position, or marked dirty. A dirty `live/` is never trusted: it is replaced
 //! by the checkpoint (or by an empty group if there is none), and the caller replays the log after
@@ -49,6 +53,8 @@ const CHECKPOINT: &str = "checkpoint.snap";
 const CHECKPOINT_TMP: &str = "checkpoint.snap.tmp";
 /// A checkpoint being written by a [`PendingCheckpoint`]: `checkpoint.snap.build-<stamp>`.
 const CHECKPOINT_BUILD_PREFIX: &str = "checkpoint.snap.build-";
+/// The manifest a [`PendingFlush`] writes in `live/`: `manifest.flush-<seq>`.
+const MANIFEST_FLUSH_PREFIX: &str = "manifest.flush-";
 
 /// Mailbox files in a `live/` directory, memory-mapped.
 #[derive(Debug)]
@@ -134,6 +140,12 @@ pub struct GroupStateMachine {
     /// lock serializes the renames onto `checkpoint.snap`; a pending checkpoint replaces the
     /// file only with a larger stamp, so the checkpoint never goes back to an older state.
     in_place: Arc<Mutex<u64>>,
+    /// Counts changes: taken by every [`mark_dirty`](Self::mark_dirty) (which comes before
+    /// every change) and snapshot install. A [`PendingFlush`] clears the dirty mark only if it
+    /// is still the one it began at.
+    generation: u64,
+    /// Names the manifest files of pending flushes apart.
+    flush_seq: u64,
     _lock: File,
 }
 
@@ -206,6 +218,47 @@ impl Drop for PendingCheckpoint {
     }
 }
 
+/// A flush whose syncs run without borrowing the group: [`GroupStateMachine::begin_flush`]
+/// takes, with the group borrowed, a handle to every changed index file, the manifest as it
+/// stands and the group's change count; [`sync`](Self::sync) syncs the files and writes and
+/// syncs the manifest beside the live one (the slow part, while the group goes on applying);
+/// [`GroupStateMachine::finish_flush`], with the group borrowed again, puts the manifest in
+/// place and removes the dirty mark if nothing changed meanwhile. Dropped unfinished, it
+/// removes its manifest file.
+#[derive(Debug)]
+pub struct PendingFlush {
+    live: PathBuf,
+    /// The changed index files (their pages dirtied through the mappings included).
+    files: Vec<(PathBuf, File)>,
+    manifest: Vec<u8>,
+    tmp: PathBuf,
+    generation: u64,
+    synced: bool,
+    /// Set once the file is renamed onto `manifest`: not this one's to remove any more.
+    in_place_now: bool,
+}
+
+impl PendingFlush {
+    /// Syncs every changed index file and writes and syncs the manifest beside the live one.
+    /// Needs no access to the group.
+    pub fn sync(&mut self) -> Result<(), SmError> {
+        for (path, file) in &self.files {
+            file.sync_all().map_err(|e| SmError::io(path, "syncing", e))?;
+        }
+        write_file_synced(&self.tmp, &self.manifest)?;
+        self.synced = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingFlush {
+    fn drop(&mut self) {
+        if !self.in_place_now {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 impl GroupStateMachine {
     /// Opens (creating if needed) the group in `dir`, recovering from any crash. The caller then
     /// replays the log after `applied()`.
@@ -241,6 +294,10 @@ impl GroupStateMachine {
         }
         let _ = fs::remove_file(dir.join(CHECKPOINT_TMP));
         remove_unfinished_builds(dir)?;
+        if live.exists() {
+            // A pending flush's manifest, never put in place: nothing refers to it.
+            remove_files_named(&live, |name| name.starts_with(MANIFEST_FLUSH_PREFIX))?;
+        }
         let checkpoint = read_checkpoint_header(&dir.join(CHECKPOINT))?;
         let plan = if !live.exists() && checkpoint.is_none() {
             Plan::Fresh
@@ -280,6 +337,8 @@ impl GroupStateMachine {
             recovery,
             next_stamp: 1,
             in_place: Arc::new(Mutex::new(0)),
+            generation: 0,
+            flush_seq: 0,
             _lock: lock,
         })
     }
@@ -363,7 +422,9 @@ impl GroupStateMachine {
         Ok(())
     }
 
+    /// Called before every change of the state (it counts them: see `generation`).
     pub(super) fn mark_dirty(&mut self) -> Result<(), SmError> {
+        self.generation += 1;
         if self.dirty.is_none() {
             let live = self.dir.join(LIVE);
             write_file_synced(&live.join(DIRTY), b"")?;
@@ -386,17 +447,59 @@ impl GroupStateMachine {
 
     /// Makes everything applied so far durable in `live/`, and clears the dirty mark.
     pub fn flush(&mut self) -> Result<(), SmError> {
-        if self.dirty.is_none() {
+        let Some(mut pending) = self.begin_flush()? else {
             return Ok(());
+        };
+        pending.sync()?;
+        let cleared = self.finish_flush(pending)?;
+        debug_assert!(cleared, "nothing can change while the group is borrowed");
+        Ok(())
+    }
+
+    /// The part of [`flush`](Self::flush) that reads the state: `None` if `live/` is clean,
+    /// else what [`PendingFlush::sync`] needs (handles to the changed index files, the manifest
+    /// as it stands, the change count). Cheap: no I/O but a `dup` per changed file.
+    pub fn begin_flush(&mut self) -> Result<Option<PendingFlush>, SmError> {
+        if self.dirty.is_none() {
+            return Ok(None);
         }
         let live = self.dir.join(LIVE);
+        let mut files = Vec::with_capacity(self.state.touched.len());
         for guid in &self.state.touched {
-            if let Some(index) = self.state.mailboxes.get_mut(guid) {
-                index.flush()?;
+            if let Some(index) = self.state.mailboxes.get(guid) {
+                let storage = index.storage();
+                files.push((
+                    crate::index::Storage::path(storage).to_path_buf(),
+                    storage.sync_handle()?,
+                ));
             }
         }
-        write_file_synced(&live.join("manifest.tmp"), &self.state.manifest.encode())?;
-        rename(&live.join("manifest.tmp"), &live.join(MANIFEST_FILE))?;
+        self.flush_seq += 1;
+        Ok(Some(PendingFlush {
+            tmp: live.join(format!("{MANIFEST_FLUSH_PREFIX}{}", self.flush_seq)),
+            live,
+            files,
+            manifest: self.state.manifest.encode(),
+            generation: self.generation,
+            synced: false,
+            in_place_now: false,
+        }))
+    }
+
+    /// The last part of a split flush: if nothing changed since [`begin_flush`](Self::begin_flush)
+    /// (and `live/` is still dirty), puts the synced manifest in place, syncs the directory and
+    /// removes the dirty mark (two directory syncs), and returns true. Otherwise the changes
+    /// since are not known to be durable: the mark and the set of changed files stay for the
+    /// next flush, the pending manifest is removed, and it returns false.
+    pub fn finish_flush(&mut self, mut pending: PendingFlush) -> Result<bool, SmError> {
+        if self.dirty.is_none() || pending.generation != self.generation || !pending.synced {
+            return Ok(false);
+        }
+        let live = pending.live.clone();
+        rename(&pending.tmp, &live.join(MANIFEST_FILE))?;
+        pending.in_place_now = true;
+        // The manifest durably in place (and created or removed index files durably there or
+        // gone) before the mark is durably gone.
         sync_dir(&live)?;
         self.state.touched.clear();
         let dirty = live.join(DIRTY);
@@ -404,7 +507,7 @@ impl GroupStateMachine {
         sync_dir(&live)?;
         self.dirty = None;
         self.debug_assert_dirty_mark();
-        Ok(())
+        Ok(true)
     }
 
     /// Writes the current state as the group's checkpoint (atomically replacing the last one).
@@ -505,6 +608,8 @@ impl GroupStateMachine {
         switch_incoming(&self.dir)?;
         self.state = load_live(&self.dir.join(LIVE))?;
         self.dirty = None;
+        // A flush pending on the replaced state must not clear a mark set after this.
+        self.generation += 1;
         Ok(unpacked)
     }
 }
@@ -533,14 +638,15 @@ fn read_checkpoint_header(path: &Path) -> Result<Option<super::snapshot::Snapsho
 
 /// Removes the files of checkpoints whose writing a crash cut short.
 fn remove_unfinished_builds(dir: &Path) -> Result<(), SmError> {
+    remove_files_named(dir, |name| name.starts_with(CHECKPOINT_BUILD_PREFIX))
+}
+
+/// Removes the files in `dir` whose names `matches`.
+fn remove_files_named(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<(), SmError> {
     let entries = fs::read_dir(dir).map_err(|e| SmError::io(dir, "listing", e))?;
     for entry in entries {
         let entry = entry.map_err(|e| SmError::io(dir, "listing", e))?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(CHECKPOINT_BUILD_PREFIX)
-        {
+        if matches(&entry.file_name().to_string_lossy()) {
             let path = entry.path();
             fs::remove_file(&path).map_err(|e| SmError::io(&path, "removing", e))?;
         }
@@ -625,7 +731,11 @@ fn load_live(live: &Path) -> Result<GroupState<DirFiles>, SmError> {
     for entry in entries {
         let entry = entry.map_err(|e| SmError::io(live, "listing", e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == MANIFEST_FILE || name == DIRTY || name == "manifest.tmp" {
+        if name == MANIFEST_FILE
+            || name == DIRTY
+            || name == "manifest.tmp"
+            || name.starts_with(MANIFEST_FLUSH_PREFIX)
+        {
             continue;
         }
         let guid = parse_index_file_name(&name).ok_or_else(|| SmError::Inconsistent {
@@ -1052,5 +1162,198 @@ mod tests {
         );
         sm.apply(next, &txn).unwrap().unwrap();
         assert_eq!(sm.state().counts(), other.state().counts());
+    }
+
+    /// A group's applied position, encoded manifest, and every index file's bytes.
+    type Image = (Option<LogPosition>, Vec<u8>, Vec<(Guid, Vec<u8>)>);
+
+    /// What a group holds: its applied position, manifest and every index file's bytes.
+    fn image(machine: &GroupStateMachine) -> Image {
+        (
+            machine.applied(),
+            machine.state.manifest.encode(),
+            machine
+                .state
+                .mailboxes
+                .iter()
+                .map(|(guid, index)| (*guid, index.bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    fn dirty_mark(dir: &Path) -> bool {
+        dir.join(LIVE).join(DIRTY).exists()
+    }
+
+    fn flush_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join(LIVE))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(MANIFEST_FLUSH_PREFIX))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A split flush of a group that nothing changes meanwhile clears the mark; the group then
+    /// reopens clean, as it was.
+    #[test]
+    fn a_split_flush_of_a_quiet_group_clears_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 2);
+        assert!(machine.is_dirty() && dirty_mark(dir.path()));
+        let mut pending = machine.begin_flush().unwrap().expect("dirty");
+        pending.sync().unwrap();
+        assert_eq!(flush_files(dir.path()).len(), 1);
+        assert!(machine.finish_flush(pending).unwrap());
+        assert!(!machine.is_dirty() && !dirty_mark(dir.path()));
+        assert!(machine.state.touched.is_empty());
+        assert!(flush_files(dir.path()).is_empty());
+        assert!(
+            machine.begin_flush().unwrap().is_none(),
+            "clean: nothing to flush"
+        );
+        let before = image(&machine);
+        drop(machine); // a crash now: nothing is lost
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert_eq!(reopened.recovery(), &Recovery::Clean);
+        assert_eq!(image(&reopened), before);
+    }
+
+    /// An apply between the start of a split flush and its end: the syncs may have missed it,
+    /// so the mark and the changed files stay; a crash then restores the checkpoint (never a
+    /// `live/` that holds the newer change under the older manifest). The next flush clears it.
+    #[test]
+    fn an_apply_during_a_split_flush_keeps_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 2);
+        machine.checkpoint().unwrap();
+        let mut pending = machine.begin_flush().unwrap().expect("dirty");
+        pending.sync().unwrap();
+        // Not borrowed by the pending flush: the group applies meanwhile (the lock is free).
+        machine.apply(LogPosition::new(1, 4), &append("c", 4, 4)).unwrap();
+        assert!(!machine.finish_flush(pending).unwrap());
+        assert!(machine.is_dirty() && dirty_mark(dir.path()));
+        assert!(!machine.state.touched.is_empty());
+        assert!(flush_files(dir.path()).is_empty());
+        // A crash now: restored from the checkpoint (index 3); the log replays index 4.
+        drop(machine);
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert!(matches!(reopened.recovery(), Recovery::Restored { .. }));
+        assert_eq!(reopened.applied(), Some(LogPosition::new(1, 3)));
+        drop(reopened);
+        // Without the crash, the next flush makes it all durable.
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 2);
+        let mut pending = machine.begin_flush().unwrap().expect("dirty");
+        pending.sync().unwrap();
+        machine.apply(LogPosition::new(1, 4), &append("c", 4, 4)).unwrap();
+        assert!(!machine.finish_flush(pending).unwrap());
+        let mut pending = machine.begin_flush().unwrap().expect("still dirty");
+        pending.sync().unwrap();
+        assert!(machine.finish_flush(pending).unwrap());
+        let before = image(&machine);
+        drop(machine);
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert_eq!(reopened.recovery(), &Recovery::Clean);
+        assert_eq!(image(&reopened), before);
+        assert_eq!(reopened.applied(), Some(LogPosition::new(1, 4)));
+    }
+
+    /// Only the consensus metadata changes during the flush: also a change (the manifest it
+    /// synced is stale), so the mark stays.
+    #[test]
+    fn a_metadata_change_during_a_split_flush_keeps_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 1);
+        let mut pending = machine.begin_flush().unwrap().expect("dirty");
+        pending.sync().unwrap();
+        machine.set_consensus_meta(b"newer").unwrap();
+        assert!(!machine.finish_flush(pending).unwrap());
+        assert!(machine.is_dirty() && dirty_mark(dir.path()));
+    }
+
+    /// A whole flush (at shutdown) while a split one is pending: the pending one then finds
+    /// the group clean and changes nothing, also after a later change marked it dirty again.
+    #[test]
+    fn a_split_flush_overtaken_by_a_whole_flush_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 1);
+        let mut pending = machine.begin_flush().unwrap().expect("dirty");
+        machine.flush().unwrap();
+        pending.sync().unwrap();
+        assert!(!machine.finish_flush(pending).unwrap());
+        assert!(!machine.is_dirty() && !dirty_mark(dir.path()));
+        let mut pending = machine.begin_flush().unwrap();
+        assert!(pending.is_none());
+        machine.apply(LogPosition::new(1, 3), &append("c", 3, 3)).unwrap();
+        pending = machine.begin_flush().unwrap();
+        machine.flush().unwrap();
+        machine.apply(LogPosition::new(1, 4), &append("c", 4, 4)).unwrap();
+        let mut pending = pending.unwrap();
+        pending.sync().unwrap();
+        assert!(!machine.finish_flush(pending).unwrap());
+        assert!(machine.is_dirty() && dirty_mark(dir.path()));
+        let before = image(&machine);
+        machine.flush().unwrap();
+        drop(machine);
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert_eq!(reopened.recovery(), &Recovery::Clean);
+        assert_eq!(image(&reopened), before);
+    }
+
+    /// A crash at each point of a split flush: after `begin_flush`, after `sync` (its manifest
+    /// file left in `live/`), after `finish_flush`. Reopened, the group is the applied state
+    /// (clean) or restored from the checkpoint (dirty), never anything else.
+    #[test]
+    fn a_crash_at_any_step_of_a_split_flush_recovers() {
+        for crash_after in ["begin", "sync", "finish"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut machine = group(dir.path(), 2);
+            machine.checkpoint().unwrap();
+            machine.apply(LogPosition::new(1, 4), &append("c", 4, 4)).unwrap();
+            let applied = image(&machine);
+            let mut pending = machine.begin_flush().unwrap().expect("dirty");
+            if crash_after != "begin" {
+                pending.sync().unwrap();
+            }
+            if crash_after == "finish" {
+                assert!(machine.finish_flush(pending).unwrap());
+            } else {
+                std::mem::forget(pending); // a crash: its file stays
+            }
+            drop(machine);
+            let reopened = GroupStateMachine::open(dir.path()).unwrap();
+            assert!(flush_files(dir.path()).is_empty(), "{crash_after}");
+            if crash_after == "finish" {
+                assert_eq!(reopened.recovery(), &Recovery::Clean);
+                assert_eq!(image(&reopened), applied);
+            } else {
+                assert!(
+                    matches!(reopened.recovery(), Recovery::Restored { .. }),
+                    "{crash_after}"
+                );
+                assert_eq!(reopened.applied(), Some(LogPosition::new(1, 3)), "{crash_after}");
+            }
+        }
+    }
+
+    /// A pending flush's manifest left by a crash in a `live/` that another flush made clean:
+    /// the group opens clean (the file is ignored and removed).
+    #[test]
+    fn a_stray_pending_manifest_in_a_clean_group_is_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut machine = group(dir.path(), 1);
+        let mut pending = machine.begin_flush().unwrap().expect("dirty");
+        pending.sync().unwrap();
+        std::mem::forget(pending);
+        machine.flush().unwrap();
+        let before = image(&machine);
+        drop(machine);
+        assert_eq!(flush_files(dir.path()).len(), 1);
+        let reopened = GroupStateMachine::open(dir.path()).unwrap();
+        assert_eq!(reopened.recovery(), &Recovery::Clean);
+        assert!(flush_files(dir.path()).is_empty());
+        assert_eq!(image(&reopened), before);
     }
 }

@@ -24,7 +24,7 @@ pub mod repair;
 pub mod snapshot;
 
 pub use error::SmError;
-pub use group_machine::{CheckpointInfo, DirFiles, GroupStateMachine, Recovery};
+pub use group_machine::{CheckpointInfo, DirFiles, GroupStateMachine, PendingFlush, Recovery};
 pub use group_state::{GroupCounts, GroupState, MailboxFiles, MemoryFiles};
 pub use manifest::Manifest;
 pub use read::{

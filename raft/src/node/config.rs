@@ -55,7 +55,7 @@ pub struct RaftNodeConfig {
     /// Entries kept in the log behind the latest snapshot. A follower lagging by less catches up
     /// from the log; beyond it, from a snapshot (ARCHITECTURE.md §8). Default 1000.
     pub max_in_snapshot_log_to_keep: u64,
-    /// How often `Application::periodic_flush` runs for every group (`Application::flush` runs
+    /// How often `Application::begin_periodic_flush` runs for every group (`Application::flush` runs
     /// once at shutdown). Default 500 ms.
     pub app_flush_interval_ms: u64,
     /// Incoming peer connections beyond this are refused. Default 256.

@@ -47,7 +47,7 @@ use crate::membership::MembershipRules;
 use crate::state_machine::{lock_app, position_of, AppStateMachine};
 use crate::transport::{self, ClusterSecret, GroupNetwork, Router};
 use crate::type_config::{GroupId, Node, NodeId};
-use crate::{Application, LogDb, LogDbOptions, LogPosition, ReserveStatus};
+use crate::{Application, FlushJob, LogDb, LogDbOptions, LogPosition, ReserveStatus};
 use storage_alarm::StorageAlarm;
 
 /// The directory of a node's log db (every group's Raft log) under its data directory.
@@ -550,7 +550,20 @@ async fn on_app<A: Application>(group: &Group<A>, flush: fn(&mut A) -> io::Resul
         .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
 }
 
-/// Offers every group's application a flush every `interval` (`periodic_flush`: the application
+/// Runs `Application::begin_periodic_flush` (on a blocking thread): its start and its last part
+/// under the app lock, the slow part between them without it (the group applies meanwhile).
+fn periodic_flush<A: Application>(app: &Mutex<A>) -> io::Result<()> {
+    let job = lock_app(app)?.begin_periodic_flush()?;
+    match job {
+        FlushJob::Done => Ok(()),
+        FlushJob::Pending(slow) => {
+            let finish = slow()?;
+            finish(&mut *lock_app(app)?)
+        }
+    }
+}
+
+/// Offers every group's application a flush every `interval` (`begin_periodic_flush`: the application
 /// decides whether it is due). A flush that fails for want of disk space is offered again later
 /// (the log keeps everything it would have written; recovery replays it). A group whose
 /// application cannot flush for another reason is stopped. One sweep over all groups is one
@@ -581,12 +594,13 @@ async fn flush_periodically<A: Application>(
     }
 }
 
-/// Runs `periodic_flush` on each application in turn, under its lock (on a blocking thread).
-/// Returns the indexes of those that failed for another reason than a full disk (to stop).
+/// Offers each application in turn its periodic flush ([`periodic_flush`], on a blocking
+/// thread). Returns the indexes of those that failed for another reason than a full disk (to
+/// stop).
 fn offer_flushes<'a, A: Application + 'a>(apps: impl IntoIterator<Item = &'a Mutex<A>>) -> Vec<usize> {
     let mut failed = Vec::new();
     for (group_id, app) in apps.into_iter().enumerate() {
-        match lock_app(app).and_then(|mut app| app.periodic_flush()) {
+        match periodic_flush(app) {
             Ok(()) => {}
             Err(e) if crate::is_out_of_space(&e) => {
                 tracing::warn!(group_id, error = %e, "application flush waits for disk space");
