@@ -26,6 +26,7 @@ values is the mean of the two middle ones.
 """
 import json
 import sys
+from statistics import median  # the mean of the two middle values for an even count
 
 DELIVERY_TARGET = 1.0
 FETCH_TARGET = 1.5
@@ -38,17 +39,6 @@ FSYNC_NOTE = {
     "optimized": " (its default; per delivery 1 fsync of the message file + 2 fdatasync, by strace)",
     "always": " (per delivery 1 fsync of the message file + 5 fdatasync, by strace)",
 }
-
-
-def median(values):
-    """The median of a non-empty list; the mean of the two middle values for an even count."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("median of nothing")
-    mid = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[mid]
-    return (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def server_figures(m):

@@ -48,6 +48,7 @@ import argparse
 import json
 import os
 import sys
+from statistics import median  # the mean of the two middle values for an even count
 
 SYSTEMS = ("etcd", "dovetail")
 EPSILON = 1e-9
@@ -219,17 +220,6 @@ def read_all_rows(text):
             fields = line.split("\t")
             out.append((int(fields[0]), *parse_row(fields[1:])))
     return out
-
-
-def median(values):
-    """The median of a non-empty list; the mean of the two middle values for an even count."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("median of nothing")
-    mid = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[mid]
-    return (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def errors_of(fig):

@@ -255,6 +255,7 @@ impl MimeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imap::mime_tests::fixtures;
 
     fn message(n: usize) -> Vec<u8> {
         format!("From: a{n}@example.org\r\nSubject: message {n}\r\nMessage-ID: <{n}@x>\r\n\r\nbody {n}\r\n")
@@ -268,25 +269,6 @@ mod tests {
             items: Vec1::from(item),
         });
         ResponseCodec::default().encode(&response).dump()
-    }
-
-    /// Every fixture message of `tests/fixtures/imap/` (the ones `mime_tests` checks against
-    /// Dovecot's answers), in name order.
-    fn fixtures() -> Vec<(String, Vec<u8>)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imap");
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .expect("tests/fixtures/imap exists")
-            .map(|entry| entry.expect("readable").file_name().into_string().expect("utf-8"))
-            .filter(|name| name.ends_with(".eml"))
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|name| {
-                let bytes = std::fs::read(dir.join(&name)).expect("readable fixture");
-                (name, bytes)
-            })
-            .collect()
     }
 
     #[test]

@@ -47,8 +47,8 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imap")
 }
 
-/// Every fixture message: (name, bytes), in name order.
-fn fixtures() -> Vec<(String, Vec<u8>)> {
+/// Every fixture message: (name, bytes), in name order (also `mime_cache`'s tests).
+pub(super) fn fixtures() -> Vec<(String, Vec<u8>)> {
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
         .expect("tests/fixtures/imap exists")
         .map(|entry| entry.expect("readable").file_name().into_string().expect("utf-8"))
